@@ -1,0 +1,1 @@
+"""Label Studio ML backend for segmentation assist (SAM + a custom extreme-point model)."""

@@ -1,0 +1,1 @@
+"""Network definitions of the custom two-stage extreme-point model."""

@@ -1,0 +1,48 @@
+"""Prompt and segmentation value types shared by routing, segmenters and policies.
+
+Coordinate frame everywhere inside the backend: pixels of the *natural* image, i.e. after
+EXIF transpose, with x to the right and y down, (0, 0) the top-left corner of the top-left
+pixel, and (W, H) the bottom-right corner of the image. Label Studio percents convert as
+``x_px = x_percent / 100 * W`` (see ``backend.protocol``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+class PromptKind(str, Enum):
+    BOX = "box"  # a rectangle, optionally with clicks inside -> SAM (or custom model box mode)
+    POINTS = "points"  # positive/negative clicks -> SAM
+    EXTREME = "extreme"  # exactly 4 positive extreme points -> custom model
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One object to segment.
+
+    box: (x0, y0, x1, y1) in natural-image pixels, or None.
+    points: float array (N, 2) of (x, y) natural-image pixels (N may be 0).
+    point_labels: int array (N,), 1 = positive click, 0 = negative click.
+    label: the BrushLabels label the resulting mask gets.
+    """
+
+    kind: PromptKind
+    label: str
+    box: tuple[float, float, float, float] | None = None
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    point_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+
+
+@dataclass
+class Segmentation:
+    """A segmenter's answer to one prompt: a bool mask (H, W) of the natural image and a
+    confidence in [0, 1] (SAM's predicted IoU, or the custom model's own estimate)."""
+
+    mask: np.ndarray
+    score: float
+    label: str
+    model: str  # which segmenter produced it, e.g. "sam-vit_b" or "extreme-v3"

@@ -1,0 +1,1 @@
+"""Segmenters turn one image plus one prompt into one mask."""

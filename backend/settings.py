@@ -1,0 +1,106 @@
+"""Backend settings, read once from environment variables (names follow Label Studio ML backend conventions)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _json(value: str | None, name: str) -> dict:
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name} must be a JSON object")
+    return parsed
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where per-project state, model versions and training jobs live (shared by all workers/replicas).
+    model_dir: Path = REPO_ROOT / "var"
+    # Custom extreme-point model weights (directory with manifest.json); default: the committed ones.
+    extreme_weights: Path = REPO_ROOT / "model_weights" / "extreme"
+    # SAM: checkpoint path (None or missing file -> SAM disabled, box fallback to the custom model).
+    sam_model_type: str = "vit_b"
+    sam_checkpoint: Path | None = None
+    device: str = "auto"  # "auto" picks cuda when available
+    # LS -> backend Basic Auth (optional); whether /webhook demands it too (LS event webhooks send none).
+    basic_auth_user: str = ""
+    basic_auth_pass: str = ""
+    webhook_requires_auth: bool = False
+    # Backend -> LS (downloading uploads, reading annotations): a Personal Access Token.
+    label_studio_url: str = ""
+    label_studio_api_key: str = field(default="", repr=False)
+    # Scale-out: RQ job queue and shared SAM embedding cache.
+    redis_url: str = ""
+    # KeyPointLabels controls whose name starts with this prefix collect extreme points.
+    extreme_tool_prefix: str = "extreme"
+    # Default project policies, same shape as the ML connection's extra params.
+    default_extra_params: dict = field(default_factory=dict)
+    # Image fetching limits.
+    image_max_bytes: int = 64 * 1024 * 1024
+    image_max_pixels: int = 100_000_000
+    image_timeout_s: float = 30.0
+    image_cache_size: int = 16
+    embedding_cache_size: int = 8
+    # Active learning.
+    train_min_new_annotations: int = 10
+    train_debounce_s: float = 10.0
+    train_steps: int = 300
+    # Pin a project to a model version (rollback): {"<project id>": "<version name>"}.
+    pinned_versions: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        defaults = cls()
+        extra = _json(env.get("POLICIES"), "POLICIES")
+        policies_file = env.get("POLICIES_FILE")
+        if policies_file:
+            extra = _json(Path(policies_file).read_text(), f"POLICIES_FILE {policies_file}")
+        checkpoint = env.get("SAM_CHECKPOINT")
+        return cls(
+            model_dir=Path(env.get("MODEL_DIR") or defaults.model_dir),
+            extreme_weights=Path(env.get("EXTREME_WEIGHTS") or defaults.extreme_weights),
+            sam_model_type=env.get("SAM_MODEL_TYPE") or defaults.sam_model_type,
+            sam_checkpoint=Path(checkpoint) if checkpoint else None,
+            device=env.get("DEVICE") or defaults.device,
+            basic_auth_user=env.get("BASIC_AUTH_USER", ""),
+            basic_auth_pass=env.get("BASIC_AUTH_PASS", ""),
+            webhook_requires_auth=_bool(env.get("WEBHOOK_REQUIRES_AUTH"), False),
+            label_studio_url=(env.get("LABEL_STUDIO_URL") or "").rstrip("/"),
+            label_studio_api_key=env.get("LABEL_STUDIO_API_KEY", ""),
+            redis_url=env.get("REDIS_URL", ""),
+            extreme_tool_prefix=env.get("EXTREME_TOOL_PREFIX") or defaults.extreme_tool_prefix,
+            default_extra_params=extra,
+            image_max_bytes=int(env.get("IMAGE_MAX_BYTES") or defaults.image_max_bytes),
+            image_max_pixels=int(env.get("IMAGE_MAX_PIXELS") or defaults.image_max_pixels),
+            image_timeout_s=float(env.get("IMAGE_TIMEOUT") or defaults.image_timeout_s),
+            image_cache_size=int(env.get("IMAGE_CACHE_SIZE") or defaults.image_cache_size),
+            embedding_cache_size=int(env.get("EMBEDDING_CACHE_SIZE") or defaults.embedding_cache_size),
+            train_min_new_annotations=int(env.get("TRAIN_MIN_NEW_ANNOTATIONS") or defaults.train_min_new_annotations),
+            train_debounce_s=float(env.get("TRAIN_DEBOUNCE_S") or defaults.train_debounce_s),
+            train_steps=int(env.get("TRAIN_STEPS") or defaults.train_steps),
+            pinned_versions=_json(env.get("PINNED_VERSIONS"), "PINNED_VERSIONS"),
+        )
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"

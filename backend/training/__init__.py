@@ -1,0 +1,1 @@
+"""Training data, training loop and evaluation of the custom extreme-point model."""
