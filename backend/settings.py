@@ -61,6 +61,7 @@ class Settings:
     train_min_new_annotations: int = 10
     train_debounce_s: float = 10.0
     train_steps: int = 300
+    train_threads: int = 0  # torch threads of a training job; 0 = half the CPU cores (serving keeps the rest)
     # Pin a project to a model version (rollback): {"<project id>": "<version name>"}.
     pinned_versions: dict = field(default_factory=dict)
 
@@ -95,6 +96,7 @@ class Settings:
             train_min_new_annotations=int(env.get("TRAIN_MIN_NEW_ANNOTATIONS") or defaults.train_min_new_annotations),
             train_debounce_s=float(env.get("TRAIN_DEBOUNCE_S") or defaults.train_debounce_s),
             train_steps=int(env.get("TRAIN_STEPS") or defaults.train_steps),
+            train_threads=int(env.get("TRAIN_THREADS") or defaults.train_threads),
             pinned_versions=_json(env.get("PINNED_VERSIONS"), "PINNED_VERSIONS"),
         )
 

@@ -1,0 +1,178 @@
+"""Label Studio webhook events -> per-project pending annotation changes -> "train now?" decisions.
+
+The webhook handler only calls ``PendingStore.record`` (a few small file operations under a
+per-project lock, no Label Studio calls), so it answers well within Label Studio's 1 s timeout.
+The dispatcher (dispatcher.py) later asks ``decide`` whether the pending changes justify a job.
+
+Payloads are never logged: their ``project`` object carries ``token`` and ``task_data_password``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backend.active_learning.files import file_lock, read_json, write_json_atomic
+from backend.active_learning.layout import Layout
+from backend.project_store import project_id
+
+START_TRAINING = "START_TRAINING"
+# Region types that carry a mask the extreme-point model can learn from.
+MASK_REGION_TYPES = frozenset({"brushlabels", "polygonlabels"})
+
+
+class EventError(ValueError):
+    """A training-relevant event whose payload lacks what it needs; the message is safe to return."""
+
+
+@dataclass(frozen=True)
+class EventEffect:
+    """What one event changes for training.
+
+    added: ids of annotations that now hold usable masks (created or updated).
+    removed: ids of annotations deleted, cancelled or emptied (they no longer count).
+    force: train at once (the "Start training" button).
+    """
+
+    project: str
+    added: frozenset[int] = frozenset()
+    removed: frozenset[int] = frozenset()
+    force: bool = False
+
+
+def parse_event(action: str, payload: dict) -> EventEffect | None:
+    """The training effect of a webhook, or None for actions that do not concern training.
+
+    Raises EventError when a training action's payload is malformed.
+    """
+    if action == START_TRAINING:
+        return EventEffect(project=_project_of(payload), force=True)
+    if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"):
+        annotations = payload.get("annotation")
+        if isinstance(annotations, dict):
+            annotations = [annotations]
+        if not isinstance(annotations, list) or not annotations:
+            raise EventError(f"{action} without an 'annotation' object")
+        added, removed = set(), set()
+        for annotation in annotations:
+            (added if _is_usable(annotation) else removed).add(_annotation_id(annotation, action))
+        return EventEffect(project=_project_of(payload, annotations[0]), added=frozenset(added), removed=frozenset(removed))
+    if action == "ANNOTATIONS_DELETED":
+        annotations = payload.get("annotations")
+        if not isinstance(annotations, list):
+            raise EventError("ANNOTATIONS_DELETED without an 'annotations' list")
+        removed = frozenset(_annotation_id(annotation, action) for annotation in annotations)
+        return EventEffect(project=_project_of(payload), removed=removed)
+    return None
+
+
+def _project_of(payload: dict, annotation: object = None) -> str:
+    project = payload.get("project")
+    candidate = project.get("id") if isinstance(project, dict) else project
+    if candidate is None and isinstance(annotation, dict):
+        candidate = annotation.get("project")
+    if candidate is None:
+        raise EventError("event without a project id ('project.id')")
+    try:
+        return project_id(candidate)
+    except ValueError as exc:
+        raise EventError(str(exc)) from None
+
+
+def _annotation_id(annotation: object, action: str) -> int:
+    annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
+    if isinstance(annotation_id, bool) or not isinstance(annotation_id, int):
+        raise EventError(f"{action}: an annotation without an integer 'id'")
+    return annotation_id
+
+
+def _is_usable(annotation: dict) -> bool:
+    """Not cancelled (skipped) and holding at least one mask region."""
+    if annotation.get("was_cancelled"):
+        return False
+    result = annotation.get("result")
+    return isinstance(result, list) and any(
+        isinstance(region, dict) and region.get("type") in MASK_REGION_TYPES for region in result
+    )
+
+
+@dataclass
+class Pending:
+    """Changes for one project since its last training job was created.
+
+    annotation_ids: annotations created/updated with usable masks, minus those deleted since.
+    last_event_at: time.time() of the latest event (the debounce counts from it).
+    forced: START_TRAINING arrived.
+    """
+
+    annotation_ids: set[int] = field(default_factory=set)
+    last_event_at: float | None = None
+    forced: bool = False
+
+    def to_json(self) -> dict:
+        return {"annotation_ids": sorted(self.annotation_ids), "last_event_at": self.last_event_at, "forced": self.forced}
+
+    @classmethod
+    def from_json(cls, value: dict | None) -> "Pending":
+        value = value or {}
+        return cls(set(value.get("annotation_ids", [])), value.get("last_event_at"), bool(value.get("forced")))
+
+
+@dataclass(frozen=True)
+class Decision:
+    train: bool
+    reason: str  # shown as the job's trigger, or why nothing starts yet
+
+
+def decide(pending: Pending, now: float, min_new_annotations: int, debounce_s: float) -> Decision:
+    """Whether ``pending`` changes start a training job at time ``now``.
+
+    START_TRAINING trains at once. Otherwise at least ``min_new_annotations`` must have arrived and
+    no event for ``debounce_s`` seconds, so that a burst of saves becomes one job.
+    """
+    count = len(pending.annotation_ids)
+    if pending.forced:
+        return Decision(True, f"START_TRAINING ({count} new annotations)")
+    if count < min_new_annotations:
+        return Decision(False, f"{count} of {min_new_annotations} new annotations")
+    quiet_for = now - (pending.last_event_at or 0.0)
+    if quiet_for < debounce_s:
+        return Decision(False, f"{count} new annotations; waiting {debounce_s - quiet_for:.1f} s for the burst to end")
+    return Decision(True, f"{count} new annotations")
+
+
+class PendingStore:
+    """Pending changes per project, on disk, safe across processes (one flock per project)."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+
+    def record(self, effect: EventEffect, now: float) -> Pending:
+        with file_lock(self.layout.pending_lock(effect.project)):
+            pending = self.read(effect.project)
+            pending.annotation_ids |= effect.added
+            pending.annotation_ids -= effect.removed
+            pending.forced = pending.forced or effect.force
+            pending.last_event_at = now
+            write_json_atomic(self.layout.pending_file(effect.project), pending.to_json())
+            return pending
+
+    def read(self, project: str) -> Pending:
+        return Pending.from_json(read_json(self.layout.pending_file(project)))
+
+    def take(self, project: str, now: float, min_new_annotations: int, debounce_s: float, on_train) -> Decision:
+        """Decide for ``project``; when it is time to train, call ``on_train(decision)`` (which creates
+        the job) and then clear the pending changes, all under the project's pending lock."""
+        with file_lock(self.layout.pending_lock(project)):
+            pending = self.read(project)
+            decision = decide(pending, now, min_new_annotations, debounce_s)
+            if decision.train:
+                on_train(decision)
+                write_json_atomic(self.layout.pending_file(project), Pending().to_json())
+            return decision
+
+    def projects_with_changes(self) -> list[str]:
+        return [p for p in self.layout.projects() if self.layout.pending_file(p).exists() and self._has_changes(p)]
+
+    def _has_changes(self, project: str) -> bool:
+        pending = self.read(project)
+        return pending.forced or bool(pending.annotation_ids)

@@ -1,0 +1,81 @@
+"""Small file primitives the active-learning state is built on: atomic JSON writes, checksums and
+advisory locks. Every state file is replaced atomically (write a temporary sibling, fsync, rename),
+so a reader never sees half a file and a killed writer leaves the previous content in place."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+_HASH_CHUNK_BYTES = 1 << 20
+
+
+def write_json_atomic(path: Path, value: object) -> None:
+    """Replace ``path`` with ``value`` as JSON, atomically (readers see the old or the new file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(value, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path, default: object = None) -> object:
+    """The JSON in ``path``, or ``default`` when the file does not exist."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return default
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of_files(directory: Path) -> dict[str, str]:
+    """{relative path: sha256} of every regular file under ``directory``."""
+    return {
+        str(path.relative_to(directory)): sha256_of(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+class LockBusy(Exception):
+    """A non-blocking lock is held by another process."""
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, blocking: bool = True) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the duration of the block.
+
+    The kernel releases it when the holding process dies, so a killed job never leaves a stale lock.
+    Raises LockBusy when ``blocking`` is False and another process holds it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockBusy(str(path)) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -1,0 +1,168 @@
+"""Training jobs as JSON files under ``MODEL_DIR/active_learning/jobs``: the one place every
+process (web workers, the embedded runner, RQ workers, /jobs) reads a job's state from.
+
+States: queued -> running -> finished | failed. A job left "running" by a process that died (kill
+-9, OOM, power loss) is found by ``JobStore.reap_dead`` — its pid is gone on this host, or its
+heartbeat stopped — and marked failed with that reason, so a restart picks the truth up from disk.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from backend.active_learning.files import file_lock, read_json, write_json_atomic
+from backend.active_learning.layout import Layout
+from backend.project_store import project_id
+
+QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
+# A running job rewrites its heartbeat this often; one silent for HEARTBEAT_STALE_S is dead.
+HEARTBEAT_INTERVAL_S = 5.0
+HEARTBEAT_STALE_S = 120.0
+
+
+@dataclass
+class Job:
+    """One training run for one project.
+
+    progress: {"stage": str, "fraction": 0..1, "message": str}.
+    result: what the run produced: metrics before/after, whether (and which) version was published.
+    error: why the job failed; safe to show (no secrets, no payloads).
+    """
+
+    id: str
+    project: str
+    trigger: str
+    state: str = QUEUED
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    heartbeat_at: float | None = None
+    host: str | None = None
+    pid: int | None = None
+    progress: dict = field(default_factory=dict)
+    result: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict) -> "Job":
+        return cls(**{key: value[key] for key in cls.__dataclass_fields__ if key in value})
+
+
+class JobNotFound(KeyError):
+    pass
+
+
+class JobStore:
+    def __init__(self, layout: Layout):
+        self.layout = layout
+
+    def create(self, project: str, trigger: str) -> Job:
+        project = project_id(project)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        job = Job(id=f"p{project}-{stamp}-{secrets.token_hex(3)}", project=project, trigger=trigger)
+        write_json_atomic(self._path(job.id), job.to_json())
+        return job
+
+    def get(self, job_id: str) -> Job:
+        value = read_json(self._path(job_id))
+        if value is None:
+            raise JobNotFound(job_id)
+        return Job.from_json(value)
+
+    def list(self, project: str | None = None) -> list[Job]:
+        """Jobs, oldest first; only ``project``'s when given."""
+        if not self.layout.jobs_dir.is_dir():
+            return []
+        jobs = []
+        for path in self.layout.jobs_dir.glob("*.json"):
+            value = read_json(path)
+            if value is not None:
+                jobs.append(Job.from_json(value))
+        if project is not None:
+            project = project_id(project)
+            jobs = [job for job in jobs if job.project == project]
+        return sorted(jobs, key=lambda job: (job.created_at, job.id))
+
+    def update(self, job_id: str, change: Callable[[Job], None]) -> Job:
+        """Apply ``change`` to the job under its lock (read-modify-write across processes)."""
+        with file_lock(self._path(job_id).with_suffix(".lock")):
+            job = self.get(job_id)
+            change(job)
+            write_json_atomic(self._path(job_id), job.to_json())
+            return job
+
+    def mark_running(self, job_id: str, pid: int) -> Job:
+        def change(job: Job) -> None:
+            job.state, job.pid, job.host = RUNNING, pid, socket.gethostname()
+            job.started_at = job.heartbeat_at = time.time()
+            job.error = None
+
+        return self.update(job_id, change)
+
+    def heartbeat(self, job_id: str, progress: dict | None = None) -> Job:
+        def change(job: Job) -> None:
+            job.heartbeat_at = time.time()
+            if progress is not None:
+                job.progress = progress
+
+        return self.update(job_id, change)
+
+    def finish(self, job_id: str, result: dict) -> Job:
+        def change(job: Job) -> None:
+            job.state, job.result, job.finished_at = FINISHED, result, time.time()
+            job.progress = {**job.progress, "stage": "done", "fraction": 1.0}
+
+        return self.update(job_id, change)
+
+    def fail(self, job_id: str, reason: str, only_if_unfinished: bool = True) -> Job:
+        """Mark the job failed with ``reason`` (kept if it already finished or failed, unless told)."""
+
+        def change(job: Job) -> None:
+            if only_if_unfinished and job.state in (FINISHED, FAILED):
+                return
+            job.state, job.error, job.finished_at = FAILED, reason, time.time()
+
+        return self.update(job_id, change)
+
+    def reap_dead(self, now: float | None = None) -> list[Job]:
+        """Mark failed every running job whose process is gone; returns them."""
+        now = time.time() if now is None else now
+        reaped = []
+        for job in self.list():
+            if job.state == RUNNING:
+                reason = death_reason(job, now)
+                if reason:
+                    reaped.append(self.fail(job.id, reason))
+        return reaped
+
+    def _path(self, job_id: str):
+        if not job_id or "/" in job_id or job_id.startswith("."):
+            raise JobNotFound(job_id)
+        return self.layout.jobs_dir / f"{job_id}.json"
+
+
+def death_reason(job: Job, now: float) -> str | None:
+    """Why a job marked running cannot be alive, or None if it may be."""
+    if job.host == socket.gethostname() and job.pid is not None and not pid_alive(job.pid):
+        return f"the training process (pid {job.pid}) died without reporting a result (killed or crashed)"
+    if job.heartbeat_at is not None and now - job.heartbeat_at > HEARTBEAT_STALE_S:
+        return f"no heartbeat from the training process on {job.host} for {now - job.heartbeat_at:.0f} s"
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -1,0 +1,106 @@
+"""Where training jobs run.
+
+- ``EmbeddedExecutor`` (default, nothing to configure): the backend host runs queued jobs one at a
+  time, each in a freshly spawned Python process (separate memory, bounded torch threads), so the
+  web workers keep serving. Jobs wait on disk, so a restart resumes the queue.
+- ``RQExecutor`` (``REDIS_URL`` set): jobs go to the RQ queue ``QUEUE_NAME``, consumed by any number
+  of ``python -m backend worker`` processes on machines that share ``MODEL_DIR``. Only the job id
+  travels through Redis; each worker reads its own settings (and secrets) from its environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+from typing import Callable, Protocol
+
+from backend.active_learning.jobs import QUEUED, RUNNING, Job, JobStore
+from backend.active_learning.training_job import run_training_job
+
+logger = logging.getLogger(__name__)
+
+QUEUE_NAME = "segmentation-training"
+RQ_JOB_TIMEOUT_S = 24 * 3600
+
+# target(settings, job_id): runs one job to its end in the spawned process.
+JobTarget = Callable[[object, str], None]
+
+
+class Executor(Protocol):
+    def submit(self, job: Job) -> None:
+        """Hand a newly queued job over (returns at once)."""
+
+    def poll(self) -> None:
+        """Advance the executor's own work; called by the dispatcher loop about every second."""
+
+
+class EmbeddedExecutor:
+    """Runs the oldest queued job whose project has nothing running, one job at a time."""
+
+    def __init__(self, settings, jobs: JobStore, target: JobTarget = run_training_job):
+        self._settings, self._jobs, self._target = settings, jobs, target
+        self._context = multiprocessing.get_context("spawn")  # a clean interpreter: no forked locks or threads
+        self._current: tuple[str, multiprocessing.process.BaseProcess] | None = None
+
+    def submit(self, job: Job) -> None:
+        """Nothing to do: queued jobs wait on disk until ``poll`` starts them."""
+
+    def poll(self) -> None:
+        if self._current is not None:
+            job_id, process = self._current
+            if process.is_alive():
+                return
+            process.join()
+            # Only changes a job the process left unfinished (killed, crashed before reporting).
+            self._jobs.fail(job_id, f"the training process {exit_description(process.exitcode)}; serving is unchanged")
+            self._current = None
+        job = self._next_job()
+        if job is not None:
+            process = self._context.Process(target=self._target, args=(self._settings, job.id), name=f"train-{job.id}")
+            process.start()
+            self._jobs.mark_running(job.id, process.pid)  # at once, so no other runner starts it too
+            self._current = (job.id, process)
+            logger.info("training job %s started (pid %s)", job.id, process.pid)
+
+    def running_pid(self) -> int | None:
+        return self._current[1].pid if self._current is not None else None
+
+    def _next_job(self) -> Job | None:
+        jobs = self._jobs.list()
+        busy = {job.project for job in jobs if job.state == RUNNING}
+        return next((job for job in jobs if job.state == QUEUED and job.project not in busy), None)
+
+
+def exit_description(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with code {exitcode} without reporting a result"
+
+
+class RQExecutor:
+    def __init__(self, redis_url: str):
+        from redis import Redis
+        from rq import Queue
+
+        self.queue = Queue(QUEUE_NAME, connection=Redis.from_url(redis_url))
+
+    def submit(self, job: Job) -> None:
+        self.queue.enqueue(run_rq_job, job.id, job_id=job.id, job_timeout=RQ_JOB_TIMEOUT_S, description=f"train project {job.project}")
+
+    def poll(self) -> None:
+        """RQ workers pull jobs themselves."""
+
+
+def run_rq_job(job_id: str) -> None:
+    """The RQ task: settings come from the worker's environment, never through Redis."""
+    from backend.settings import Settings
+
+    run_training_job(Settings.from_env(), job_id)
+
+
+def make_executor(settings, jobs: JobStore) -> Executor:
+    return RQExecutor(settings.redis_url) if settings.redis_url else EmbeddedExecutor(settings, jobs)

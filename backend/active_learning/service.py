@@ -1,0 +1,143 @@
+"""The retraining loop as the web app sees it.
+
+``ActiveLearning`` is the app's webhook event sink (``handle``), its source of job and version
+listings, and — in one process per MODEL_DIR — the dispatcher: a background thread that, about
+twice a second, marks dead jobs failed, turns settled pending annotations into jobs and lets the
+executor start them. Which process dispatches is decided by a non-blocking flock on
+``dispatcher.lock``; the others retry now and then, so one takes over if the holder exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+from backend.active_learning.events import PendingStore, parse_event
+from backend.active_learning.files import LockBusy, file_lock
+from backend.active_learning.jobs import QUEUED, Job, JobStore
+from backend.active_learning.layout import Layout
+from backend.active_learning.queue import Executor, make_executor
+from backend.active_learning.serving import ProjectModels
+from backend.active_learning.versions import VersionRegistry
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.5
+LEADER_RETRY_S = 5.0
+
+
+class ActiveLearning:
+    """``event_log``: another sink that also gets every event (e.g. the JSONL audit log)."""
+
+    def __init__(self, settings, executor: Executor | None = None, event_log=None, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.layout = Layout(settings.model_dir)
+        self.pending = PendingStore(self.layout)
+        self.jobs = JobStore(self.layout)
+        self.registry = VersionRegistry.from_settings(settings)
+        self.executor = executor if executor is not None else make_executor(settings, self.jobs)
+        self._event_log = event_log
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_pid: int | None = None
+
+    # -- webhook ----------------------------------------------------------------------------------
+
+    def handle(self, action: str, payload: dict) -> dict:
+        """Record one webhook event (no Label Studio calls: milliseconds). START_TRAINING queues a job
+        at once and answers its id. Raises EventError for a malformed training event."""
+        if self._event_log is not None:
+            self._event_log.handle(action, payload)
+        effect = parse_event(action, payload)
+        if effect is None:
+            return {"training": "ignored"}
+        pending = self.pending.record(effect, self._clock())
+        answer = {"training": "recorded", "project": effect.project, "new_annotations": len(pending.annotation_ids)}
+        if effect.force:
+            job = self.dispatch(effect.project)
+            if job is not None:
+                answer["job"] = job.id
+        return answer
+
+    # -- dispatching ------------------------------------------------------------------------------
+
+    def dispatch(self, project: str) -> Job | None:
+        """Queue a job for ``project`` if its pending changes call for one; returns it. A job already
+        queued for the project absorbs the changes (it reads all annotations when it starts)."""
+        chosen: list[Job] = []
+
+        def queue_job(decision) -> None:
+            queued = [job for job in self.jobs.list(project) if job.state == QUEUED]
+            if queued:
+                chosen.append(queued[-1])
+                return
+            job = self.jobs.create(project, decision.reason)
+            try:
+                self.executor.submit(job)
+            except Exception as exc:  # e.g. Redis down: keep the pending changes for the next try
+                self.jobs.fail(job.id, f"could not queue the job: {type(exc).__name__}")
+                raise
+            logger.info("queued training job %s for project %s: %s", job.id, job.project, decision.reason)
+            chosen.append(job)
+
+        self.pending.take(project, self._clock(), self.settings.train_min_new_annotations,
+                          self.settings.train_debounce_s, queue_job)
+        return chosen[0] if chosen else None
+
+    def tick(self) -> None:
+        """One dispatcher round: reap dead jobs, queue due jobs, advance the executor."""
+        for job in self.jobs.reap_dead():
+            logger.warning("training job %s failed: %s", job.id, job.error)
+        for project in self.pending.projects_with_changes():
+            self.dispatch(project)
+        self.executor.poll()
+
+    def start(self) -> None:
+        """Start the dispatcher thread in this process (idempotent; safe after fork)."""
+        if self._thread is not None and self._thread_pid == os.getpid() and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread_pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="training-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread_pid == os.getpid():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with file_lock(self.layout.dispatcher_lock, blocking=False):
+                    logger.info("process %s dispatches training jobs for %s", os.getpid(), self.settings.model_dir)
+                    while not self._stop.wait(POLL_INTERVAL_S):
+                        try:
+                            self.tick()
+                        except Exception:  # keep dispatching; the next round may succeed
+                            logger.exception("training dispatcher round failed")
+            except LockBusy:
+                self._stop.wait(LEADER_RETRY_S)
+
+    # -- serving ----------------------------------------------------------------------------------
+
+    def project_models(self, default_segmenter) -> ProjectModels:
+        """Per-project extreme-point segmenters for the app; ``default_segmenter`` serves the default
+        weights (already loaded at start-up), other versions load lazily on this process's device."""
+        device = self.settings.resolved_device()
+
+        def load(weights_dir):
+            from backend.segmenters.extreme import ExtremeSegmenter
+
+            return ExtremeSegmenter.load(weights_dir, device)
+
+        return ProjectModels(self.registry, load, default_segmenter)
+
+    # -- listings ---------------------------------------------------------------------------------
+
+    def job_list(self, project: str | None = None) -> list[dict]:
+        return [job.to_json() for job in self.jobs.list(project)]

@@ -1,0 +1,78 @@
+"""The model side of a training job: evaluate a weights directory, fine-tune one into another.
+
+``ExtremeTrainer`` runs the extreme-point model's own training code (``backend.training.train``),
+the same code path as ``python -m backend train``; jobs only see the ``Trainer`` protocol, so the
+orchestration is tested with fakes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from backend.training.datasets import Sample
+
+# progress(step, total steps, message)
+StepProgress = Callable[[int, int, str], None]
+
+
+class Trainer(Protocol):
+    def evaluate(self, weights_dir: Path, samples: Sequence[Sample]) -> float:
+        """Mean IoU of the weights in ``weights_dir`` on ``samples`` from exact extreme points."""
+
+    def fine_tune(
+        self, train: Sequence[Sample], val: Sequence[Sample], init_weights_dir: Path, out_dir: Path,
+        steps: int, version: str, progress: StepProgress,
+    ) -> dict[str, str]:
+        """Fine-tune ``init_weights_dir`` into a loadable weights directory ``out_dir`` whose manifest
+        names ``version``; returns {relative path: sha256} of every file to publish."""
+
+
+def training_threads(configured: int = 0) -> int:
+    """Torch threads for training: ``configured`` if set, else half the cores, so that serving keeps
+    the rest."""
+    return configured if configured > 0 else max(1, (os.cpu_count() or 2) // 2)
+
+
+class ExtremeTrainer:
+    def __init__(self, device: str = "cpu", threads: int = 0, batch_size: int = 8, lr: float = 3e-4, seed: int = 0):
+        self.device, self.batch_size, self.lr, self.seed = device, batch_size, lr, seed
+        self.threads = training_threads(threads)
+
+    @classmethod
+    def from_settings(cls, settings) -> "ExtremeTrainer":
+        return cls(device=settings.resolved_device(), threads=settings.train_threads)
+
+    def evaluate(self, weights_dir: Path, samples: Sequence[Sample]) -> float:
+        from backend.segmenters.extreme import ExtremeSegmenter
+        from backend.training.validation import evaluate_miou
+
+        self._bound_threads()
+        return evaluate_miou(ExtremeSegmenter.load(weights_dir, self.device), samples)
+
+    def fine_tune(
+        self, train: Sequence[Sample], val: Sequence[Sample], init_weights_dir: Path, out_dir: Path,
+        steps: int, version: str, progress: StepProgress,
+    ) -> dict[str, str]:
+        from backend.models.weights import MANIFEST, read_manifest, sha256_of
+        from backend.training.train import train as train_model
+
+        self._bound_threads()
+        train_model(
+            train, val, init_weights_dir, out_dir, steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+            device=self.device, progress_cb=lambda step, total, metrics: progress(step, total, f"loss {metrics['loss']:.4f}"),
+            eval_every=steps + 1, checkpoint_every=steps, num_workers=0, version=version,
+            provenance={"data": f"Label Studio annotations: {len(train)} training, {len(val)} held-out instances"},
+        )
+        manifest = read_manifest(out_dir)
+        files = {entry["file"]: entry["sha256"] for entry in manifest["files"].values() if isinstance(entry, dict)}
+        # The manifest itself has no recorded hash: record it as written, so its copy is verified too.
+        files[MANIFEST] = sha256_of(Path(out_dir) / MANIFEST)
+        return files
+
+    def _bound_threads(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)

@@ -1,0 +1,41 @@
+"""``python -m backend worker``: run training jobs from the RQ queue (scale-out with REDIS_URL).
+
+Start any number of workers, on any machines that reach Redis and share MODEL_DIR with the
+backend replicas; each needs the same LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY as the backend.
+Without REDIS_URL there is nothing to run: the backend runs its jobs itself (embedded worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from backend.active_learning.queue import QUEUE_NAME
+from backend.settings import Settings
+
+EMBEDDED_NOTE = (
+    "REDIS_URL is not set, so there is no queue to work on: the backend runs training jobs itself, in a "
+    "background process of its host (state under MODEL_DIR). To scale out, set REDIS_URL (e.g. "
+    "redis://localhost:6379/0) for the backend and for each `python -m backend worker`."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    parser.add_argument("--name", help="worker name shown by `rq info` (default: host and pid)")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        print(EMBEDDED_NOTE, file=sys.stderr)
+        return 2
+    from redis import Redis
+    from rq import Queue, Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    connection = Redis.from_url(settings.redis_url)
+    worker = Worker([Queue(QUEUE_NAME, connection=connection)], connection=connection, name=args.name)
+    worker.work(burst=args.burst)
+    return 0

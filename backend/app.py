@@ -1,0 +1,172 @@
+"""The HTTP server Label Studio connects to as an ML backend (Flask app factory).
+
+Routes (see ``PROTOCOL.md``): ``GET /health``, ``POST /setup``, ``POST /predict``,
+``GET /versions``, ``POST /webhook``. Models load once, in ``create_app``; no route loads one.
+
+Errors answer ``{"error": "<message>"}`` with a 4xx/5xx status whose HTTP reason phrase is the
+same message (ASCII, shortened). Label Studio never shows a response body, but it does show the
+``requests`` error text, which contains the reason phrase: e.g. adding the backend to a project
+whose labeling config has no BrushLabels fails in Label Studio with "Reason: 422 Client Error:
+the labeling config has no <BrushLabels> control… for url: …/setup". Messages never contain
+request payloads, tokens or passwords; every request is logged as one line with its timing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from backend.active_learning.events import EventError
+from backend.active_learning.routes import jobs_blueprint
+from backend.active_learning.service import ActiveLearning
+from backend.auth import REALM, BasicAuth
+from backend.events import EventSink, JsonlEventLog
+from backend.labeling import LabelingError
+from backend.model import RequestError, SegmentationModel
+from backend.policies import PolicyError
+from backend.project_store import ProjectIdError, ProjectStore, project_id
+from backend.segmenter_set import SegmenterSet
+from backend.settings import Settings
+
+log = logging.getLogger("backend.app")
+
+_REASON_MAX = 200
+
+
+def error_response(status: int, message: str) -> Response:
+    response = jsonify({"error": message})
+    reason = re.sub(r"[^\x20-\x7e]", "?", message)[:_REASON_MAX].strip() or "error"
+    response.status = f"{status} {reason}"
+    return response
+
+
+def _json_body() -> dict:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    return body
+
+
+def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None = None, images=None,
+               events: EventSink | None = None) -> Flask:
+    """The Flask app. Anything not given is built from ``settings`` (default: the environment):
+    ``segmenters`` loaded from the configured checkpoints, ``images`` an ``ImageLoader``, ``events``
+    the retraining loop (``ActiveLearning``, also writing a ``JsonlEventLog`` under ``MODEL_DIR``).
+    Tests pass fakes. With ``ActiveLearning`` as ``events``, projects are served their own
+    extreme-point versions and ``GET /jobs`` shows training jobs; its dispatcher is started per
+    worker process by ``gunicorn.conf.py`` (``app.extensions["active_learning"].start()``)."""
+    settings = settings or Settings.from_env()
+    if segmenters is None:
+        segmenters = SegmenterSet.load(settings)
+    if images is None:
+        from backend.images import ImageLoader
+
+        images = ImageLoader(settings)
+    if events is None:
+        events = ActiveLearning(settings, event_log=JsonlEventLog(settings.model_dir / "events.jsonl"))
+    learning = events if isinstance(events, ActiveLearning) else None
+    project_models = learning.project_models(segmenters.extreme) if learning is not None else None
+    model = SegmentationModel(settings, segmenters, images, ProjectStore(settings.model_dir / "projects"), events,
+                              project_models)
+    auth = BasicAuth(settings.basic_auth_user, settings.basic_auth_pass)
+    app = Flask(__name__)
+    app.extensions["segmentation_model"] = model
+    app.extensions["active_learning"] = learning
+    if learning is not None:
+        app.register_blueprint(jobs_blueprint(learning))
+
+    @app.before_request
+    def start():
+        g.started = time.perf_counter()
+        g.detail = ""
+        open_webhook = request.path == "/webhook" and not settings.webhook_requires_auth
+        if not open_webhook and not auth.allows(request.authorization):
+            response = error_response(401, "authentication required")
+            response.headers["WWW-Authenticate"] = REALM
+            return response
+
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        log.info("%s %s %s %.0f ms%s", request.method, request.path, response.status_code, elapsed_ms, g.get("detail", ""))
+        return response
+
+    @app.errorhandler(RequestError)
+    def request_error(exc: RequestError):
+        return error_response(exc.status, str(exc))
+
+    @app.errorhandler(LabelingError)
+    @app.errorhandler(PolicyError)
+    def config_error(exc: ValueError):
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return error_response(422, str(exc))
+
+    @app.errorhandler(ProjectIdError)
+    @app.errorhandler(EventError)
+    def project_error(exc: ValueError):
+        return error_response(400, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); see the ML backend's log")
+
+    @app.get("/health")
+    def health():
+        return jsonify({
+            "status": "UP",
+            "model_class": type(model).__name__,
+            "model_version": model.model_version_for(),
+            "loaded": segmenters.loaded,
+            **segmenters.status,
+        })
+
+    @app.post("/setup")
+    def setup():
+        body = _json_body()
+        if not isinstance(body.get("schema"), str):
+            raise RequestError('/setup needs "schema", the labeling config')
+        version = model.setup(body.get("project"), body["schema"], body.get("extra_params"))
+        g.detail = f" project={project_id(body.get('project'))}"
+        return jsonify({"model_version": version})
+
+    @app.post("/predict")
+    def predict():
+        body = _json_body()
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+            raise RequestError('/predict needs "tasks", a list of task objects')
+        params = body.get("params") if isinstance(body.get("params"), dict) else {}
+        context = params.get("context")
+        label_config = body.get("label_config")
+        if label_config is not None and not isinstance(label_config, str):
+            raise RequestError('"label_config" must be the labeling config as a string')
+        g.detail = f" tasks={len(tasks)}" + (" interactive" if context is not None else "")
+        results = model.predict(tasks, body.get("project"), label_config, context)
+        return jsonify({"results": results})
+
+    @app.get("/versions")
+    def versions():
+        body = request.get_json(force=True, silent=True)
+        project = request.args.get("project") or (body.get("project") if isinstance(body, dict) else None)
+        return jsonify(model.versions(project))
+
+    @app.post("/webhook")
+    def webhook():
+        body = _json_body()
+        action = body.get("action")
+        if not isinstance(action, str) or not action:
+            raise RequestError('a webhook event needs "action"')
+        g.detail = f" action={action[:40]}"
+        answer = model.fit(action, {key: value for key, value in body.items() if key != "action"})
+        return jsonify({"status": "ok", **answer})
+
+    return app

@@ -1,0 +1,174 @@
+"""``python -m backend evaluate``: the study's comparison on a COCO-format dataset.
+
+Every non-crowd object is segmented by each method from a prompt derived from its ground-truth
+mask: the custom model from 4 extreme points, SAM from the tight and the loose (+20% per side)
+box, the custom model in box mode and GrabCut from the tight box. Writes report.md (mIoU per
+category, latency per method), miou.csv, latency.csv, per_object.csv and miou_by_category.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from backend.evaluation.coco_objects import CocoObjects
+from backend.evaluation.grabcut import GrabCutSegmenter
+from backend.evaluation.harness import METHODS, METHODS_BY_NAME, Method, ObjectResult, Segmenter, evaluate
+from backend.evaluation.report import markdown, summarize, write_report
+from backend.settings import REPO_ROOT, Settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    settings = Settings.from_env()
+    parser.add_argument("annotations", type=Path, help="COCO instances JSON (polygons or RLE masks)")
+    parser.add_argument("images", type=Path, help="directory the images' file_name entries are relative to")
+    parser.add_argument(
+        "--methods",
+        type=_method_names,
+        default=[method.name for method in METHODS],
+        help="comma-separated methods to compare (default: all; "
+        + "; ".join(f"{m.name}: {m.description}" for m in METHODS).replace("%", "%%")  # argparse %-formats help
+        + ")",
+    )
+    parser.add_argument(
+        "--sam-checkpoint",
+        type=Path,
+        default=settings.sam_checkpoint,
+        help="SAM checkpoint (default: $SAM_CHECKPOINT); without one the SAM methods are skipped",
+    )
+    parser.add_argument("--sam-model-type", default=settings.sam_model_type, choices=["vit_b", "vit_l", "vit_h"])
+    parser.add_argument(
+        "--extreme-weights",
+        type=Path,
+        help=f"custom model weights directory (default: $EXTREME_WEIGHTS or {settings.extreme_weights})",
+    )
+    parser.add_argument(
+        "--max-objects", type=_positive_int, help="evaluate a seeded random sample of this many objects"
+    )
+    parser.add_argument("--min-area", type=float, default=0.0, help="skip objects of fewer pixels (default 0)")
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.0,
+        help="imprecise extreme clicks, seeded: each lands within this fraction of the object's larger side "
+        "(e.g. 0.03; default 0 = exact extreme pixels)",
+    )
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "evaluate", help="output directory")
+    parser.add_argument("--device", default=settings.device, help="cpu, cuda, cuda:N or auto (default: $DEVICE)")
+    parser.add_argument("--seed", type=int, default=0, help="for --max-objects sampling, --jitter and GrabCut")
+
+
+def _method_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS_BY_NAME]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS_BY_NAME)}"
+        )
+    return names
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    wanted = [method for method in METHODS if method.name in args.methods]
+    device = Settings(device=args.device).resolved_device()
+    try:
+        dataset = CocoObjects(args.annotations, args.images, args.min_area, args.max_objects, args.seed)
+        segmenters, notes = load_segmenters(args, {method.segmenter for method in wanted}, device)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}")
+    methods = [method for method in wanted if method.segmenter in segmenters]
+    if not methods:
+        print("error: none of the requested methods can run (see the notes above)", file=sys.stderr)
+        return 2
+    if not len(dataset):
+        print(f"error: no objects in {args.annotations} match (non-crowd, area >= {args.min_area})", file=sys.stderr)
+        return 2
+    results = evaluate(dataset, methods, segmenters, len(dataset), args.jitter, args.seed)
+    summary = summarize(results, [method.name for method in methods])
+    notes = run_notes(args, dataset, segmenters, device) + notes + result_notes(results, methods)
+    files = write_report(summary, results, args.out, notes)
+    print(markdown(summary, notes))
+    print(f"wrote {files.markdown}, {files.miou_csv}, {files.latency_csv}, {files.results_csv}, {files.chart}")
+    return 0
+
+
+def load_segmenters(args: argparse.Namespace, needed: set[str], device: str) -> tuple[dict[str, Segmenter], list[str]]:
+    """The segmenters the requested methods need, keyed like ``Method.segmenter``, and notes on
+    those skipped. A path the user named that does not exist is an error, a missing default a note."""
+    settings = Settings.from_env()
+    segmenters: dict[str, Segmenter] = {}
+    notes: list[str] = []
+    if "extreme" in needed:
+        weights = args.extreme_weights or settings.extreme_weights
+        if not (weights / "manifest.json").is_file():
+            if args.extreme_weights:
+                raise FileNotFoundError(f"no custom model weights (manifest.json) in {weights}")
+            notes.append(
+                f"custom-model methods skipped: no weights in {weights} (train them or pass --extreme-weights)"
+            )
+        else:
+            from backend.segmenters.extreme import ExtremeSegmenter
+
+            segmenters["extreme"] = ExtremeSegmenter.load(weights, device)
+    if "sam" in needed:
+        if args.sam_checkpoint is None:
+            notes.append("SAM methods skipped: no --sam-checkpoint (or SAM_CHECKPOINT)")
+        elif not args.sam_checkpoint.is_file():
+            raise FileNotFoundError(f"SAM checkpoint not found: {args.sam_checkpoint}")
+        else:
+            from backend.segmenters.embedding_cache import EmbeddingCache
+            from backend.segmenters.sam import SamSegmenter
+
+            # Objects come image by image: one cached embedding serves both SAM methods.
+            cache = EmbeddingCache(capacity=1)
+            segmenters["sam"] = SamSegmenter.from_checkpoint(args.sam_model_type, args.sam_checkpoint, device, cache)
+    if "grabcut" in needed:
+        segmenters["grabcut"] = GrabCutSegmenter(seed=args.seed)
+    return segmenters, notes
+
+
+def run_notes(
+    args: argparse.Namespace, dataset: CocoObjects, segmenters: dict[str, Segmenter], device: str
+) -> list[str]:
+    """What was measured, so a table can be read (and reproduced) on its own."""
+    models = ", ".join(dict.fromkeys(segmenter.model_name for segmenter in segmenters.values()))
+    jitter = f"{args.jitter} of the object's larger side" if args.jitter else "none (exact extreme pixels)"
+    where = device
+    if device == "cpu":
+        import torch
+
+        where = f"cpu ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores)"
+    return [
+        f"data: {args.annotations} ({len(dataset)} objects in {dataset.n_images} images, min area {args.min_area} px"
+        + (f", sample of {args.max_objects}" if args.max_objects else "")
+        + ")",
+        f"models: {models}; device: {where}; extreme-point jitter: {jitter}; seed: {args.seed}",
+    ]
+
+
+def result_notes(results: list[ObjectResult], methods: list[Method]) -> list[str]:
+    """Caveats a reader of the tables needs: failures, and where SAM's embedding time went."""
+    notes = []
+    for method in methods:
+        failed = [result for result in results if result.method == method.name and result.error]
+        if failed:
+            notes.append(f"{method.name} failed on {len(failed)} object(s), scored IoU 0; first: {failed[0].error}")
+    sam_methods = [method.name for method in methods if method.segmenter == "sam"]
+    if sam_methods:
+        notes.append(
+            f"SAM computes one image embedding per image, shared by {' and '.join(sam_methods)}: its cost is in "
+            f"{sam_methods[0]}'s latency on each image's first object"
+        )
+    return notes

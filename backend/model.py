@@ -1,0 +1,264 @@
+"""The model Label Studio talks to: ``setup``, ``predict`` and ``fit``, the familiar ML-backend shape.
+
+``predict`` answers both Label Studio calls:
+
+- **interactive** (``params.context`` present): the smart-tool regions in the context are the
+  prompts; the answer is one entry whose ``result`` holds a brush region per prompt. Pending point
+  groups (1-3 extreme points, only negative clicks) get no mask and no error. Unusable prompts
+  (unknown label, outside the image, zero-area box) or a missing segmenter fail the request
+  (``RequestError``, 422) with a message saying which.
+- **batch** (no context): the rectangles and keypoints in each task's own predictions and
+  annotations are the prompts. One entry per task, in order. A task that yields no mask (no
+  prompts, image not loadable, every prompt unusable) gets an empty list entry: Label Studio then
+  stores nothing for it and asks again next time, whereas a stored empty prediction would block
+  re-prediction for this model version. Unusable prompts in a task are skipped (and logged); the
+  others still get masks. One failing task never loses the others.
+
+Interactive merging (policy ``merge_overlapping``) joins a new mask with the masks already on the
+annotator's screen that Label Studio tells the backend about: brush regions in the context and in
+the annotator's latest draft of the task (Label Studio autosaves drafts and sends only the
+requesting user's). Submitted annotations are not used, since the request does not say which one
+is open. The merged mask comes back as a new suggestion covering both; the earlier region stays on
+screen until the annotator deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+
+import numpy as np
+
+from backend.events import EventSink
+from backend.labeling import LabelingConfig
+from backend.images import ImageError
+from backend.policies import WILDCARD, PolicyError, PolicySet, parse_policies
+from backend.project_store import ProjectSetup, ProjectStore, project_id
+from backend.prompts import Prompt, Segmentation
+from backend.protocol import RegionError, mask_from_region, region_from_mask, task_entry
+from backend.routing import Routed, RoutingError, choose_segmenter, has_prompt_regions, prompts_from_regions, \
+    prompts_from_task
+from backend.segmenter_set import SegmenterSet
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Top-level keys the ML connection's extra params may carry; others are reported as typos.
+EXTRA_PARAM_KEYS = {"policies"}
+
+
+class RequestError(ValueError):
+    """Input the backend cannot serve; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def _extra_params(value) -> dict:
+    """The ML connection's extra params as a dict (Label Studio sends an object, or null)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"extra params are not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(value, dict):
+        raise PolicyError("extra params must be a JSON object")
+    unknown = sorted(set(value) - EXTRA_PARAM_KEYS)
+    if unknown:
+        raise PolicyError(f"extra params: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(EXTRA_PARAM_KEYS))})")
+    return value
+
+
+class SegmentationModel:
+    def __init__(self, settings: Settings, segmenters: SegmenterSet, images, store: ProjectStore, events: EventSink,
+                 project_models=None):
+        """``images``: an ``ImageLoader`` (``load(url, task_id) -> LoadedImage``, raising ``ImageError``).
+        ``project_models``: per-project extreme-point versions (``active_learning.serving.ProjectModels``),
+        or None to serve ``segmenters.extreme`` to every project."""
+        self.settings = settings
+        self.segmenters = segmenters
+        self.project_models = project_models
+        self.images = images
+        self.store = store
+        self.events = events
+        parse_policies(settings.default_extra_params, "default policies (POLICIES)")  # fail at start-up
+
+    # -- versions -------------------------------------------------------------------------------
+
+    def model_version_for(self, project_ref: str | None = None) -> str:
+        """The model version answered by /setup and put on every prediction of the project:
+        ``segassist-<extreme model version or noextreme>+<sam-<type> or nosam>``, where the extreme
+        model version is the project's own (active learning) when there is one."""
+        return _version_of(self.segmenters_for(project_ref))
+
+    def segmenters_for(self, project_ref: str | None = None) -> SegmenterSet:
+        """The segmenters serving a project: with active learning, its current extreme-point version."""
+        if self.project_models is None or project_ref is None:
+            return self.segmenters
+        extreme, version = self.project_models.segmenter_for(project_id(project_ref))
+        return replace(self.segmenters, extreme=extreme, extreme_version=version.name)
+
+    def versions(self, project_ref: str | None = None) -> dict:
+        """``/versions``: every model version the project's predictions may carry (every project's when
+        None), oldest first, and with active learning each extreme-point version's record."""
+        if self.project_models is None:
+            return {"versions": [self.model_version_for(project_ref)]}
+        pid = None if project_ref is None else project_id(project_ref)
+        records = self.project_models.registry.versions(pid)
+        names = [_version_of(replace(self.segmenters, extreme_version=r.name)) for r in records]
+        return {"versions": list(dict.fromkeys(names)),
+                "details": [{"model_version": n, **r.to_json()} for n, r in zip(names, records)]}
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def setup(self, project_ref, label_config, extra_params) -> str:
+        """Validates and stores what Label Studio tells about a project; returns its model version.
+        Raises ProjectIdError, LabelingError or PolicyError with a message for the user."""
+        pid = project_id(project_ref)
+        config = LabelingConfig.parse(label_config, self.settings.extreme_tool_prefix)
+        params = _extra_params(extra_params)
+        unknown = sorted(set(parse_policies(params)) - {WILDCARD} - config.brush_labels)
+        if unknown:
+            raise PolicyError(f"extra params: policies for unknown label(s) {', '.join(unknown)} "
+                              f"(BrushLabels labels: {', '.join(sorted(config.brush_labels))})")
+        version = self.model_version_for(pid)
+        self.store.save(ProjectSetup(pid, label_config, params, version))
+        return version
+
+    # -- predict --------------------------------------------------------------------------------
+
+    def predict(self, tasks: list, project_ref, label_config: str | None, context: dict | None) -> list:
+        """One entry per task (see the module docstring)."""
+        pid = project_id(project_ref)
+        stored = self.store.load(pid)
+        if not label_config:
+            if stored is None:
+                raise RequestError(f"no label_config in the request and no /setup seen for project {pid}")
+            label_config = stored.label_config
+        config = LabelingConfig.parse(label_config, self.settings.extreme_tool_prefix)
+        policies = PolicySet.from_extra_params(self.settings.default_extra_params,
+                                               stored.extra_params if stored else None)
+        segmenters = self.segmenters_for(pid)
+        version = _version_of(segmenters)
+        if context is not None:
+            if len(tasks) != 1:
+                raise RequestError(f"an interactive request carries one task, got {len(tasks)}")
+            return [self._interactive(tasks[0], context, config, policies, version, segmenters)]
+        return [self._batch_entry(task, config, policies, version, segmenters) for task in tasks]
+
+    def _interactive(self, task: dict, context: dict, config: LabelingConfig, policies: PolicySet,
+                     version: str, segmenters: SegmenterSet) -> dict:
+        regions = context.get("result") if isinstance(context, dict) else None
+        if not isinstance(regions, list):
+            raise RequestError('params.context must be an object with a "result" list of regions')
+        if not any(isinstance(r, dict) and r.get("from_name") in config.tools for r in regions):
+            return task_entry([], version)
+        image = self._load_image(task, config)
+        routed = prompts_from_regions(regions, config, image.width, image.height)
+        if routed.errors:
+            raise RequestError("; ".join(routed.errors), 422)
+        segmentations = []
+        for prompt in routed.prompts:
+            try:
+                segmentations.append(self._segment(image, prompt, segmenters))
+            except (RoutingError, ValueError) as exc:
+                raise RequestError(str(exc), 422) from None
+        existing = self._existing_masks(task, regions, config, policies, image.width, image.height)
+        return self._entry(policies.apply(segmentations, existing), routed, config, version)
+
+    def _batch_entry(self, task: dict, config: LabelingConfig, policies: PolicySet, version: str,
+                     segmenters: SegmenterSet) -> dict | list:
+        task_id = task.get("id") if isinstance(task, dict) else None
+        try:
+            if not isinstance(task, dict) or not has_prompt_regions(task, config):
+                return []
+            image = self._load_image(task, config)
+            routed = prompts_from_task(task, config, image.width, image.height)
+            for error in routed.errors:
+                log.warning("task %s: skipped a prompt: %s", task_id, error)
+            segmentations = []
+            for prompt in routed.prompts:
+                try:
+                    segmentations.append(self._segment(image, prompt, segmenters))
+                except (RoutingError, ValueError) as exc:
+                    log.warning("task %s: skipped a %s prompt: %s", task_id, prompt.kind.value, exc)
+            entry = self._entry(policies.apply(segmentations), routed, config, version)
+            return entry if entry["result"] else []
+        except RequestError as exc:
+            log.warning("task %s: %s", task_id, exc)
+            return []
+        except Exception:  # one broken task must not lose the batch
+            log.exception("task %s: prediction failed", task_id)
+            return []
+
+    def _load_image(self, task: dict, config: LabelingConfig):
+        """The task's LoadedImage; RequestError (422) saying why when it cannot be loaded."""
+        data = task.get("data")
+        url = data.get(config.image_key) if isinstance(data, dict) else None
+        if not isinstance(url, str) or not url:
+            raise RequestError(f'task data has no image URL under "{config.image_key}" '
+                               f'(from <Image value="${config.image_key}">)', 422)
+        task_id = task.get("id") if isinstance(task.get("id"), int) else None
+        try:
+            return self.images.load(url, task_id=task_id)
+        except ImageError as exc:
+            raise RequestError(f"image not loaded: {exc}", 422) from None
+
+    def _segment(self, image, prompt: Prompt, segmenters: SegmenterSet) -> Segmentation:
+        segmenter, note = choose_segmenter(prompt, segmenters)
+        segmentation = segmenter.segment(image, prompt)
+        if segmentation.mask.shape != (image.height, image.width):
+            raise RuntimeError(f"{segmentation.model} returned a {segmentation.mask.shape} mask for a "
+                               f"{image.height} x {image.width} image")
+        model = f"{segmentation.model} ({note})" if note else segmentation.model
+        return replace(segmentation, label=prompt.label, model=model)
+
+    def _existing_masks(self, task: dict, context_regions: list, config: LabelingConfig, policies: PolicySet,
+                        width: int, height: int) -> dict[str, list[np.ndarray]]:
+        """label -> masks on the annotator's screen (context and latest draft), only for labels
+        that merge."""
+        merging = {label for label in config.brush_labels if policies.for_label(label).merge_overlapping}
+        if not merging:
+            return {}
+        drafts = [d for d in task.get("drafts") or [] if isinstance(d, dict) and isinstance(d.get("result"), list)]
+        latest = max(drafts, key=lambda d: str(d.get("updated_at") or d.get("created_at") or ""), default=None)
+        regions = list(context_regions) + (latest["result"] if latest else [])
+        masks: dict[str, list[np.ndarray]] = {}
+        for region in regions:
+            if not isinstance(region, dict) or region.get("from_name") not in config.brush_names:
+                continue
+            labels = (region.get("value") or {}).get("brushlabels") or []
+            if not labels or labels[0] not in merging:
+                continue
+            try:
+                masks.setdefault(labels[0], []).append(mask_from_region(region, width, height))
+            except RegionError as exc:
+                log.info("not merging with an existing %s region: %s", labels[0], exc)
+        return masks
+
+    def _entry(self, segmentations: list[Segmentation], routed: Routed, config: LabelingConfig, version: str) -> dict:
+        for note in routed.pending:
+            log.info("pending: %s", note)
+        regions = [
+            region_from_mask(s.mask, label=s.label, from_name=config.brush_for_label[s.label],
+                             to_name=config.image_name, score=s.score, image_rotation=routed.image_rotation,
+                             model=s.model)
+            for s in segmentations
+        ]
+        return task_entry(regions, version)
+
+    # -- fit ------------------------------------------------------------------------------------
+
+    def fit(self, action: str, payload: dict) -> dict:
+        """Hands a webhook event to the event sink (which records or queues it) and returns its answer."""
+        return self.events.handle(action, payload)
+
+
+def _version_of(segmenters: SegmenterSet) -> str:
+    extreme = segmenters.extreme_version if segmenters.extreme is not None else "noextreme"
+    sam = segmenters.sam_name if segmenters.sam is not None else "nosam"
+    return f"segassist-{extreme}+{sam}"

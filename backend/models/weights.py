@@ -1,0 +1,110 @@
+"""The weights directory: ``coarse.pt`` + ``refine.pt`` (fp16 state dicts) and ``manifest.json``.
+
+The manifest holds the model configuration, each file's sha256 and parameter count, and
+free-form provenance (training data, command, validation figures). Loading verifies sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from backend.models.coarse import CoarseNet
+from backend.models.refine import RefineNet
+
+MANIFEST = "manifest.json"
+STAGES = ("coarse", "refine")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    crop_size: int = 192  # coarse input side, pixels
+    refine_size: int = 384  # refinement input side, pixels (the same crop at higher resolution)
+    margin: float = 0.15  # crop margin per side, fraction of the prompt box's larger side
+    decoder_channels: int = 64
+    refine_width: int = 24
+
+    def build(self, pretrained: bool = False) -> tuple[CoarseNet, RefineNet]:
+        return CoarseNet(self.crop_size, self.decoder_channels, pretrained=pretrained), RefineNet(self.refine_width)
+
+
+class WeightsError(ValueError):
+    """A weights directory is missing, incomplete or does not match its manifest."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def save_weights(
+    out_dir: Path, coarse: CoarseNet, refine: RefineNet, config: ModelConfig, version: str, provenance: dict
+) -> dict:
+    """Write both stages as fp16 and the manifest (written last, atomically); returns the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, module in zip(STAGES, (coarse, refine)):
+        path = out_dir / f"{name}.pt"
+        state = {k: (v.half() if v.is_floating_point() else v) for k, v in module.state_dict().items()}
+        torch.save({k: v.cpu() for k, v in state.items()}, path)
+        files[name] = {
+            "file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size,
+            "parameters": parameter_count(module),
+        }
+    manifest = {"version": version, "config": asdict(config), "files": files, **provenance}
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def write_manifest(out_dir: Path, manifest: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, Path(out_dir) / MANIFEST)
+
+
+def read_manifest(weights_dir: Path) -> dict:
+    path = Path(weights_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"no {MANIFEST} in {weights_dir}") from None
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path} is not valid JSON: {exc.msg}") from None
+
+
+def load_weights(weights_dir: Path, device: str = "cpu") -> tuple[CoarseNet, RefineNet, ModelConfig, dict]:
+    """Both stages in eval mode (fp32) on `device`, their config and the manifest; sha256-verified."""
+    weights_dir = Path(weights_dir)
+    manifest = read_manifest(weights_dir)
+    try:
+        config = ModelConfig(**manifest["config"])
+        entries = [manifest["files"][name] for name in STAGES]
+    except (KeyError, TypeError) as exc:
+        raise WeightsError(f"{weights_dir / MANIFEST} is incomplete: {exc}") from None
+    coarse, refine = config.build(pretrained=False)
+    for module, entry in zip((coarse, refine), entries):
+        path = weights_dir / entry["file"]
+        if not path.is_file():
+            raise WeightsError(f"missing weights file {path}")
+        if sha256_of(path) != entry["sha256"]:
+            raise WeightsError(f"{path} does not match the sha256 in its manifest")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        module.to(device).eval()
+    return coarse, refine, config, manifest

@@ -1,0 +1,226 @@
+"""Project labeling policies applied to every mask after any model.
+
+Configured in the ML connection's *extra params* (Label Studio -> project -> Model -> edit) and/or
+the server default (env ``POLICIES`` as JSON, or ``POLICIES_FILE``), in this shape::
+
+    {"policies": {
+        "*":   {"fill_holes": true, "min_island_px": 50},
+        "Car": {"merge_overlapping": true, "fill_holes": 400}
+    }}
+
+``"*"`` applies to every label; a label's own entry overrides it key by key. Both sources are
+merged per label and key, the project's extra params winning over the server default; then the
+label entry overrides ``"*"``. Keys:
+
+- ``fill_holes``: ``true`` fills every hole, an integer N fills holes of at most N px, ``false`` none.
+- ``min_island_px``: removes parts (8-connected) smaller than N px, except the largest part.
+- ``keep_largest``: keeps only the largest part.
+- ``dilate_px``: grows the mask by N px.
+- ``merge_overlapping``: masks of the label that overlap become one region. In batch this joins
+  the task's new masks; in interactive use a new mask also joins the masks already on the
+  annotator's screen that it overlaps (see ``backend.model``), and the returned region is the union.
+
+Per-mask policies run in the order fill_holes, min_island_px, keep_largest, dilate_px, on each
+model mask and again on every merged union, so each returned mask obeys its label's policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from backend.prompts import Segmentation
+
+WILDCARD = "*"
+_EIGHT_CONNECTED = np.ones((3, 3), bool)
+
+
+class PolicyError(ValueError):
+    """The policies config is malformed; the message names the offending key."""
+
+
+# -- pure functions on bool masks (H, W) ---------------------------------------------------------
+
+
+def fill_holes(mask: np.ndarray, max_hole_px: int | None = None) -> np.ndarray:
+    """Fills holes (4-connected background not reaching the border); only those of at most
+    ``max_hole_px`` pixels when given."""
+    filled = ndimage.binary_fill_holes(mask)
+    if max_hole_px is None:
+        return filled
+    holes, count = ndimage.label(filled & ~mask)
+    if count == 0:
+        return mask.copy()
+    sizes = np.bincount(holes.ravel())
+    small = np.flatnonzero(sizes <= max_hole_px)
+    return mask | np.isin(holes, small[small > 0])
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected component ids (0 = background) and pixel counts per id (index 0 unused)."""
+    labels, _ = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels, sizes
+
+
+def remove_islands(mask: np.ndarray, min_px: int) -> np.ndarray:
+    """Removes parts smaller than ``min_px`` pixels; the largest part always stays."""
+    labels, sizes = _components(mask)
+    if sizes.size <= 2:
+        return mask.copy()
+    keep = np.flatnonzero(sizes >= min_px)
+    keep = np.union1d(keep[keep > 0], [int(np.argmax(sizes))])
+    return np.isin(labels, keep)
+
+
+def keep_largest(mask: np.ndarray) -> np.ndarray:
+    """Keeps only the largest part."""
+    labels, sizes = _components(mask)
+    if sizes.size <= 2:
+        return mask.copy()
+    return labels == int(np.argmax(sizes))
+
+
+def dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    """Grows the mask by ``px`` pixels (a disk of that radius)."""
+    if px <= 0:
+        return mask.copy()
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    return cv2.dilate(mask.astype(np.uint8), disk) > 0
+
+
+def overlap_groups(masks: list[np.ndarray]) -> list[list[int]]:
+    """Indices of ``masks`` grouped so that masks overlapping (directly or through others) share a
+    group; groups in order of their first member."""
+    parent = list(range(len(masks)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            if root(i) != root(j) and np.logical_and(masks[i], masks[j]).any():
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(masks)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    fill_holes: bool | int = False
+    min_island_px: int = 0
+    keep_largest: bool = False
+    dilate_px: int = 0
+    merge_overlapping: bool = False
+
+    def clean(self, mask: np.ndarray) -> np.ndarray:
+        """The per-mask policies applied to one bool mask (H, W)."""
+        mask = mask.astype(bool)
+        if self.fill_holes is True:
+            mask = fill_holes(mask)
+        elif self.fill_holes:
+            mask = fill_holes(mask, int(self.fill_holes))
+        if self.min_island_px > 0:
+            mask = remove_islands(mask, self.min_island_px)
+        if self.keep_largest:
+            mask = keep_largest(mask)
+        if self.dilate_px > 0:
+            mask = dilate(mask, self.dilate_px)
+        return mask
+
+
+_KEYS = {f.name for f in fields(LabelPolicy)}
+
+
+def _check_value(where: str, key: str, value) -> None:
+    if key not in _KEYS:
+        raise PolicyError(f'{where}: unknown policy "{key}" (known: {", ".join(sorted(_KEYS))})')
+    if key in ("keep_largest", "merge_overlapping") and not isinstance(value, bool):
+        raise PolicyError(f"{where}.{key} must be true or false, got {value!r}")
+    if key == "fill_holes" and not (isinstance(value, bool) or (isinstance(value, int) and value > 0)):
+        raise PolicyError(f"{where}.fill_holes must be true, false or a maximum hole area in px (> 0), got {value!r}")
+    if key in ("min_island_px", "dilate_px") and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise PolicyError(f"{where}.{key} must be a whole number of pixels >= 0, got {value!r}")
+
+
+def parse_policies(extra_params: dict | None, source: str = "extra params") -> dict[str, dict]:
+    """The validated ``policies`` section of an extra-params dict: {label or "*": {key: value}}."""
+    if extra_params is None:
+        return {}
+    if not isinstance(extra_params, dict):
+        raise PolicyError(f"{source} must be a JSON object")
+    section = extra_params.get("policies", {})
+    if not isinstance(section, dict):
+        raise PolicyError(f'{source}: "policies" must be an object of labels ("*" for all) to policies')
+    for label, entry in section.items():
+        where = f'{source}: policies["{label}"]'
+        if not isinstance(entry, dict):
+            raise PolicyError(f"{where} must be an object of policies, e.g. {{\"fill_holes\": true}}")
+        for key, value in entry.items():
+            _check_value(where, key, value)
+    return section
+
+
+class PolicySet:
+    """The policies of one project, from the server default and the project's extra params."""
+
+    def __init__(self, *sources: dict[str, dict]):
+        """``sources``: parsed policy sections (``parse_policies``), later ones winning per label and key."""
+        self._entries: dict[str, dict] = {}
+        for section in sources:
+            for label, entry in section.items():
+                self._entries.setdefault(label, {}).update(entry)
+
+    @classmethod
+    def from_extra_params(cls, default: dict | None, project: dict | None) -> "PolicySet":
+        return cls(parse_policies(default, "default policies (POLICIES)"), parse_policies(project, "extra params"))
+
+    def for_label(self, label: str) -> LabelPolicy:
+        return LabelPolicy(**{**self._entries.get(WILDCARD, {}), **self._entries.get(label, {})})
+
+    def apply(self, segmentations: list[Segmentation],
+              existing: dict[str, list[np.ndarray]] | None = None) -> list[Segmentation]:
+        """Cleans each mask, then merges overlapping masks of labels with ``merge_overlapping``,
+        among themselves and with ``existing`` masks (label -> bool masks already in the task, which
+        are not returned themselves). A merged region keeps the lowest score of its new members.
+        Empty masks are dropped."""
+        cleaned = [replace(s, mask=self.for_label(s.label).clean(s.mask)) for s in segmentations]
+        result: list[Segmentation] = []
+        merged_labels: set[str] = set()
+        for seg in cleaned:
+            policy = self.for_label(seg.label)
+            if not policy.merge_overlapping:
+                result.append(seg)
+            elif seg.label not in merged_labels:
+                merged_labels.add(seg.label)
+                result += self._merge_label(seg.label, cleaned, (existing or {}).get(seg.label, []), policy)
+        return [s for s in result if s.mask.any()]
+
+    @staticmethod
+    def _merge_label(label: str, cleaned: list[Segmentation], existing: list[np.ndarray],
+                     policy: LabelPolicy) -> list[Segmentation]:
+        new = [s for s in cleaned if s.label == label]
+        masks = [s.mask for s in new] + [m.astype(bool) for m in existing]
+        merged = []
+        for group in overlap_groups(masks):
+            members = [new[i] for i in group if i < len(new)]
+            if not members:
+                continue  # only existing masks: already on screen
+            if len(group) == 1:
+                merged.append(members[0])
+                continue
+            union = np.logical_or.reduce([masks[i] for i in group])
+            merged.append(replace(members[0], mask=policy.clean(union), score=min(s.score for s in members),
+                                  model="+".join(dict.fromkeys(s.model for s in members))))
+        return merged

@@ -1,0 +1,73 @@
+"""What ``/setup`` told about each project, on disk so every gunicorn worker, every replica
+sharing ``MODEL_DIR``, and a restarted server see it.
+
+Layout: ``<MODEL_DIR>/projects/<project id>/setup.json``, written atomically (temporary file +
+``os.replace``), so a reader never sees a half-written file. Label Studio names a project
+``"<id>.<created timestamp>"``; state is keyed by the numeric id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class ProjectIdError(ValueError):
+    """The project reference is not Label Studio's "<id>.<timestamp>" (or a bare id)."""
+
+
+def project_id(reference) -> str:
+    """The numeric id in Label Studio's project reference: ``"12.1700000000"`` -> ``"12"``."""
+    text = str(reference).strip() if isinstance(reference, (str, int)) and not isinstance(reference, bool) else ""
+    head = text.split(".", 1)[0]
+    if not head.isdigit() or not head.isascii():
+        raise ProjectIdError(f'project must be Label Studio\'s "<id>.<timestamp>", got {str(reference)[:40]!r}')
+    return str(int(head))
+
+
+@dataclass(frozen=True)
+class ProjectSetup:
+    """One project's ``/setup``: label config, extra params as given, and the model version answered."""
+
+    project_id: str
+    label_config: str
+    extra_params: dict
+    model_version: str
+    updated_at: float = 0.0
+
+
+class ProjectStore:
+    def __init__(self, root: Path):
+        """``root``: the folder holding one sub-folder per project (``<MODEL_DIR>/projects``)."""
+        self.root = Path(root)
+
+    def _path(self, pid: str) -> Path:
+        return self.root / project_id(pid) / "setup.json"
+
+    def save(self, setup: ProjectSetup) -> None:
+        path = self._path(setup.project_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = asdict(setup) | {"updated_at": setup.updated_at or time.time()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".setup.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                json.dump(record, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load(self, pid: str) -> ProjectSetup | None:
+        """The project's last setup, or None if ``/setup`` never reached this ``MODEL_DIR``."""
+        path = self._path(pid)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return ProjectSetup(**record)

@@ -1,0 +1,225 @@
+"""Label Studio regions -> prompts, and prompts -> the segmenter that answers them.
+
+Regions to prompts (``prompts_from_regions``), per label of the prompt tools in the config:
+
+- each rectangle is one BOX prompt; clicks (from click tools, positive or negative) of the same
+  label that fall inside a rectangle join it as points (the smallest such rectangle, if several);
+- the other clicks of a label form one POINTS prompt (clicks accumulate, as Label Studio sends
+  every smart region of the tool with each request); clicks that are all negative make no prompt;
+- extreme-tool points of a label, in the order given, make one EXTREME prompt per 4 consecutive
+  positive points; 1-3 leftover points are *pending* (no mask, no error) so the annotator can keep
+  clicking; negative points on an extreme tool are ignored.
+
+Prompts come out in the order of the first region that made them. A region that cannot be used
+(unknown label, outside the image, zero-area box) is reported in ``Routed.errors`` and skipped;
+the caller decides whether that fails the request (interactive) or only that region (batch).
+
+For batch pre-annotation, ``prompts_from_task`` reads the prompts in a task's own predictions
+and (not cancelled) annotations; a prompt found in several of them (e.g. an imported box that an
+annotator kept) is used once.
+
+Segmenter choice (``choose_segmenter``): EXTREME -> the extreme-point model, else SAM (which takes
+the points' bounding box plus the 4 points as positive clicks); BOX -> SAM, else the extreme-point
+model's box mode; POINTS -> SAM only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from backend.labeling import LabelingConfig, ToolKind
+from backend.prompts import Prompt, PromptKind
+from backend.protocol import RegionError, box_px, point_px
+
+EXTREME_POINTS = 4
+_PROMPT_TYPES = {"rectanglelabels", "keypointlabels"}
+
+
+class RoutingError(ValueError):
+    """No loaded segmenter can answer a prompt."""
+
+
+class Segmenter(Protocol):
+    def segment(self, image, prompt: Prompt): ...
+
+
+class SegmenterChoice(Protocol):
+    """The loaded segmenters (``backend.segmenter_set.SegmenterSet``); None when not loaded."""
+
+    sam: Segmenter | None
+    extreme: Segmenter | None
+
+
+@dataclass
+class Routed:
+    """Prompts found in a list of regions.
+
+    pending: notes on point groups still waiting for clicks (e.g. 3 of 4 extreme points).
+    errors: one message per unusable region.
+    image_rotation: the annotator's view rotation reported by the prompt regions (0 if none).
+    """
+
+    prompts: list[Prompt] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    image_rotation: int = 0
+
+
+@dataclass
+class _Click:
+    order: int
+    label: str
+    point: tuple[float, float]
+    positive: bool
+
+
+def prompts_from_regions(regions: list, config: LabelingConfig, width: int, height: int) -> Routed:
+    """Prompts in ``regions`` (Label Studio result dicts) for an image of ``width`` x ``height`` px."""
+    routed = Routed()
+    boxes: list[tuple[int, str, tuple[float, float, float, float]]] = []
+    clicks: list[_Click] = []
+    extreme: dict[tuple[str, str], list[tuple[int, tuple[float, float]]]] = {}
+    rotation_seen = False
+    for order, region in enumerate(regions):
+        if not isinstance(region, dict) or region.get("from_name") not in config.tools:
+            continue  # masks, other controls, relations: not prompts
+        tool = config.tools[region["from_name"]]
+        what = f'{region.get("type", "region")} "{tool.name}" #{order + 1}'
+        try:
+            label = _label(region, config, what)
+            value = region["value"]
+            if tool.kind is ToolKind.RECTANGLE:
+                boxes.append((order, label, box_px(value, width, height, what)))
+            elif tool.kind is ToolKind.CLICK:
+                clicks.append(_Click(order, label, point_px(value, width, height, what), _is_positive(region)))
+            elif _is_positive(region):
+                extreme.setdefault((tool.name, label), []).append((order, point_px(value, width, height, what)))
+        except RegionError as exc:
+            routed.errors.append(str(exc))
+            continue
+        if not rotation_seen and isinstance(region.get("image_rotation"), (int, float)):
+            routed.image_rotation, rotation_seen = int(region["image_rotation"]), True
+
+    ordered: list[tuple[int, Prompt]] = []
+    box_clicks: dict[int, list[_Click]] = {i: [] for i in range(len(boxes))}
+    free_clicks: dict[str, list[_Click]] = {}
+    for click in clicks:
+        inside = [i for i, (_, label, box) in enumerate(boxes) if label == click.label and _contains(box, click.point)]
+        if inside:
+            box_clicks[min(inside, key=lambda i: _area(boxes[i][2]))].append(click)
+        else:
+            free_clicks.setdefault(click.label, []).append(click)
+    for i, (order, label, box) in enumerate(boxes):
+        points, point_labels = _points(box_clicks[i])
+        ordered.append((order, Prompt(PromptKind.BOX, label, box=box, points=points, point_labels=point_labels)))
+    for label, group in free_clicks.items():
+        if not any(c.positive for c in group):
+            routed.pending.append(f'clicks for "{label}" are all negative: add a positive click')
+            continue
+        points, point_labels = _points(group)
+        ordered.append((group[0].order, Prompt(PromptKind.POINTS, label, points=points, point_labels=point_labels)))
+    for (tool_name, label), points in extreme.items():
+        for start in range(0, len(points), EXTREME_POINTS):
+            group = points[start : start + EXTREME_POINTS]
+            if len(group) < EXTREME_POINTS:
+                routed.pending.append(f'"{tool_name}" "{label}": {len(group)} of {EXTREME_POINTS} extreme points')
+                continue
+            xy = np.array([p for _, p in group], np.float32)
+            if np.ptp(xy[:, 0]) < 1 or np.ptp(xy[:, 1]) < 1:
+                routed.errors.append(f'extreme points of "{label}" on "{tool_name}" span no area; click the '
+                                     "top-, bottom-, left- and right-most points of the object")
+                continue
+            ordered.append((group[0][0], Prompt(PromptKind.EXTREME, label, points=xy,
+                                                point_labels=np.ones(EXTREME_POINTS, np.int64))))
+    routed.prompts = [prompt for _, prompt in sorted(ordered, key=lambda item: item[0])]
+    return routed
+
+
+def task_sources(task: dict) -> list[list]:
+    """The region lists of a task's predictions and not-cancelled annotations, in that order.
+    (Interactive requests list predictions by id only; those are skipped.)"""
+    results = [p.get("result") for p in task.get("predictions") or [] if isinstance(p, dict)]
+    results += [a.get("result") for a in task.get("annotations") or []
+                if isinstance(a, dict) and not a.get("was_cancelled")]
+    return [result for result in results if isinstance(result, list)]
+
+
+def has_prompt_regions(task: dict, config: LabelingConfig) -> bool:
+    """Whether the task's predictions/annotations hold any region of a prompt tool (no image needed)."""
+    return any(isinstance(r, dict) and r.get("from_name") in config.tools for s in task_sources(task) for r in s)
+
+
+def prompts_from_task(task: dict, config: LabelingConfig, width: int, height: int) -> Routed:
+    """Prompts in a task's predictions and not-cancelled annotations, each distinct prompt once."""
+    merged = Routed()
+    seen: set[tuple] = set()
+    for result in task_sources(task):
+        routed = prompts_from_regions(result, config, width, height)
+        if routed.prompts and not merged.prompts:
+            merged.image_rotation = routed.image_rotation
+        for prompt in routed.prompts:
+            if _signature(prompt) not in seen:
+                seen.add(_signature(prompt))
+                merged.prompts.append(prompt)
+        merged.pending += routed.pending
+        merged.errors += routed.errors
+    return merged
+
+
+def choose_segmenter(prompt: Prompt, segmenters: SegmenterChoice) -> tuple[Segmenter, str]:
+    """The segmenter for ``prompt`` and a note when it is a fallback ("" otherwise).
+    Raises RoutingError when no loaded segmenter can answer."""
+    if prompt.kind is PromptKind.EXTREME:
+        if segmenters.extreme is not None:
+            return segmenters.extreme, ""
+        if segmenters.sam is not None:
+            return segmenters.sam, "SAM box and clicks from the extreme points, extreme-point model not loaded"
+    elif prompt.kind is PromptKind.BOX:
+        if segmenters.sam is not None:
+            return segmenters.sam, ""
+        if segmenters.extreme is not None:
+            return segmenters.extreme, "box mode, SAM not loaded"
+    elif segmenters.sam is not None:
+        return segmenters.sam, ""
+    needed = "SAM (set SAM_CHECKPOINT)" if prompt.kind is PromptKind.POINTS else "SAM or the extreme-point model"
+    raise RoutingError(f'no segmenter for a {prompt.kind.value} prompt ("{prompt.label}"): {needed} is not loaded')
+
+
+def _label(region: dict, config: LabelingConfig, what: str) -> str:
+    value = region.get("value")
+    if region.get("type") not in _PROMPT_TYPES or not isinstance(value, dict):
+        raise RegionError(f"{what} is not a rectangle or keypoint region with a value")
+    labels = value.get(region["type"]) or value.get("labels")
+    if not isinstance(labels, list) or not labels or not isinstance(labels[0], str):
+        raise RegionError(f"{what} has no label: pick a label before drawing")
+    if labels[0] not in config.brush_for_label:
+        known = ", ".join(sorted(config.brush_for_label)) or "none"
+        raise RegionError(f'{what} has label "{labels[0]}", which is not a label of the prompt tools ({known})')
+    return labels[0]
+
+
+def _is_positive(region: dict) -> bool:
+    return region.get("is_positive", True) is not False
+
+
+def _points(clicks: list[_Click]) -> tuple[np.ndarray, np.ndarray]:
+    points = np.array([c.point for c in clicks], np.float32).reshape(-1, 2)
+    return points, np.array([1 if c.positive else 0 for c in clicks], np.int64)
+
+
+def _contains(box: tuple[float, float, float, float], point: tuple[float, float]) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+def _area(box: tuple[float, float, float, float]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _signature(prompt: Prompt) -> tuple:
+    """Equal for the same prompt drawn in two places (rounded to 1/100 px)."""
+    box = tuple(round(v, 2) for v in prompt.box) if prompt.box is not None else None
+    points = tuple(map(tuple, np.round(prompt.points, 2).tolist()))
+    return prompt.kind, prompt.label, box, points, tuple(prompt.point_labels.tolist())

@@ -1,0 +1,150 @@
+"""``python -m backend download-sam vit_b|vit_l|vit_h [--dir DIR]``: fetch an official SAM checkpoint.
+
+The file is streamed to a temporary file next to the target, its sha256 checked, and only then
+renamed into place (atomic on one filesystem), so the target path never holds a partial or
+corrupt checkpoint. The server itself never downloads: it reads ``SAM_CHECKPOINT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from backend.settings import REPO_ROOT
+
+DEFAULT_DIR = REPO_ROOT / "model_weights"
+_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    url: str
+    sha256: str
+    size: int  # bytes
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+# URLs: the segment-anything README ("Model Checkpoints"). The README publishes no checksums; the
+# sha256 values and sizes are those of the Git LFS pointers of independent Hugging Face mirrors of
+# the official files, which all agree, e.g.
+# https://huggingface.co/ybelkada/segment-anything/blob/7790786db131bcdc639f24a915d9f2c331d843ee/checkpoints/sam_vit_b_01ec64.pth
+# (b),
+# https://huggingface.co/sam-hq-team/sam-hq-training/commit/d401202bc7a12ffcf56557bd3f2c38d1a154f4e8 (b, l, h),
+# https://huggingface.co/netradrishti/sam/commit/0ca332df7096f034b3d7f18f9ce6b6912dbce70b (b, l, h).
+CHECKPOINTS = {
+    "vit_b": Checkpoint(
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+        375_042_383,
+    ),
+    "vit_l": Checkpoint(
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+        1_249_524_607,
+    ),
+    "vit_h": Checkpoint(
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+        2_564_550_879,
+    ),
+}
+
+
+class DownloadError(Exception):
+    """The checkpoint could not be downloaded or did not verify; nothing was written to the target."""
+
+
+def checkpoint_path(model_type: str, directory: Path = DEFAULT_DIR) -> Path:
+    """Where ``download`` puts the ``model_type`` checkpoint."""
+    return Path(directory) / CHECKPOINTS[model_type].filename
+
+
+def download(
+    model_type: str,
+    directory: Path = DEFAULT_DIR,
+    timeout_s: float = 60.0,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> Path:
+    """Download and verify the ``model_type`` checkpoint into ``directory``; return its path.
+
+    A file already there with the right sha256 is kept; one with another sha256 is replaced.
+    ``progress(bytes_done, bytes_total)`` is called after every chunk.
+    """
+    checkpoint = CHECKPOINTS[model_type]
+    target = checkpoint_path(model_type, directory)
+    if target.is_file() and _sha256(target) == checkpoint.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        digest = hashlib.sha256()
+        done = 0
+        with os.fdopen(handle, "wb") as out, requests.get(checkpoint.url, stream=True, timeout=timeout_s) as response:
+            if response.status_code != 200:
+                raise DownloadError(f"{checkpoint.url} answered HTTP {response.status_code}")
+            for chunk in response.iter_content(_CHUNK_BYTES):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                progress(done, checkpoint.size)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != checkpoint.sha256:
+            raise DownloadError(
+                f"{checkpoint.url}: sha256 {digest.hexdigest()} ({done} bytes) does not match the expected "
+                f"{checkpoint.sha256} ({checkpoint.size} bytes); the file was discarded"
+            )
+        os.replace(temporary, target)
+    except requests.RequestException as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise DownloadError(f"downloading {checkpoint.url} failed ({type(exc).__name__}: {exc})") from None
+    except BaseException:  # includes Ctrl-C: never leave a partial file behind
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_type", choices=sorted(CHECKPOINTS), help="which SAM image encoder")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"target directory (default: {DEFAULT_DIR})")
+
+
+def run(args: argparse.Namespace) -> int:
+    checkpoint = CHECKPOINTS[args.model_type]
+    print(f"{args.model_type}: {checkpoint.url} ({checkpoint.size / 1e6:.0f} MB) -> {args.dir}", file=sys.stderr)
+    last_decile = -1
+
+    def report(done: int, total: int) -> None:
+        nonlocal last_decile
+        decile = 10 * done // max(total, 1)
+        if decile != last_decile:
+            print(f"  {10 * decile}%", file=sys.stderr)
+            last_decile = decile
+
+    try:
+        path = download(args.model_type, args.dir, progress=report)
+    except DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"verified {path} (sha256 {checkpoint.sha256[:12]}…)", file=sys.stderr)
+    print(f"use it with: SAM_MODEL_TYPE={args.model_type} SAM_CHECKPOINT={path.resolve()}")
+    return 0

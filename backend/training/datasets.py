@@ -1,0 +1,154 @@
+"""Training/validation samples from COCO-format files, Label Studio exports and the synthetic generator.
+
+Every source is a ``Sequence`` of ``Sample``s: (image (H, W, 3) uint8 RGB, mask (H, W) bool) of one
+object instance in natural-image pixels. Images are read lazily, one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import cv2
+import numpy as np
+
+from backend.training.synthetic import generate_scene
+
+Sample = tuple[np.ndarray, np.ndarray]
+MIN_MASK_PIXELS = 16
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB pixels of an image file (EXIF orientation applied, as browsers do)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from None
+
+
+class _OneImageCache:
+    """Consecutive samples usually share an image: keep the last one decoded."""
+
+    def __init__(self, load: Callable[[str], np.ndarray]):
+        self._load, self._key, self._image = load, None, None
+
+    def __call__(self, key: str) -> np.ndarray:
+        if key != self._key:
+            self._image, self._key = self._load(key), key
+        return self._image
+
+
+class CocoSamples(Sequence):
+    """Instances of a COCO instance-segmentation file (polygons or RLE; crowd annotations skipped)."""
+
+    def __init__(self, annotation_file: str | Path, image_dir: str | Path, min_pixels: int = MIN_MASK_PIXELS):
+        from pycocotools.coco import COCO
+
+        self._coco = COCO(str(annotation_file))
+        self._image_dir = Path(image_dir)
+        annotations = self._coco.loadAnns(self._coco.getAnnIds(iscrowd=False))
+        self._annotations = [a for a in annotations if a.get("area", min_pixels) >= min_pixels]
+        self._images = _OneImageCache(lambda name: read_rgb(self._image_dir / name))
+
+    def __len__(self) -> int:
+        return len(self._annotations)
+
+    def __getitem__(self, index: int) -> Sample:
+        annotation = self._annotations[index]
+        info = self._coco.imgs[annotation["image_id"]]
+        image = self._images(info["file_name"])
+        mask = self._coco.annToMask(annotation).astype(bool)
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"{info['file_name']}: mask {mask.shape} does not match image {image.shape[:2]}")
+        return image, mask
+
+
+class LabelStudioSamples(Sequence):
+    """Instances in a Label Studio JSON export: ``brushlabels`` (RLE) and ``polygonlabels`` (percent)
+    results, one sample per result. `load_image` turns a task's image URL into pixels; the default
+    reads local paths and ``/data/...`` URLs by file name under `image_dir`."""
+
+    def __init__(
+        self,
+        export: str | Path | list,
+        image_dir: str | Path | None = None,
+        load_image: Callable[[str], np.ndarray] | None = None,
+    ):
+        tasks = json.loads(Path(export).read_text()) if isinstance(export, (str, Path)) else export
+        if not isinstance(tasks, list):
+            raise ValueError("a Label Studio JSON export is a list of tasks")
+        self._items = [
+            (_task_image_url(task), result)
+            for task in tasks
+            for annotation in task.get("annotations", [])
+            if not annotation.get("was_cancelled")
+            for result in annotation.get("result", [])
+            if result.get("type") in ("brushlabels", "polygonlabels")
+        ]
+        if load_image is None:
+            if image_dir is None:
+                raise ValueError("LabelStudioSamples needs image_dir or load_image")
+            load_image = lambda url: read_rgb(Path(image_dir) / Path(unquote(urlparse(url).path)).name)  # noqa: E731
+        self._images = _OneImageCache(load_image)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> Sample:
+        url, result = self._items[index]
+        image = self._images(url)
+        return image, result_mask(result, image.shape[:2])
+
+
+def _task_image_url(task: dict) -> str:
+    data = task.get("data", {})
+    for value in data.values():
+        if isinstance(value, str):
+            return value
+    raise ValueError(f"task {task.get('id')} has no image URL in its data")
+
+
+def result_mask(result: dict, image_shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool mask of one LS ``brushlabels``/``polygonlabels`` result on an image of `image_shape`."""
+    height, width = image_shape
+    value = result["value"]
+    if result["type"] == "brushlabels":
+        from label_studio_sdk.converter.brush import decode_rle
+
+        rle_height = result.get("original_height", height)
+        rle_width = result.get("original_width", width)
+        rgba = np.asarray(decode_rle(value["rle"]), np.uint8).reshape(rle_height, rle_width, 4)
+        mask = rgba[..., 3] > 127
+        if mask.shape != (height, width):
+            mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        return mask
+    points = np.asarray(value["points"], np.float64) * [width / 100.0, height / 100.0]
+    canvas = np.zeros((height, width), np.uint8)
+    # fillPoly takes pixel-centre integer coordinates: shift by half a pixel and use 4 fractional bits.
+    cv2.fillPoly(canvas, [np.round((points - 0.5) * 16).astype(np.int32)], 1, shift=4)
+    return canvas > 0
+
+
+class SyntheticSamples(Sequence):
+    """`count` samples: sample i is a random visible instance of synthetic scene i of (seed, split)."""
+
+    def __init__(self, count: int, seed: int, split: str = "train"):
+        self._count, self._seed, self._split = count, seed, split
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        scene = generate_scene(self._seed, index, self._split)
+        while not scene.masks:  # very rare: every object ended up (almost) hidden
+            index += self._count
+            scene = generate_scene(self._seed, index, self._split)
+        choice = np.random.default_rng([self._seed, index]).integers(len(scene.masks))
+        return scene.image, scene.masks[choice]

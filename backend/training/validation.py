@@ -1,0 +1,53 @@
+"""Validation metrics: mean IoU of a segmenter over samples, from exact extreme points or tight boxes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from backend.prompts import Prompt, PromptKind
+from backend.training.datasets import Sample
+from backend.training.mask_prompts import extreme_points, mask_box
+
+
+def iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of two (H, W) bool masks; 1.0 when both are empty."""
+    union = np.logical_or(predicted, truth).sum()
+    return float(np.logical_and(predicted, truth).sum() / union) if union else 1.0
+
+
+def prompt_for(mask: np.ndarray, kind: PromptKind) -> Prompt:
+    """The ideal annotator's prompt for a ground-truth mask: exact extreme points, or the tight box."""
+    if kind == PromptKind.EXTREME:
+        points = extreme_points(mask)
+        return Prompt(kind=kind, label="object", points=points, point_labels=np.ones(4, np.int64))
+    if kind == PromptKind.BOX:
+        return Prompt(kind=kind, label="object", box=mask_box(mask))
+    raise ValueError(f"no ideal prompt for {kind}")
+
+
+def evaluate_miou(
+    segmenter,
+    samples: Sequence[Sample],
+    kind: PromptKind = PromptKind.EXTREME,
+    progress: Callable[[int, int], None] | None = None,
+) -> float:
+    """Mean IoU of ``segmenter.segment(image, prompt).mask`` against each sample's mask, with the
+    ideal `kind` prompt derived from that mask. `segmenter` is anything with ``segment``."""
+    scores = []
+    for index, (image, mask) in enumerate(samples):
+        segmentation = segmenter.segment(_Pixels(image), prompt_for(mask, kind))
+        scores.append(iou(segmentation.mask, mask))
+        if progress is not None:
+            progress(index + 1, len(samples))
+    if not scores:
+        raise ValueError("no validation samples")
+    return float(np.mean(scores))
+
+
+class _Pixels:
+    """The minimal image object segmenters accept (``.array``)."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array

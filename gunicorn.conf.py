@@ -1,0 +1,30 @@
+"""gunicorn settings for ``gunicorn backend.wsgi:app`` (read automatically from the working
+directory). Environment: PORT (9090), WORKERS (1), THREADS (4), GUNICORN_TIMEOUT (seconds, 300),
+PRELOAD (see below)."""
+
+import os
+from pathlib import Path
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '9090')}"
+workers = int(os.environ.get("WORKERS", "1"))
+threads = int(os.environ.get("THREADS", "4"))
+worker_class = "gthread"
+# Label Studio waits up to 100 s for /predict (ML_TIMEOUT_PREDICT); a batch may take that long.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
+graceful_timeout = 30
+accesslog = None  # the app logs one line per request, with timing
+
+# Preloading builds the app (and loads the models) once in the master, and workers share the
+# memory. A CUDA context does not survive fork, so on a GPU each worker loads its own models:
+# preload defaults to on only when the device is the CPU. PRELOAD=true/false overrides.
+_device = os.environ.get("DEVICE", "auto").lower()
+_gpu = _device.startswith("cuda") or (_device == "auto" and Path("/dev/nvidiactl").exists())
+preload_app = os.environ.get("PRELOAD", "").lower() in ("1", "true", "yes", "on") if os.environ.get("PRELOAD") else not _gpu
+
+
+def post_worker_init(worker):
+    """Start the training dispatcher in each worker (after the fork: threads do not survive one); the
+    workers elect one dispatcher per MODEL_DIR among themselves (backend.active_learning.service)."""
+    learning = worker.wsgi.extensions.get("active_learning")
+    if learning is not None:
+        learning.start()

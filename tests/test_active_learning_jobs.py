@@ -1,0 +1,145 @@
+"""Training jobs: the job body with a fake trainer, failures reported with reasons, dead and killed
+jobs detected, serving never switched to a version that was not cleanly published."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from active_learning_fakes import FakeReader, FakeTrainer, quick_fake_job, slow_fake_job, write_fake_weights
+
+from backend.active_learning.files import sha256_of_files
+from backend.active_learning.jobs import FAILED, FINISHED, RUNNING, JobStore
+from backend.active_learning.layout import Layout
+from backend.active_learning.ls_data import ProjectDataError
+from backend.active_learning.queue import EmbeddedExecutor
+from backend.active_learning.service import ActiveLearning
+from backend.active_learning.training_job import run_training_job
+from backend.active_learning.versions import VersionRegistry
+from backend.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    weights = write_fake_weights(tmp_path / "default", 0.5, version="base-v0")
+    return Settings(model_dir=tmp_path / "model_dir", extreme_weights=weights, train_steps=3)
+
+
+def new_job(settings, project="3"):
+    return JobStore(Layout(settings.model_dir)).create(project, "test")
+
+
+def outcome(settings, job_id):
+    return JobStore(Layout(settings.model_dir)).get(job_id)
+
+
+def serving(settings, project="3") -> str:
+    return VersionRegistry.from_settings(settings).serving(project).name
+
+
+def test_a_better_model_is_published_and_the_next_job_fine_tunes_it(settings):
+    trainer = FakeTrainer(gain=0.1)
+    job = new_job(settings)
+    run_training_job(settings, job.id, trainer=trainer, reader=FakeReader())
+    done = outcome(settings, job.id)
+    assert done.state == FINISHED and done.error is None and done.progress["fraction"] == 1.0
+    assert done.result["published"] and done.result["version"] == "p3-v1"
+    assert (done.result["miou_before"], done.result["miou_after"]) == (0.5, 0.6)
+    assert done.result["train_tasks"] + done.result["val_tasks"] == 10 and done.result["val_tasks"] >= 1
+    assert serving(settings) == "p3-v1"
+    assert not (settings.model_dir / "active_learning/projects/3/staging" / job.id).exists()
+
+    second = new_job(settings)
+    run_training_job(settings, second.id, trainer=trainer, reader=FakeReader())
+    assert trainer.calls[1]["init"].name == "p3-v1" and trainer.calls[1]["version"] == "p3-v2"
+    assert outcome(settings, second.id).result["parent"] == "p3-v1" and serving(settings) == "p3-v2"
+
+
+def test_a_worse_model_is_not_published(settings):
+    job = new_job(settings)
+    run_training_job(settings, job.id, trainer=FakeTrainer(gain=-0.05), reader=FakeReader())
+    done = outcome(settings, job.id)
+    assert done.state == FINISHED and not done.result["published"]
+    assert "fell from 0.5000 (base-v0) to 0.4500" in done.result["reason"]
+    assert serving(settings) == "base-v0"
+
+
+def test_a_corrupt_checkpoint_fails_the_job_and_keeps_serving(settings):
+    job = new_job(settings)
+    run_training_job(settings, job.id, trainer=FakeTrainer(corrupt=True), reader=FakeReader())
+    done = outcome(settings, job.id)
+    assert done.state == FAILED and "does not match its sha256" in done.error
+    assert serving(settings) == "base-v0"
+
+
+class FailingReader:
+    def read(self, project, progress):
+        raise ProjectDataError("Label Studio answered HTTP 401 exporting project 3's annotations")
+
+
+@pytest.mark.parametrize("reader, reason", [
+    (FailingReader(), "HTTP 401"),
+    (FakeReader(task_ids=[1]), "need at least 2 annotated tasks"),
+])
+def test_data_problems_fail_the_job_with_their_reason(settings, reader, reason):
+    job = new_job(settings)
+    run_training_job(settings, job.id, trainer=FakeTrainer(), reader=reader)
+    done = outcome(settings, job.id)
+    assert done.state == FAILED and reason in done.error and done.finished_at is not None
+
+
+def test_a_job_left_running_by_a_dead_process_is_marked_failed(settings):
+    jobs = JobStore(Layout(settings.model_dir))
+    job = new_job(settings)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    jobs.mark_running(job.id, gone.pid)
+    alive = new_job(settings, project="4")
+    jobs.mark_running(alive.id, os.getpid())
+    reaped = jobs.reap_dead()
+    assert [j.id for j in reaped] == [job.id]
+    assert jobs.get(job.id).state == FAILED and f"pid {gone.pid}" in jobs.get(job.id).error
+    assert jobs.get(alive.id).state == RUNNING
+    stale = jobs.reap_dead(now=time.time() + 3600)  # no heartbeat for an hour: dead wherever it ran
+    assert [j.id for j in stale] == [alive.id] and "no heartbeat" in jobs.get(alive.id).error
+
+
+def wait_for(condition, timeout_s: float, tick=lambda: None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        tick()
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def test_embedded_executor_runs_a_job_in_its_own_process(settings):
+    learning = ActiveLearning(settings, executor=EmbeddedExecutor(settings, JobStore(Layout(settings.model_dir)), quick_fake_job))
+    answer = learning.handle("START_TRAINING", {"project": {"id": 3, "token": "secret"}})
+    job = wait_for(lambda: (j := learning.jobs.get(answer["job"])).state in (FINISHED, FAILED) and j, 60, learning.tick)
+    assert job.state == FINISHED and job.pid != os.getpid() and job.result["version"] == "p3-v1"
+    assert serving(settings) == "p3-v1"
+
+
+def test_a_job_killed_mid_training_fails_and_serving_stays_on_the_old_version(tmp_path):
+    weights = write_fake_weights(tmp_path / "default", 0.5, version="base-v0")
+    settings = Settings(model_dir=tmp_path / "model_dir", extreme_weights=weights, train_steps=300)
+    registry = VersionRegistry.from_settings(settings)
+    staged = write_fake_weights(tmp_path / "v1", 0.6)
+    registry.publish("3", "p3-v1", staged, sha256_of_files(staged), "base-v0", {})
+    executor = EmbeddedExecutor(settings, JobStore(Layout(settings.model_dir)), slow_fake_job)
+    learning = ActiveLearning(settings, executor=executor)
+    job_id = learning.handle("START_TRAINING", {"project": {"id": 3}})["job"]
+
+    wait_for(lambda: learning.jobs.get(job_id).progress.get("stage") == "training", 60, learning.tick)
+    os.kill(executor.running_pid(), signal.SIGKILL)
+    job = wait_for(lambda: (j := learning.jobs.get(job_id)).state == FAILED and j, 10, learning.tick)
+    assert "killed by SIGKILL" in job.error
+    assert serving(settings) == "p3-v1"
+    assert [v.name for v in registry.versions("3")] == ["base-v0", "p3-v1"]

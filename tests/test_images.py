@@ -1,0 +1,293 @@
+"""ImageLoader: sources, Label Studio auth scoping, limits, errors, EXIF, pixel modes, cache."""
+
+import base64
+import hashlib
+import io
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from backend.images import (
+    ImageAuthError,
+    ImageFetchError,
+    ImageLoader,
+    ImageNotFound,
+    ImageSourceError,
+    ImageTimeout,
+    ImageTooLarge,
+    NotAnImage,
+)
+from backend.settings import Settings
+
+LS = "http://ls.example:8080"
+LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
+SETTINGS = Settings(label_studio_url=LS, label_studio_api_key=LEGACY_TOKEN)
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save_args)
+    return buffer.getvalue()
+
+
+def rgb_png(width: int = 30, height: int = 20, color=(200, 10, 30)) -> bytes:
+    return encode(Image.new("RGB", (width, height), color))
+
+
+class SlowBody(io.RawIOBase):
+    """A response body that trickles out 10 bytes every ``delay_s``."""
+
+    def __init__(self, total: int, delay_s: float = 0.0):
+        self.remaining, self.delay_s = total, delay_s
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        return self.read1(size)
+
+    def read1(self, size=-1):
+        time.sleep(self.delay_s)
+        n = min(10, self.remaining, size if size >= 0 else 10)
+        self.remaining -= n
+        return b"x" * n
+
+
+# --- sources and auth scoping ---------------------------------------------------------------
+
+
+def test_label_studio_upload_is_fetched_from_label_studio_url_with_the_token(requests_mock):
+    data = rgb_png()
+    requests_mock.get(f"{LS}/data/upload/3/cat.png", content=data)
+    image = ImageLoader(SETTINGS).load("/data/upload/3/cat.png")
+
+    assert image.array.shape == (20, 30, 3) and image.array.dtype == np.uint8
+    assert (image.width, image.height) == (30, 20)
+    assert tuple(image.array[0, 0]) == (200, 10, 30)
+    assert image.key == hashlib.sha1(data).hexdigest()
+    assert requests_mock.last_request.headers["Authorization"] == f"Token {LEGACY_TOKEN}"
+
+
+def test_personal_access_token_is_used_as_bearer_for_local_files(requests_mock):
+    def jwt(claims):
+        payload = base64.urlsafe_b64encode(str(claims).replace("'", '"').encode()).rstrip(b"=").decode()
+        return f"eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln"
+
+    pat, access = jwt({"token_type": "refresh"}), jwt({"token_type": "access", "iat": 0, "exp": 300})
+    requests_mock.post(f"{LS}/api/token/refresh/", json={"access": access})
+    requests_mock.get(f"{LS}/data/local-files/?d=photos/dog.png", content=rgb_png())
+    settings = replace(SETTINGS, label_studio_api_key=pat)
+
+    ImageLoader(settings).load("/data/local-files/?d=photos/dog.png")
+    assert requests_mock.last_request.headers["Authorization"] == f"Bearer {access}"
+
+
+def test_foreign_urls_never_get_the_token_even_after_a_redirect(requests_mock):
+    presigned = "https://bucket.s3.amazonaws.com/cat.png?X-Amz-Signature=secret"
+    requests_mock.get(presigned, content=rgb_png())
+    loader = ImageLoader(SETTINGS)
+
+    loader.load(presigned)
+    assert "Authorization" not in requests_mock.last_request.headers
+
+    cloud_uri = "s3://bucket/cat.png"
+    fileuri = base64.urlsafe_b64encode(cloud_uri.encode()).decode()
+    resolve = f"{LS}/tasks/7/resolve/?fileuri={fileuri}"
+    requests_mock.get(resolve, status_code=303, headers={"Location": presigned})
+    loader.load(cloud_uri, task_id=7)
+    first, second = requests_mock.request_history[-2:]
+    assert first.url == resolve and first.headers["Authorization"] == f"Token {LEGACY_TOKEN}"
+    assert second.url == presigned and "Authorization" not in second.headers
+
+
+def test_cloud_uri_without_task_id_is_a_clear_error():
+    with pytest.raises(ImageSourceError, match="task id"):
+        ImageLoader(SETTINGS).load("gs://bucket/cat.png")
+
+
+def test_relative_url_without_label_studio_url_says_what_to_set():
+    with pytest.raises(ImageSourceError, match="LABEL_STUDIO_URL"):
+        ImageLoader(Settings()).load("/data/upload/3/cat.png")
+
+
+@pytest.mark.parametrize("reference", ["file:///etc/passwd", "images/cat.png", "C:\\images\\cat.png", "//host/x.png"])
+def test_local_paths_and_unknown_schemes_are_rejected(reference):
+    with pytest.raises(ImageSourceError, match="local file paths are not read"):
+        ImageLoader(SETTINGS).load(reference)
+
+
+def test_data_uri():
+    data = rgb_png(4, 3)
+    image = ImageLoader(Settings()).load("data:image/png;base64," + base64.b64encode(data).decode())
+    assert image.array.shape == (3, 4, 3) and image.key == hashlib.sha1(data).hexdigest()
+    with pytest.raises(ImageSourceError, match="base64"):
+        ImageLoader(Settings()).load("data:image/png;base64,@@@")
+
+
+# --- HTTP errors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_label_studio_refusal_asks_for_a_personal_access_token(requests_mock, status):
+    requests_mock.get(f"{LS}/data/upload/3/cat.png", status_code=status)
+    with pytest.raises(ImageAuthError) as error:
+        ImageLoader(SETTINGS).load("/data/upload/3/cat.png")
+    message = str(error.value)
+    assert str(status) in message and "LABEL_STUDIO_API_KEY" in message and "Personal Access Token" in message
+    assert LEGACY_TOKEN not in message
+
+
+def test_missing_key_is_named_in_the_refusal(requests_mock):
+    requests_mock.get(f"{LS}/data/upload/3/cat.png", status_code=401)
+    with pytest.raises(ImageAuthError, match="no LABEL_STUDIO_API_KEY is set"):
+        ImageLoader(Settings(label_studio_url=LS)).load("/data/upload/3/cat.png")
+
+
+def test_label_studio_login_page_is_reported_as_an_auth_problem(requests_mock):
+    requests_mock.get(f"{LS}/data/upload/3/cat.png", text="<html>login</html>", headers={"Content-Type": "text/html"})
+    with pytest.raises(ImageAuthError, match="login page"):
+        ImageLoader(SETTINGS).load("/data/upload/3/cat.png")
+
+
+def test_expired_presigned_url_error_hides_the_signature(requests_mock):
+    url = "https://bucket.s3.amazonaws.com/cat.png?X-Amz-Signature=topsecret"
+    requests_mock.get(url, status_code=403)
+    with pytest.raises(ImageAuthError, match="expired") as error:
+        ImageLoader(SETTINGS).load(url)
+    assert "topsecret" not in str(error.value) and "bucket.s3.amazonaws.com/cat.png" in str(error.value)
+
+
+def test_not_found(requests_mock):
+    requests_mock.get("http://images.example/missing.png", status_code=404)
+    with pytest.raises(ImageNotFound, match="404"):
+        ImageLoader(SETTINGS).load("http://images.example/missing.png")
+
+
+def test_server_error_and_unreachable_label_studio(requests_mock):
+    requests_mock.get("http://images.example/a.png", status_code=502)
+    with pytest.raises(ImageFetchError, match="502"):
+        ImageLoader(SETTINGS).load("http://images.example/a.png")
+    requests_mock.get(f"{LS}/data/upload/a.png", exc=requests.ConnectionError("refused"))
+    with pytest.raises(ImageFetchError, match="in Docker, localhost is the container"):
+        ImageLoader(SETTINGS).load("/data/upload/a.png")
+
+
+def test_connect_timeout_and_slow_transfer_both_time_out(requests_mock):
+    settings = replace(SETTINGS, image_timeout_s=0.1)
+    requests_mock.get("http://images.example/a.png", exc=requests.ConnectTimeout("slow"))
+    with pytest.raises(ImageTimeout, match="IMAGE_TIMEOUT"):
+        ImageLoader(settings).load("http://images.example/a.png")
+    # Every read is quick, but the whole transfer takes longer than the limit.
+    requests_mock.get("http://images.example/b.png", body=SlowBody(total=10_000, delay_s=0.02))
+    started = time.monotonic()
+    with pytest.raises(ImageTimeout):
+        ImageLoader(settings).load("http://images.example/b.png")
+    assert time.monotonic() - started < 1.0
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+
+def test_oversized_download_is_refused_by_header_and_while_streaming(requests_mock):
+    settings = replace(SETTINGS, image_max_bytes=1000)
+    requests_mock.get("http://images.example/big.png", content=b"x" * 10, headers={"Content-Length": "5000"})
+    with pytest.raises(ImageTooLarge, match="5000 bytes"):
+        ImageLoader(settings).load("http://images.example/big.png")
+    stream = SlowBody(total=1_000_000)
+    requests_mock.get("http://images.example/endless.png", body=stream)  # no Content-Length
+    with pytest.raises(ImageTooLarge, match="IMAGE_MAX_BYTES"):
+        ImageLoader(settings).load("http://images.example/endless.png")
+    assert stream.remaining > 900_000  # stopped reading soon after the limit
+
+
+def test_too_many_pixels_is_refused_before_decoding(requests_mock, monkeypatch):
+    requests_mock.get("http://images.example/wide.png", content=rgb_png(200, 100))
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1))
+    with pytest.raises(ImageTooLarge, match="200x100"):
+        ImageLoader(replace(SETTINGS, image_max_pixels=19_999)).load("http://images.example/wide.png")
+    assert decoded == []
+
+
+def test_non_image_and_truncated_image(requests_mock):
+    requests_mock.get("http://images.example/a.txt", text="hello", headers={"Content-Type": "text/plain"})
+    with pytest.raises(NotAnImage, match="not an image"):
+        ImageLoader(SETTINGS).load("http://images.example/a.txt")
+    jpeg = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)), "JPEG")
+    requests_mock.get("http://images.example/cut.jpg", content=jpeg[: len(jpeg) // 2])
+    with pytest.raises(NotAnImage, match="corrupt or truncated"):
+        ImageLoader(SETTINGS).load("http://images.example/cut.jpg")
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+
+def test_exif_orientation_is_applied(requests_mock):
+    # Stored 40 wide x 20 high: left half red, right half blue. Orientation 6 = "rotate 90° clockwise
+    # to display", so the natural image is 20 wide x 40 high with red on top.
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)
+    stored[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    requests_mock.get("http://images.example/rotated.jpg", content=encode(Image.fromarray(stored), "JPEG", exif=exif))
+
+    array = ImageLoader(SETTINGS).load("http://images.example/rotated.jpg").array
+    assert array.shape == (40, 20, 3)
+    top, bottom = array[:15].reshape(-1, 3).mean(0), array[25:].reshape(-1, 3).mean(0)
+    assert top[0] > 200 and top[2] < 50
+    assert bottom[2] > 200 and bottom[0] < 50
+
+
+def test_pixel_modes_become_rgb_uint8(requests_mock):
+    sixteen_bit = np.array([[0, 256, 65535]], np.uint16)
+    cases = {
+        "gray": (encode(Image.new("L", (3, 1), 77)), (77, 77, 77)),
+        "rgba": (encode(Image.new("RGBA", (3, 1), (10, 20, 30, 0))), (10, 20, 30)),
+        "palette": (
+            encode(Image.new("RGB", (3, 1), (0, 153, 255)).convert("P")),
+            (0, 153, 255),
+        ),  # a web-palette colour
+        "cmyk": (encode(Image.new("CMYK", (3, 1), (0, 0, 0, 0)), "JPEG"), (255, 255, 255)),
+        "16bit": (encode(Image.fromarray(sixteen_bit)), None),
+    }
+    loader = ImageLoader(SETTINGS)
+    for name, (data, first_pixel) in cases.items():
+        requests_mock.get(f"http://images.example/{name}", content=data)
+        array = loader.load(f"http://images.example/{name}").array
+        assert array.dtype == np.uint8 and array.shape == (1, 3, 3), name
+        if first_pixel is not None:
+            assert np.abs(array[0, 0].astype(int) - first_pixel).max() <= 2, (name, array[0, 0])
+    sixteen = loader.load("http://images.example/16bit").array
+    assert sixteen[0, :, 0].tolist() == [0, 1, 255]
+
+
+def test_loaded_arrays_are_read_only(requests_mock):
+    requests_mock.get("http://images.example/a.png", content=rgb_png())
+    with pytest.raises(ValueError):
+        ImageLoader(SETTINGS).load("http://images.example/a.png").array[0, 0, 0] = 1
+
+
+# --- cache -------------------------------------------------------------------------------------
+
+
+def test_decoded_images_are_cached_by_url_with_lru_eviction(requests_mock):
+    for name in ("a", "b"):
+        requests_mock.get(f"http://images.example/{name}.png", content=rgb_png())
+    loader = ImageLoader(replace(SETTINGS, image_cache_size=1))
+
+    first = loader.load("http://images.example/a.png")
+    assert loader.load("http://images.example/a.png") is first
+    assert requests_mock.call_count == 1
+    loader.load("http://images.example/b.png")  # evicts a
+    loader.load("http://images.example/a.png")
+    assert requests_mock.call_count == 3
+
+
+def test_non_string_reference_is_a_clear_error():
+    with pytest.raises(ImageSourceError, match="must be a string, not list"):
+        ImageLoader(SETTINGS).load(["/data/upload/a.png"])
