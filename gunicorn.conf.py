@@ -19,7 +19,20 @@ accesslog = None  # the app logs one line per request, with timing
 # preload defaults to on only when the device is the CPU. PRELOAD=true/false overrides.
 _device = os.environ.get("DEVICE", "auto").lower()
 _gpu = _device.startswith("cuda") or (_device == "auto" and Path("/dev/nvidiactl").exists())
-preload_app = os.environ.get("PRELOAD", "").lower() in ("1", "true", "yes", "on") if os.environ.get("PRELOAD") else not _gpu
+_preload = os.environ.get("PRELOAD", "").strip().lower()
+preload_app = _preload in ("1", "true", "yes", "on") if _preload else not _gpu
+
+if preload_app:
+    # A worker forked after torch ran a multi-threaded (OpenMP) op in the master hangs on its first
+    # parallel op, and building SAM's modules runs such ops. So the master loads the models on one
+    # torch thread, and each worker gets its threads back right after the fork.
+    import torch
+
+    _torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def post_fork(server, worker):
+        torch.set_num_threads(_torch_threads)
 
 
 def post_worker_init(worker):

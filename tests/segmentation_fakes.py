@@ -74,9 +74,10 @@ class FakeImages:
 
 
 def make_app(tmp_path: Path, sam: bool = True, extreme: bool = True, images: FakeImages | None = None,
-             **settings):
-    """(app, segmenters, images): the real app on ``tmp_path`` as MODEL_DIR with fake models."""
-    segmenters = SegmenterSet(
+             segmenters: SegmenterSet | None = None, **settings):
+    """(app, segmenters, images): the real app on ``tmp_path`` as MODEL_DIR with fake models
+    (``BoxSegmenter``s unless ``segmenters`` is given)."""
+    segmenters = segmenters or SegmenterSet(
         sam=BoxSegmenter("sam-fake", score=0.9) if sam else None,
         extreme=BoxSegmenter("extreme-fake", score=0.7) if extreme else None,
         sam_name="sam-fake" if sam else "",
@@ -96,11 +97,13 @@ def keypoint(x_px, y_px, label="Car", tool="click", positive=True, rotation=0, s
             "value": {"x": x_px / width * 100, "y": y_px / height * 100, "width": 0.5, "keypointlabels": [label]}}
 
 
-def rectangle(x0, y0, x1, y1, label="Car") -> dict:
+def rectangle(x0, y0, x1, y1, label="Car", size=(W, H)) -> dict:
+    """A rectangle region from pixel (x0, y0) to (x1, y1) of an image of ``size``."""
+    width, height = size
     return {"id": f"rect{x0}_{y0}", "from_name": "box", "to_name": "image", "type": "rectanglelabels",
-            "original_width": W, "original_height": H, "image_rotation": 0,
-            "value": {"x": x0 / W * 100, "y": y0 / H * 100, "width": (x1 - x0) / W * 100,
-                      "height": (y1 - y0) / H * 100, "rotation": 0, "rectanglelabels": [label]}}
+            "original_width": width, "original_height": height, "image_rotation": 0,
+            "value": {"x": x0 / width * 100, "y": y0 / height * 100, "width": (x1 - x0) / width * 100,
+                      "height": (y1 - y0) / height * 100, "rotation": 0, "rectanglelabels": [label]}}
 
 
 def extreme_points(x0, y0, x1, y1, label="Car", size=(W, H)) -> list[dict]:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from backend.active_learning.ls_data import ProjectDataError
 from backend.active_learning.queue import EmbeddedExecutor
 from backend.active_learning.service import ActiveLearning
 from backend.active_learning.training_job import run_training_job
+from backend.active_learning.training_lock import TrainingLock
 from backend.active_learning.versions import VersionRegistry
 from backend.settings import Settings
 
@@ -143,3 +145,22 @@ def test_a_job_killed_mid_training_fails_and_serving_stays_on_the_old_version(tm
     assert "killed by SIGKILL" in job.error
     assert serving(settings) == "p3-v1"
     assert [v.name for v in registry.versions("3")] == ["base-v0", "p3-v1"]
+
+
+def test_the_training_lock_admits_one_job_per_project(tmp_path):
+    layout, events = Layout(tmp_path), []
+    first = TrainingLock(layout, "3").__enter__()
+
+    def second_job():
+        with TrainingLock(layout, "3"):
+            events.append("second runs")
+
+    waiting = threading.Thread(target=second_job)
+    waiting.start()
+    with TrainingLock(layout, "4"):  # another project does not wait
+        events.append("project 4 runs")
+    time.sleep(0.5)
+    events.append("first ends")
+    first.__exit__(None, None, None)
+    waiting.join(10)
+    assert events == ["project 4 runs", "first ends", "second runs"]

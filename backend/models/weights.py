@@ -24,8 +24,8 @@ STAGES = ("coarse", "refine")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    crop_size: int = 192  # coarse input side, pixels
-    refine_size: int = 384  # refinement input side, pixels (the same crop at higher resolution)
+    crop_size: int = 128  # coarse input side, pixels (multiple of 32)
+    refine_size: int = 256  # refinement input side, pixels (the same crop at higher resolution)
     margin: float = 0.15  # crop margin per side, fraction of the prompt box's larger side
     decoder_channels: int = 64
     refine_width: int = 24
@@ -65,7 +65,8 @@ def save_weights(
             "file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size,
             "parameters": parameter_count(module),
         }
-    manifest = {"version": version, "config": asdict(config), "files": files, **provenance}
+    total = sum(entry["parameters"] for entry in files.values())
+    manifest = {"version": version, "config": asdict(config), "files": files, "parameters_total": total, **provenance}
     write_manifest(out_dir, manifest)
     return manifest
 

@@ -5,8 +5,9 @@ coarse net at ``crop_size`` -> refinement net on the same window at ``refine_siz
 probabilities pasted back into the natural frame and thresholded at 0.5.
 
 Score: the mean certainty max(p, 1 - p) of the refined probabilities over the predicted mask and
-a band around its outline (pixels within 5% of the crop side), i.e. how decided the model is
-where it matters; near 1 for a crisp confident mask, near 0.5 where it is guessing.
+a band around its outline (within 5% of the crop side), i.e. how decided the model is
+where it matters; near 1 for a crisp confident mask, near 0.5 where it is guessing. It is
+computed in crop pixels, so it does not depend on the photo's resolution.
 """
 
 from __future__ import annotations
@@ -53,34 +54,39 @@ class ExtremeSegmenter:
     def segment(self, image: HasPixels, prompt: Prompt) -> Segmentation:
         """Mask (H, W) bool of the natural image for an EXTREME prompt (4 points, any order) or a BOX prompt."""
         points, box = prompt_geometry(prompt)
-        probabilities = self.probabilities(image.array, points, box)
-        mask = probabilities > 0.5
-        return Segmentation(mask=mask, score=self._score(probabilities, mask), label=prompt.label, model=self.model_name)
+        window, crop = self.predict_crop(image.array, points, box)
+        mask = window.paste(crop, image.array.shape[:2]) > 0.5
+        return Segmentation(mask=mask, score=certainty_score(crop), label=prompt.label, model=self.model_name)
 
     @torch.no_grad()
-    def probabilities(self, image: np.ndarray, points: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-        """(H, W) float32 foreground probabilities for natural-pixel points (4, 2) or (0, 2) and box."""
+    def predict_crop(
+        self, image: np.ndarray, points: np.ndarray, box: tuple[float, float, float, float]
+    ) -> tuple[CropWindow, np.ndarray]:
+        """The crop window and its (R, R) float32 foreground probabilities for natural-pixel points
+        (4, 2), or (0, 2) for a box prompt, and the prompt box."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         window = crop_window(box, self.config.margin)
         coarse_logits = self.coarse(self._input(image, window, points, box, self.config.crop_size))
         refine_input = self._input(image, window, points, box, self.config.refine_size)
         refined = self.refine(refine_stage_input(refine_input, coarse_logits))
-        crop = torch.sigmoid(refined)[0, 0].float().cpu().numpy()
-        return window.paste(crop, image.shape[:2])
+        return window, torch.sigmoid(refined)[0, 0].float().cpu().numpy()
 
     def _input(self, image, window: CropWindow, points, box, size: int) -> torch.Tensor:
         array = network_input(window.extract(image, size), window.to_crop(points, size), window.box_to_crop(box, size))
         return torch.from_numpy(array)[None].to(self.device)
 
-    def _score(self, probabilities: np.ndarray, mask: np.ndarray) -> float:
-        if not mask.any():
-            return 0.0
-        ys, xs = np.nonzero(mask)
-        radius = max(1, int(SCORE_BAND * max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)))
-        region = cv2.dilate(mask.astype(np.uint8), np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)) > 0
-        certainty = np.maximum(probabilities[region], 1.0 - probabilities[region])
-        return float(certainty.mean())
+
+def certainty_score(probabilities: np.ndarray) -> float:
+    """Mean of max(p, 1 - p) over the predicted mask and a band around it ( ``SCORE_BAND`` of the
+    crop side), for (R, R) crop probabilities; 0 when nothing is predicted."""
+    mask = (probabilities > 0.5).astype(np.uint8)
+    if not mask.any():
+        return 0.0
+    radius = max(1, int(SCORE_BAND * probabilities.shape[0]))
+    region = cv2.dilate(mask, np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)) > 0
+    certainty = np.maximum(probabilities[region], 1.0 - probabilities[region])
+    return float(certainty.mean())
 
 
 def refine_stage_input(refine_input: torch.Tensor, coarse_logits: torch.Tensor) -> torch.Tensor:

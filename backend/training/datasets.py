@@ -127,11 +127,14 @@ def result_mask(result: dict, image_shape: tuple[int, int]) -> np.ndarray:
         if mask.shape != (height, width):
             mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
         return mask
-    points = np.asarray(value["points"], np.float64) * [width / 100.0, height / 100.0]
-    canvas = np.zeros((height, width), np.uint8)
-    # fillPoly takes pixel-centre integer coordinates: shift by half a pixel and use 4 fractional bits.
-    cv2.fillPoly(canvas, [np.round((points - 0.5) * 16).astype(np.int32)], 1, shift=4)
-    return canvas > 0
+    from skimage.draw import polygon
+
+    points = np.asarray(value["points"], np.float64).reshape(-1, 2) * [width / 100.0, height / 100.0]
+    # skimage tests integer pixel centres; pixel (col, row) has its centre at (col + 0.5, row + 0.5).
+    rows, cols = polygon(points[:, 1] - 0.5, points[:, 0] - 0.5, shape=(height, width))
+    mask = np.zeros((height, width), bool)
+    mask[rows, cols] = True
+    return mask
 
 
 class SyntheticSamples(Sequence):

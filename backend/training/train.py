@@ -5,6 +5,10 @@ it trains both stages jointly (the refinement stage sees the detached coarse log
 mIoU from extreme points every ``eval_every`` steps, checkpoints every ``checkpoint_every`` steps
 (resuming from ``out_dir/checkpoint.pt`` when present) and finally writes a weights directory
 (``backend.models.weights``) into ``out_dir``.
+
+    python -m backend train --coco instances.json --images imgs/ --init model_weights/extreme --steps 1000 --out runs/x
+    python -m backend train --ls-export export.json --images imgs/ --init model_weights/extreme --out runs/y
+    python -m backend train --synthetic 12000 --steps 1200 --report 300 --out runs/z   # how the defaults were made
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from backend.models.weights import ModelConfig, load_weights, parameter_count, save_weights, write_manifest
+from backend.models.weights import ModelConfig, load_weights, save_weights, write_manifest
 from backend.prompts import PromptKind
 from backend.segmenters.extreme import ExtremeSegmenter, refine_stage_input
 from backend.training.datasets import CocoSamples, LabelStudioSamples, Sample, SyntheticSamples
@@ -117,7 +121,7 @@ def train(
             drop_last=len(samples_train) >= batch_size,
         )
         for batch in loader:
-            loss, parts = _step_loss(coarse, refine, batch, device)
+            loss, parts = step_loss(coarse, refine, batch, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -168,7 +172,7 @@ def _warmup_cosine(steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _step_loss(coarse, refine, batch: dict, device: str) -> tuple[torch.Tensor, dict]:
+def step_loss(coarse, refine, batch: dict, device: str) -> tuple[torch.Tensor, dict]:
     """Loss of both stages on one batch: BCE + soft IoU for the coarse crop, and the same for the
     refinement stage on its training windows (it is fully convolutional)."""
     coarse_input = batch["coarse_input"].to(device)
@@ -218,17 +222,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="data loader worker processes")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--checkpoint-every", type=int, default=100)
-    parser.add_argument("--crop-size", type=int, default=ModelConfig.crop_size)
+    parser.add_argument("--crop-size", type=int, default=ModelConfig.crop_size,
+                        help="coarse crop side (multiple of 32; refinement uses twice it); ignored with --init")
     parser.add_argument("--version", help="version string for the manifest (default: a UTC timestamp)")
     parser.add_argument("--report", type=int, default=0, metavar="N",
                         help="after training, add held-out synthetic figures on N samples (model from extreme "
                              "points and boxes, GrabCut from the points' box) to the manifest")
+    parser.add_argument("--report-only", action="store_true",
+                        help="skip training: write the --report figures for the weights already in --out")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.report_only:
+        if args.report < 1:
+            print("--report-only needs --report N", file=sys.stderr)
+            return 2
+        add_heldout_report(args.out, args.report, args.seed, device)
+        return 0
     sources = [s for s in (args.coco, args.ls_export, args.synthetic) if s]
     if len(sources) != 1:
         print("choose exactly one of --coco, --ls-export, --synthetic", file=sys.stderr)
@@ -282,7 +295,6 @@ def add_heldout_report(weights_dir: Path, count: int, seed: int, device: str) ->
     }
     manifest = read_manifest(weights_dir)
     manifest["validation"] = report
-    manifest["files"]["total_parameters"] = parameter_count(segmenter.coarse) + parameter_count(segmenter.refine)
     write_manifest(weights_dir, manifest)
     print(json.dumps(report, indent=2))
     return report

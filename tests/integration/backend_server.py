@@ -16,12 +16,21 @@ STARTUP_TIMEOUT_S = 180.0
 class BackendServer:
     """``gunicorn backend.wsgi:app`` with Basic Auth, a SAM checkpoint, and a Label Studio PAT.
 
-    One worker with threads: the worker computes each image's SAM embedding once and reuses it
-    for every later prompt on that image (several workers would each encode the image again,
-    ~15 s per encoding on two CPU cores).
+    One worker (with threads): it computes each image's SAM embedding once and reuses it for every
+    later prompt on that image; several workers would each encode the image again, which takes
+    15-50 s on two CPU cores.
     """
 
-    def __init__(self, workdir: Path, sam_checkpoint: Path, label_studio_url: str, personal_access_token: str):
+    def __init__(
+        self,
+        workdir: Path,
+        sam_checkpoint: Path,
+        label_studio_url: str,
+        personal_access_token: str,
+        extra_env: dict[str, str] | None = None,
+    ):
+        """Start the backend and wait until ``/health`` answers; ``extra_env`` adds or overrides
+        settings (e.g. ``REDIS_URL``, ``EXTREME_WEIGHTS``)."""
         self.model_dir = workdir / "model_dir"
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -36,10 +45,13 @@ class BackendServer:
             "DEVICE": "cpu",
             "LABEL_STUDIO_URL": label_studio_url,
             "LABEL_STUDIO_API_KEY": personal_access_token,
+            "WORKERS": "1",
+            **(extra_env or {}),
         }
+        # Other server options come from the repository's gunicorn.conf.py, as in production. No
+        # control socket: its default path is per user, shared with any other gunicorn running.
         argv = [sys.executable, "-m", "gunicorn", "backend.wsgi:app", "--bind", f"127.0.0.1:{port}"]
-        # A request that encodes an image takes longer than gunicorn's default 30 s worker timeout.
-        argv += ["--workers", "1", "--threads", "4", "--timeout", "300"]
+        argv.append("--no-control-socket")
         self.process = ServerProcess("backend", argv, env, cwd=REPO_ROOT, log_path=workdir / "backend.log")
         try:
             self.startup_s = self.process.wait_until_healthy(

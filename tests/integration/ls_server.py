@@ -32,8 +32,11 @@ LS_SETTINGS = {
     "ML_BLOCK_LOCAL_IP": "false",  # the backend under test listens on 127.0.0.1
     "SSRF_PROTECTION_ENABLED": "false",  # ... and so does the webhook LS creates for it
     "fflag_feat_utc_210_prediction_validation_15082025": "true",  # store only predictions that validate
-    "LATEST_VERSION_CHECK": "false",  # no call to pypi.org at start-up (CI may have no internet)
+    # No calls home: CI may have no internet, and test runs are nobody's telemetry.
+    "LATEST_VERSION_CHECK": "false",
     "COLLECT_ANALYTICS": "false",
+    "SENTRY_DSN": "",
+    "FRONTEND_SENTRY_DSN": "",
 }
 STARTUP_TIMEOUT_S = 300.0
 

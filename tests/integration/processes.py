@@ -60,7 +60,9 @@ class ServerProcess:
             except requests.RequestException:
                 pass  # not listening yet
             time.sleep(0.2)
-        raise ServerStartError(f"{self.name} did not become healthy at {url} within {timeout_s:.0f} s\n{self.log_tail()}")
+        raise ServerStartError(
+            f"{self.name} did not become healthy at {url} within {timeout_s:.0f} s\n{self.log_tail()}"
+        )
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left after ``grace_s``."""

@@ -32,7 +32,7 @@ CAT_BOX = (110.0, 40.0, 360.0, 290.0)
 
 
 @dataclass(frozen=True)
-class Setup:
+class Connected:
     project: int
     ml_backend: int
     model_version: str
@@ -88,11 +88,13 @@ def brush_masks(regions: list[dict]) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def setup(label_studio, backend) -> Setup:
+def connected(label_studio, backend) -> Connected:
     """A project with the example config, the backend connected, and one uploaded photo with a
     rectangle prediction."""
     api = label_studio.api
-    project = api.post("/api/projects/", json={"title": "segmentation assist", "label_config": LABEL_CONFIG.read_text()})
+    project = api.post(
+        "/api/projects/", json={"title": "segmentation assist", "label_config": LABEL_CONFIG.read_text()}
+    )
     # What "Connect Model" in the project's Model settings sends.
     ml = api.post("/api/ml/", json={
         "project": project["id"],
@@ -115,25 +117,27 @@ def setup(label_studio, backend) -> Setup:
     assert api.get(f"/api/tasks/{task}")["data"]["image"].startswith("/data/upload/")
     # A detector's box, the way pre-annotation prompts arrive.
     api.post("/api/predictions/", json={"task": task, "model_version": "detector", "result": [rectangle(CAT_BOX)]})
-    return Setup(project=project["id"], ml_backend=ml["id"], model_version=ml["model_version"], task=task)
+    return Connected(project=project["id"], ml_backend=ml["id"], model_version=ml["model_version"], task=task)
 
 
-def test_backend_serves_sam_with_the_connection_model_version(backend, setup):
+def test_backend_serves_sam_with_the_connection_model_version(backend, connected):
     status = requests.get(f"{backend.url}/health", auth=backend.auth, timeout=10).json()
     assert "sam" in status["loaded"], status
-    assert setup.model_version == status["model_version"]
+    assert connected.model_version == status["model_version"]
 
 
-def test_retrieve_predictions_stores_a_brush_mask_of_the_image_size(label_studio, setup):
+def test_retrieve_predictions_stores_a_brush_mask_of_the_image_size(label_studio, connected):
     api = label_studio.api
     # The Data Manager's "Retrieve Predictions" action on the selected task.
     api.post(
-        f"/api/dm/actions?id=retrieve_tasks_predictions&project={setup.project}",
-        json={"selectedItems": {"all": False, "included": [setup.task]}},
+        f"/api/dm/actions?id=retrieve_tasks_predictions&project={connected.project}",
+        json={"selectedItems": {"all": False, "included": [connected.task]}},
     )
-    predictions = api.get(f"/api/predictions/?task={setup.task}")
-    ours = [p for p in predictions if p["model_version"] == setup.model_version]
-    assert len(ours) == 1, f"expected one prediction of {setup.model_version}, got {[p['model_version'] for p in predictions]}"
+    predictions = api.get(f"/api/predictions/?task={connected.task}")
+    ours = [p for p in predictions if p["model_version"] == connected.model_version]
+    versions = [p["model_version"] for p in predictions]
+    assert len(ours) == 1, f"expected one prediction of {connected.model_version}, got {versions}"
+    assert 0.0 <= ours[0]["score"] <= 1.0
     (mask,) = brush_masks(ours[0]["result"])
     assert mask.shape == (HEIGHT, WIDTH)
     assert set(np.unique(mask)) <= {0, 255} and mask.any()
@@ -143,7 +147,9 @@ def test_retrieve_predictions_stores_a_brush_mask_of_the_image_size(label_studio
     "context",
     [
         pytest.param([keypoint("clicks", 235, 160)], id="click"),
-        pytest.param([keypoint("clicks", 235, 160), keypoint("clicks", 40, 40, positive=False)], id="clicks+negative"),
+        pytest.param(
+            [keypoint("clicks", 235, 160), keypoint("clicks", 40, 40, positive=False)], id="clicks+negative"
+        ),
         pytest.param([rectangle(CAT_BOX)], id="rectangle"),
         pytest.param(
             [keypoint("extreme_points", x, y) for x, y in [(230, 42), (240, 288), (112, 200), (358, 150)]],
@@ -151,32 +157,40 @@ def test_retrieve_predictions_stores_a_brush_mask_of_the_image_size(label_studio
         ),
     ],
 )
-def test_interactive_annotating_answers_with_a_mask(label_studio, setup, context):
+def test_interactive_annotating_answers_with_a_mask(label_studio, connected, context):
+    # What the labeling page posts after each region drawn with a smart tool.
     answer = label_studio.api.post(
-        f"/api/ml/{setup.ml_backend}/interactive-annotating", json={"task": setup.task, "context": {"result": context}}
+        f"/api/ml/{connected.ml_backend}/interactive-annotating",
+        json={"task": connected.task, "context": {"result": context}},
     )
     assert "errors" not in answer, answer["errors"]
-    assert answer["data"]["model_version"] == setup.model_version
+    assert answer["data"]["model_version"] == connected.model_version
     (mask,) = brush_masks(answer["data"]["result"])
     assert mask.any()
 
 
-def test_saved_annotation_reaches_the_backend_webhook(label_studio, backend, setup):
+def test_saved_annotation_reaches_the_backend_webhook(label_studio, backend, connected):
     api = label_studio.api
-    hooks = api.get(f"/api/webhooks/?project={setup.project}")
+    hooks = api.get(f"/api/webhooks/?project={connected.project}")
     assert f"{backend.url}/webhook" in [hook["url"] for hook in hooks], "Label Studio made no webhook for the backend"
     square = np.zeros((HEIGHT, WIDTH), np.uint8)
     square[100:200, 150:300] = 255
     brush = _region("mask", "brushlabels", {"format": "rle", "rle": mask2rle(square), "brushlabels": ["Cat"]})
-    annotation = api.post(f"/api/tasks/{setup.task}/annotations/", json={"result": [brush]})
-    events_file = backend.model_dir / "events.jsonl"
-    deadline = time.monotonic() + 10  # Label Studio without Redis sends webhooks before it answers; allow slack
-    while time.monotonic() < deadline:
-        events = [json.loads(line) for line in events_file.read_text().splitlines()] if events_file.exists() else []
-        created = [e for e in events if e["action"] == "ANNOTATION_CREATED"]
-        if created:
-            break
-        time.sleep(0.2)
-    assert created, f"no ANNOTATION_CREATED event recorded; events: {[e['action'] for e in events]}"
+    annotation = api.post(f"/api/tasks/{connected.task}/annotations/", json={"result": [brush]})
+    created = recorded_events(backend.model_dir / "events.jsonl", "ANNOTATION_CREATED")
+    assert created, "the backend recorded no ANNOTATION_CREATED event"
     assert created[-1]["annotation_ids"] == [annotation["id"]]
-    assert created[-1]["project"] == setup.project
+    assert created[-1]["project"] == connected.project
+
+
+def recorded_events(events_file: Path, action: str, timeout_s: float = 10.0) -> list[dict]:
+    """The backend's recorded events of ``action`` (one JSON object per line), waiting up to
+    ``timeout_s`` for the first: Label Studio without Redis sends webhooks before it answers the
+    API call, but a Label Studio with a job queue would send them later."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = events_file.read_text().splitlines() if events_file.exists() else []
+        events = [event for event in map(json.loads, lines) if event["action"] == action]
+        if events or time.monotonic() > deadline:
+            return events
+        time.sleep(0.2)

@@ -1,0 +1,77 @@
+"""CPU (or CUDA) latency of the custom extreme-point model, per stage and end to end, plus sizes.
+
+    .venv/bin/python bench/model_latency.py [--weights DIR] [--threads 2] [--runs 20] [--device cpu]
+
+Prints parameter counts, fp16 file sizes, median/p90 milliseconds of the coarse stage, the
+refinement stage, and a whole ``segment`` call (crop, both stages, paste back) on a 1024x768 photo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.models.weights import parameter_count  # noqa: E402
+from backend.prompts import Prompt, PromptKind  # noqa: E402
+from backend.segmenters.extreme import ExtremeSegmenter, refine_stage_input  # noqa: E402
+from backend.settings import Settings  # noqa: E402
+
+
+def timed(fn, runs: int) -> dict:
+    fn()  # warm-up: oneDNN primitive creation, allocator
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"median_ms": round(statistics.median(times), 1), "p90_ms": round(times[int(0.9 * (len(times) - 1))], 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, default=Settings().extreme_weights)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    segmenter = ExtremeSegmenter.load(args.weights, args.device)
+    config = segmenter.config
+    coarse_in = torch.randn(1, 5, config.crop_size, config.crop_size, device=args.device)
+    refine_in = torch.randn(1, 5, config.refine_size, config.refine_size, device=args.device)
+    coarse_logits = torch.randn(1, 1, config.crop_size, config.crop_size, device=args.device)
+    image = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    points = np.array([[500, 200], [300, 400], [500, 600], [700, 380]], np.float32)
+    prompt = Prompt(kind=PromptKind.EXTREME, label="object", points=points, point_labels=np.ones(4, np.int64))
+
+    class Pixels:
+        array = image
+
+    with torch.no_grad():
+        report = {
+            "device": args.device, "threads": args.threads, "version": segmenter.version,
+            "config": {"crop_size": config.crop_size, "refine_size": config.refine_size},
+            "parameters": {"coarse": parameter_count(segmenter.coarse), "refine": parameter_count(segmenter.refine)},
+            "file_bytes": {p.name: p.stat().st_size for p in sorted(Path(args.weights).glob("*.pt"))},
+            "coarse": timed(lambda: segmenter.coarse(coarse_in), args.runs),
+            "refine": timed(lambda: segmenter.refine(refine_stage_input(refine_in, coarse_logits)), args.runs),
+            "segment_1024x768": timed(lambda: segmenter.segment(Pixels, prompt), args.runs),
+        }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""The real extreme-point training code behind a job: tiny random weights, a few steps, then the
+published version loads and serves the project."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from active_learning_fakes import FakeReader
+
+from backend.active_learning.jobs import FINISHED, JobStore
+from backend.active_learning.layout import Layout
+from backend.active_learning.service import ActiveLearning
+from backend.active_learning.trainer import ExtremeTrainer
+from backend.active_learning.training_job import run_training_job
+from backend.models.weights import ModelConfig, save_weights
+from backend.segmenters.extreme import ExtremeSegmenter
+from backend.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    config = ModelConfig(crop_size=64, refine_size=128, decoder_channels=16, refine_width=8)
+    directory = tmp_path_factory.mktemp("tiny")
+    save_weights(directory, *config.build(pretrained=False), config, "tiny-v0", {})
+    return directory
+
+
+class SquareReader(FakeReader):
+    """Tasks whose one instance is a bright square on a dark background."""
+
+    def read(self, project, progress=lambda done, total: None):
+        data = super().read(project, progress)
+        for task in data.tasks:
+            image = np.full((48, 48, 3), 30, np.uint8)
+            mask = np.zeros((48, 48), bool)
+            side = 12 + task.task_id % 5
+            mask[10:10 + side, 12:12 + side] = True
+            image[mask] = 220
+            task.samples = [(image, mask)]
+        return data
+
+
+class NeverWorse(ExtremeTrainer):
+    """Scores the starting weights 0 so that the fine-tuned ones publish: two steps from random
+    weights may go either way, and publishing is what this test is about."""
+
+    def __init__(self, start_dir, **kwargs):
+        super().__init__(**kwargs)
+        self.start_dir = start_dir
+
+    def evaluate(self, weights_dir, samples):
+        score = super().evaluate(weights_dir, samples)
+        assert 0.0 <= score <= 1.0
+        return 0.0 if weights_dir == self.start_dir else score
+
+
+def test_a_job_fine_tunes_the_real_model_and_the_project_serves_the_result(tmp_path, tiny_weights):
+    settings = Settings(model_dir=tmp_path, extreme_weights=tiny_weights, train_steps=2, device="cpu")
+    job = JobStore(Layout(tmp_path)).create("3", "test")
+    trainer = NeverWorse(tiny_weights, threads=1, batch_size=2)
+    run_training_job(settings, job.id, trainer=trainer, reader=SquareReader(task_ids=range(1, 7)))
+    done = JobStore(Layout(tmp_path)).get(job.id)
+    assert done.state == FINISHED, done.error
+    assert done.result["version"] == "p3-v1" and done.result["parent"] == "tiny-v0"
+    assert torch.get_num_threads() == 1  # the trainer bounded its threads
+
+    default = ExtremeSegmenter.load(tiny_weights)
+    models = ActiveLearning(settings, executor=object()).project_models(default)
+    segmenter, version = models.segmenter_for("3")
+    assert version.name == "p3-v1" and segmenter.version == "p3-v1" and segmenter is not default
+    assert models.segmenter_for("4") == (default, models.registry.default)

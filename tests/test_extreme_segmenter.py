@@ -1,0 +1,102 @@
+"""The committed default weights: sha256 and budget match the manifest; segmentation near a border,
+filling the frame, tiny objects and from a box, on synthetic objects whose mask is known."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from backend.models.weights import MANIFEST, STAGES, WeightsError, parameter_count, sha256_of
+from backend.prompts import Prompt, PromptKind
+from backend.segmenters.extreme import ExtremeSegmenter
+from backend.settings import Settings
+from backend.training.mask_prompts import extreme_points, mask_box
+from backend.training.validation import iou
+
+torch.set_num_threads(1)
+WEIGHTS = Settings().extreme_weights
+
+
+class Pixels:
+    def __init__(self, array):
+        self.array = array
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return ExtremeSegmenter.load(WEIGHTS)
+
+
+def scene(shape, centre, axes):
+    """A red ellipse on grey noise: (image (H, W, 3) uint8, mask (H, W) bool)."""
+    rng = np.random.default_rng(0)
+    height, width = shape
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    mask = ((xs - centre[0]) / axes[0]) ** 2 + ((ys - centre[1]) / axes[1]) ** 2 <= 1
+    image = rng.normal(110, 20, (height, width, 3)).clip(0, 255).astype(np.uint8)
+    image[mask] = (210, 40, 30)
+    return image, mask
+
+
+def extreme_prompt(mask):
+    points = extreme_points(mask)[[2, 0, 3, 1]]  # any order: top, left, bottom, right
+    return Prompt(kind=PromptKind.EXTREME, label="thing", points=points, point_labels=np.ones(4, np.int64))
+
+
+def test_committed_weights_match_manifest():
+    manifest = json.loads((WEIGHTS / MANIFEST).read_text())
+    segmenter = ExtremeSegmenter.load(WEIGHTS)
+    assert segmenter.version == manifest["version"]
+    for stage, module in zip(STAGES, (segmenter.coarse, segmenter.refine)):
+        entry = manifest["files"][stage]
+        path = WEIGHTS / entry["file"]
+        assert sha256_of(path) == entry["sha256"]
+        assert path.stat().st_size <= 40 * 1024 * 1024
+        assert parameter_count(module) == entry["parameters"]
+    assert manifest["files"]["coarse"]["parameters"] + manifest["files"]["refine"]["parameters"] <= 9_000_000
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    copy = tmp_path / "weights"
+    shutil.copytree(WEIGHTS, copy)
+    data = bytearray((copy / "refine.pt").read_bytes())
+    data[-100] ^= 0xFF
+    (copy / "refine.pt").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        ExtremeSegmenter.load(copy)
+
+
+@pytest.mark.parametrize(
+    "shape, centre, axes",
+    [
+        ((240, 320), (300, 30), (60, 45)),  # cut by the top-right corner
+        ((200, 260), (130, 100), (128, 98)),  # fills the frame
+        ((300, 400), (200, 150), (6, 5)),  # tiny
+    ],
+    ids=["near-border", "fills-frame", "tiny"],
+)
+def test_segment_from_extreme_points(segmenter, shape, centre, axes):
+    image, mask = scene(shape, centre, axes)
+    result = segmenter.segment(Pixels(image), extreme_prompt(mask))
+    assert result.mask.shape == shape and result.mask.dtype == bool
+    assert iou(result.mask, mask) > 0.8
+    assert 0.5 <= result.score <= 1.0
+    assert result.label == "thing" and result.model == f"extreme-{segmenter.version}"
+
+
+def test_segment_from_box(segmenter):
+    image, mask = scene((240, 320), (150, 120), (70, 40))
+    result = segmenter.segment(Pixels(image), Prompt(kind=PromptKind.BOX, label="thing", box=mask_box(mask)))
+    assert iou(result.mask, mask) > 0.8
+
+
+def test_bad_prompts_are_refused(segmenter):
+    image, _ = scene((50, 50), (25, 25), (10, 10))
+    with pytest.raises(ValueError, match="4 finite points"):
+        segmenter.segment(Pixels(image), Prompt(kind=PromptKind.EXTREME, label="x", points=np.zeros((3, 2))))
+    with pytest.raises(ValueError, match="EXTREME or BOX"):
+        segmenter.segment(Pixels(image), Prompt(kind=PromptKind.POINTS, label="x", points=np.zeros((1, 2))))
+    with pytest.raises(ValueError, match="uint8"):
+        segmenter.segment(Pixels(image.astype(np.float32)), extreme_prompt(np.pad(np.ones((5, 5), bool), 10)))
