@@ -7,7 +7,8 @@ Errors answer ``{"error": "<message>"}`` with a 4xx/5xx status whose HTTP reason
 same message (ASCII, shortened). Label Studio never shows a response body, but it does show the
 ``requests`` error text, which contains the reason phrase: e.g. adding the backend to a project
 whose labeling config has no BrushLabels fails in Label Studio with "Reason: 422 Client Error:
-the labeling config has no <BrushLabels> control… for url: …/setup". Messages never contain
+the labeling config has no BrushLabels control… for url: …/setup" (angle brackets are dropped from
+the reason phrase, as Label Studio may render it as HTML). Messages never contain
 request payloads, tokens or passwords; every request is logged as one line with its timing.
 """
 
@@ -39,7 +40,8 @@ _REASON_MAX = 200
 
 def error_response(status: int, message: str) -> Response:
     response = jsonify({"error": message})
-    reason = re.sub(r"[^\x20-\x7e]", "?", message)[:_REASON_MAX].strip() or "error"
+    # Label Studio may render the text as HTML, so no angle brackets.
+    reason = re.sub(r"[<>]", "", re.sub(r"[^\x20-\x7e]", "?", message))[:_REASON_MAX].strip() or "error"
     response.status = f"{status} {reason}"
     return response
 
@@ -92,7 +94,8 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
     @app.after_request
     def log_request(response: Response) -> Response:
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-        log.info("%s %s %s %.0f ms%s", request.method, request.path, response.status_code, elapsed_ms, g.get("detail", ""))
+        log.info("%s %s %s %.0f ms%s", request.method, request.path, response.status_code, elapsed_ms,
+                 g.get("detail", ""))
         return response
 
     @app.errorhandler(RequestError)

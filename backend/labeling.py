@@ -107,8 +107,8 @@ def _image_with_brush(interface: LabelInterface, brushes: list) -> str:
     if not targets:
         raise LabelingError("the labeling config's <BrushLabels> is not attached (toName) to an <Image> tag")
     if len(set(targets)) > 1:
-        raise LabelingError(f"<BrushLabels> controls are attached to several images ({', '.join(sorted(set(targets)))}); "
-                            "segmentation assist supports one image per task")
+        raise LabelingError(f"<BrushLabels> controls are attached to several images "
+                            f"({', '.join(sorted(set(targets)))}); segmentation assist supports one image per task")
     return targets[0]
 
 
@@ -127,8 +127,8 @@ def _prompt_tools(controls: list, image_name: str, extreme_tool_prefix: str) -> 
         tools[control.name] = PromptTool(control.name, kind, tuple(control.labels or ()))
     if not tools:
         raise LabelingError(
-            f'the labeling config has no prompt tool on <Image name="{image_name}">: add a <RectangleLabels> '
-            f'(boxes), a <KeyPointLabels> (clicks) or a <KeyPointLabels name="{extreme_tool_prefix}…"> (extreme points)'
+            f'the labeling config has no prompt tool on <Image name="{image_name}">: add a <RectangleLabels> (boxes), '
+            f'a <KeyPointLabels> (clicks) or a <KeyPointLabels name="{extreme_tool_prefix}…"> (extreme points)'
         )
     return tools
 

@@ -12,26 +12,31 @@
   prompts, image not loadable, every prompt unusable) gets an empty list entry: Label Studio then
   stores nothing for it and asks again next time, whereas a stored empty prediction would block
   re-prediction for this model version. Unusable prompts in a task are skipped (and logged); the
-  others still get masks. One failing task never loses the others.
+  others still get masks. One failing task never loses the others, and a batch that would outlast
+  Label Studio's 100 s timeout stops after ``PREDICT_BUDGET_S`` with empty entries for the rest.
 
 Interactive merging (policy ``merge_overlapping``) joins a new mask with the masks already on the
 annotator's screen that Label Studio tells the backend about: brush regions in the context and in
 the annotator's latest draft of the task (Label Studio autosaves drafts and sends only the
 requesting user's). Submitted annotations are not used, since the request does not say which one
-is open. The merged mask comes back as a new suggestion covering both; the earlier region stays on
-screen until the annotator deletes it.
+is open. The merged mask comes back with the id of the region it absorbed, so the page replaces
+that region (``backend.labeling_page``, which also shapes the rest of the interactive answer for
+the page: extreme points stay on screen until their object's mask arrives).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import replace
 
 import numpy as np
 
 from backend.events import EventSink
 from backend.labeling import LabelingConfig
+from backend.labeling_page import KEEP_POINTS_KEY, check_keep_points, keeps_points, page_answer, \
+    without_kept_points
 from backend.images import ImageError
 from backend.policies import WILDCARD, PolicyError, PolicySet, parse_policies
 from backend.project_store import ProjectSetup, ProjectStore, project_id
@@ -45,7 +50,7 @@ from backend.settings import Settings
 log = logging.getLogger(__name__)
 
 # Top-level keys the ML connection's extra params may carry; others are reported as typos.
-EXTRA_PARAM_KEYS = {"policies"}
+EXTRA_PARAM_KEYS = {"policies", KEEP_POINTS_KEY}
 
 
 class RequestError(ValueError):
@@ -69,7 +74,12 @@ def _extra_params(value) -> dict:
         raise PolicyError("extra params must be a JSON object")
     unknown = sorted(set(value) - EXTRA_PARAM_KEYS)
     if unknown:
-        raise PolicyError(f"extra params: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(EXTRA_PARAM_KEYS))})")
+        raise PolicyError(f"extra params: unknown key(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(EXTRA_PARAM_KEYS))})")
+    try:
+        check_keep_points(value)
+    except ValueError as exc:
+        raise PolicyError(str(exc)) from None
     return value
 
 
@@ -147,17 +157,36 @@ class SegmentationModel:
         if context is not None:
             if len(tasks) != 1:
                 raise RequestError(f"an interactive request carries one task, got {len(tasks)}")
-            return [self._interactive(tasks[0], context, config, policies, version, segmenters)]
-        return [self._batch_entry(task, config, policies, version, segmenters) for task in tasks]
+            keep_points = keeps_points(self.settings.default_extra_params, stored.extra_params if stored else None)
+            return [self._interactive(tasks[0], context, config, policies, version, segmenters, keep_points)]
+        return self._batch(tasks, config, policies, version, segmenters)
+
+    def _batch(self, tasks: list, config: LabelingConfig, policies: PolicySet, version: str,
+               segmenters: SegmenterSet) -> list:
+        """Entries for every task, in order, within ``settings.predict_budget_s``: once it is spent no
+        new task starts (the first always does), and the rest get empty entries, which Label Studio
+        asks for again on its next call."""
+        deadline = time.monotonic() + self.settings.predict_budget_s
+        entries = []
+        for index, task in enumerate(tasks):
+            if index and time.monotonic() > deadline:
+                log.warning("predict budget of %g s (PREDICT_BUDGET_S) spent: %d of %d tasks left for the next "
+                            "call", self.settings.predict_budget_s, len(tasks) - index, len(tasks))
+                return entries + [[] for _ in tasks[index:]]
+            entries.append(self._batch_entry(task, config, policies, version, segmenters))
+        return entries
 
     def _interactive(self, task: dict, context: dict, config: LabelingConfig, policies: PolicySet,
-                     version: str, segmenters: SegmenterSet) -> dict:
+                     version: str, segmenters: SegmenterSet, keep_points: bool) -> dict:
+        """The answer to a smart tool, shaped for the labeling page (``backend.labeling_page``)."""
         regions = context.get("result") if isinstance(context, dict) else None
         if not isinstance(regions, list):
             raise RequestError('params.context must be an object with a "result" list of regions')
+        regions = without_kept_points(regions)
         if not any(isinstance(r, dict) and r.get("from_name") in config.tools for r in regions):
             return task_entry([], version)
         image = self._load_image(task, config)
+        _warn_on_other_size(task, regions, config, image)
         routed = prompts_from_regions(regions, config, image.width, image.height)
         if routed.errors:
             raise RequestError("; ".join(routed.errors), 422)
@@ -167,8 +196,12 @@ class SegmentationModel:
                 segmentations.append(self._segment(image, prompt, segmenters))
             except (RoutingError, ValueError) as exc:
                 raise RequestError(str(exc), 422) from None
-        existing = self._existing_masks(task, regions, config, policies, image.width, image.height)
-        return self._entry(policies.apply(segmentations, existing), routed, config, version)
+        on_screen = self._masks_on_screen(task, regions, config, policies, image.width, image.height)
+        screen_masks = {label: [mask for _, mask in pairs] for label, pairs in on_screen.items()}
+        merged = policies.apply(segmentations, screen_masks)
+        entry = self._entry(merged, routed, config, version)
+        entry["result"] = page_answer(entry["result"], merged, routed, on_screen, keep_points)
+        return entry
 
     def _batch_entry(self, task: dict, config: LabelingConfig, policies: PolicySet, version: str,
                      segmenters: SegmenterSet) -> dict | list:
@@ -217,25 +250,27 @@ class SegmentationModel:
         model = f"{segmentation.model} ({note})" if note else segmentation.model
         return replace(segmentation, label=prompt.label, model=model)
 
-    def _existing_masks(self, task: dict, context_regions: list, config: LabelingConfig, policies: PolicySet,
-                        width: int, height: int) -> dict[str, list[np.ndarray]]:
-        """label -> masks on the annotator's screen (context and latest draft), only for labels
-        that merge."""
+    def _masks_on_screen(self, task: dict, context_regions: list, config: LabelingConfig, policies: PolicySet,
+                         width: int, height: int) -> dict[str, list[tuple[dict, np.ndarray]]]:
+        """label -> (region, bool mask) of the masks on the annotator's screen (context and latest
+        draft), only for labels that merge."""
         merging = {label for label in config.brush_labels if policies.for_label(label).merge_overlapping}
         if not merging:
             return {}
         drafts = [d for d in task.get("drafts") or [] if isinstance(d, dict) and isinstance(d.get("result"), list)]
         latest = max(drafts, key=lambda d: str(d.get("updated_at") or d.get("created_at") or ""), default=None)
         regions = list(context_regions) + (latest["result"] if latest else [])
-        masks: dict[str, list[np.ndarray]] = {}
+        masks: dict[str, list[tuple[dict, np.ndarray]]] = {}
         for region in regions:
             if not isinstance(region, dict) or region.get("from_name") not in config.brush_names:
                 continue
+            if not isinstance(region.get("id"), str):
+                continue  # a merged mask replaces a region on screen by its id
             labels = (region.get("value") or {}).get("brushlabels") or []
             if not labels or labels[0] not in merging:
                 continue
             try:
-                masks.setdefault(labels[0], []).append(mask_from_region(region, width, height))
+                masks.setdefault(labels[0], []).append((region, mask_from_region(region, width, height)))
             except RegionError as exc:
                 log.info("not merging with an existing %s region: %s", labels[0], exc)
         return masks
@@ -256,6 +291,16 @@ class SegmentationModel:
     def fit(self, action: str, payload: dict) -> dict:
         """Hands a webhook event to the event sink (which records or queues it) and returns its answer."""
         return self.events.handle(action, payload)
+
+
+def _warn_on_other_size(task: dict, regions: list, config: LabelingConfig, image) -> None:
+    """Logs when the browser reports another image size than the one loaded (e.g. the image changed
+    since it was shown): the masks, made at the loaded size, would not fit the annotator's image."""
+    shown = {(r.get("original_width"), r.get("original_height")) for r in regions
+             if isinstance(r, dict) and r.get("from_name") in config.tools and r.get("original_width")}
+    for width, height in shown - {(image.width, image.height)}:
+        log.warning("task %s: Label Studio shows the image at %s x %s px, the backend loaded it at %d x %d px; "
+                    "masks are made at the loaded size", task.get("id"), width, height, image.width, image.height)
 
 
 def _version_of(segmenters: SegmenterSet) -> str:

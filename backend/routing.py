@@ -57,13 +57,17 @@ class SegmenterChoice(Protocol):
 class Routed:
     """Prompts found in a list of regions.
 
+    prompt_regions: for each prompt (same order), the regions that made it.
     pending: notes on point groups still waiting for clicks (e.g. 3 of 4 extreme points).
+    pending_regions: the keypoint regions of those unfinished extreme groups, in the order given.
     errors: one message per unusable region.
     image_rotation: the annotator's view rotation reported by the prompt regions (0 if none).
     """
 
     prompts: list[Prompt] = field(default_factory=list)
+    prompt_regions: list[list[dict]] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    pending_regions: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     image_rotation: int = 0
 
@@ -74,67 +78,77 @@ class _Click:
     label: str
     point: tuple[float, float]
     positive: bool
+    region: dict
 
 
 def prompts_from_regions(regions: list, config: LabelingConfig, width: int, height: int) -> Routed:
     """Prompts in ``regions`` (Label Studio result dicts) for an image of ``width`` x ``height`` px."""
     routed = Routed()
-    boxes: list[tuple[int, str, tuple[float, float, float, float]]] = []
+    boxes: list[tuple[int, str, tuple[float, float, float, float], dict]] = []
     clicks: list[_Click] = []
-    extreme: dict[tuple[str, str], list[tuple[int, tuple[float, float]]]] = {}
+    extreme: dict[tuple[str, str], list[tuple[int, tuple[float, float], dict]]] = {}
     rotation_seen = False
     for order, region in enumerate(regions):
         if not isinstance(region, dict) or region.get("from_name") not in config.tools:
             continue  # masks, other controls, relations: not prompts
+        if isinstance(region.get("value"), dict) and "rle" in region["value"]:
+            continue  # a tool's label that Label Studio copies onto an accepted brush mask: not a prompt
         tool = config.tools[region["from_name"]]
         what = f'{region.get("type", "region")} "{tool.name}" #{order + 1}'
         try:
             label = _label(region, config, what)
             value = region["value"]
             if tool.kind is ToolKind.RECTANGLE:
-                boxes.append((order, label, box_px(value, width, height, what)))
+                boxes.append((order, label, box_px(value, width, height, what), region))
             elif tool.kind is ToolKind.CLICK:
-                clicks.append(_Click(order, label, point_px(value, width, height, what), _is_positive(region)))
+                clicks.append(_Click(order, label, point_px(value, width, height, what), _is_positive(region), region))
             elif _is_positive(region):
-                extreme.setdefault((tool.name, label), []).append((order, point_px(value, width, height, what)))
+                extreme.setdefault((tool.name, label), []).append((order, point_px(value, width, height, what), region))
         except RegionError as exc:
             routed.errors.append(str(exc))
             continue
         if not rotation_seen and isinstance(region.get("image_rotation"), (int, float)):
             routed.image_rotation, rotation_seen = int(region["image_rotation"]), True
 
-    ordered: list[tuple[int, Prompt]] = []
+    ordered: list[tuple[int, Prompt, list[dict]]] = []
     box_clicks: dict[int, list[_Click]] = {i: [] for i in range(len(boxes))}
     free_clicks: dict[str, list[_Click]] = {}
     for click in clicks:
-        inside = [i for i, (_, label, box) in enumerate(boxes) if label == click.label and _contains(box, click.point)]
+        inside = [i for i, (_, label, box, _) in enumerate(boxes)
+                  if label == click.label and _contains(box, click.point)]
         if inside:
             box_clicks[min(inside, key=lambda i: _area(boxes[i][2]))].append(click)
         else:
             free_clicks.setdefault(click.label, []).append(click)
-    for i, (order, label, box) in enumerate(boxes):
+    for i, (order, label, box, region) in enumerate(boxes):
         points, point_labels = _points(box_clicks[i])
-        ordered.append((order, Prompt(PromptKind.BOX, label, box=box, points=points, point_labels=point_labels)))
+        ordered.append((order, Prompt(PromptKind.BOX, label, box=box, points=points, point_labels=point_labels),
+                        [region] + [c.region for c in box_clicks[i]]))
     for label, group in free_clicks.items():
         if not any(c.positive for c in group):
             routed.pending.append(f'clicks for "{label}" are all negative: add a positive click')
             continue
         points, point_labels = _points(group)
-        ordered.append((group[0].order, Prompt(PromptKind.POINTS, label, points=points, point_labels=point_labels)))
+        ordered.append((group[0].order, Prompt(PromptKind.POINTS, label, points=points, point_labels=point_labels),
+                        [c.region for c in group]))
     for (tool_name, label), points in extreme.items():
         for start in range(0, len(points), EXTREME_POINTS):
             group = points[start : start + EXTREME_POINTS]
             if len(group) < EXTREME_POINTS:
                 routed.pending.append(f'"{tool_name}" "{label}": {len(group)} of {EXTREME_POINTS} extreme points')
+                routed.pending_regions += [region for _, _, region in group]
                 continue
-            xy = np.array([p for _, p in group], np.float32)
+            xy = np.array([p for _, p, _ in group], np.float32)
             if np.ptp(xy[:, 0]) < 1 or np.ptp(xy[:, 1]) < 1:
                 routed.errors.append(f'extreme points of "{label}" on "{tool_name}" span no area; click the '
                                      "top-, bottom-, left- and right-most points of the object")
                 continue
             ordered.append((group[0][0], Prompt(PromptKind.EXTREME, label, points=xy,
-                                                point_labels=np.ones(EXTREME_POINTS, np.int64))))
-    routed.prompts = [prompt for _, prompt in sorted(ordered, key=lambda item: item[0])]
+                                                point_labels=np.ones(EXTREME_POINTS, np.int64)),
+                            [region for _, _, region in group]))
+    ordered.sort(key=lambda item: item[0])
+    routed.prompts = [prompt for _, prompt, _ in ordered]
+    routed.prompt_regions = [regions_of_prompt for _, _, regions_of_prompt in ordered]
     return routed
 
 
@@ -160,11 +174,13 @@ def prompts_from_task(task: dict, config: LabelingConfig, width: int, height: in
         routed = prompts_from_regions(result, config, width, height)
         if routed.prompts and not merged.prompts:
             merged.image_rotation = routed.image_rotation
-        for prompt in routed.prompts:
+        for prompt, regions in zip(routed.prompts, routed.prompt_regions):
             if _signature(prompt) not in seen:
                 seen.add(_signature(prompt))
                 merged.prompts.append(prompt)
+                merged.prompt_regions.append(regions)
         merged.pending += routed.pending
+        merged.pending_regions += routed.pending_regions
         merged.errors += routed.errors
     return merged
 

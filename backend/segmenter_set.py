@@ -16,7 +16,7 @@ from backend.settings import Settings
 log = logging.getLogger(__name__)
 
 SAM_HOW_TO = ("set SAM_CHECKPOINT to a SAM checkpoint file (SAM_MODEL_TYPE vit_b/vit_l/vit_h), "
-              "or run python -m backend download-sam vit_b")
+              "or run python -m backend download-sam vit_b, which prints the SAM_CHECKPOINT to set")
 SAM_MISSING = "missing: " + SAM_HOW_TO
 
 
@@ -46,36 +46,40 @@ class SegmenterSet:
     @classmethod
     def load(cls, settings: Settings) -> "SegmenterSet":
         device = settings.resolved_device()
-        found = cls()
-        status = {}
-        if settings.sam_checkpoint is None:
-            status["sam"] = SAM_MISSING
-        elif not settings.sam_checkpoint.is_file():
-            status["sam"] = f"missing: SAM_CHECKPOINT {settings.sam_checkpoint} does not exist; " + SAM_HOW_TO
-        else:
-            try:
-                from backend.segmenters.embedding_cache import EmbeddingCache
-                from backend.segmenters.sam import SamSegmenter
+        sam, sam_status = _load_sam(settings, device)
+        extreme, extreme_status = _load_extreme(settings, device)
+        return cls(sam=sam, extreme=extreme, sam_name=f"sam-{settings.sam_model_type}" if sam else "",
+                   extreme_version=str(extreme.version) if extreme else "",
+                   status={"sam": sam_status, "extreme": extreme_status})
 
-                cache = EmbeddingCache(settings.embedding_cache_size, settings.redis_url)
-                found.sam = SamSegmenter.from_checkpoint(settings.sam_model_type, settings.sam_checkpoint, device, cache)
-                found.sam_name = f"sam-{settings.sam_model_type}"
-                status["sam"] = f"loaded ({found.sam_name} from {settings.sam_checkpoint.name} on {device})"
-            except Exception as exc:  # a broken checkpoint must not keep the server down
-                log.exception("SAM failed to load from %s", settings.sam_checkpoint)
-                status["sam"] = f"failed to load {settings.sam_checkpoint}: {type(exc).__name__}: {exc}"
-        manifest = settings.extreme_weights / "manifest.json"
-        if not manifest.is_file():
-            status["extreme"] = f"missing: no {manifest} (set EXTREME_WEIGHTS or train: python -m backend train)"
-        else:
-            try:
-                from backend.segmenters.extreme import ExtremeSegmenter
 
-                found.extreme = ExtremeSegmenter.load(settings.extreme_weights, device)
-                found.extreme_version = str(found.extreme.version)
-                status["extreme"] = f"loaded ({found.extreme_version} on {device})"
-            except Exception as exc:
-                log.exception("extreme-point model failed to load from %s", settings.extreme_weights)
-                status["extreme"] = f"failed to load {settings.extreme_weights}: {type(exc).__name__}: {exc}"
-        found.status = status
-        return found
+def _load_sam(settings: Settings, device: str) -> tuple[object | None, str]:
+    checkpoint = settings.sam_checkpoint
+    if checkpoint is None:
+        return None, SAM_MISSING
+    if not checkpoint.is_file():
+        return None, f"missing: SAM_CHECKPOINT {checkpoint} does not exist; {SAM_HOW_TO}"
+    try:
+        from backend.segmenters.embedding_cache import EmbeddingCache
+        from backend.segmenters.sam import SamSegmenter
+
+        cache = EmbeddingCache(settings.embedding_cache_size, settings.redis_url)
+        sam = SamSegmenter.from_checkpoint(settings.sam_model_type, checkpoint, device, cache)
+    except Exception as exc:  # a broken checkpoint must not keep the server down
+        log.exception("SAM failed to load from %s", checkpoint)
+        return None, f"failed to load {checkpoint}: {type(exc).__name__}: {exc}"
+    return sam, f"loaded (sam-{settings.sam_model_type} from {checkpoint.name} on {device})"
+
+
+def _load_extreme(settings: Settings, device: str) -> tuple[object | None, str]:
+    manifest = settings.extreme_weights / "manifest.json"
+    if not manifest.is_file():
+        return None, f"missing: no {manifest} (set EXTREME_WEIGHTS or train: python -m backend train)"
+    try:
+        from backend.segmenters.extreme import ExtremeSegmenter
+
+        extreme = ExtremeSegmenter.load(settings.extreme_weights, device)
+    except Exception as exc:
+        log.exception("extreme-point model failed to load from %s", settings.extreme_weights)
+        return None, f"failed to load {settings.extreme_weights}: {type(exc).__name__}: {exc}"
+    return extreme, f"loaded ({extreme.version} on {device})"

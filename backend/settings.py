@@ -51,6 +51,9 @@ class Settings:
     extreme_tool_prefix: str = "extreme"
     # Default project policies, same shape as the ML connection's extra params.
     default_extra_params: dict = field(default_factory=dict)
+    # Batch /predict stops starting new tasks after this many seconds (Label Studio gives up at 100 s
+    # and then stores nothing); the tasks left get empty entries and are predicted on the next call.
+    predict_budget_s: float = 80.0
     # Image fetching limits.
     image_max_bytes: int = 64 * 1024 * 1024
     image_max_pixels: int = 100_000_000
@@ -88,6 +91,7 @@ class Settings:
             redis_url=env.get("REDIS_URL", ""),
             extreme_tool_prefix=env.get("EXTREME_TOOL_PREFIX") or defaults.extreme_tool_prefix,
             default_extra_params=extra,
+            predict_budget_s=float(env.get("PREDICT_BUDGET_S") or defaults.predict_budget_s),
             image_max_bytes=int(env.get("IMAGE_MAX_BYTES") or defaults.image_max_bytes),
             image_max_pixels=int(env.get("IMAGE_MAX_PIXELS") or defaults.image_max_pixels),
             image_timeout_s=float(env.get("IMAGE_TIMEOUT") or defaults.image_timeout_s),

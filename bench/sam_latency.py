@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import platform
+import os
 import resource
 import statistics
 import sys
@@ -66,8 +66,24 @@ def time_decoder(segmenter: SamSegmenter, image: LoadedImage, prompt: Prompt, re
     return timings
 
 
+def median_p90_ms(timings: list[float]) -> tuple[float, float]:
+    """(median, 90th percentile) of ``timings`` given in seconds, in milliseconds."""
+    return 1000 * statistics.median(timings), 1000 * float(np.percentile(timings, 90))
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def cpu_description() -> str:
+    """The CPU model (Linux /proc/cpuinfo) and how many cores this process may run on."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
+    except OSError:
+        pass  # not Linux
+    return f"{model}, {len(os.sched_getaffinity(0))} cores"
 
 
 def example_prompts(image: LoadedImage) -> dict[str, Prompt]:
@@ -90,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     print(
-        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"machine: {cpu_description()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {args.device}"
     )
     rss_start = peak_rss_mb()
@@ -102,11 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     rss_embedding = peak_rss_mb()
     print(f"embedding:            {embedding_s:8.2f} s (once per image, then cached)")
     for name, prompt in example_prompts(image).items():
-        timings = time_decoder(segmenter, image, prompt, args.repeats)
-        print(
-            f"decoder, {name:<12} median {1000 * statistics.median(timings):7.1f} ms, "
-            f"p90 {1000 * float(np.percentile(timings, 90)):7.1f} ms ({args.repeats} calls)"
-        )
+        median_ms, p90_ms = median_p90_ms(time_decoder(segmenter, image, prompt, args.repeats))
+        print(f"decoder, {name:<12} median {median_ms:7.1f} ms, p90 {p90_ms:7.1f} ms ({args.repeats} calls)")
     print(
         f"peak RSS: {peak_rss_mb():.0f} MB (start {rss_start:.0f}, after model {rss_model:.0f}, "
         f"after embedding {rss_embedding:.0f})"

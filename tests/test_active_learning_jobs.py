@@ -164,3 +164,14 @@ def test_the_training_lock_admits_one_job_per_project(tmp_path):
     first.__exit__(None, None, None)
     waiting.join(10)
     assert events == ["project 4 runs", "first ends", "second runs"]
+
+
+def test_old_ended_jobs_are_pruned_per_project(settings):
+    jobs = JobStore(Layout(settings.model_dir))
+    ended = [new_job(settings) for _ in range(4)]
+    for job in ended:
+        jobs.fail(job.id, "test")
+    queued, other = new_job(settings), new_job(settings, project="4")
+    jobs.fail(other.id, "test")
+    jobs.prune(keep_per_project=2)
+    assert {j.id for j in jobs.list()} == {ended[2].id, ended[3].id, queued.id, other.id}

@@ -39,7 +39,7 @@ def test_publish_switches_the_project_and_records_the_lineage(tmp_path, default_
     registry = registry_for(tmp_path, default_weights)
     first = publish(registry, tmp_path, "3", 0.6)
     second = publish(registry, tmp_path, "3", 0.7)
-    other = publish(registry, tmp_path, "4", 0.8)
+    publish(registry, tmp_path, "4", 0.8)
     assert (first.name, first.parent, second.name, second.parent) == ("p3-v1", "base-v0", "p3-v2", "p3-v1")
     assert registry.serving("3").name == "p3-v2" and fake_quality(registry.serving("3").path) == 0.7
     assert registry.serving("4").name == "p4-v1" and registry.serving("5") is registry.default

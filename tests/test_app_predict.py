@@ -67,7 +67,7 @@ def test_extreme_points_answer_per_complete_group(tmp_path, count, objects):
     response, _ = interactive(app, points[:count])
     assert response.status_code == 200
     entry = response.get_json()["results"][0]
-    assert len(entry["result"]) == objects
+    assert len([r for r in entry["result"] if r["type"] == "brushlabels"]) == objects  # + pending points echoed
     assert [p.kind for p in segmenters.extreme.prompts] == [PromptKind.EXTREME] * objects
     assert segmenters.sam.prompts == []
     if objects == 2:
@@ -96,6 +96,13 @@ def test_interactive_echoes_the_view_rotation(app):
     points = [dict(p, image_rotation=270) for p in extreme_points(20, 10, 80, 60)]
     [region] = interactive(app, points)[0].get_json()["results"][0]["result"]
     assert region["image_rotation"] == 270 and (region["original_width"], region["original_height"]) == (W, H)
+
+
+def test_a_different_image_size_in_the_browser_is_logged(app, caplog):
+    caplog.set_level(logging.WARNING)
+    response, _ = interactive(app, [dict(rectangle(50, 20, 120, 70), original_width=400, original_height=200)])
+    assert response.status_code == 200
+    assert "Label Studio shows the image at 400 x 200 px, the backend loaded it at 200 x 100 px" in caplog.text
 
 
 def test_context_without_prompt_regions_answers_empty_without_loading_the_image(tmp_path):
@@ -232,6 +239,16 @@ def test_a_failing_segmenter_loses_only_its_task(tmp_path, caplog):
     results = app.test_client().post("/predict", json=predict_body(tasks)).get_json()["results"]
     assert results[0] == [] and len(results[1]["result"]) == 1
     assert "task 1: prediction failed" in caplog.text
+
+
+def test_batch_stops_starting_tasks_when_the_time_budget_is_spent(tmp_path, caplog):
+    app, segmenters, _ = make_app(tmp_path, predict_budget_s=0.0)
+    tasks = [task(i, predictions=[prediction(rectangle(50, 20, 120, 70))]) for i in (1, 2, 3)]
+    caplog.set_level(logging.WARNING)
+    results = app.test_client().post("/predict", json=predict_body(tasks)).get_json()["results"]
+    assert len(results[0]["result"]) == 1 and results[1:] == [[], []]
+    assert len(segmenters.sam.prompts) == 1
+    assert "2 of 3 tasks left for the next call" in caplog.text
 
 
 def test_batch_without_any_segmenter_answers_empty_entries(tmp_path):

@@ -58,7 +58,8 @@ def test_label_maps_to_the_brush_control_that_has_it():
         ("""<View><Image name="i" value="$i"/>
             <BrushLabels name="m" toName="i"><Label value="Car"/></BrushLabels>
             <RectangleLabels name="b" toName="i"><Label value="Car"/><Label value="Dog"/></RectangleLabels></View>""",
-         'label "Dog" of <RectangleLabels name="b"> has no BrushLabels label of the same name (BrushLabels labels: Car)'),
+         'label "Dog" of <RectangleLabels name="b"> has no BrushLabels label of the same name '
+         "(BrushLabels labels: Car)"),
         ("""<View><Image name="i" value="$i"/>
             <BrushLabels name="m" toName="i"><Label value="Car"/></BrushLabels></View>""",
          "no prompt tool"),

@@ -21,6 +21,7 @@ def write_json_atomic(path: Path, value: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; workers on other hosts/users read the state too
         with os.fdopen(fd, "w") as handle:
             json.dump(value, handle, indent=1, sort_keys=True)
             handle.flush()

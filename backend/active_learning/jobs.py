@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
 # A running job rewrites its heartbeat this often; one silent for HEARTBEAT_STALE_S is dead.
 HEARTBEAT_INTERVAL_S = 5.0
 HEARTBEAT_STALE_S = 120.0
+JOBS_KEPT_PER_PROJECT = 50
 
 
 @dataclass
@@ -122,15 +124,32 @@ class JobStore:
 
         return self.update(job_id, change)
 
-    def fail(self, job_id: str, reason: str, only_if_unfinished: bool = True) -> Job:
-        """Mark the job failed with ``reason`` (kept if it already finished or failed, unless told)."""
+    def fail(self, job_id: str, reason: str) -> Job:
+        """Mark the job failed with ``reason`` unless it already ended; a failed job's staged
+        output (left behind by a killed process) is removed."""
 
         def change(job: Job) -> None:
-            if only_if_unfinished and job.state in (FINISHED, FAILED):
-                return
-            job.state, job.error, job.finished_at = FAILED, reason, time.time()
+            if job.state not in (FINISHED, FAILED):
+                job.state, job.error, job.finished_at = FAILED, reason, time.time()
 
-        return self.update(job_id, change)
+        job = self.update(job_id, change)
+        if job.state == FAILED:
+            shutil.rmtree(self.layout.staging_dir(job.project, job.id), ignore_errors=True)
+        return job
+
+    def prune(self, keep_per_project: int = JOBS_KEPT_PER_PROJECT) -> None:
+        """Delete all but the newest ``keep_per_project`` ended jobs of each project."""
+        ended: dict[str, list[Job]] = {}
+        for job in self.list():
+            if job.state in (FINISHED, FAILED):
+                ended.setdefault(job.project, []).append(job)
+        for jobs in ended.values():
+            for job in jobs[:-keep_per_project]:
+                self.delete(job.id)
+
+    def delete(self, job_id: str) -> None:
+        for path in (self._path(job_id), self._path(job_id).with_suffix(".lock")):
+            path.unlink(missing_ok=True)
 
     def reap_dead(self, now: float | None = None) -> list[Job]:
         """Mark failed every running job whose process is gone; returns them."""

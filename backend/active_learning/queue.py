@@ -32,7 +32,7 @@ class Executor(Protocol):
         """Hand a newly queued job over (returns at once)."""
 
     def poll(self) -> None:
-        """Advance the executor's own work; called by the dispatcher loop about every second."""
+        """Advance the executor's own work; called by the dispatcher about twice a second."""
 
 
 class EmbeddedExecutor:
@@ -57,7 +57,9 @@ class EmbeddedExecutor:
             self._current = None
         job = self._next_job()
         if job is not None:
-            process = self._context.Process(target=self._target, args=(self._settings, job.id), name=f"train-{job.id}")
+            # daemon: a backend that shuts down stops its job (SIGTERM -> the job ends as failed)
+            process = self._context.Process(target=self._target, args=(self._settings, job.id), name=f"train-{job.id}",
+                                            daemon=True)
             process.start()
             self._jobs.mark_running(job.id, process.pid)  # at once, so no other runner starts it too
             self._current = (job.id, process)
@@ -82,17 +84,34 @@ def exit_description(exitcode: int | None) -> str:
 
 
 class RQExecutor:
-    def __init__(self, redis_url: str):
+    """Enqueues jobs for RQ workers, and fails jobs RQ lost before they started (Redis flushed,
+    a worker died between taking the job and starting it), so that none stays queued forever."""
+
+    def __init__(self, redis_url: str, jobs: JobStore):
         from redis import Redis
         from rq import Queue
 
         self.queue = Queue(QUEUE_NAME, connection=Redis.from_url(redis_url))
+        self._jobs = jobs
 
     def submit(self, job: Job) -> None:
-        self.queue.enqueue(run_rq_job, job.id, job_id=job.id, job_timeout=RQ_JOB_TIMEOUT_S, description=f"train project {job.project}")
+        self.queue.enqueue(run_rq_job, job.id, job_id=job.id, job_timeout=RQ_JOB_TIMEOUT_S,
+                           description=f"train project {job.project}")
 
     def poll(self) -> None:
-        """RQ workers pull jobs themselves."""
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job as RQJob, JobStatus
+
+        for job in self._jobs.list():
+            if job.state != QUEUED:
+                continue
+            try:
+                status = RQJob.fetch(job.id, connection=self.queue.connection).get_status()
+            except NoSuchJobError:
+                status = None
+            if status is None or status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+                state = "gone from Redis" if status is None else status.value
+                self._jobs.fail(job.id, f"the queued job is {state} before a worker started it; serving is unchanged")
 
 
 def run_rq_job(job_id: str) -> None:
@@ -103,4 +122,4 @@ def run_rq_job(job_id: str) -> None:
 
 
 def make_executor(settings, jobs: JobStore) -> Executor:
-    return RQExecutor(settings.redis_url) if settings.redis_url else EmbeddedExecutor(settings, jobs)
+    return RQExecutor(settings.redis_url, jobs) if settings.redis_url else EmbeddedExecutor(settings, jobs)

@@ -78,8 +78,8 @@ class ActiveLearning:
             job = self.jobs.create(project, decision.reason)
             try:
                 self.executor.submit(job)
-            except Exception as exc:  # e.g. Redis down: keep the pending changes for the next try
-                self.jobs.fail(job.id, f"could not queue the job: {type(exc).__name__}")
+            except Exception:  # e.g. Redis down: no job, and the pending changes stay for the next try
+                self.jobs.delete(job.id)
                 raise
             logger.info("queued training job %s for project %s: %s", job.id, job.project, decision.reason)
             chosen.append(job)
@@ -95,6 +95,7 @@ class ActiveLearning:
         for project in self.pending.projects_with_changes():
             self.dispatch(project)
         self.executor.poll()
+        self.jobs.prune()
 
     def start(self) -> None:
         """Start the dispatcher thread in this process (idempotent; safe after fork)."""
@@ -118,8 +119,9 @@ class ActiveLearning:
                     while not self._stop.wait(POLL_INTERVAL_S):
                         try:
                             self.tick()
-                        except Exception:  # keep dispatching; the next round may succeed
-                            logger.exception("training dispatcher round failed")
+                        except Exception:  # keep dispatching; a later round may succeed
+                            logger.exception("training dispatcher round failed; retrying in %.0f s", LEADER_RETRY_S)
+                            self._stop.wait(LEADER_RETRY_S)
             except LockBusy:
                 self._stop.wait(LEADER_RETRY_S)
 

@@ -42,13 +42,11 @@ class Stopped(BaseException):
     """SIGTERM arrived (worker shutdown): the job ends as failed instead of vanishing."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobContext:
     job_id: str
     project: str
-    jobs: JobStore
     registry: VersionRegistry
-    layout: Layout
 
 
 class Progress:
@@ -98,7 +96,7 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
     layout = Layout(settings.model_dir)
     jobs = JobStore(layout)
     job = jobs.mark_running(job_id, os.getpid())
-    context = JobContext(job_id, job.project, jobs, VersionRegistry.from_settings(settings), layout)
+    context = JobContext(job_id, job.project, VersionRegistry.from_settings(settings))
     progress = Progress(jobs, job_id)
     staging = layout.staging_dir(job.project, job_id)
     previous_sigterm = _raise_on_sigterm()

@@ -39,6 +39,11 @@ class ServerProcess:
                 argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (its children, e.g. gunicorn workers, are in its process group)."""
+        return self._process.pid
+
     def wait_until_healthy(
         self,
         url: str,

@@ -46,6 +46,18 @@ def test_a_job_goes_through_rq_to_a_worker_that_reads_its_own_settings(redis_ser
     assert learning.executor.queue.job_ids == []
 
 
+def test_a_job_redis_lost_before_it_started_is_failed_not_left_queued(redis_server, tmp_path):
+    learning = ActiveLearning(Settings(model_dir=tmp_path / "model_dir", redis_url=redis_server.url))
+    kept = learning.handle("START_TRAINING", {"project": {"id": 3}})["job"]
+    lost = learning.handle("START_TRAINING", {"project": {"id": 4}})["job"]
+    learning.executor.queue.connection.delete(f"rq:job:{lost}")  # e.g. Redis restarted without persistence
+    learning.tick()
+    assert learning.jobs.get(kept).state == "queued"
+    job = learning.jobs.get(lost)
+    assert job.state == FAILED and "gone from Redis" in job.error
+    learning.executor.queue.empty()
+
+
 def test_the_redis_lock_admits_one_job_per_project(redis_server, tmp_path):
     layout = Layout(tmp_path)
     events = []

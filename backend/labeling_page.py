@@ -1,0 +1,119 @@
+"""Interactive answers shaped for what Label Studio 1.23's labeling page does with them.
+
+Observed in the page (``web/libs/editor``: ``Annotation.setSuggestions / acceptSuggestion /
+acceptAllSuggestions``, ``Regions.getConnectedDynamicRegions``) and checked in headless Chromium
+(``tests/browser``):
+
+- The regions of an answer become *suggestions*, replacing the previous answer's. With Auto-Accept
+  Suggestions on they are accepted at once; otherwise when the annotator clicks accept.
+- Accepting a suggestion whose ``id`` is the id of a region on screen replaces that region.
+- Right after accepting (or rejecting), the page deletes every *dynamic* region, i.e. every point
+  or box drawn with a smart tool. A region in an answer is dynamic when it says ``"dynamic": true``.
+- Each request carries every keypoint of the drawn point's label on screen, dynamic or not; only
+  dynamic ones carry ``is_positive``. ``readonly`` regions say ``"readonly": true``.
+
+So, for the extreme-point tool (4 clicks per object):
+
+- a partial group (1-3 points) is answered with the points themselves (same ids, not dynamic):
+  with Auto-Accept on they replace the dynamic points and stay on screen, and the next click's
+  request still carries them;
+- a finished group is answered with its mask plus the points that are no longer dynamic, now
+  marked dynamic, so accepting the mask clears every point of the object. A project that keeps the
+  points (extra params ``"keep_extreme_points": true``) gets them back read-only instead: they stay
+  in the annotation, and later requests skip them (``without_kept_points``);
+- a merged mask (policy ``merge_overlapping``) takes the id of a mask on screen that it absorbed,
+  so it replaces that region; other absorbed masks come back dynamic, so they are deleted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.prompts import PromptKind, Segmentation
+from backend.routing import Routed
+
+# A mask on screen counts as absorbed by a merged mask when at least this share of it lies inside.
+ABSORBED_SHARE = 0.5
+
+_ECHO_KEYS = ("id", "from_name", "to_name", "type", "original_width", "original_height", "image_rotation", "value")
+
+
+def echo_region(region: dict, *, remove: bool = False, read_only: bool = False) -> dict:
+    """A copy of ``region`` (as the page sent it) to answer back: it replaces the page's region of
+    the same id; with ``remove`` the page deletes it on accept; with ``read_only`` it stays, locked."""
+    echo = {key: region[key] for key in _ECHO_KEYS if key in region}
+    if remove:
+        echo["dynamic"] = True
+    if read_only:
+        echo["readonly"] = True
+    return echo
+
+
+def without_kept_points(regions: list) -> list:
+    """The context regions without the read-only ones: points of finished objects that the project
+    keeps (see ``finished_point_echoes``), which must not become prompts again."""
+    return [region for region in regions if not (isinstance(region, dict) and region.get("readonly") is True)]
+
+
+def pending_point_echoes(pending_regions: list[dict]) -> list[dict]:
+    """Echoes that keep the points of unfinished extreme groups on screen."""
+    return [echo_region(region) for region in pending_regions]
+
+
+def finished_point_echoes(group: list[dict], keep: bool) -> list[dict]:
+    """Echoes for the points of an extreme group that has just got its mask: all of them read-only
+    when the project keeps points, else those the page no longer marks as drawn (no ``is_positive``:
+    echoed earlier), marked for removal (the page removes the still-dynamic ones by itself)."""
+    if keep:
+        return [echo_region(region, read_only=True) for region in group]
+    return [echo_region(region, remove=True) for region in group if "is_positive" not in region]
+
+
+def absorbed(mask: np.ndarray, on_screen: list[tuple[dict, np.ndarray]]) -> list[dict]:
+    """The regions on screen (region, bool mask (H, W)) that the merged ``mask`` (H, W) absorbed,
+    i.e. that lie mostly inside it; in the order given."""
+    regions = []
+    for region, screen_mask in on_screen:
+        area = int(screen_mask.sum())
+        if area and int(np.logical_and(screen_mask, mask).sum()) >= ABSORBED_SHARE * area:
+            regions.append(region)
+    return regions
+
+
+KEEP_POINTS_KEY = "keep_extreme_points"
+
+
+def check_keep_points(extra_params: dict, source: str = "extra params") -> None:
+    """Raises ValueError when ``extra_params`` sets ``keep_extreme_points`` to anything but a bool."""
+    if not isinstance(extra_params.get(KEEP_POINTS_KEY, False), bool):
+        raise ValueError(f'{source}: "{KEEP_POINTS_KEY}" must be true or false, '
+                         f"got {extra_params[KEEP_POINTS_KEY]!r}")
+
+
+def keeps_points(*extra_params: dict | None) -> bool:
+    """Whether finished objects keep their extreme points: the last of ``extra_params`` (e.g. the
+    server default, then the project's) that sets ``keep_extreme_points``; False when none does."""
+    keep = False
+    for params in extra_params:
+        if params and KEEP_POINTS_KEY in params:
+            keep = params[KEEP_POINTS_KEY] is True
+    return keep
+
+
+def page_answer(regions: list[dict], segmentations: list[Segmentation], routed: Routed,
+                on_screen: dict[str, list[tuple[dict, np.ndarray]]], keep_points: bool) -> list[dict]:
+    """The interactive answer's regions for the page.
+
+    regions: one brush region per segmentation, same order.
+    routed: the prompts the segmentations answer, with the regions that made them.
+    on_screen: label -> (region, bool mask (H, W)) of the masks already on screen that may merge.
+    """
+    answer = []
+    for region, segmentation in zip(regions, segmentations):
+        replaced = absorbed(segmentation.mask, on_screen.get(segmentation.label, []))
+        answer.append({**region, "id": replaced[0]["id"]} if replaced else region)
+        answer += [echo_region(other, remove=True) for other in replaced[1:]]
+    for prompt, group in zip(routed.prompts, routed.prompt_regions):
+        if prompt.kind is PromptKind.EXTREME:
+            answer += finished_point_echoes(group, keep_points)
+    return answer + pending_point_echoes(routed.pending_regions)
