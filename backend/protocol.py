@@ -24,7 +24,9 @@ import math
 import uuid
 
 import numpy as np
-from label_studio_sdk.converter.brush import decode_rle, mask2rle
+from label_studio_sdk.converter.brush import decode_rle
+
+from backend.brush_rle import encode_brush_rle
 
 # Label Studio stores floats; allow rounding noise at the image border, then clip.
 PERCENT_TOLERANCE = 1e-3
@@ -105,7 +107,7 @@ def region_from_mask(
         "image_rotation": int(image_rotation),
         "value": {
             "format": "rle",
-            "rle": [int(v) for v in mask2rle(np.where(mask.astype(bool), 255, 0).astype(np.uint8))],
+            "rle": encode_brush_rle(mask),
             "brushlabels": [label],
         },
         "score": min(max(float(score), 0.0), 1.0),

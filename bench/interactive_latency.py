@@ -10,6 +10,9 @@ prompts and weights (``bench/sam_latency.py``). Prints median and p90 of each, t
 overhead over the bare call (target: under 30%), and the peak RSS of the gunicorn worker and of
 this process (which holds the bare segmenter). Asserts nothing.
 
+Random weights make ragged masks (~30,000 runs on the 600x400 photo, where a trained SAM's mask of
+an object has hundreds), so the server's brush RLE encoding works harder here than in real use.
+
     .venv/bin/python bench/interactive_latency.py [--repeats 30] [--image coffee]
 
 Takes a few minutes on 2 CPU cores: the vit_b image embedding is computed twice (server, bare).

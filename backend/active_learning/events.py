@@ -2,7 +2,7 @@
 
 The webhook handler only calls ``PendingStore.record`` (a few small file operations under a
 per-project lock, no Label Studio calls), so it answers well within Label Studio's 1 s timeout.
-The dispatcher (dispatcher.py) later asks ``decide`` whether the pending changes justify a job.
+The dispatcher (``service.ActiveLearning.tick``) later asks ``decide`` whether the pending changes justify a job.
 
 Payloads are never logged: their ``project`` object carries ``token`` and ``task_data_password``.
 """

@@ -12,8 +12,10 @@ import os
 import secrets
 import shutil
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from backend.active_learning.files import file_lock, read_json, write_json_atomic
@@ -65,6 +67,10 @@ class JobNotFound(KeyError):
 class JobStore:
     def __init__(self, layout: Layout):
         self.layout = layout
+        # path -> ((inode, mtime), job): the dispatcher lists jobs twice a second; files only change
+        # by atomic replacement (a new inode), so unchanged ones need not be parsed again.
+        self._parsed: dict[Path, tuple[tuple[int, int], Job]] = {}
+        self._parsed_lock = threading.Lock()
 
     def create(self, project: str, trigger: str) -> Job:
         project = project_id(project)
@@ -83,15 +89,29 @@ class JobStore:
         """Jobs, oldest first; only ``project``'s when given."""
         if not self.layout.jobs_dir.is_dir():
             return []
-        jobs = []
-        for path in self.layout.jobs_dir.glob("*.json"):
-            value = read_json(path)
-            if value is not None:
-                jobs.append(Job.from_json(value))
+        jobs = [job for path in self.layout.jobs_dir.glob("*.json") if (job := self._read(path)) is not None]
         if project is not None:
             project = project_id(project)
             jobs = [job for job in jobs if job.project == project]
         return sorted(jobs, key=lambda job: (job.created_at, job.id))
+
+    def _read(self, path: Path) -> Job | None:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # pruned meanwhile
+            return None
+        signature = (stat.st_ino, stat.st_mtime_ns)
+        with self._parsed_lock:
+            cached = self._parsed.get(path)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        value = read_json(path)
+        if value is None:
+            return None
+        job = Job.from_json(value)
+        with self._parsed_lock:
+            self._parsed[path] = (signature, job)
+        return job
 
     def update(self, job_id: str, change: Callable[[Job], None]) -> Job:
         """Apply ``change`` to the job under its lock (read-modify-write across processes)."""
@@ -150,6 +170,8 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         for path in (self._path(job_id), self._path(job_id).with_suffix(".lock")):
             path.unlink(missing_ok=True)
+        with self._parsed_lock:
+            self._parsed.pop(self._path(job_id), None)
 
     def reap_dead(self, now: float | None = None) -> list[Job]:
         """Mark failed every running job whose process is gone; returns them."""
@@ -162,7 +184,7 @@ class JobStore:
                     reaped.append(self.fail(job.id, reason))
         return reaped
 
-    def _path(self, job_id: str):
+    def _path(self, job_id: str) -> Path:
         if not job_id or "/" in job_id or job_id.startswith("."):
             raise JobNotFound(job_id)
         return self.layout.jobs_dir / f"{job_id}.json"

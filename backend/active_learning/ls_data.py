@@ -17,10 +17,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
+from backend.active_learning.events import MASK_REGION_TYPES
 from backend.images import ImageError, ImageLoader
 from backend.labeling import LabelingConfig, LabelingError
 from backend.training.datasets import MIN_MASK_PIXELS, Sample, result_mask
@@ -67,7 +69,7 @@ def mask_regions(result: list, mask_names: frozenset[str], image_name: str) -> l
     return [
         region for region in result
         if isinstance(region, dict)
-        and region.get("type") in ("brushlabels", "polygonlabels")
+        and region.get("type") in MASK_REGION_TYPES
         and region.get("to_name") == image_name
         and (region.get("type") == "polygonlabels" or region.get("from_name") in mask_names)
     ]
@@ -121,6 +123,8 @@ class LabelStudioProjectReader:
 
             client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key)
         self._client = client
+        parts = urlsplit(settings.label_studio_url)
+        self._server = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)  # no credentials
         self._images = image_loader or ImageLoader(settings)
         self._extreme_tool_prefix = settings.extreme_tool_prefix
 
@@ -164,9 +168,8 @@ class LabelStudioProjectReader:
             raise ProjectDataError(f"Label Studio's export of project {project} is not a list of tasks")
         return tasks
 
-    @staticmethod
-    def _call(what: str, call: Callable):
-        """Run an SDK call; failures become ProjectDataError with the status, never the token."""
+    def _call(self, what: str, call: Callable):
+        """Run an SDK call; failures become ProjectDataError saying what to check, never with the token."""
         import httpx
         from label_studio_sdk.core.api_error import ApiError
 
@@ -174,6 +177,9 @@ class LabelStudioProjectReader:
             return call()
         except ApiError as exc:
             hint = " (check LABEL_STUDIO_API_KEY is a valid Personal Access Token)" if exc.status_code in (401, 403) else ""
-            raise ProjectDataError(f"Label Studio answered HTTP {exc.status_code} {what}{hint}") from None
-        except (httpx.HTTPError, OSError, ValueError) as exc:  # unreachable server, broken JSON
-            raise ProjectDataError(f"{what} failed: {type(exc).__name__}") from None
+            raise ProjectDataError(f"Label Studio answered HTTP {exc.status_code} while {what}{hint}") from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise ProjectDataError(f"Label Studio at {self._server} could not be reached while {what} ({type(exc).__name__}); "
+                                   "check LABEL_STUDIO_URL is reachable from the backend") from None
+        except ValueError:
+            raise ProjectDataError(f"Label Studio's answer while {what} is not valid JSON") from None

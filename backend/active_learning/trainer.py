@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from backend.active_learning.files import sha256_of
 from backend.training.datasets import Sample
 
 # progress(step, total steps, message)
@@ -56,7 +57,7 @@ class ExtremeTrainer:
         self, train: Sequence[Sample], val: Sequence[Sample], init_weights_dir: Path, out_dir: Path,
         steps: int, version: str, progress: StepProgress,
     ) -> dict[str, str]:
-        from backend.models.weights import MANIFEST, read_manifest, sha256_of
+        from backend.models.weights import MANIFEST, read_manifest
         from backend.training.train import train as train_model
 
         self._bound_threads()

@@ -184,7 +184,7 @@ class VersionRegistry:
                 name=name, project=project, path=versions_dir / name, parent=parent,
                 created_at=time.time(), metrics=metrics, files=dict(files), job=job,
             )
-            self.verify(VersionInfo(**{**asdict(version), "path": temporary}))
+            verify_files(temporary, version.files, f"version {name}")
             write_json_atomic(temporary / VERSION_FILE, version.to_json())
             temporary.rename(version.path)
         except FileNotFoundError as exc:

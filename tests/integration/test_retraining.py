@@ -4,7 +4,8 @@
 Annotations saved through Label Studio's API fire its webhook; the backend debounces them into a
 training job on the RQ queue; the worker reads the annotations and images back from Label Studio
 with the Personal Access Token, fine-tunes for a few steps, and publishes the project's first
-version, which /versions lists and new predictions carry.
+version, which /versions lists and new predictions carry; then the "Start training" button trains
+the next version from it.
 
 The default weights here are tiny and predict nothing (mIoU 0 on anything), so whatever the few
 training steps produce is "not worse" and gets published: this test checks the loop, not learning
@@ -104,15 +105,15 @@ def extreme_points(box) -> list[dict]:
             for x, y in points]
 
 
-def wait_for_job(backend, project: int, worker) -> dict:
+def wait_for_job(backend, project: int, worker, number: int) -> dict:
+    """The project's ``number``-th job (1-based) once it has ended."""
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
         jobs = requests.get(f"{backend.url}/jobs", params={"project": project}, auth=backend.auth, timeout=10).json()["jobs"]
-        done = [job for job in jobs if job["state"] in ("finished", "failed")]
-        if done:
-            return done[0]
+        if len(jobs) >= number and jobs[number - 1]["state"] in ("finished", "failed"):
+            return jobs[number - 1]
         time.sleep(1.0)
-    pytest.fail(f"no training job ended within {JOB_TIMEOUT_S:.0f} s; jobs: {jobs}\n{worker.log_tail()}")
+    pytest.fail(f"training job {number} did not end within {JOB_TIMEOUT_S:.0f} s; jobs: {jobs}\n{worker.log_tail()}")
 
 
 def test_saved_annotations_retrain_the_project_and_predictions_carry_the_new_version(label_studio, retraining):
@@ -132,7 +133,7 @@ def test_saved_annotations_retrain_the_project_and_predictions_carry_the_new_ver
     for task, box in zip(tasks, OBJECTS):  # as an annotator's "Submit" saves them; each fires the webhook
         api.post(f"/api/tasks/{task}/annotations/", json={"result": [brush(box)]})
 
-    job = wait_for_job(backend, project, worker)
+    job = wait_for_job(backend, project, worker, 1)
     assert job["state"] == "finished", f"{job['error']}\n{worker.log_tail()}"
     assert job["trigger"] == f"{len(OBJECTS)} new annotations"
     assert job["result"]["published"] and job["result"]["parent"] == "blank-v0"
@@ -144,3 +145,10 @@ def test_saved_annotations_retrain_the_project_and_predictions_carry_the_new_ver
                       json={"task": tasks[0], "context": {"result": extreme_points(OBJECTS[0])}})
     assert "errors" not in answer, answer["errors"]
     assert answer["data"]["model_version"] == after
+
+    # The "Start training" button: START_TRAINING (with Basic Auth) trains at once from the project's version.
+    api.post(f"/api/ml/{ml}/train")
+    job = wait_for_job(backend, project, worker, 2)
+    assert job["state"] == "finished", f"{job['error']}\n{worker.log_tail()}"
+    assert job["trigger"].startswith("START_TRAINING") and job["result"]["parent"] == f"p{project}-v1"
+    assert job["result"]["version"] == f"p{project}-v2"

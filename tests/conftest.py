@@ -1,4 +1,5 @@
-"""Session fixtures for integration tests: a real Label Studio and the real backend on localhost.
+"""Session fixtures shared by tests/integration and tests/browser: one real Label Studio and one
+backend on localhost per test run (the helpers live in tests/integration).
 
 Without a Label Studio installation the tests are skipped locally (with the reason) but fail on CI
 (``CI=true``), where a silent skip would hide that nothing was tested.
@@ -7,12 +8,15 @@ Without a Label Studio installation the tests are skipped locally (with the reas
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_server import BackendServer
-from ls_server import LabelStudio, LabelStudioUnavailable, find_venv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
+from backend_server import BackendServer  # noqa: E402
+from ls_server import LabelStudio, LabelStudioUnavailable, find_venv  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,274 @@
+"""Label Studio 1.23's labeling page, driven the way an annotator drives it (Playwright, sync API).
+
+Everything here is a mouse or keyboard action on what the annotator sees: toggles in the bottom
+bar, the settings dialog, the smart-tool group (revealed by hovering it), label chips, clicks and
+drags on the image, accept and Submit. The page's own store (``window.Htx``) is only *read*: to
+time when a mask reaches the canvas and to say what went wrong.
+
+Coordinates: the test speaks natural-image pixels (``backend.prompts`` frame). The page shows the
+image as an ``<img alt="image">`` scaled (and possibly offset) inside ``.lsf-image``; a pixel maps
+to the screen through that element's bounding box, and the point must fall inside the visible
+container.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from playwright.sync_api import Page, Response, expect
+
+# The smart tool a labels control gets, as its button's aria-label in the smart-tool group.
+SMART_TOOL_OF_CONTROL = {"RectangleLabels": "rectangle-tool", "KeyPointLabels": "key-point-tool"}
+ANSWER_TIMEOUT_MS = 180_000  # the first SAM prompt on an image computes its embedding (~20-40 s on 2 cores)
+
+# Installed before the page's scripts: the time of the annotator's last pointer release.
+_RECORD_POINTER_UP = """
+window.__lastPointerUp = 0;
+window.addEventListener('pointerup', () => { window.__lastPointerUp = performance.now(); }, true);
+"""
+
+# Every brush mask on screen or offered as a suggestion, as "id:rle length"; changes when one comes.
+_MASK_SIGNATURE = """
+() => {
+  const annotation = window.Htx.annotationStore.selected;
+  const items = [...annotation.regions, ...annotation.suggestions.values()];
+  return items.filter((r) => r.type === 'brushregion')
+              .map((r) => `${r.id}:${r.rle ? r.rle.length : 0}`).sort().join('|');
+}
+"""
+
+# Resolves, two frames after the mask signature differs from `before`, with ms since the last pointer up.
+_WAIT_FOR_MASK = """
+([before, timeoutMs]) => new Promise((resolve, reject) => {
+  const signature = %s;
+  const deadline = performance.now() + timeoutMs;
+  const tick = () => {
+    if (signature() !== before) {
+      requestAnimationFrame(() => requestAnimationFrame(() => resolve(performance.now() - window.__lastPointerUp)));
+    } else if (performance.now() > deadline) {
+      reject(new Error('no new mask on the page within ' + timeoutMs + ' ms'));
+    } else {
+      requestAnimationFrame(tick);
+    }
+  };
+  tick();
+})
+""" % _MASK_SIGNATURE.strip()
+
+
+@dataclass
+class Exchange:
+    """One /interactive-annotating call: what the page sent and what came back."""
+
+    sent: dict
+    answer: dict | None = None
+    status: int | None = None
+
+
+@dataclass
+class LabelingPage:
+    """A logged-in page on one Label Studio, for one labeling config."""
+
+    page: Page
+    base_url: str
+    label_config: str
+    exchanges: list[Exchange] = field(default_factory=list)
+    saved_drafts: list[str] = field(default_factory=list)  # bodies of the draft saves the server accepted
+
+    def __post_init__(self):
+        self.page.add_init_script(_RECORD_POINTER_UP)
+        self.page.on("request", self._on_request)
+        self.page.on("response", self._on_response)
+        root = ElementTree.fromstring(self.label_config)
+        self._labels_controls = [el for el in root.iter() if el.tag.endswith("Labels")]
+
+    # -- network log ------------------------------------------------------------------------------
+
+    def _on_request(self, request) -> None:
+        if "/interactive-annotating" in request.url:
+            self.exchanges.append(Exchange(sent=json.loads(request.post_data or "{}")))
+
+    def _on_response(self, response: Response) -> None:
+        if "draft" in response.url and response.request.method in ("POST", "PATCH", "PUT") and response.ok:
+            self.saved_drafts.append(response.request.post_data or "")
+        if "/interactive-annotating" in response.url:
+            exchange = next((e for e in reversed(self.exchanges) if e.status is None), None)
+            if exchange is not None:
+                exchange.status = response.status
+                try:
+                    exchange.answer = response.json()
+                except Exception:  # the page's request may be gone (navigation) before the body is read
+                    exchange.answer = None
+
+    def exchange_log(self, last: int = 6) -> str:
+        """The last calls, shortened (RLEs as their length), for failure messages."""
+        def shorten(value):
+            if isinstance(value, dict):
+                return {k: (f"<{len(v)} ints>" if k == "rle" else shorten(v)) for k, v in value.items()}
+            if isinstance(value, list):
+                return [shorten(v) for v in value]
+            return value
+        return "\n".join(json.dumps({"sent": shorten(e.sent), "status": e.status, "answer": shorten(e.answer)})
+                         for e in self.exchanges[-last:])
+
+    # -- session and task -------------------------------------------------------------------------
+
+    def login(self, email: str, password: str) -> None:
+        self.page.goto(f"{self.base_url}/user/login/")
+        self.page.fill("input[name=email]", email)
+        self.page.fill("input[name=password]", password)
+        self.page.click("button[type=submit]")
+        self.page.wait_for_url(lambda url: "/user/login" not in url)
+
+    def open_task(self, project: int, task: int) -> None:
+        """The task in the project's Data Manager, with its labeling page loaded and the image decoded."""
+        self.page.goto(f"{self.base_url}/projects/{project}/data?task={task}")
+        self.page.wait_for_function(
+            "() => { const img = document.querySelector('.lsf-image img[alt=image]');"
+            " return !!(img && img.complete && img.naturalWidth"
+            " && window.Htx && window.Htx.annotationStore.selected); }",
+            timeout=60_000)
+        self.page.wait_for_timeout(500)  # the stage settles its size after the image decodes
+
+    # -- bottom bar and settings ------------------------------------------------------------------
+
+    def _toggle(self, test_id: str, on: bool) -> None:
+        toggle = self.page.locator(f"input[data-testid={test_id}]")
+        if toggle.is_checked() != on:
+            toggle.click(force=True)  # the input sits under its styled indicator
+        expect(toggle).to_be_checked(checked=on)
+
+    def set_auto_annotation(self, on: bool) -> None:
+        self._toggle("bottombar-auto-annotation-toggle", on)
+
+    def set_auto_accept(self, on: bool) -> None:
+        self._toggle("bottombar-auto-accept-toggle", on)
+
+    def set_setting(self, title: str, on: bool) -> None:
+        """A switch in the gear button's "Labeling Interface Settings" dialog."""
+        self.page.click("button[aria-label=Settings]")
+        switch = self.page.locator("label.lsf-settings__field", has_text=title).locator("input[type=checkbox]")
+        if switch.is_checked() != on:
+            switch.click(force=True)
+        expect(switch).to_be_checked(checked=on)
+        self.page.click(".ant-modal-close")
+        self.page.locator("label.lsf-settings__field").first.wait_for(state="hidden")
+
+    # -- tools and labels -------------------------------------------------------------------------
+
+    def choose(self, control: str, label: str) -> None:
+        """The smart tool of labels control ``control``, then its ``label`` chip (in this order: picking
+        a label first selects the control's plain tool, and switching tools can drop the label)."""
+        tag = self._control(control).tag
+        tool = SMART_TOOL_OF_CONTROL[tag]
+        nth = [c.get("name") for c in self._labels_controls if c.tag == tag].index(control)
+        self.page.hover("button.lsf-tool_smart:not([aria-label])")  # the group opens on hover
+        self.page.locator(f"button.lsf-tool_smart[aria-label={tool}]").nth(nth).click()
+        row = [c.get("name") for c in self._labels_controls].index(control)
+        chip = self.page.locator(".lsf-labels").nth(row).locator(".lsf-label", has_text=label)
+        if "lsf-label_selected" not in (chip.get_attribute("class") or ""):
+            chip.click()  # a click on a selected chip would unselect it
+        assert "lsf-label_selected" in (chip.get_attribute("class") or ""), f'label "{label}" of {control} not selected'
+        self.page.mouse.move(0, 0)  # close the tool group
+
+    def _control(self, name: str):
+        for control in self._labels_controls:
+            if control.get("name") == name:
+                return control
+        raise KeyError(f"no labels control named {name!r} in the labeling config")
+
+    # -- drawing ----------------------------------------------------------------------------------
+
+    def _screen(self, x: float, y: float) -> tuple[float, float]:
+        """Screen position of natural-image pixel position (x, y)."""
+        size = self.page.evaluate(
+            "() => { const img = document.querySelector('.lsf-image img[alt=image]');"
+            " return [img.naturalWidth, img.naturalHeight]; }")
+        shown = self.page.locator(".lsf-image img[alt=image]").bounding_box()
+        visible = self.page.locator(".lsf-image").first.bounding_box()
+        x, y = float(x), float(y)
+        sx, sy = shown["x"] + x * shown["width"] / size[0], shown["y"] + y * shown["height"] / size[1]
+        inside = (visible["x"] <= sx <= visible["x"] + visible["width"]
+                  and visible["y"] <= sy <= visible["y"] + visible["height"])
+        assert inside, f"image pixel ({x:.1f}, {y:.1f}) is outside the visible part of the image on screen"
+        return sx, sy
+
+    def click(self, x: float, y: float, alt: bool = False) -> None:
+        """A click at image pixel (x, y); with ``alt`` an Alt+click (a negative point)."""
+        sx, sy = self._screen(x, y)
+        self.page.mouse.move(sx, sy)
+        if alt:
+            self.page.keyboard.down("Alt")
+        self.page.mouse.down()
+        self.page.mouse.up()
+        if alt:
+            self.page.keyboard.up("Alt")
+
+    def drag(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        """A drag from image pixel (x0, y0) to (x1, y1), as when drawing a rectangle."""
+        self.page.mouse.move(*self._screen(x0, y0))
+        self.page.mouse.down()
+        self.page.mouse.move(*self._screen(x1, y1), steps=8)
+        self.page.mouse.up()
+
+    def answered(self, action) -> Exchange:
+        """Runs ``action`` (one click or drag) and waits until the page has the backend's answer."""
+        with self.page.expect_response(lambda r: "/interactive-annotating" in r.url, timeout=ANSWER_TIMEOUT_MS):
+            action()
+        self.page.wait_for_timeout(100)  # the page applies the answer after the response arrives
+        exchange = self.exchanges[-1]
+        assert exchange.status == 200 and exchange.answer and "errors" not in exchange.answer, self.exchange_log()
+        return exchange
+
+    def mask_signature(self) -> str:
+        return self.page.evaluate(_MASK_SIGNATURE)
+
+    def timed_until_mask(self, action) -> float:
+        """Runs ``action`` (the last click or drag) and returns the seconds from its pointer release
+        until a new or changed mask is on the canvas (two frames after the page's store has it)."""
+        before = self.mask_signature()
+        action()
+        ms = self.page.evaluate(_WAIT_FOR_MASK, [before, ANSWER_TIMEOUT_MS])
+        return ms / 1000.0
+
+    # -- what the page holds ----------------------------------------------------------------------
+
+    def regions(self) -> list[dict]:
+        """(type, labels, dynamic, readonly) of every region on screen, from the page's store."""
+        return self.page.evaluate(
+            "() => window.Htx.annotationStore.selected.regions.map((r) => ({id: r.cleanId, type: r.type,"
+            " labels: r.labels, dynamic: r.dynamic, readonly: r.readonly}))")
+
+    def suggestion_count(self) -> int:
+        return self.page.evaluate("() => window.Htx.annotationStore.selected.suggestions.size")
+
+    def accept_suggestions(self) -> None:
+        self.page.click("[data-testid=bottombar-accept-suggestions-button]")
+        self.page.wait_for_function("() => window.Htx.annotationStore.selected.suggestions.size === 0")
+
+    def wait_for_draft_with(self, region_id: str, timeout_s: float = 20.0) -> None:
+        """Waits until the page has autosaved a draft holding region ``region_id`` (it saves at most
+        every 5 s); the backend sees the annotator's screen through that draft."""
+        deadline = time.monotonic() + timeout_s
+        while not any(region_id in body for body in self.saved_drafts):
+            assert time.monotonic() < deadline, f"no draft with region {region_id} saved within {timeout_s:g} s"
+            self.page.wait_for_timeout(200)
+
+    def submit(self) -> int:
+        """Submit (or Update, for a task already submitted); returns the saved annotation's id."""
+        button = self.page.locator("button[aria-label='Submit current annotation'], "
+                                   "button[aria-label='Update current annotation']").first
+        with self.page.expect_response(
+                lambda r: "/annotations" in r.url and r.request.method in ("POST", "PATCH")) as saved:
+            button.click()
+        response = saved.value
+        assert response.ok, f"saving the annotation failed: HTTP {response.status}"
+        return int(response.json()["id"])
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(path))

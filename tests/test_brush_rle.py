@@ -1,0 +1,45 @@
+"""encode_brush_rle: byte for byte the Label Studio SDK's brush RLE, and decodable by it."""
+
+import numpy as np
+import pytest
+from label_studio_sdk.converter.brush import decode_rle, mask2rle
+
+from backend.brush_rle import encode_brush_rle
+
+
+def sdk_rle(mask: np.ndarray) -> list[int]:
+    return [int(v) for v in mask2rle(np.where(mask, 255, 0).astype(np.uint8))]
+
+
+def masks() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    one_pixel_after_long_run = np.zeros((130, 130), bool)
+    one_pixel_after_long_run.ravel()[16385] = True  # a run of 65,540 values: split into 65,536 + 4
+    return {
+        "1x1 empty": np.zeros((1, 1), bool),
+        "1x1 full": np.ones((1, 1), bool),
+        "all empty, runs over 2**16": np.zeros((200, 200), bool),
+        "all full": np.ones((128, 129), bool),
+        "one pixel after a long run": one_pixel_after_long_run,
+        "sparse noise": rng.random((37, 53)) < 0.02,
+        "dense noise": rng.random((37, 53)) < 0.5,  # runs of 4, 8, ... values: every field width
+        "blocks": np.kron(rng.random((20, 30)) < 0.5, np.ones((7, 11), bool)),
+    }
+
+
+@pytest.mark.parametrize("name", list(masks()))
+def test_bytes_equal_the_sdk_encoder(name):
+    mask = masks()[name]
+    assert encode_brush_rle(mask) == sdk_rle(mask)
+
+
+@pytest.mark.parametrize("name", list(masks()))
+def test_sdk_decodes_the_mask_as_255_in_every_channel(name):
+    mask = masks()[name]
+    decoded = decode_rle(encode_brush_rle(mask)).reshape(*mask.shape, 4)
+    assert (decoded == np.where(mask, 255, 0)[:, :, None]).all()
+
+
+def test_any_nonzero_value_is_foreground():
+    values = np.array([[0, 1, 7], [255, 0, 2]], np.uint8)
+    assert encode_brush_rle(values) == sdk_rle(values > 0)
