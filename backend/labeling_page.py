@@ -32,6 +32,8 @@ import numpy as np
 from backend.prompts import PromptKind, Segmentation
 from backend.routing import Routed
 
+# Extra-params key: keep the extreme points of finished objects in the annotation (read-only).
+KEEP_POINTS_KEY = "keep_extreme_points"
 # A mask on screen counts as absorbed by a merged mask when at least this share of it lies inside.
 ABSORBED_SHARE = 0.5
 
@@ -78,9 +80,6 @@ def absorbed(mask: np.ndarray, on_screen: list[tuple[dict, np.ndarray]]) -> list
         if area and int(np.logical_and(screen_mask, mask).sum()) >= ABSORBED_SHARE * area:
             regions.append(region)
     return regions
-
-
-KEEP_POINTS_KEY = "keep_extreme_points"
 
 
 def check_keep_points(extra_params: dict, source: str = "extra params") -> None:

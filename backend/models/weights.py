@@ -76,6 +76,7 @@ def write_manifest(out_dir: Path, manifest: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates it private; the manifest is meant to be read by anyone
     os.replace(tmp, Path(out_dir) / MANIFEST)
 
 

@@ -4,15 +4,25 @@ download). Without the binary the tests are skipped locally with the reason, but
 
 Label Studio and the backend are the session fixtures of tests/conftest.py, shared with
 tests/integration.
+
+The flows record the time from their last click to the mask on the canvas (``click_to_mask``):
+printed at the end of the run and written to bench/results/click_to_mask.json for
+``bench/click_to_mask.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
+CLICK_TO_MASK_FILE = Path(__file__).resolve().parents[2] / "bench" / "results" / "click_to_mask.json"
+_click_to_mask: dict[str, float] = {}  # flow -> seconds, this run
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -40,3 +50,30 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         )
         yield context
         context.close()
+
+
+@pytest.fixture(scope="session")
+def click_to_mask() -> Iterator[dict[str, float]]:
+    """flow name -> seconds from the last click to the mask on the canvas."""
+    yield _click_to_mask
+    if _click_to_mask:
+        CLICK_TO_MASK_FILE.parent.mkdir(parents=True, exist_ok=True)
+        recorded = {"machine": _machine(), "recorded": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                    "seconds": {flow: round(seconds, 3) for flow, seconds in _click_to_mask.items()}}
+        CLICK_TO_MASK_FILE.write_text(json.dumps(recorded, indent=2) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _click_to_mask:
+        terminalreporter.section("labeling page: last click -> mask on the canvas")
+        for flow, seconds in _click_to_mask.items():
+            terminalreporter.write_line(f"{flow:<45} {seconds * 1000:8.0f} ms")
+
+
+def _machine() -> str:
+    """E.g. "Intel(R) Xeon(R) Processor, 2 CPUs" (the CPU model where /proc/cpuinfo names it)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{models[0] if models else platform.machine()}, {cpus} CPUs"

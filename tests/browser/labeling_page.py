@@ -13,16 +13,19 @@ container.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
 from playwright.sync_api import Page, Response, expect
 
 # The smart tool a labels control gets, as its button's aria-label in the smart-tool group.
 SMART_TOOL_OF_CONTROL = {"RectangleLabels": "rectangle-tool", "KeyPointLabels": "key-point-tool"}
+SCREENSHOT_WIDTH = 1000
 ANSWER_TIMEOUT_MS = 180_000  # the first SAM prompt on an image computes its embedding (~20-40 s on 2 cores)
 
 # Installed before the page's scripts: the time of the annotator's last pointer release.
@@ -150,13 +153,16 @@ class LabelingPage:
 
     def set_setting(self, title: str, on: bool) -> None:
         """A switch in the gear button's "Labeling Interface Settings" dialog."""
-        self.page.click("button[aria-label=Settings]")
-        switch = self.page.locator("label.lsf-settings__field", has_text=title).locator("input[type=checkbox]")
-        if switch.is_checked() != on:
-            switch.click(force=True)
+        self.open_settings()
+        row = self.page.locator("label.lsf-settings__field", has_text=title)
+        switch = row.locator("input[type=checkbox]")
+        for _ in range(3):  # a click during the dialog's opening animation can get lost
+            if switch.is_checked() == on:
+                break
+            row.click()
+            self.page.wait_for_timeout(300)
         expect(switch).to_be_checked(checked=on)
-        self.page.click(".ant-modal-close")
-        self.page.locator("label.lsf-settings__field").first.wait_for(state="hidden")
+        self.close_settings()
 
     # -- tools and labels -------------------------------------------------------------------------
 
@@ -166,7 +172,7 @@ class LabelingPage:
         tag = self._control(control).tag
         tool = SMART_TOOL_OF_CONTROL[tag]
         nth = [c.get("name") for c in self._labels_controls if c.tag == tag].index(control)
-        self.page.hover("button.lsf-tool_smart:not([aria-label])")  # the group opens on hover
+        self.hover_smart_tools()
         self.page.locator(f"button.lsf-tool_smart[aria-label={tool}]").nth(nth).click()
         row = [c.get("name") for c in self._labels_controls].index(control)
         chip = self.page.locator(".lsf-labels").nth(row).locator(".lsf-label", has_text=label)
@@ -197,16 +203,17 @@ class LabelingPage:
         assert inside, f"image pixel ({x:.1f}, {y:.1f}) is outside the visible part of the image on screen"
         return sx, sy
 
-    def click(self, x: float, y: float, alt: bool = False) -> None:
-        """A click at image pixel (x, y); with ``alt`` an Alt+click (a negative point)."""
+    def click(self, x: float, y: float, modifier: str | None = None) -> None:
+        """A click at image pixel (x, y), holding ``modifier`` if given: "Alt" makes a smart point
+        negative; "Control" places a point on top of a mask (a plain click there selects the mask)."""
         sx, sy = self._screen(x, y)
         self.page.mouse.move(sx, sy)
-        if alt:
-            self.page.keyboard.down("Alt")
+        if modifier:
+            self.page.keyboard.down(modifier)
         self.page.mouse.down()
         self.page.mouse.up()
-        if alt:
-            self.page.keyboard.up("Alt")
+        if modifier:
+            self.page.keyboard.up(modifier)
 
     def drag(self, x0: float, y0: float, x1: float, y1: float) -> None:
         """A drag from image pixel (x0, y0) to (x1, y1), as when drawing a rectangle."""
@@ -216,10 +223,10 @@ class LabelingPage:
         self.page.mouse.up()
 
     def answered(self, action) -> Exchange:
-        """Runs ``action`` (one click or drag) and waits until the page has the backend's answer."""
+        """Runs ``action`` (one click or drag) and waits for the backend's answer to reach the page
+        (which applies it a moment later: check the page with ``wait_for_counts``)."""
         with self.page.expect_response(lambda r: "/interactive-annotating" in r.url, timeout=ANSWER_TIMEOUT_MS):
             action()
-        self.page.wait_for_timeout(100)  # the page applies the answer after the response arrives
         exchange = self.exchanges[-1]
         assert exchange.status == 200 and exchange.answer and "errors" not in exchange.answer, self.exchange_log()
         return exchange
@@ -246,6 +253,24 @@ class LabelingPage:
     def suggestion_count(self) -> int:
         return self.page.evaluate("() => window.Htx.annotationStore.selected.suggestions.size")
 
+    def wait_for_counts(self, points: int | None = None, masks: int | None = None, suggestions: int | None = None,
+                        timeout_ms: int = 10_000) -> None:
+        """Waits until the page shows this many points and masks and offers this many suggestions
+        (None: any); fails with what it has and the last backend calls."""
+        expected = {"keypointregion": points, "brushregion": masks, "suggestions": suggestions}
+        expected = {key: value for key, value in expected.items() if value is not None}
+        counts = """(expected) => {
+            const annotation = window.Htx.annotationStore.selected;
+            const counts = {suggestions: annotation.suggestions.size, keypointregion: 0, brushregion: 0};
+            annotation.regions.forEach((r) => { counts[r.type] = (counts[r.type] || 0) + 1; });
+            return Object.entries(expected).every(([key, value]) => counts[key] === value);
+        }"""
+        try:
+            self.page.wait_for_function(counts, arg=expected, timeout=timeout_ms)
+        except Exception:
+            raise AssertionError(f"expected {expected} on the page, it has {self.regions()} and "
+                                 f"{self.suggestion_count()} suggestion(s)\n{self.exchange_log()}") from None
+
     def accept_suggestions(self) -> None:
         self.page.click("[data-testid=bottombar-accept-suggestions-button]")
         self.page.wait_for_function("() => window.Htx.annotationStore.selected.suggestions.size === 0")
@@ -269,6 +294,23 @@ class LabelingPage:
         assert response.ok, f"saving the annotation failed: HTTP {response.status}"
         return int(response.json()["id"])
 
-    def screenshot(self, path: Path) -> None:
+    def screenshot(self, path: Path, selector: str = ".lsf-wrapper") -> None:
+        """A PNG of the element ``selector`` (default: the labeling page without Label Studio's menu
+        and task list), at most SCREENSHOT_WIDTH px wide and in 256 colours, to keep docs/ small."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(path))
+        shot = Image.open(io.BytesIO(self.page.locator(selector).first.screenshot())).convert("RGB")
+        if shot.width > SCREENSHOT_WIDTH:
+            shot = shot.resize((SCREENSHOT_WIDTH, round(shot.height * SCREENSHOT_WIDTH / shot.width)), Image.LANCZOS)
+        shot.quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)
+
+    def hover_smart_tools(self) -> None:
+        """Opens the smart-tool group, as the mouse does on its way to a tool."""
+        self.page.hover("button.lsf-tool_smart:not([aria-label])")
+
+    def open_settings(self) -> None:
+        self.page.click("button[aria-label=Settings]")
+        self.page.locator(".ant-modal-content").wait_for()
+
+    def close_settings(self) -> None:
+        self.page.click(".ant-modal-close")
+        self.page.locator("label.lsf-settings__field").first.wait_for(state="hidden")
