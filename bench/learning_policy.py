@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -100,9 +102,11 @@ def run(weights: Path, tasks: int, steps: int, seed: int = 7, min_hole: float = 
             if done.result["published"] else weights
         control = {"exact_miou_before": round(trainer.evaluate(weights, exact_val), 4),
                    "exact_miou_after": round(trainer.evaluate(trained, exact_val), 4)}
+    shown = weights.resolve().relative_to(REPO_ROOT) if weights.resolve().is_relative_to(REPO_ROOT) else weights
     return {**done.result, **control, "seconds": round(seconds, 1), "tasks": len(project_tasks),
             "instances": sum(len(t.samples) for t in project_tasks), "batch_size": batch_size, "lr": lr,
-            "weights": str(weights), "seed": seed, "min_hole": min_hole}
+            "weights": str(shown), "seed": seed, "min_hole": min_hole,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {trainer.threads} torch threads"}
 
 
 def main() -> int:
