@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+from backend.checksums import sha256_of
 from backend.settings import REPO_ROOT
 
 DEFAULT_DIR = REPO_ROOT / "model_weights"
@@ -83,7 +84,7 @@ def download(
     """
     checkpoint = CHECKPOINTS[model_type]
     target = checkpoint_path(model_type, directory)
-    if target.is_file() and _sha256(target) == checkpoint.sha256:
+    if target.is_file() and sha256_of(target) == checkpoint.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -115,12 +116,6 @@ def download(
     return target
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.active_learning.files import sha256_of
+from backend.checksums import sha256_of
 from backend.active_learning.ls_data import AnnotatedTask, ProjectData
 from backend.active_learning.training_job import run_training_job
 

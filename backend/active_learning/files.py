@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-_HASH_CHUNK_BYTES = 1 << 20
+from backend.checksums import sha256_of
 
 
 def write_json_atomic(path: Path, value: object) -> None:
@@ -40,14 +39,6 @@ def read_json(path: Path, default: object = None) -> object:
             return json.load(handle)
     except FileNotFoundError:
         return default
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_of_files(directory: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from backend.active_learning.files import sha256_of
+from backend.checksums import sha256_of
 from backend.training.datasets import Sample
 
 # progress(step, total steps, message)

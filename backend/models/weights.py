@@ -6,7 +6,6 @@ free-form provenance (training data, command, validation figures). Loading verif
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from backend.checksums import sha256_of
 from backend.models.coarse import CoarseNet
 from backend.models.refine import RefineNet
 
@@ -36,14 +36,6 @@ class ModelConfig:
 
 class WeightsError(ValueError):
     """A weights directory is missing, incomplete or does not match its manifest."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def parameter_count(module: torch.nn.Module) -> int:
