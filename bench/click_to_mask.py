@@ -1,7 +1,7 @@
 """Click to mask in the real labeling page: seconds from the annotator's last click (or the end of
 a drag) until the mask is on Label Studio's canvas, per flow of the browser test.
 
-The figures come from the end-to-end browser test (tests/browser/test_labeling_page.py), which
+The figures come from the end-to-end browser test (tests/browser/test_browser_flows.py), which
 measures them inside the page: from the pointer release to two animation frames after the page's
 store holds the new mask, so they include Label Studio's server, the backend, the model and the
 page's rendering. The test writes them to bench/results/click_to_mask.json; this script prints
