@@ -6,7 +6,8 @@ weights (no trained checkpoint needed: same compute), and serves a scikit-image 
 on 127.0.0.1 for the backend to download. After one request has computed the image's embedding,
 it times interactive ``/predict`` round trips (a rectangle, then one click: the payloads Label
 Studio forwards from a smart tool) and the bare ``SamSegmenter.segment`` call on the same image,
-prompts and weights (``bench/sam_latency.py``). Prints median and p90 of each, the server's
+prompts and weights (``bench/sam_latency.py``), alternating the two so that both see the same load
+on a shared machine. Prints median and p90 of each, the server's
 overhead over the bare call (target: under 30%), and the peak RSS of the gunicorn worker and of
 this process (which holds the bare segmenter). Asserts nothing.
 
@@ -121,15 +122,18 @@ def predict(session: requests.Session, server: BackendServer, payload: dict) -> 
     return answer
 
 
-def time_round_trips(session: requests.Session, server: BackendServer, payload: dict, repeats: int) -> list[float]:
-    """Seconds per /predict round trip (request, server work, answer parsed), embedding cached."""
+def time_interleaved(session: requests.Session, server: BackendServer, payload: dict, segmenter, image,
+                     prompt: Prompt, repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds per /predict round trip (request, server work, answer parsed) and per bare decoder call,
+    embedding cached, the two alternating so that both see the same load on a shared machine."""
     predict(session, server, payload)  # warm-up
-    timings = []
+    server_s, bare_s = [], []
     for _ in range(repeats):
         started = time.perf_counter()
         predict(session, server, payload)
-        timings.append(time.perf_counter() - started)
-    return timings
+        server_s.append(time.perf_counter() - started)
+        bare_s.extend(time_decoder(segmenter, image, prompt, repeats=1))
+    return server_s, bare_s
 
 
 def process_memory_mb(pid: int, field: str = "VmHWM") -> float:
@@ -182,8 +186,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, prompt in prompts.items():
                 payload = interactive_payload(photos.url, context_region(prompt, image.width, image.height),
                                               label_config)
-                results[name] = (time_round_trips(session, server, payload, args.repeats),
-                                 time_decoder(segmenter, image, prompt, args.repeats))
+                results[name] = time_interleaved(session, server, payload, segmenter, image, prompt, args.repeats)
             workers = child_pids(server.process.pid)
             worker_peak = ", ".join(f"{process_memory_mb(pid):.0f}" for pid in workers)
             master_peak = process_memory_mb(server.process.pid)

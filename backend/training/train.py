@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     provenance = {
         "data": data,
         "command": "python -m backend train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]),
-        "machine": f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads, {device}".strip(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, {device}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     config = ModelConfig(crop_size=args.crop_size, refine_size=2 * args.crop_size)
