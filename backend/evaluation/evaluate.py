@@ -149,7 +149,9 @@ def run_notes(
     if device == "cpu":
         import torch
 
-        where = f"cpu ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores)"
+        # The load says whether other processes shared the cores, i.e. how far to trust the latencies.
+        load = f", 1-min load average at the end {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+        where = f"cpu ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores{load})"
     return [
         f"data: {args.annotations} ({len(dataset)} objects in {dataset.n_images} images, min area {args.min_area} px"
         + (f", sample of {args.max_objects}" if args.max_objects else "")
