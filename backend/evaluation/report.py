@@ -108,17 +108,21 @@ def write_results_csv(results: list[ObjectResult], path: Path) -> None:
 
 
 def plot_miou(summary: Summary, path: Path, title: str = "mIoU by category") -> None:
-    """Grouped bar chart: one group per category (and ALL), one bar per method."""
+    """Grouped bar chart: one group per category and one for ALL (alone when there is a single
+    category, which ALL would repeat), one bar per method."""
+    groups = summary.categories if len(summary.categories) > 2 else [ALL]
     n_methods = len(summary.methods)
-    positions = np.arange(len(summary.categories))
+    positions = np.arange(len(groups))
     bar_width = 0.8 / n_methods
-    figure = Figure(figsize=(max(7.0, 0.3 * n_methods * len(summary.categories) + 3.5), 4.5))
+    figure = Figure(figsize=(max(7.0, 0.3 * n_methods * len(groups) + 3.5), 4.5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for index, method in enumerate(summary.methods):
-        values = [summary.miou[category][method] for category in summary.categories]
-        axes.bar(positions + (index - (n_methods - 1) / 2) * bar_width, values, bar_width, label=method)
-    axes.set_xticks(positions, [f"{c}\n(n={summary.counts[c]})" for c in summary.categories], fontsize=8)
+        values = [summary.miou[group][method] for group in groups]
+        bars = axes.bar(positions + (index - (n_methods - 1) / 2) * bar_width, values, bar_width, label=method)
+        if len(groups) * n_methods <= 30:  # beyond that the numbers would overlap
+            axes.bar_label(bars, fmt="%.3f", fontsize=7)
+    axes.set_xticks(positions, [f"{group}\n(n={summary.counts[group]})" for group in groups], fontsize=8)
     axes.set_ylim(0, 1)
     axes.set_ylabel("mIoU")
     axes.set_title(title)
