@@ -4,7 +4,6 @@ image's size, in the right place, with SAM's predicted IoU as score."""
 
 import numpy as np
 import pytest
-import torch
 from label_studio_sdk.label_interface import LabelInterface
 
 from backend.protocol import mask_from_region
@@ -17,12 +16,7 @@ from test_sam import RectangleDecoder, tiny_sam
 W, H = 512, 256  # SAM input frame 1024 x 512: low-res (256 x 256) cell = 4 input px = 2 natural px
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_rectangle_to_brush_mask_through_real_sam(tmp_path):

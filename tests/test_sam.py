@@ -17,12 +17,7 @@ from backend.segmenters.sam import SamSegmenter
 WIDTH, HEIGHT = 600, 400  # non-square: input frame 1024 x 683 (683 = round(400 * 1024 / 600))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_sam() -> Sam:
