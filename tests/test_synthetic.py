@@ -43,3 +43,13 @@ def test_write_coco_roundtrips_masks(tmp_path):
     first = coco.loadAnns(coco.getAnnIds(imgIds=[1]))[0]
     np.testing.assert_array_equal(coco.annToMask(first).astype(bool), scenes[0].masks[0])
     assert (tmp_path / "images" / json.loads(annotation_file.read_text())["images"][0]["file_name"]).is_file()
+
+
+def test_write_coco_categories_are_shape_families(tmp_path):
+    coco = COCO(str(write_coco(tmp_path, count=6, seed=3, split="heldout")))
+    names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    assert sorted(names.values()) == sorted(("blob", "polygon", "limbs", "ring", "horse"))
+    for image_id in range(1, 7):
+        scene = generate_scene(3, image_id - 1, "heldout")
+        families = [names[a["category_id"]] for a in coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))]
+        assert families == scene.families

@@ -32,10 +32,12 @@ MIN_VISIBLE_PIXELS = 150
 
 @dataclass
 class Scene:
-    """image: (H, W, 3) uint8 RGB; masks: list of (H, W) bool visible-instance masks (non-overlapping)."""
+    """image: (H, W, 3) uint8 RGB; masks: list of (H, W) bool visible-instance masks (non-overlapping);
+    families: each mask's shape family ("blob", "polygon", "limbs", "ring", "horse")."""
 
     image: np.ndarray
     masks: list[np.ndarray]
+    families: list[str]
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,16 +68,18 @@ def generate_scene(seed: int, index: int, split: str = "train") -> Scene:
     image = _texture(rng, split, height, width).astype(np.float32)
     owner = np.full((height, width), -1, np.int16)  # which object is visible at each pixel
     count = int(rng.integers(2, 6))
+    families = []
     for obj in range(count):
-        shape = _shape(rng, split, height, width)
+        family, shape = _shape(rng, split, height, width)
+        families.append(family)
         x, y, mask = _place(rng, shape, height, width)
         region = (slice(y, y + mask.shape[0]), slice(x, x + mask.shape[1]))
         texture = _texture(rng, split, *mask.shape) * _lighting(rng, *mask.shape)[..., None]
         image[region][mask] = texture[mask]
         owner[region][mask] = obj
     image = _global_effects(rng, image)
-    masks = [owner == obj for obj in range(count)]
-    return Scene(image, [m for m in masks if m.sum() >= MIN_VISIBLE_PIXELS])
+    visible = [obj for obj in range(count) if (owner == obj).sum() >= MIN_VISIBLE_PIXELS]
+    return Scene(image, [owner == obj for obj in visible], [families[obj] for obj in visible])
 
 
 def _texture(rng: np.random.Generator, split: str, height: int, width: int) -> np.ndarray:
@@ -106,15 +110,15 @@ def _lighting(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return (gain * (1 + gx * (xs / max(width, 1) - 0.5) + gy * (ys / max(height, 1) - 0.5))).astype(np.float32)
 
 
-def _shape(rng: np.random.Generator, split: str, image_h: int, image_w: int) -> np.ndarray:
-    """A uint8 {0, 1} shape mask whose bounding box is its array."""
+def _shape(rng: np.random.Generator, split: str, image_h: int, image_w: int) -> tuple[str, np.ndarray]:
+    """(family, uint8 {0, 1} shape mask whose bounding box is its array)."""
     size = int(rng.uniform(0.12, 0.9) * min(image_h, image_w))
     aspect = rng.uniform(0.4, 2.5)
     h, w = max(8, int(size / np.sqrt(aspect))), max(8, int(size * np.sqrt(aspect)))
     family = str(rng.choice(_SHAPES[split]))
     if family == "horse":
         mask = cv2.resize(_horse(), (w, h), interpolation=cv2.INTER_NEAREST)
-        return mask[:, ::-1].copy() if rng.random() < 0.5 else mask
+        return family, (mask[:, ::-1].copy() if rng.random() < 0.5 else mask)
     mask = np.zeros((h, w), np.uint8)
     centre = np.array([w / 2, h / 2])
     radii = np.array([w / 2, h / 2]) * 0.95
@@ -137,7 +141,7 @@ def _shape(rng: np.random.Generator, split: str, image_h: int, image_w: int) -> 
         mask[inner > 0] = 0
     if family != "ring" and rng.random() < 0.35:
         _punch_holes(rng, mask)
-    return mask
+    return family, mask
 
 
 def _fill_radial(rng, mask, centre, radii, harmonics: int, roughness: float) -> None:
@@ -188,26 +192,27 @@ def _global_effects(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
 
 def write_coco(out_dir: Path, count: int, seed: int, split: str = "heldout") -> Path:
     """Write `count` scenes as a COCO instance-segmentation dataset (PNG images + ``instances.json``
-    with RLE masks, one category "object"); returns the annotation file path."""
+    with RLE masks, one category per shape family); returns the annotation file path."""
     from pycocotools import mask as mask_utils
 
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    category_ids = {family: i + 1 for i, family in enumerate(_SHAPES[split])}
     images, annotations = [], []
     for index in range(count):
         scene = generate_scene(seed, index, split)
         file_name = f"{split}_{seed}_{index:05d}.png"
         cv2.imwrite(str(out_dir / "images" / file_name), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
         images.append({"id": index + 1, "file_name": file_name, "height": scene.image.shape[0], "width": scene.image.shape[1]})
-        for mask in scene.masks:
+        for mask, family in zip(scene.masks, scene.families):
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
             rle["counts"] = rle["counts"].decode("ascii")
             annotations.append({
-                "id": len(annotations) + 1, "image_id": index + 1, "category_id": 1, "segmentation": rle,
+                "id": len(annotations) + 1, "image_id": index + 1, "category_id": category_ids[family], "segmentation": rle,
                 "area": float(mask.sum()), "bbox": [x, y, w, h], "iscrowd": 0,
             })
     annotation_file = out_dir / "instances.json"
-    coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
+    coco = {"images": images, "annotations": annotations, "categories": [{"id": i, "name": family} for family, i in category_ids.items()]}
     annotation_file.write_text(json.dumps(coco))
     return annotation_file
