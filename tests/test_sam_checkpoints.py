@@ -61,16 +61,14 @@ def test_download_verifies_and_renames_into_place(server, monkeypatch, tmp_path)
     assert sorted(p.name for p in path.parent.iterdir()) == ["full"]  # no temporary file left
 
 
-def test_checksum_mismatch_leaves_no_file(server, monkeypatch, tmp_path):
-    serve_as_vit_b(monkeypatch, f"{server.url}/full", sha256="0" * 64)
-    with pytest.raises(DownloadError, match="does not match"):
-        download("vit_b", tmp_path)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_broken_transfer_leaves_no_file(server, monkeypatch, tmp_path):
-    serve_as_vit_b(monkeypatch, f"{server.url}/cut")
-    with pytest.raises(DownloadError, match="failed"):
+@pytest.mark.parametrize("path, sha256, error", [
+    ("full", "0" * 64, "does not match"),  # checksum mismatch
+    ("cut", hashlib.sha256(PAYLOAD).hexdigest(), "failed"),  # broken transfer
+    ("missing", hashlib.sha256(PAYLOAD).hexdigest(), "HTTP 404"),  # HTTP error
+])
+def test_failed_download_is_reported_and_leaves_no_file(server, monkeypatch, tmp_path, path, sha256, error):
+    serve_as_vit_b(monkeypatch, f"{server.url}/{path}", sha256)
+    with pytest.raises(DownloadError, match=error):
         download("vit_b", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -83,13 +81,6 @@ def test_interrupt_leaves_no_partial_file(server, monkeypatch, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         download("vit_b", tmp_path, progress=interrupt)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_http_error_is_reported(server, monkeypatch, tmp_path):
-    serve_as_vit_b(monkeypatch, f"{server.url}/missing")
-    with pytest.raises(DownloadError, match="HTTP 404"):
-        download("vit_b", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
