@@ -5,7 +5,7 @@ import json
 import numpy as np
 from pycocotools.coco import COCO
 
-from backend.training.synthetic import MIN_VISIBLE_PIXELS, PHOTOS, generate_scene, write_coco
+from backend.training.synthetic import MIN_VISIBLE_PIXELS, PHOTOS, _parts, generate_scene, write_coco
 
 
 def test_same_seed_same_scene_and_different_seed_differs():
@@ -26,6 +26,16 @@ def test_masks_are_exact_visible_instances():
             assert mask.sum() >= MIN_VISIBLE_PIXELS
             total += mask
         assert total.max() == 1  # occlusion leaves each pixel to at most one instance
+
+
+def test_multi_part_objects_are_split_into_disjoint_parts_covering_the_object():
+    mask = np.zeros((60, 80), bool)
+    mask[10:50, 5:75] = True
+    for seed in range(5):
+        parts = _parts(np.random.default_rng(seed), mask)
+        assert 2 <= len(parts) <= 3
+        assert all(part.any() for part in parts)
+        np.testing.assert_array_equal(np.sum(parts, axis=0), mask.astype(int))  # disjoint, and nothing lost
 
 
 def test_heldout_split_uses_unseen_photos():

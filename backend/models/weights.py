@@ -24,11 +24,11 @@ STAGES = ("coarse", "refine")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    crop_size: int = 128  # coarse input side, pixels (multiple of 32)
-    refine_size: int = 256  # refinement input side, pixels (the same crop at higher resolution)
+    crop_size: int = 192  # coarse input side, pixels (multiple of 32)
+    refine_size: int = 384  # refinement input side, pixels (the same crop at higher resolution)
     margin: float = 0.15  # crop margin per side, fraction of the prompt box's larger side
-    decoder_channels: int = 64
-    refine_width: int = 24
+    decoder_channels: int = 96
+    refine_width: int = 32
 
     def build(self, pretrained: bool = False) -> tuple[CoarseNet, RefineNet]:
         return CoarseNet(self.crop_size, self.decoder_channels, pretrained=pretrained), RefineNet(self.refine_width)

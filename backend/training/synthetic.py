@@ -2,8 +2,10 @@
 
 A scene is a real-photo background with several objects pasted on it. Each object is a random
 shape (concave outlines, thin limbs, holes) filled with a real-photo texture, with its own
-lighting gradient; later objects occlude earlier ones, so each instance mask is exactly the
-pixels where that object is visible. The whole image then gets global lighting, blur and noise.
+lighting gradient; some objects are made of two or three parts with different textures, as
+real objects are (a shirt and trousers, a wheel and its frame), so that the prompt, not one
+uniform texture, defines the object. Later objects occlude earlier ones, so each instance mask
+is exactly the pixels where that object is visible. The whole image then gets global lighting, blur and noise.
 
 Photos are scikit-image's bundled CC0 images, split by name into ``train`` and ``heldout``
 photo sets; the held-out split also draws its shapes from a disjoint seed stream and adds a
@@ -28,6 +30,7 @@ PHOTOS = {
 _SPLIT_STREAM = {"train": 0, "heldout": 1}  # disjoint seed streams, so held-out shapes are new shapes
 _SHAPES = {"train": ("blob", "polygon", "limbs", "ring"), "heldout": ("blob", "polygon", "limbs", "ring", "horse")}
 MIN_VISIBLE_PIXELS = 150
+MULTI_PART_FRACTION = 0.3
 
 
 @dataclass
@@ -74,8 +77,10 @@ def generate_scene(seed: int, index: int, split: str = "train") -> Scene:
         families.append(family)
         x, y, mask = _place(rng, shape, height, width)
         region = (slice(y, y + mask.shape[0]), slice(x, x + mask.shape[1]))
-        texture = _texture(rng, split, *mask.shape) * _lighting(rng, *mask.shape)[..., None]
-        image[region][mask] = texture[mask]
+        parts = _parts(rng, mask) if rng.random() < MULTI_PART_FRACTION else mask[None]
+        for part in parts:
+            texture = _texture(rng, split, *mask.shape) * _lighting(rng, *mask.shape)[..., None]
+            image[region][part] = texture[part]
         owner[region][mask] = obj
     image = _global_effects(rng, image)
     visible = [obj for obj in range(count) if (owner == obj).sum() >= MIN_VISIBLE_PIXELS]
@@ -100,6 +105,23 @@ def _texture(rng: np.random.Generator, split: str, height: int, width: int) -> n
     if rng.random() < 0.7:  # tint: grey photos become coloured, colour photos change hue
         patch = patch * rng.uniform(0.5, 1.4, size=3).astype(np.float32) + rng.uniform(-40, 40, size=3).astype(np.float32)
     return patch
+
+
+def _parts(rng: np.random.Generator, mask: np.ndarray) -> list[np.ndarray]:
+    """Split a bool mask into 2-3 parts: the cells of random seed pixels (nearest seed wins), so the
+    parts meet along straight boundaries, as a garment's pieces or a vehicle's panels do."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 2:
+        return [mask]
+    seeds = rng.choice(len(xs), size=min(len(xs), int(rng.integers(2, 4))), replace=False)
+    distances = np.stack([(xs - xs[i]) ** 2 + (ys - ys[i]) ** 2 for i in seeds])
+    nearest = distances.argmin(axis=0)
+    parts = []
+    for k in range(len(seeds)):
+        part = np.zeros_like(mask)
+        part[ys[nearest == k], xs[nearest == k]] = True
+        parts.append(part)
+    return parts
 
 
 def _lighting(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -118,7 +118,7 @@ def train(
         order = np.random.default_rng([seed, epoch]).permutation(len(samples_train))[skip * batch_size :]
         loader = torch.utils.data.DataLoader(
             examples, batch_size=batch_size, sampler=order.tolist(), num_workers=num_workers,
-            drop_last=len(samples_train) >= batch_size,
+            drop_last=len(samples_train) >= batch_size, worker_init_fn=_single_threaded_opencv,
         )
         for batch in loader:
             loss, parts = step_loss(coarse, refine, batch, device)
@@ -158,6 +158,13 @@ def train(
                                              "val_samples": len(samples_val), "metrics": metrics}},
     )
     return metrics
+
+
+def _single_threaded_opencv(_worker_id: int) -> None:
+    # Each loader worker is already one process per core; OpenCV's own thread pool would oversubscribe.
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _warmup_cosine(steps: int) -> Callable[[int], float]:
