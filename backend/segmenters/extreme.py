@@ -67,14 +67,21 @@ class ExtremeSegmenter:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         window = crop_window(box, self.config.margin)
-        coarse_logits = self.coarse(self._input(image, window, points, box, self.config.crop_size))
-        refine_input = self._input(image, window, points, box, self.config.refine_size)
-        refined = self.refine(refine_stage_input(refine_input, coarse_logits))
-        return window, torch.sigmoid(refined)[0, 0].float().cpu().numpy()
+        # The crop and its mirror image in one batch; averaging both halves the model's left/right bias.
+        coarse_logits = self.coarse(_with_mirror(self._input(image, window, points, box, self.config.crop_size)))
+        refine_input = _with_mirror(self._input(image, window, points, box, self.config.refine_size))
+        probabilities = torch.sigmoid(self.refine(refine_stage_input(refine_input, coarse_logits)))
+        averaged = (probabilities[0, 0] + probabilities[1, 0].flip(-1)) / 2
+        return window, averaged.float().cpu().numpy()
 
     def _input(self, image, window: CropWindow, points, box, size: int) -> torch.Tensor:
         array = network_input(window.extract(image, size), window.to_crop(points, size), window.box_to_crop(box, size))
         return torch.from_numpy(array)[None].to(self.device)
+
+
+def _with_mirror(batch: torch.Tensor) -> torch.Tensor:
+    """(1, C, H, W) -> (2, C, H, W): the input and its left-right mirror image."""
+    return torch.cat([batch, batch.flip(-1)])
 
 
 def certainty_score(probabilities: np.ndarray) -> float:

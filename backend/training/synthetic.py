@@ -3,8 +3,9 @@
 A scene is a real-photo background with several objects pasted on it. Each object is a random
 shape (concave outlines, thin limbs, holes) filled with a real-photo texture, with its own
 lighting gradient; some objects are made of two or three parts with different textures, as
-real objects are (a shirt and trousers, a wheel and its frame), so that the prompt, not one
-uniform texture, defines the object. Later objects occlude earlier ones, so each instance mask
+real objects are (a shirt and trousers, a wheel and its frame), and some carry enclosed inlays
+of another texture (markings, windows, eyes) that belong to the object, unlike holes, which show
+what lies behind it. So the prompt, not one uniform texture, defines the object. Later objects occlude earlier ones, so each instance mask
 is exactly the pixels where that object is visible. The whole image then gets global lighting, blur and noise.
 
 Photos are scikit-image's bundled CC0 images, split by name into ``train`` and ``heldout``
@@ -31,6 +32,9 @@ _SPLIT_STREAM = {"train": 0, "heldout": 1}  # disjoint seed streams, so held-out
 _SHAPES = {"train": ("blob", "polygon", "limbs", "ring"), "heldout": ("blob", "polygon", "limbs", "ring", "horse")}
 MIN_VISIBLE_PIXELS = 150
 MULTI_PART_FRACTION = 0.3
+INLAY_FRACTION = 0.4
+DARK_INLAY_FRACTION = 0.5  # dark enclosed parts must not read as holes
+HOLE_FRACTION = 0.15  # of non-ring shapes; a hole shows what lies behind the object
 
 
 @dataclass
@@ -77,9 +81,15 @@ def generate_scene(seed: int, index: int, split: str = "train") -> Scene:
         families.append(family)
         x, y, mask = _place(rng, shape, height, width)
         region = (slice(y, y + mask.shape[0]), slice(x, x + mask.shape[1]))
-        parts = _parts(rng, mask) if rng.random() < MULTI_PART_FRACTION else mask[None]
+        parts = _parts(rng, mask) if rng.random() < MULTI_PART_FRACTION else [mask]
+        inlay = None
+        if rng.random() < INLAY_FRACTION:  # markings, windows, eyes: enclosed, differently textured, still the object
+            inlay = _interior_ellipses(rng, mask, 0.3) & mask
+            parts = [part & ~inlay for part in parts] + [inlay]
         for part in parts:
             texture = _texture(rng, split, *mask.shape) * _lighting(rng, *mask.shape)[..., None]
+            if part is inlay and rng.random() < DARK_INLAY_FRACTION:  # visors, pupils, screens, windows
+                texture *= rng.uniform(0.05, 0.3)
             image[region][part] = texture[part]
         owner[region][mask] = obj
     image = _global_effects(rng, image)
@@ -161,8 +171,8 @@ def _shape(rng: np.random.Generator, split: str, image_h: int, image_w: int) -> 
         inner = np.zeros_like(mask)
         _fill_radial(rng, inner, centre + rng.normal(0, 0.03, 2) * [w, h], radii * rng.uniform(0.4, 0.75), 2, 0.1)
         mask[inner > 0] = 0
-    if family != "ring" and rng.random() < 0.35:
-        _punch_holes(rng, mask)
+    if family != "ring" and rng.random() < HOLE_FRACTION:
+        mask[_interior_ellipses(rng, mask, 0.15)] = 0
     return family, mask
 
 
@@ -181,14 +191,17 @@ def _fill_radial(rng, mask, centre, radii, harmonics: int, roughness: float) -> 
     cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 1)
 
 
-def _punch_holes(rng: np.random.Generator, mask: np.ndarray) -> None:
-    """Cut 1-3 elliptical holes well inside the shape (so the outline stays intact)."""
-    interior = cv2.erode(mask, np.ones((3, 3), np.uint8), iterations=max(2, min(mask.shape) // 8))
+def _interior_ellipses(rng: np.random.Generator, mask: np.ndarray, max_axis: float) -> np.ndarray:
+    """(h, w) bool: 1-3 random ellipses centred well inside a uint8/bool shape mask, each semi-axis up
+    to `max_axis` times the shape's side (not clipped to the shape)."""
+    interior = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(2, min(mask.shape) // 8))
     ys, xs = np.nonzero(interior)
+    ellipses = np.zeros(mask.shape, np.uint8)
     for _ in range(int(rng.integers(1, 4)) if len(xs) else 0):
         i = int(rng.integers(len(xs)))
-        axes = (max(2, int(rng.uniform(0.04, 0.15) * mask.shape[1])), max(2, int(rng.uniform(0.04, 0.15) * mask.shape[0])))
-        cv2.ellipse(mask, (int(xs[i]), int(ys[i])), axes, float(rng.uniform(0, 180)), 0, 360, 0, -1)
+        axes = tuple(max(2, int(rng.uniform(0.04, max_axis) * side)) for side in (mask.shape[1], mask.shape[0]))
+        cv2.ellipse(ellipses, (int(xs[i]), int(ys[i])), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    return ellipses > 0
 
 
 def _place(rng: np.random.Generator, shape: np.ndarray, height: int, width: int) -> tuple[int, int, np.ndarray]:
