@@ -67,7 +67,7 @@ class ExtremeSegmenter:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         window = crop_window(box, self.config.margin)
-        # The crop and its mirror image in one batch; averaging both halves the model's left/right bias.
+        # The crop and its mirror image in one batch; averaging the two cancels any left/right bias.
         coarse_logits = self.coarse(_with_mirror(self._input(image, window, points, box, self.config.crop_size)))
         refine_input = _with_mirror(self._input(image, window, points, box, self.config.refine_size))
         probabilities = torch.sigmoid(self.refine(refine_stage_input(refine_input, coarse_logits)))

@@ -5,8 +5,9 @@ shape (concave outlines, thin limbs, holes) filled with a real-photo texture, wi
 lighting gradient; some objects are made of two or three parts with different textures, as
 real objects are (a shirt and trousers, a wheel and its frame), and some carry enclosed inlays
 of another texture (markings, windows, eyes) that belong to the object, unlike holes, which show
-what lies behind it. So the prompt, not one uniform texture, defines the object. Later objects occlude earlier ones, so each instance mask
-is exactly the pixels where that object is visible. The whole image then gets global lighting, blur and noise.
+what lies behind it. So the prompt, not one uniform texture, defines the object. Later objects
+occlude earlier ones, so each instance mask is exactly the pixels where that object is visible.
+The whole image then gets global lighting, blur and noise.
 
 Photos are scikit-image's bundled CC0 images, split by name into ``train`` and ``heldout``
 photo sets; the held-out split also draws its shapes from a disjoint seed stream and adds a
