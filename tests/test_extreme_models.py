@@ -12,7 +12,7 @@ STAGE_BYTES_LIMIT = 40 * 1024 * 1024
 
 
 def test_coarse_output_is_logits_over_the_crop():
-    net = CoarseNet(crop_size=64, pretrained=False).eval()
+    net = CoarseNet(crop_size=64, decoder_channels=ModelConfig.decoder_channels, pretrained=False).eval()
     with torch.no_grad():
         out = net(torch.randn(2, COARSE_IN, 64, 64))
     assert out.shape == (2, 1, 64, 64)
@@ -20,11 +20,11 @@ def test_coarse_output_is_logits_over_the_crop():
 
 def test_coarse_rejects_crop_not_multiple_of_32():
     with pytest.raises(ValueError, match="multiple of 32"):
-        CoarseNet(crop_size=100, pretrained=False)
+        CoarseNet(crop_size=100, decoder_channels=ModelConfig.decoder_channels, pretrained=False)
 
 
 def test_refine_starts_as_identity_on_coarse_logits():
-    net = RefineNet().eval()
+    net = RefineNet(ModelConfig.refine_width).eval()
     x = torch.randn(2, REFINE_IN, 48, 48)
     with torch.no_grad():
         out = net(x)
@@ -45,7 +45,7 @@ def test_extended_stem_copies_rgb_kernels_and_zeroes_new_channels():
 
     from backend.models.coarse import _pretrained_lite0_path
 
-    net = CoarseNet(crop_size=64, pretrained=True)
+    net = CoarseNet(crop_size=64, decoder_channels=ModelConfig.decoder_channels, pretrained=True)
     reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=_pretrained_lite0_path(), image_size=64)
     stem = net.stem[0].weight
     assert stem.shape[1] == COARSE_IN

@@ -28,7 +28,7 @@ def _pretrained_lite0_path() -> str:
 
 
 class CoarseNet(nn.Module):
-    def __init__(self, crop_size: int = 192, decoder_channels: int = 96, pretrained: bool = True):
+    def __init__(self, crop_size: int, decoder_channels: int, pretrained: bool = True):
         super().__init__()
         if crop_size % 32:
             raise ValueError(f"crop_size must be a multiple of 32, got {crop_size}")

@@ -21,7 +21,7 @@ LOGIT_SCALE = 8.0  # keeps the coarse-logit input channel in a range similar to 
 
 
 class RefineNet(nn.Module):
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int):
         super().__init__()
         w1, w2, w3 = width, 2 * width, 4 * width
         self.enc1 = nn.Sequential(ConvBnRelu(IN_CHANNELS, w1, stride=2), ConvBnRelu(w1, w1))  # stride 2
