@@ -14,6 +14,8 @@
   re-prediction for this model version. Unusable prompts in a task are skipped (and logged); the
   others still get masks. One failing task never loses the others, and a batch that would outlast
   Label Studio's 100 s timeout stops after ``PREDICT_BUDGET_S`` with empty entries for the rest.
+  ``batch_prediction`` is this path for one task; pre-annotation jobs (``backend.preannotation``) call
+  it too, so a job's masks are exactly what "Retrieve predictions" would store.
 
 Interactive merging (policy ``merge_overlapping``) joins a new mask with the masks already on the
 annotator's screen that Label Studio tells the backend about: brush regions in the context and in
@@ -29,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -81,6 +83,26 @@ def _extra_params(value) -> dict:
     except ValueError as exc:
         raise PolicyError(str(exc)) from None
     return value
+
+
+@dataclass(frozen=True)
+class ProjectContext:
+    """What serving one project takes, resolved once per request (or per pre-annotation chunk)."""
+
+    config: LabelingConfig
+    policies: PolicySet
+    segmenters: SegmenterSet
+    version: str  # the model version /setup answers and every prediction carries
+    keep_points: bool
+
+
+@dataclass(frozen=True)
+class BatchPrediction:
+    """One task's batch prediction: the entry ({"result", "score", "model_version"}), or None when no
+    mask came out (no prompts, or none usable); ``skipped`` says which prompts were left out and why."""
+
+    entry: dict | None
+    skipped: list[str]
 
 
 class SegmentationModel:
@@ -141,28 +163,34 @@ class SegmentationModel:
 
     # -- predict --------------------------------------------------------------------------------
 
-    def predict(self, tasks: list, project_ref, label_config: str | None, context: dict | None) -> list:
-        """One entry per task (see the module docstring)."""
+    def project_context(self, project_ref, label_config: str | None = None) -> ProjectContext:
+        """What serving ``project_ref`` takes: its labeling config (``label_config``, else the one its
+        /setup stored), policies, segmenters and model version. Raises RequestError without a config,
+        LabelingError for a bad one."""
         pid = project_id(project_ref)
         stored = self.store.load(pid)
         if not label_config:
             if stored is None:
                 raise RequestError(f"no label_config in the request and no /setup seen for project {pid}")
             label_config = stored.label_config
-        config = LabelingConfig.parse(label_config, self.settings.extreme_tool_prefix)
-        policies = PolicySet.from_extra_params(self.settings.default_extra_params,
-                                               stored.extra_params if stored else None)
+        extra_params = stored.extra_params if stored else None
         segmenters = self.segmenters_for(pid)
-        version = _version_of(segmenters)
+        return ProjectContext(
+            config=LabelingConfig.parse(label_config, self.settings.extreme_tool_prefix),
+            policies=PolicySet.from_extra_params(self.settings.default_extra_params, extra_params),
+            segmenters=segmenters, version=_version_of(segmenters),
+            keep_points=keeps_points(self.settings.default_extra_params, extra_params))
+
+    def predict(self, tasks: list, project_ref, label_config: str | None, context: dict | None) -> list:
+        """One entry per task (see the module docstring)."""
+        project = self.project_context(project_ref, label_config)
         if context is not None:
             if len(tasks) != 1:
                 raise RequestError(f"an interactive request carries one task, got {len(tasks)}")
-            keep_points = keeps_points(self.settings.default_extra_params, stored.extra_params if stored else None)
-            return [self._interactive(tasks[0], context, config, policies, version, segmenters, keep_points)]
-        return self._batch(tasks, config, policies, version, segmenters)
+            return [self._interactive(tasks[0], context, project)]
+        return self._batch(tasks, project)
 
-    def _batch(self, tasks: list, config: LabelingConfig, policies: PolicySet, version: str,
-               segmenters: SegmenterSet) -> list:
+    def _batch(self, tasks: list, project: ProjectContext) -> list:
         """Entries for every task, in order, within ``settings.predict_budget_s``: once it is spent no
         new task starts (the first always does), and the rest get empty entries, which Label Studio
         asks for again on its next call."""
@@ -173,12 +201,46 @@ class SegmentationModel:
                 log.warning("predict budget of %g s (PREDICT_BUDGET_S) spent: %d of %d tasks left for the next "
                             "call", self.settings.predict_budget_s, len(tasks) - index, len(tasks))
                 return entries + [[] for _ in tasks[index:]]
-            entries.append(self._batch_entry(task, config, policies, version, segmenters))
+            entries.append(self._batch_entry(task, project))
         return entries
 
-    def _interactive(self, task: dict, context: dict, config: LabelingConfig, policies: PolicySet,
-                     version: str, segmenters: SegmenterSet, keep_points: bool) -> dict:
+    def _batch_entry(self, task: dict, project: ProjectContext) -> dict | list:
+        """``batch_prediction`` as a /predict entry: [] when there is no mask, whatever the reason
+        (logged), so one broken task never loses the batch."""
+        task_id = task.get("id") if isinstance(task, dict) else None
+        try:
+            prediction = self.batch_prediction(task, project)
+        except RequestError as exc:
+            log.warning("task %s: %s", task_id, exc)
+            return []
+        except Exception:
+            log.exception("task %s: prediction failed", task_id)
+            return []
+        for note in prediction.skipped:
+            log.warning("task %s: %s", task_id, note)
+        return prediction.entry or []
+
+    def batch_prediction(self, task: dict, project: ProjectContext) -> BatchPrediction:
+        """The masks for the rectangles and keypoints in a task's own predictions and annotations: the
+        batch /predict path, also taken by pre-annotation jobs. Unusable prompts are skipped and said so
+        in ``skipped``. Raises RequestError when the task's image cannot be loaded."""
+        if not isinstance(task, dict) or not has_prompt_regions(task, project.config):
+            return BatchPrediction(None, [])
+        image = self._load_image(task, project.config)
+        routed = prompts_from_task(task, project.config, image.width, image.height)
+        skipped = [f"skipped a prompt: {error}" for error in routed.errors]
+        segmentations = []
+        for prompt in routed.prompts:
+            try:
+                segmentations.append(self._segment(image, prompt, project.segmenters))
+            except (RoutingError, ValueError) as exc:
+                skipped.append(f"skipped a {prompt.kind.value} prompt: {exc}")
+        entry = self._entry(project.policies.apply(segmentations), routed, project.config, project.version)
+        return BatchPrediction(entry if entry["result"] else None, skipped)
+
+    def _interactive(self, task: dict, context: dict, project: ProjectContext) -> dict:
         """The answer to a smart tool, shaped for the labeling page (``backend.labeling_page``)."""
+        config, policies, version = project.config, project.policies, project.version
         regions = context.get("result") if isinstance(context, dict) else None
         if not isinstance(regions, list):
             raise RequestError('params.context must be an object with a "result" list of regions')
@@ -193,40 +255,15 @@ class SegmentationModel:
         segmentations = []
         for prompt in routed.prompts:
             try:
-                segmentations.append(self._segment(image, prompt, segmenters))
+                segmentations.append(self._segment(image, prompt, project.segmenters))
             except (RoutingError, ValueError) as exc:
                 raise RequestError(str(exc), 422) from None
         on_screen = self._masks_on_screen(task, regions, config, policies, image.width, image.height)
         screen_masks = {label: [mask for _, mask in pairs] for label, pairs in on_screen.items()}
         merged = policies.apply(segmentations, screen_masks)
         entry = self._entry(merged, routed, config, version)
-        entry["result"] = page_answer(entry["result"], merged, routed, on_screen, keep_points)
+        entry["result"] = page_answer(entry["result"], merged, routed, on_screen, project.keep_points)
         return entry
-
-    def _batch_entry(self, task: dict, config: LabelingConfig, policies: PolicySet, version: str,
-                     segmenters: SegmenterSet) -> dict | list:
-        task_id = task.get("id") if isinstance(task, dict) else None
-        try:
-            if not isinstance(task, dict) or not has_prompt_regions(task, config):
-                return []
-            image = self._load_image(task, config)
-            routed = prompts_from_task(task, config, image.width, image.height)
-            for error in routed.errors:
-                log.warning("task %s: skipped a prompt: %s", task_id, error)
-            segmentations = []
-            for prompt in routed.prompts:
-                try:
-                    segmentations.append(self._segment(image, prompt, segmenters))
-                except (RoutingError, ValueError) as exc:
-                    log.warning("task %s: skipped a %s prompt: %s", task_id, prompt.kind.value, exc)
-            entry = self._entry(policies.apply(segmentations), routed, config, version)
-            return entry if entry["result"] else []
-        except RequestError as exc:
-            log.warning("task %s: %s", task_id, exc)
-            return []
-        except Exception:  # one broken task must not lose the batch
-            log.exception("task %s: prediction failed", task_id)
-            return []
 
     def _load_image(self, task: dict, config: LabelingConfig):
         """The task's LoadedImage; RequestError (422) saying why when it cannot be loaded."""
