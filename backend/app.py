@@ -6,8 +6,8 @@ Routes (see ``PROTOCOL.md``): ``GET /health``, ``POST /setup``, ``POST /predict`
 Errors answer ``{"error": "<message>"}`` with a 4xx/5xx status whose HTTP reason phrase is the
 same message (ASCII, shortened). Label Studio never shows a response body, but it does show the
 ``requests`` error text, which contains the reason phrase: e.g. adding the backend to a project
-whose labeling config has no BrushLabels fails in Label Studio with "Reason: 422 Client Error:
-the labeling config has no BrushLabels control… for url: …/setup" (angle brackets are dropped from
+whose labeling config has no mask control fails in Label Studio with "Reason: 422 Client Error:
+the labeling config has no BrushLabels or PolygonLabels control… for url: …/setup" (angle brackets are dropped from
 the reason phrase, as Label Studio may render it as HTML). Messages never contain
 request payloads, tokens or passwords; every request is logged as one line with its timing.
 """

@@ -2,8 +2,10 @@
 
 The backend reads one ``<Image>`` and the controls attached to it:
 
-- ``<BrushLabels>``: where masks go. Every returned mask is a BrushLabels region whose label
-  has the same name as the prompt's label.
+- ``<BrushLabels>`` and/or ``<PolygonLabels>``: where masks go. Every returned mask is a region of
+  a mask control carrying a label of the same name as the prompt's label: a brush mask, or
+  polygons. When controls of both kinds carry the label, the project chooses
+  (``backend.mask_output``); among controls of one kind the first in the config wins.
 - ``<RectangleLabels>``: box prompts.
 - ``<KeyPointLabels>``: a control whose ``name`` starts with the extreme-tool prefix
   (``settings.extreme_tool_prefix``, env ``EXTREME_TOOL_PREFIX``, default ``"extreme"``) collects
@@ -35,6 +37,29 @@ class LabelingError(ValueError):
     """The labeling config cannot be served; the message says what to change."""
 
 
+class MaskKind(str, Enum):
+    """A mask control's kind; ``region_type`` is its regions' ``type``."""
+
+    BRUSH = "brush"  # BrushLabels -> an RLE mask per prompt
+    POLYGON = "polygon"  # PolygonLabels -> a polygon per connected part of the mask
+
+    @property
+    def region_type(self) -> str:
+        return f"{self.value}labels"
+
+
+_MASK_TAGS = {"brushlabels": MaskKind.BRUSH, "polygonlabels": MaskKind.POLYGON}
+
+
+@dataclass(frozen=True)
+class MaskTool:
+    """A BrushLabels or PolygonLabels control on the image. ``name`` is its regions' ``from_name``."""
+
+    name: str
+    kind: MaskKind
+    labels: tuple[str, ...]
+
+
 class ToolKind(str, Enum):
     RECTANGLE = "rectangle"  # RectangleLabels -> box prompt
     CLICK = "click"  # KeyPointLabels -> positive/negative clicks
@@ -56,20 +81,30 @@ class LabelingConfig:
 
     image_name: the ``<Image>`` tag's name (the regions' ``to_name``).
     image_key: the task data key holding the image URL (``value="$image"`` -> ``"image"``).
-    brush_for_label: prompt label -> name of the BrushLabels control that has the same label.
-    brush_names: the BrushLabels controls on the image.
-    brush_labels: every label of those controls (masks may carry any of them).
+    mask_tools: the BrushLabels and PolygonLabels controls on the image, by name, in config order.
+    mask_tools_for_label: prompt label -> the mask controls carrying the same label (at most one
+        per kind, the first in the config), in config order.
     tools: prompt controls by name.
     interface: the SDK's parsed config, for validating output regions.
     """
 
     image_name: str
     image_key: str
-    brush_for_label: dict[str, str]
-    brush_names: frozenset[str]
-    brush_labels: frozenset[str]
+    mask_tools: dict[str, MaskTool]
+    mask_tools_for_label: dict[str, tuple[MaskTool, ...]]
     tools: dict[str, PromptTool]
     interface: LabelInterface
+
+    @property
+    def mask_labels(self) -> frozenset[str]:
+        """Every label of the mask controls (masks already on screen may carry any of them)."""
+        return frozenset(label for tool in self.mask_tools.values() for label in tool.labels)
+
+    def mask_tool(self, label: str, preferred: MaskKind) -> MaskTool:
+        """The mask control that gets the masks of prompt label ``label``: the one of the
+        ``preferred`` kind when both kinds carry the label. KeyError for a label no prompt tool has."""
+        tools = self.mask_tools_for_label[label]
+        return next((tool for tool in tools if tool.kind is preferred), tools[0])
 
     @classmethod
     def parse(cls, xml: str, extreme_tool_prefix: str = "extreme") -> "LabelingConfig":
@@ -80,13 +115,14 @@ class LabelingConfig:
         except Exception as exc:  # the SDK raises several types for broken XML
             raise LabelingError(f"the labeling config is not valid XML: {exc}") from None
         controls = list(interface.controls or [])
-        brushes = [c for c in controls if c.tag.lower() == "brushlabels"]
-        if not brushes:
+        masks = [c for c in controls if c.tag.lower() in _MASK_TAGS]
+        if not masks:
             raise LabelingError(
-                "the labeling config has no <BrushLabels> control, so there is nowhere to put masks: add "
-                '<BrushLabels name="mask" toName="image"> with the same labels as your prompt tools'
+                "the labeling config has no <BrushLabels> or <PolygonLabels> control, so there is nowhere to put "
+                'masks: add <BrushLabels name="mask" toName="image"> (or <PolygonLabels …>) with the same labels as '
+                "your prompt tools"
             )
-        image_name = _image_with_brush(interface, brushes)
+        image_name = _image_with_masks(interface, masks)
         image = interface.get_object(image_name)
         if image.attr.get("valueList"):
             raise LabelingError(f'<Image name="{image_name}"> uses valueList (several images per task); '
@@ -94,20 +130,20 @@ class LabelingConfig:
         if not image.value_is_variable:
             raise LabelingError(f'<Image name="{image_name}"> must take its URL from the task, e.g. value="$image"')
         tools = _prompt_tools(controls, image_name, extreme_tool_prefix)
-        attached = [b for b in brushes if image_name in b.to_name]
-        brush_for_label = _brush_for_label(attached, tools)
-        brush_names = frozenset(b.name for b in attached)
-        brush_labels = frozenset(label for b in attached for label in (b.labels or ()))
-        return cls(image_name, image.value_name, brush_for_label, brush_names, brush_labels, tools, interface)
+        mask_tools = {c.name: MaskTool(c.name, _MASK_TAGS[c.tag.lower()], tuple(c.labels or ()))
+                      for c in masks if image_name in c.to_name}
+        mask_tools_for_label = _mask_tools_for_label(mask_tools, tools)
+        return cls(image_name, image.value_name, mask_tools, mask_tools_for_label, tools, interface)
 
 
-def _image_with_brush(interface: LabelInterface, brushes: list) -> str:
+def _image_with_masks(interface: LabelInterface, masks: list) -> str:
     images = {o.name for o in (interface.objects or []) if o.tag.lower() == "image"}
-    targets = [name for brush in brushes for name in brush.to_name if name in images]
+    targets = [name for mask in masks for name in mask.to_name if name in images]
     if not targets:
-        raise LabelingError("the labeling config's <BrushLabels> is not attached (toName) to an <Image> tag")
+        raise LabelingError("the labeling config's <BrushLabels>/<PolygonLabels> is not attached (toName) to an "
+                            "<Image> tag")
     if len(set(targets)) > 1:
-        raise LabelingError(f"<BrushLabels> controls are attached to several images "
+        raise LabelingError(f"<BrushLabels>/<PolygonLabels> controls are attached to several images "
                             f"({', '.join(sorted(set(targets)))}); segmentation assist supports one image per task")
     return targets[0]
 
@@ -133,21 +169,26 @@ def _prompt_tools(controls: list, image_name: str, extreme_tool_prefix: str) -> 
     return tools
 
 
-def _brush_for_label(attached: list, tools: dict[str, PromptTool]) -> dict[str, str]:
-    """Prompt label -> BrushLabels control carrying the same label (the first one, if several do)."""
-    mapping: dict[str, str] = {}
+def _mask_tools_for_label(mask_tools: dict[str, MaskTool],
+                          tools: dict[str, PromptTool]) -> dict[str, tuple[MaskTool, ...]]:
+    """Prompt label -> the first mask control of each kind carrying the same label, in config order."""
+    mapping: dict[str, tuple[MaskTool, ...]] = {}
     for tool in tools.values():
         if not tool.labels:
             raise LabelingError(f'<{_tag_name(tool.kind)} name="{tool.name}"> has no <Label> children')
         for label in tool.labels:
-            brush = next((b.name for b in attached if label in (b.labels or ())), None)
-            if brush is None:
-                available = ", ".join(sorted({lab for b in attached for lab in (b.labels or ())})) or "none"
+            firsts: list[MaskTool] = []
+            for mask_tool in mask_tools.values():
+                if label in mask_tool.labels and all(m.kind is not mask_tool.kind for m in firsts):
+                    firsts.append(mask_tool)
+            if not firsts:
+                available = ", ".join(sorted({lab for m in mask_tools.values() for lab in m.labels})) or "none"
                 raise LabelingError(
-                    f'label "{label}" of <{_tag_name(tool.kind)} name="{tool.name}"> has no BrushLabels label of '
-                    f"the same name (BrushLabels labels: {available}); masks are labeled with the prompt's label"
+                    f'label "{label}" of <{_tag_name(tool.kind)} name="{tool.name}"> has no BrushLabels or '
+                    f"PolygonLabels label of the same name (mask labels: {available}); masks are labeled with the "
+                    "prompt's label"
                 )
-            mapping[label] = brush
+            mapping[label] = tuple(firsts)
     return mapping
 
 

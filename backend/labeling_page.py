@@ -21,8 +21,9 @@ So, for the extreme-point tool (4 clicks per object):
   marked dynamic, so accepting the mask clears every point of the object. A project that keeps the
   points (extra params ``"keep_extreme_points": true``) gets them back read-only instead: they stay
   in the annotation, and later requests skip them (``without_kept_points``);
-- a merged mask (policy ``merge_overlapping``) takes the id of a mask on screen that it absorbed,
-  so it replaces that region; other absorbed masks come back dynamic, so they are deleted.
+- a merged mask (policy ``merge_overlapping``) takes the id of a mask on screen of its own control
+  (brush or polygon) that it absorbed, so it replaces that region; other absorbed masks come back
+  dynamic, so they are deleted.
 """
 
 from __future__ import annotations
@@ -103,15 +104,16 @@ def page_answer(regions: list[dict], segmentations: list[Segmentation], routed: 
                 on_screen: dict[str, list[tuple[dict, np.ndarray]]], keep_points: bool) -> list[dict]:
     """The interactive answer's regions for the page.
 
-    regions: one brush region per segmentation, same order.
+    regions: the mask regions (brush or polygon), each with the segmentation of what it covers in ``segmentations``.
     routed: the prompts the segmentations answer, with the regions that made them.
     on_screen: label -> (region, bool mask (H, W)) of the masks already on screen that may merge.
     """
     answer = []
     for region, segmentation in zip(regions, segmentations):
         replaced = absorbed(segmentation.mask, on_screen.get(segmentation.label, []))
-        answer.append({**region, "id": replaced[0]["id"]} if replaced else region)
-        answer += [echo_region(other, remove=True) for other in replaced[1:]]
+        kept = next((other for other in replaced if other.get("from_name") == region["from_name"]), None)
+        answer.append({**region, "id": kept["id"]} if kept else region)
+        answer += [echo_region(other, remove=True) for other in replaced if other is not kept]
     for prompt, group in zip(routed.prompts, routed.prompt_regions):
         if prompt.kind is PromptKind.EXTREME:
             answer += finished_point_echoes(group, keep_points)

@@ -40,10 +40,11 @@ from backend.labeling import LabelingConfig
 from backend.labeling_page import KEEP_POINTS_KEY, check_keep_points, keeps_points, page_answer, \
     without_kept_points
 from backend.images import ImageError
+from backend.mask_output import MASK_TYPE_KEY, TOLERANCE_KEY, MaskOutput, check_mask_output
 from backend.policies import WILDCARD, PolicyError, PolicySet, parse_policies
 from backend.project_store import ProjectSetup, ProjectStore, project_id
 from backend.prompts import Prompt, Segmentation
-from backend.protocol import RegionError, mask_from_region, region_from_mask, task_entry
+from backend.protocol import RegionError, mask_from_region, task_entry
 from backend.routing import Routed, RoutingError, choose_segmenter, has_prompt_regions, prompts_from_regions, \
     prompts_from_task
 from backend.segmenter_set import SegmenterSet
@@ -52,7 +53,7 @@ from backend.settings import Settings
 log = logging.getLogger(__name__)
 
 # Top-level keys the ML connection's extra params may carry; others are reported as typos.
-EXTRA_PARAM_KEYS = {"policies", KEEP_POINTS_KEY}
+EXTRA_PARAM_KEYS = {"policies", KEEP_POINTS_KEY, MASK_TYPE_KEY, TOLERANCE_KEY}
 
 
 class RequestError(ValueError):
@@ -80,6 +81,7 @@ def _extra_params(value) -> dict:
                           f"(known: {', '.join(sorted(EXTRA_PARAM_KEYS))})")
     try:
         check_keep_points(value)
+        check_mask_output(value)
     except ValueError as exc:
         raise PolicyError(str(exc)) from None
     return value
@@ -94,6 +96,7 @@ class ProjectContext:
     segmenters: SegmenterSet
     version: str  # the model version /setup answers and every prediction carries
     keep_points: bool
+    output: MaskOutput  # brush masks or polygons
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class SegmentationModel:
         self.store = store
         self.events = events
         parse_policies(settings.default_extra_params, "default policies (POLICIES)")  # fail at start-up
+        check_mask_output(settings.default_extra_params, "default policies (POLICIES)")
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -153,10 +157,10 @@ class SegmentationModel:
         pid = project_id(project_ref)
         config = LabelingConfig.parse(label_config, self.settings.extreme_tool_prefix)
         params = _extra_params(extra_params)
-        unknown = sorted(set(parse_policies(params)) - {WILDCARD} - config.brush_labels)
+        unknown = sorted(set(parse_policies(params)) - {WILDCARD} - config.mask_labels)
         if unknown:
             raise PolicyError(f"extra params: policies for unknown label(s) {', '.join(unknown)} "
-                              f"(BrushLabels labels: {', '.join(sorted(config.brush_labels))})")
+                              f"(mask labels: {', '.join(sorted(config.mask_labels))})")
         version = self.model_version_for(pid)
         self.store.save(ProjectSetup(pid, label_config, params, version))
         return version
@@ -179,7 +183,8 @@ class SegmentationModel:
             config=LabelingConfig.parse(label_config, self.settings.extreme_tool_prefix),
             policies=PolicySet.from_extra_params(self.settings.default_extra_params, extra_params),
             segmenters=segmenters, version=_version_of(segmenters),
-            keep_points=keeps_points(self.settings.default_extra_params, extra_params))
+            keep_points=keeps_points(self.settings.default_extra_params, extra_params),
+            output=MaskOutput.from_extra_params(self.settings.default_extra_params, extra_params))
 
     def predict(self, tasks: list, project_ref, label_config: str | None, context: dict | None) -> list:
         """One entry per task (see the module docstring)."""
@@ -235,7 +240,7 @@ class SegmentationModel:
                 segmentations.append(self._segment(image, prompt, project.segmenters))
             except (RoutingError, ValueError) as exc:
                 skipped.append(f"skipped a {prompt.kind.value} prompt: {exc}")
-        entry = self._entry(project.policies.apply(segmentations), routed, project.config, project.version)
+        entry, _ = self._entry(project.policies.apply(segmentations), routed, project)
         return BatchPrediction(entry if entry["result"] else None, skipped)
 
     def _interactive(self, task: dict, context: dict, project: ProjectContext) -> dict:
@@ -261,8 +266,8 @@ class SegmentationModel:
         on_screen = self._masks_on_screen(task, regions, config, policies, image.width, image.height)
         screen_masks = {label: [mask for _, mask in pairs] for label, pairs in on_screen.items()}
         merged = policies.apply(segmentations, screen_masks)
-        entry = self._entry(merged, routed, config, version)
-        entry["result"] = page_answer(entry["result"], merged, routed, on_screen, project.keep_points)
+        entry, covered = self._entry(merged, routed, project)
+        entry["result"] = page_answer(entry["result"], covered, routed, on_screen, project.keep_points)
         return entry
 
     def _load_image(self, task: dict, config: LabelingConfig):
@@ -289,9 +294,9 @@ class SegmentationModel:
 
     def _masks_on_screen(self, task: dict, context_regions: list, config: LabelingConfig, policies: PolicySet,
                          width: int, height: int) -> dict[str, list[tuple[dict, np.ndarray]]]:
-        """label -> (region, bool mask) of the masks on the annotator's screen (context and latest
-        draft), only for labels that merge."""
-        merging = {label for label in config.brush_labels if policies.for_label(label).merge_overlapping}
+        """label -> (region, bool mask) of the masks (brush or polygon) on the annotator's screen
+        (context and latest draft), only for labels that merge."""
+        merging = {label for label in config.mask_labels if policies.for_label(label).merge_overlapping}
         if not merging:
             return {}
         drafts = [d for d in task.get("drafts") or [] if isinstance(d, dict) and isinstance(d.get("result"), list)]
@@ -299,11 +304,11 @@ class SegmentationModel:
         regions = list(context_regions) + (latest["result"] if latest else [])
         masks: dict[str, list[tuple[dict, np.ndarray]]] = {}
         for region in regions:
-            if not isinstance(region, dict) or region.get("from_name") not in config.brush_names:
+            if not isinstance(region, dict) or region.get("from_name") not in config.mask_tools:
                 continue
             if not isinstance(region.get("id"), str):
                 continue  # a merged mask replaces a region on screen by its id
-            labels = (region.get("value") or {}).get("brushlabels") or []
+            labels = (region.get("value") or {}).get(region.get("type")) or []
             if not labels or labels[0] not in merging:
                 continue
             try:
@@ -312,16 +317,15 @@ class SegmentationModel:
                 log.info("not merging with an existing %s region: %s", labels[0], exc)
         return masks
 
-    def _entry(self, segmentations: list[Segmentation], routed: Routed, config: LabelingConfig, version: str) -> dict:
+    def _entry(self, segmentations: list[Segmentation], routed: Routed,
+               project: ProjectContext) -> tuple[dict, list[Segmentation]]:
+        """The task's entry for finished segmentations, and for each of its regions the segmentation
+        of what the region covers (a polygon covers one part of its mask, holes filled)."""
         for note in routed.pending:
             log.info("pending: %s", note)
-        regions = [
-            region_from_mask(s.mask, label=s.label, from_name=config.brush_for_label[s.label],
-                             to_name=config.image_name, score=s.score, image_rotation=routed.image_rotation,
-                             model=s.model)
-            for s in segmentations
-        ]
-        return task_entry(regions, version)
+        regions = [pair for s in segmentations
+                   for pair in project.output.regions(s, project.config, routed.image_rotation)]
+        return task_entry([region for region, _ in regions], project.version), [covered for _, covered in regions]
 
     # -- fit ------------------------------------------------------------------------------------
 

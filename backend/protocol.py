@@ -1,4 +1,4 @@
-"""Label Studio region JSON <-> natural-image pixels and brush masks.
+"""Label Studio region JSON <-> natural-image pixels, brush masks and polygons.
 
 Coordinate frames (verified in Label Studio 1.23's editor, ``web/libs/editor``):
 
@@ -16,6 +16,9 @@ Coordinate frames (verified in Label Studio 1.23's editor, ``web/libs/editor``):
 Percent values are scaled by the size of the image the backend loaded, not by the region's
 ``original_width``/``original_height`` (which may come from another resolution, e.g. a detector's
 imported boxes); masks always have the loaded image's size.
+
+A polygon's ``value.points`` are [x, y] pairs in percent of the natural image, like a keypoint's
+x and y; a vertex at (0, 0) is the image's top-left corner (``backend.polygons`` frame).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from label_studio_sdk.converter.brush import decode_rle
 
 from backend.brush_rle import encode_brush_rle
+from backend.polygons import polygon_mask
 
 # Label Studio stores floats; allow rounding noise at the image border, then clip.
 PERCENT_TOLERANCE = 1e-3
@@ -97,19 +101,43 @@ def region_from_mask(
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
     height, width = mask.shape
+    value = {"format": "rle", "rle": encode_brush_rle(mask), "brushlabels": [label]}
+    return _region("brushlabels", value, width, height, from_name, to_name, score, image_rotation, model)
+
+
+def region_from_polygon(
+    points: np.ndarray,
+    width: int,
+    height: int,
+    *,
+    label: str,
+    from_name: str,
+    to_name: str,
+    score: float,
+    image_rotation: int = 0,
+    model: str = "",
+) -> dict:
+    """A PolygonLabels region for ``points`` (N >= 3, 2): (x, y) vertices in natural-image pixels of
+    an image of ``width`` x ``height``; ``score``, ``model`` and ``id`` as for ``region_from_mask``."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    if len(points) < 3:
+        raise ValueError(f"a polygon needs at least 3 points, got {len(points)}")
+    percent = np.clip(points / (width, height) * 100, 0.0, 100.0)
+    value = {"points": percent.tolist(), "closed": True, "polygonlabels": [label]}
+    return _region("polygonlabels", value, width, height, from_name, to_name, score, image_rotation, model)
+
+
+def _region(region_type: str, value: dict, width: int, height: int, from_name: str, to_name: str, score: float,
+            image_rotation: int, model: str) -> dict:
     region = {
         "id": uuid.uuid4().hex[:10],
         "from_name": from_name,
         "to_name": to_name,
-        "type": "brushlabels",
+        "type": region_type,
         "original_width": int(width),
         "original_height": int(height),
         "image_rotation": int(image_rotation),
-        "value": {
-            "format": "rle",
-            "rle": encode_brush_rle(mask),
-            "brushlabels": [label],
-        },
+        "value": value,
         "score": min(max(float(score), 0.0), 1.0),
     }
     if model:
@@ -118,11 +146,14 @@ def region_from_mask(
 
 
 def mask_from_region(region: dict, width: int, height: int) -> np.ndarray:
-    """The bool mask (height, width) of a BrushLabels region with ``value.format == "rle"``.
+    """The bool mask (height, width) of a PolygonLabels region (``type`` "polygonlabels": the
+    pixels whose centres the polygon holds) or a BrushLabels region (``value.format == "rle"``).
 
-    Raises RegionError when the RLE is missing, corrupt, or of another size.
+    Raises RegionError when the points or the RLE are missing, corrupt, or (RLE) of another size.
     """
     value = region.get("value") or {}
+    if region.get("type") == "polygonlabels":
+        return polygon_mask(polygon_px(value, width, height), width, height)
     rle = value.get("rle")
     if value.get("format", "rle") != "rle" or not isinstance(rle, list) or len(rle) < 4:
         raise RegionError("brush region has no RLE mask")
@@ -136,6 +167,19 @@ def mask_from_region(region: dict, width: int, height: int) -> np.ndarray:
     except Exception:  # the decoder reads past the end of truncated data
         raise RegionError("brush region's RLE cannot be decoded") from None
     return flat.reshape(height, width, 4)[:, :, 3] > 0
+
+
+def polygon_px(value: dict, width: int, height: int, what: str = "polygon") -> np.ndarray:
+    """A polygon's vertices (N >= 3, 2) in natural-image pixels; ``value.points`` holds [x, y] percent pairs."""
+    points = value.get("points")
+    if not isinstance(points, list) or len(points) < 3:
+        raise RegionError(f"{what} has no value.points list of at least 3 [x, y] points")
+    pixels = []
+    for point in points:
+        if not isinstance(point, (list, tuple)) or len(point) != 2:
+            raise RegionError(f"{what} has a point that is not an [x, y] pair: {point!r}")
+        pixels.append(point_px({"x": point[0], "y": point[1]}, width, height, what))
+    return np.array(pixels, np.float64)
 
 
 def task_entry(regions: list[dict], model_version: str) -> dict:

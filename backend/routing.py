@@ -91,8 +91,8 @@ def prompts_from_regions(regions: list, config: LabelingConfig, width: int, heig
     for order, region in enumerate(regions):
         if not isinstance(region, dict) or region.get("from_name") not in config.tools:
             continue  # masks, other controls, relations: not prompts
-        if isinstance(region.get("value"), dict) and "rle" in region["value"]:
-            continue  # a tool's label that Label Studio copies onto an accepted brush mask: not a prompt
+        if isinstance(region.get("value"), dict) and ("rle" in region["value"] or "points" in region["value"]):
+            continue  # a tool's label that Label Studio copies onto an accepted mask or polygon: not a prompt
         tool = config.tools[region["from_name"]]
         what = f'{region.get("type", "region")} "{tool.name}" #{order + 1}'
         try:
@@ -211,8 +211,8 @@ def _label(region: dict, config: LabelingConfig, what: str) -> str:
     labels = value.get(region["type"]) or value.get("labels")
     if not isinstance(labels, list) or not labels or not isinstance(labels[0], str):
         raise RegionError(f"{what} has no label: pick a label before drawing")
-    if labels[0] not in config.brush_for_label:
-        known = ", ".join(sorted(config.brush_for_label)) or "none"
+    if labels[0] not in config.mask_tools_for_label:
+        known = ", ".join(sorted(config.mask_tools_for_label)) or "none"
         raise RegionError(f'{what} has label "{labels[0]}", which is not a label of the prompt tools ({known})')
     return labels[0]
 

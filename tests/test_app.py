@@ -76,7 +76,7 @@ def test_setup_accepts_null_and_json_string_extra_params(client):
 
 
 @pytest.mark.parametrize("body, status, message", [
-    (setup_body(schema="<View><Image name='i' value='$i'/></View>"), 422, "no <BrushLabels> control"),
+    (setup_body(schema="<View><Image name='i' value='$i'/></View>"), 422, "no <BrushLabels> or <PolygonLabels> control"),
     (setup_body(schema="<View"), 422, "not valid XML"),
     (setup_body({"policies": {"*": {"fill_holes": "yes"}}}), 422, "fill_holes must be"),
     (setup_body({"policies": {"Cat": {"fill_holes": True}}}), 422, "policies for unknown label(s) Cat"),

@@ -1,15 +1,19 @@
 """Percent <-> pixels, rectangle rotation, image_rotation, brush RLE and the region/entry JSON."""
 
+import re
+
 import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.protocol import RegionError, box_px, mask_from_region, point_px, region_from_mask, task_entry
+from backend.protocol import RegionError, box_px, mask_from_region, point_px, polygon_px, region_from_mask, \
+    region_from_polygon, task_entry
 
 W, H = 200, 100
 CONFIG = """<View><Image name="image" value="$image" rotateControl="true"/>
   <BrushLabels name="mask" toName="image"><Label value="Car"/></BrushLabels>
+  <PolygonLabels name="outline" toName="image"><Label value="Car"/></PolygonLabels>
   <RectangleLabels name="box" toName="image"><Label value="Car"/></RectangleLabels></View>"""
 
 
@@ -90,3 +94,42 @@ def test_mask_from_region_rejects_other_sizes_and_garbage():
         mask_from_region(region, 20, 10)
     with pytest.raises(RegionError):
         mask_from_region({"value": {"format": "rle", "rle": []}}, 10, 10)
+
+
+def test_polygon_region_json_is_in_percent_and_validates():
+    points = np.array([(0, 0), (200, 0), (100, 100), (50, 25.5)])
+    region = region_from_polygon(points, W, H, label="Car", from_name="outline", to_name="image", score=0.8,
+                                 image_rotation=270, model="extreme-v3")
+    assert set(region) == {"id", "from_name", "to_name", "type", "original_width", "original_height",
+                           "image_rotation", "value", "score", "meta"}
+    assert region["type"] == "polygonlabels" and region["image_rotation"] == 270
+    assert region["value"] == {"points": [[0, 0], [100, 0], [50, 100], [25, 25.5]], "closed": True,
+                               "polygonlabels": ["Car"]}
+    assert LabelInterface(CONFIG).validate_prediction(task_entry([region], "v1"), return_errors=True) == []
+    with pytest.raises(ValueError, match="at least 3"):
+        region_from_polygon(points[:2], W, H, label="Car", from_name="outline", to_name="image", score=1)
+
+
+def test_a_polygon_region_decodes_to_the_pixels_whose_centres_it_holds():
+    region = {"type": "polygonlabels", "value": {"points": [[10, 10], [30, 10], [30, 50], [10, 50]],
+                                                 "polygonlabels": ["Car"]}}
+    assert np.array_equal(mask_from_region(region, W, H), _box(20, 10, 60, 50))
+    assert polygon_px(region["value"], W, H).tolist() == [[20, 10], [60, 10], [60, 50], [20, 50]]
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"points": [[10, 10], [30, 10]]}, "at least 3"),
+    ({}, "at least 3"),
+    ({"points": [[10, 10], [30, 10], [30]]}, "not an [x, y] pair"),
+    ({"points": [[10, 10], [30, 10], [30, 150]]}, "outside the image"),
+    ({"points": [[10, 10], [30, 10], ["a", 5]]}, "numeric"),
+])
+def test_malformed_polygons_are_region_errors(value, message):
+    with pytest.raises(RegionError, match=re.escape(message)):
+        mask_from_region({"type": "polygonlabels", "value": value}, W, H)
+
+
+def _box(x0, y0, x1, y1):
+    mask = np.zeros((H, W), bool)
+    mask[y0:y1, x0:x1] = True
+    return mask

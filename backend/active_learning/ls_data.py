@@ -101,7 +101,7 @@ def crop_sample(image: np.ndarray, mask: np.ndarray, margin: float = CROP_MARGIN
 def annotated_task(task: dict, annotation: dict, config: LabelingConfig, image: np.ndarray) -> AnnotatedTask:
     """The instances of ``annotation`` on ``image`` (H, W, 3): masks under MIN_MASK_PIXELS are dropped."""
     item = AnnotatedTask(task_id=int(task["id"]), annotation_id=int(annotation["id"]))
-    for region in mask_regions(annotation["result"], config.brush_names, config.image_name):
+    for region in mask_regions(annotation["result"], frozenset(config.mask_tools), config.image_name):
         mask = result_mask(region, image.shape[:2])
         if mask.sum() >= MIN_MASK_PIXELS:
             item.samples.append(crop_sample(image, mask))
@@ -132,7 +132,7 @@ class LabelStudioProjectReader:
         """Every annotated task of ``project`` with usable masks. ``progress(done, total)`` after each task."""
         config = self._labeling_config(project)
         tasks = self._export(project)
-        chosen = [(task, latest_usable_annotation(task, config.brush_names, config.image_name)) for task in tasks]
+        chosen = [(task, latest_usable_annotation(task, frozenset(config.mask_tools), config.image_name)) for task in tasks]
         chosen = [(task, annotation) for task, annotation in chosen if annotation is not None]
         data = ProjectData(tasks=[], skipped=[])
         for done, (task, annotation) in enumerate(chosen, start=1):

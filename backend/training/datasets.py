@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlparse
 import cv2
 import numpy as np
 
+from backend.polygons import polygon_mask
 from backend.training.synthetic import generate_scene
 
 Sample = tuple[np.ndarray, np.ndarray]
@@ -127,14 +128,8 @@ def result_mask(result: dict, image_shape: tuple[int, int]) -> np.ndarray:
         if mask.shape != (height, width):
             mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
         return mask
-    from skimage.draw import polygon
-
     points = np.asarray(value["points"], np.float64).reshape(-1, 2) * [width / 100.0, height / 100.0]
-    # skimage tests integer pixel centres; pixel (col, row) has its centre at (col + 0.5, row + 0.5).
-    rows, cols = polygon(points[:, 1] - 0.5, points[:, 0] - 0.5, shape=(height, width))
-    mask = np.zeros((height, width), bool)
-    mask[rows, cols] = True
-    return mask
+    return polygon_mask(points, width, height)
 
 
 class SyntheticSamples(Sequence):
