@@ -1,9 +1,17 @@
 """Fetching task images: Label Studio uploads/local files/cloud storage, http(s) URLs, data: URIs.
 
 Every image is returned as the *natural* image of ``backend.prompts``: EXIF orientation applied,
-RGB uint8, (H, W, 3). Downloads are bounded in bytes, pixels and time, and every failure is an
-``ImageError`` whose message says what went wrong and what to do, without secrets (no tokens,
-no presigned query strings).
+RGB uint8, (H, W, 3). Downloads are bounded in bytes, pixels and total time (one deadline for
+connecting, every redirect hop, headers and body, ``IMAGE_TIMEOUT``), follow at most
+``MAX_REDIRECTS`` redirects, each hop re-deciding the Label Studio token (``backend.ls_auth``) and
+checked against ``IMAGE_URL_ALLOWLIST``, and at most ``IMAGE_DOWNLOADS`` run at once per process
+(one more fails at once, so slow image hosts never occupy every server thread). Decoded images are
+cached by URL in an LRU bounded in bytes (``IMAGE_CACHE_BYTES``).
+
+Every failure is an ``ImageError``: its message is safe for answers (URLs redacted by
+``backend.urls.redact``), and says what went wrong for Label Studio's own host, allowlisted hosts and
+data: URIs; for any other host it is the same generic sentence, so that answers do not map other
+hosts (status codes, sizes, connection errors). ``detail`` holds the full reason, for the log.
 """
 
 from __future__ import annotations
@@ -12,31 +20,43 @@ import base64
 import binascii
 import hashlib
 import io
+import re
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
 import numpy as np
 import requests
 import urllib3
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from backend.ls_auth import PAT_HINT, LabelStudioAuth, LabelStudioAuthError, origin
+from backend.deadline_http import DeadlineSession
+from backend.ls_auth import PAT_HINT, LabelStudioAuth, LabelStudioAuthError, NoCredentials
 from backend.settings import Settings
+from backend.urls import UrlError, install_log_redaction, origin, parse_http_url, redact
 
 # URI schemes of Label Studio cloud storages; Label Studio resolves them for a task.
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob")
+MAX_REDIRECTS = 5
+# Formats browsers show (Label Studio displays the image in one); no other Pillow decoder runs.
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
 _CHUNK_BYTES = 64 * 1024
+
+install_log_redaction()
 
 
 class ImageError(Exception):
-    """An image could not be loaded. The message is safe to show to users and to log."""
+    """An image could not be loaded. The message is safe to show to users and to log; ``detail``
+    (for the log only) may say more."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class ImageSourceError(ImageError):
-    """The image reference cannot be fetched as given (unsupported scheme, missing LABEL_STUDIO_URL, …)."""
+    """The image reference cannot be fetched as given (unsupported scheme, malformed URL, host not
+    allowed, missing LABEL_STUDIO_URL, …)."""
 
 
 class ImageAuthError(ImageError):
@@ -63,6 +83,10 @@ class ImageFetchError(ImageError):
     """Any other download failure: connection refused, HTTP 5xx, broken transfer, …"""
 
 
+class ImageBusy(ImageError):
+    """``IMAGE_DOWNLOADS`` downloads are already running in this process; try again."""
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedImage:
     """A decoded natural image.
@@ -83,8 +107,43 @@ class LoadedImage:
         return int(self.array.shape[1])
 
 
+class _ByteBoundedCache:
+    """LRU of decoded images whose arrays total at most ``capacity`` bytes; an image larger than
+    that is not kept. Not thread-safe by itself."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.bytes = 0
+        self._images: OrderedDict[str, LoadedImage] = OrderedDict()
+
+    def get(self, key: str) -> LoadedImage | None:
+        image = self._images.get(key)
+        if image is not None:
+            self._images.move_to_end(key)
+        return image
+
+    def put(self, key: str, image: LoadedImage) -> None:
+        if key in self._images or image.array.nbytes > self.capacity:
+            return
+        self._images[key] = image
+        self.bytes += image.array.nbytes
+        while self.bytes > self.capacity:
+            _, evicted = self._images.popitem(last=False)
+            self.bytes -= evicted.array.nbytes
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+
+def host_allowed(host: str, allowlist: tuple[str, ...]) -> bool:
+    """Whether ``host`` matches an allowlist entry: a host name or IP (``[::1]`` for IPv6), or
+    ``*.example.com`` for every subdomain of example.com."""
+    host = host.lower()
+    return any(host == entry or (entry.startswith("*.") and host.endswith(entry[1:])) for entry in allowlist)
+
+
 class ImageLoader:
-    """Loads images by URL with limits from ``settings`` and an LRU cache of decoded images.
+    """Loads images by URL with limits from ``settings`` and a byte-bounded LRU of decoded images.
 
     ``auth`` authorizes requests to Label Studio; by default it is built from
     ``settings.label_studio_url`` and ``settings.label_studio_api_key``. Thread-safe.
@@ -93,8 +152,11 @@ class ImageLoader:
     def __init__(self, settings: Settings, auth: LabelStudioAuth | None = None):
         self._settings = settings
         self._auth = auth if auth is not None else LabelStudioAuth.from_settings(settings)
-        self._cache: OrderedDict[str, LoadedImage] = OrderedDict()
+        self._allowlist = tuple(entry.lower() for entry in settings.image_url_allowlist)
+        self._ls_host = origin(settings.label_studio_url)[1] if settings.label_studio_url else None
+        self._cache = _ByteBoundedCache(settings.image_cache_bytes)
         self._cache_lock = threading.Lock()
+        self._download_slots = threading.BoundedSemaphore(max(1, settings.image_downloads))
 
     def load(self, url: str, task_id: int | None = None) -> LoadedImage:
         """The image at ``url`` (a task's image value). ``task_id`` is needed only for cloud
@@ -109,34 +171,43 @@ class ImageLoader:
             return _decode(_data_uri_bytes(url, self._settings.image_max_bytes), self._settings.image_max_pixels)
         absolute = self._absolute_url(url, task_id)
         with self._cache_lock:
-            if absolute in self._cache:
-                self._cache.move_to_end(absolute)
-                return self._cache[absolute]
-        image = _decode(self._download(absolute), self._settings.image_max_pixels)
+            cached = self._cache.get(absolute)
+        if cached is not None:
+            return cached
+        data, final_url = self._download(absolute)
+        try:
+            image = _decode(data, self._settings.image_max_pixels)
+        except ImageError as exc:
+            raise self._shown(exc, final_url, absolute) from None
         with self._cache_lock:
-            self._cache[absolute] = image
-            while len(self._cache) > self._settings.image_cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(absolute, image)
         return image
 
     def _absolute_url(self, url: str, task_id: int | None) -> str:
-        scheme = urlsplit(url).scheme.lower()
+        scheme_match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", url)
+        scheme = scheme_match.group(1).lower() if scheme_match else ""
         if scheme in ("http", "https"):
-            return url
-        if scheme in CLOUD_SCHEMES:
+            absolute = url
+        elif scheme in CLOUD_SCHEMES:
             if task_id is None:
                 raise ImageSourceError(
                     f"{scheme}:// images are resolved by Label Studio per task, but no task id was given"
                 )
             fileuri = base64.urlsafe_b64encode(url.encode()).decode()
-            return self._label_studio_url(f"/tasks/{task_id}/resolve/?fileuri={fileuri}", f"a {scheme}:// image")
-        if url.startswith("/") and not url.startswith("//"):
-            return self._label_studio_url(url, f"'{_describe_path(url)}'")
-        raise ImageSourceError(
-            f"unsupported image reference '{_describe_path(url)}': expected an http(s) URL, a Label Studio "
-            "path (/data/upload/…, /data/local-files/?d=…), a cloud storage URI or a data: URI; "
-            "local file paths are not read — serve them through Label Studio local-files storage"
-        )
+            absolute = self._label_studio_url(f"/tasks/{task_id}/resolve/?fileuri={fileuri}", f"a {scheme}:// image")
+        elif url.startswith("/") and not url.startswith("//"):
+            absolute = self._label_studio_url(url, f"'{redact(url)}'")
+        else:
+            raise ImageSourceError(
+                f"unsupported image reference '{redact(url)}': expected an http(s) URL, a Label Studio "
+                "path (/data/upload/…, /data/local-files/?d=…), a cloud storage URI or a data: URI; "
+                "local file paths are not read — serve them through Label Studio local-files storage"
+            )
+        try:
+            parse_http_url(absolute)
+        except UrlError as exc:
+            raise ImageSourceError(str(exc)) from None
+        return absolute
 
     def _label_studio_url(self, path: str, what: str) -> str:
         """``path`` on the Label Studio server. Appended, not urljoin-ed, so a LABEL_STUDIO_URL with a
@@ -152,63 +223,124 @@ class ImageLoader:
         if self._auth is not None:
             return self._auth.is_label_studio_url(url)
         base = self._settings.label_studio_url
-        return bool(base) and origin(url) == origin(base)
-
-    def _download(self, url: str) -> bytes:
-        """The response body of GET ``url``, within the byte and time limits.
-
-        Authorization goes to the Label Studio origin only; on a redirect to another host (e.g. a
-        presigned S3 URL) ``requests`` drops the Authorization header.
-        """
-        timeout_s = self._settings.image_timeout_s
-        what = _describe(url, self._is_label_studio_url(url))
         try:
-            headers = self._auth.headers_for(url) if self._auth is not None else {}
+            return bool(base) and origin(url) == origin(base)
+        except UrlError:
+            return False
+
+    def _host_allowed(self, host: str) -> bool:
+        """Label Studio's host always; any host without an allowlist; else the allowlisted ones."""
+        return not self._allowlist or host == self._ls_host or host_allowed(host, self._allowlist)
+
+    def _trusted(self, url: str) -> bool:
+        """Whether failures at ``url`` may be described in answers: Label Studio, allowlisted hosts."""
+        if self._is_label_studio_url(url):
+            return True
+        try:
+            return bool(self._allowlist) and host_allowed(origin(url)[1], self._allowlist)
+        except UrlError:
+            return False
+
+    def _shown(self, exc: ImageError, url: str, requested: str) -> ImageError:
+        """``exc`` as answers may show it: unchanged for trusted ``url``s and for refusals decided on
+        the URL alone (ImageSourceError), else generic (the reason stays in ``detail``)."""
+        if isinstance(exc, ImageSourceError) or self._trusted(url):
+            return exc
+        generic = f"the image at {redact(requested)} could not be loaded; the reason is in the ML backend's log"
+        return type(exc)(generic, detail=f"{exc.detail} (at {redact(url)})")
+
+    def _download(self, url: str) -> tuple[bytes, str]:
+        """The body of GET ``url`` after at most MAX_REDIRECTS redirects, and the URL it came from.
+
+        The Label Studio token is decided per hop on the URL as sent (``LabelStudioAuth`` as
+        ``requests`` auth), so a redirect to a presigned URL or anywhere else never carries it; and
+        once a chain has left Label Studio, no later hop carries it either (a foreign redirect back to
+        Label Studio must not fetch its data with the backend's token).
+        """
+        if not self._download_slots.acquire(blocking=False):
+            raise ImageBusy(f"{self._settings.image_downloads} image downloads are already running "
+                            "(IMAGE_DOWNLOADS); try again in a moment")
+        try:
+            with DeadlineSession(self._settings.image_timeout_s) as session:
+                hop_url, on_label_studio = url, self._auth is not None
+                for hop in range(MAX_REDIRECTS + 1):
+                    on_label_studio = on_label_studio and self._is_label_studio_url(hop_url)
+                    auth = self._auth if on_label_studio else NoCredentials()
+                    try:
+                        target, body = self._get(session, hop_url, auth, redirected=hop > 0)
+                    except ImageError as exc:
+                        raise self._shown(exc, hop_url, url) from None
+                    if target is None:
+                        return body, hop_url
+                    hop_url = target
+                raise self._shown(ImageFetchError(f"downloading '{redact(url)}' was redirected more than "
+                                                  f"{MAX_REDIRECTS} times"), hop_url, url)
+        finally:
+            self._download_slots.release()
+
+    def _get(self, session: DeadlineSession, url: str, auth, redirected: bool) -> tuple[str | None, bytes]:
+        """One hop: (redirect target, b"") or (None, body)."""
+        what = f"'{redact(url)}'"
+        try:
+            host = origin(url)[1]
+        except UrlError as exc:
+            raise ImageSourceError(f"a redirect pointed to a malformed URL: {exc}" if redirected else str(exc)) from None
+        if not self._host_allowed(host):
+            where = "was redirected to a host" if redirected else f"is on host '{host}', which is"
+            raise ImageSourceError(f"the image {where} not in IMAGE_URL_ALLOWLIST",
+                                   detail=f"{what}: host '{host}' is not in IMAGE_URL_ALLOWLIST")
+        timeout_s = self._settings.image_timeout_s
+        try:
+            with session.request("GET", url, auth=auth, stream=True) as response:
+                session.check()  # the deadline may have cut the headers short
+                if response.is_redirect:
+                    target = session.get_redirect_target(response)
+                    return (target, b"") if target else (None, b"")
+                self._check_status(response, url, what)
+                body = self._read_body(response, session, what)
+                if response.headers.get("Content-Type", "").startswith("text/html") and self._is_label_studio_url(url):
+                    # Label Studio sends its login page, not an error status, to unauthenticated browsers.
+                    raise ImageAuthError(
+                        f"Label Studio answered {what} with an HTML page, probably its login page: {PAT_HINT}")
+                return None, body
         except LabelStudioAuthError as exc:
             raise ImageAuthError(f"cannot download {what}: {exc}") from None
-        deadline = time.monotonic() + timeout_s
-        try:
-            with requests.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
-                self._check_status(response, what)
-                body = self._read_body(response, what, deadline)
-        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+        except requests.Timeout:
             raise ImageTimeout(f"downloading {what} took longer than {timeout_s:g} s (IMAGE_TIMEOUT)") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            if session.deadline.expired:  # the deadline cut the transfer
+                raise ImageTimeout(f"downloading {what} took longer than {timeout_s:g} s (IMAGE_TIMEOUT)") from None
             hint = ""
             if self._is_label_studio_url(url):
                 hint = "; check LABEL_STUDIO_URL is reachable from the backend (in Docker, localhost is the container)"
             raise ImageFetchError(f"could not download {what} ({type(exc).__name__}){hint}") from None
-        if response.headers.get("Content-Type", "").startswith("text/html") and self._is_label_studio_url(response.url):
-            # Label Studio sends its login page, not an error status, to unauthenticated browsers.
-            raise ImageAuthError(f"Label Studio answered {what} with an HTML page, probably its login page: {PAT_HINT}")
-        return body
 
-    def _read_body(self, response: requests.Response, what: str, deadline: float) -> bytes:
+    def _read_body(self, response: requests.Response, session: DeadlineSession, what: str) -> bytes:
         max_bytes = self._settings.image_max_bytes
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > max_bytes:
             raise ImageTooLarge(f"{what} is {int(length)} bytes, over the limit of {max_bytes} (IMAGE_MAX_BYTES)")
         chunks, received = [], 0
-        # read1 returns what one socket read brings, so a server that trickles bytes cannot hold
-        # the download past the deadline (plain reads wait until a whole chunk has arrived).
+        # read1 returns what one socket read brings, so the deadline is checked between reads (and
+        # the deadline's timer cuts a read that waits).
         while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=True):
             received += len(chunk)
             if received > max_bytes:
                 raise ImageTooLarge(f"{what} is over the limit of {max_bytes} bytes (IMAGE_MAX_BYTES)")
-            if time.monotonic() > deadline:
-                raise requests.Timeout()
+            session.check()
             chunks.append(chunk)
+        session.check()  # the deadline may have ended the body early
         return b"".join(chunks)
 
-    def _check_status(self, response: requests.Response, what: str) -> None:
+    def _check_status(self, response: requests.Response, url: str, what: str) -> None:
         code = response.status_code
         if code < 400:
             return
         if code in (401, 403):
-            if self._is_label_studio_url(response.url):
+            if self._is_label_studio_url(url):
                 missing = "" if self._auth is not None else " (no LABEL_STUDIO_API_KEY is set)"
                 raise ImageAuthError(f"Label Studio refused {what} (HTTP {code}){missing}: {PAT_HINT}")
-            host = origin(response.url)[1]
+            host = origin(url)[1]
             raise ImageAuthError(
                 f"{host} refused {what} (HTTP {code}): a presigned URL may have expired; if {host} is the Label "
                 "Studio server, set LABEL_STUDIO_URL to the address it is reached at, so the backend sends its token"
@@ -216,18 +348,6 @@ class ImageLoader:
         if code == 404:
             raise ImageNotFound(f"{what} was not found (HTTP 404)")
         raise ImageFetchError(f"downloading {what} failed with HTTP {code}")
-
-
-def _describe_path(url: str, limit: int = 200) -> str:
-    return url if len(url) <= limit else url[:limit] + "…"
-
-
-def _describe(url: str, on_label_studio: bool) -> str:
-    """``url`` for messages: foreign URLs lose their query (presigned URLs carry signatures there)."""
-    if on_label_studio:
-        return _describe_path(url)
-    parts = urlsplit(url)
-    return _describe_path(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
 
 
 def _data_uri_bytes(uri: str, max_bytes: int) -> bytes:
@@ -248,11 +368,12 @@ def _data_uri_bytes(uri: str, max_bytes: int) -> bytes:
 def _decode(data: bytes, max_pixels: int) -> LoadedImage:
     """Decode, checking the pixel count from the header before decoding the pixels."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"the image has over {max_pixels} pixels (IMAGE_MAX_PIXELS)") from None
     except (UnidentifiedImageError, OSError):
-        raise NotAnImage(f"the {len(data)} bytes downloaded are not an image format Pillow can read") from None
+        raise NotAnImage(f"the {len(data)} bytes downloaded are not an image in a format browsers show "
+                         f"({', '.join(IMAGE_FORMATS)})") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(f"the image is {width}x{height} pixels, over the limit of {max_pixels} (IMAGE_MAX_PIXELS)")

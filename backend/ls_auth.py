@@ -5,8 +5,11 @@ Label Studio 1.23 disables legacy API tokens by default. A Personal Access Token
 ``{"access": JWT}``, a short-lived (about 300 s) access token sent as ``Authorization: Bearer JWT``.
 A key that is not a JWT is taken as a legacy token and sent as ``Authorization: Token KEY``.
 
-Headers are only ever produced for URLs on the Label Studio origin (same scheme, host and port):
-presigned cloud-storage URLs and other foreign hosts must never see the token.
+Credentials only ever go to URLs on the Label Studio origin (same scheme, host and port), decided
+on the URL as it is sent (``LabelStudioAuth`` is a ``requests`` auth, called on every request and
+every redirect hop the caller follows) and parsed by the parser that connects (``backend.urls``).
+Presigned cloud-storage URLs, other hosts, and URLs with userinfo or an ambiguous authority never
+see the token. The refresh call itself follows no redirect: a 3xx there is an error.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import json
 import logging
 import threading
 import time
-from urllib.parse import urlsplit
 
 import requests
 
+from backend.deadline_http import DeadlineSession
+from backend.urls import UrlError, has_userinfo, origin, redact
+
 logger = logging.getLogger(__name__)
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 # Refresh this long (at most half the lifetime) before the access token expires, so a request
 # never carries a token that expires in flight.
 _REFRESH_MARGIN_S = 30.0
@@ -38,11 +42,13 @@ class LabelStudioAuthError(Exception):
     """The API key could not be turned into an access token. Messages never contain the key."""
 
 
-def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, lowercase host, port with the scheme's default filled in) of an absolute URL."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme, 0)
+class NoCredentials(requests.auth.AuthBase):
+    """A ``requests`` auth that sends none: no Authorization header, not even Basic credentials
+    taken from the URL's userinfo."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.pop("Authorization", None)
+        return request
 
 
 def _jwt_claims(token: str) -> dict | None:
@@ -59,8 +65,9 @@ def _jwt_claims(token: str) -> dict | None:
     return claims if isinstance(claims, dict) else None
 
 
-class LabelStudioAuth:
-    """Authorization headers for one Label Studio server, refreshing the access token as needed.
+class LabelStudioAuth(requests.auth.AuthBase):
+    """Authorization for one Label Studio server, refreshing the access token as needed: pass it as
+    ``auth=`` to ``requests``, or ask ``headers_for(url)``.
 
     Thread-safe: concurrent callers share one access token and at most one refresh runs at a time.
     """
@@ -71,7 +78,10 @@ class LabelStudioAuth:
         if not api_key:
             raise ValueError(f"LabelStudioAuth needs an API key: {PAT_HINT}")
         self.base_url = base_url.rstrip("/")
-        self._origin = origin(self.base_url)
+        try:
+            self._origin = origin(self.base_url)
+        except UrlError as exc:
+            raise ValueError(f"LABEL_STUDIO_URL: {exc}") from None
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._is_legacy_token = _jwt_claims(api_key) is None
@@ -93,18 +103,32 @@ class LabelStudioAuth:
         return cls(settings.label_studio_url, settings.label_studio_api_key)
 
     def __repr__(self) -> str:  # never show the key
-        return f"LabelStudioAuth({self.base_url!r})"
+        return f"LabelStudioAuth({redact(self.base_url)!r})"
 
     def is_label_studio_url(self, url: str) -> bool:
         """True when ``url`` (absolute) is on the Label Studio origin: same scheme, host and port."""
-        return origin(url) == self._origin
+        try:
+            return origin(url) == self._origin
+        except UrlError:
+            return False
+
+    def may_receive_token(self, url: str) -> bool:
+        """Whether a request to ``url`` may carry the token: on the Label Studio origin, with a clear
+        authority and no userinfo."""
+        return self.is_label_studio_url(url) and not has_userinfo(url)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        """Sets or removes the Authorization header on the request as it is sent."""
+        request.headers.pop("Authorization", None)
+        request.headers.update(self.headers_for(request.url))
+        return request
 
     def headers_for(self, url: str) -> dict[str, str]:
         """The Authorization header to send with a GET of ``url``: empty for foreign hosts.
 
         Raises LabelStudioAuthError when a needed access token cannot be obtained.
         """
-        if not self.is_label_studio_url(url):
+        if not self.may_receive_token(url):
             return {}
         if self._is_legacy_token:
             return {"Authorization": f"Token {self._api_key}"}
@@ -120,13 +144,24 @@ class LabelStudioAuth:
     def _refresh(self) -> tuple[str, float]:
         """A new access token and its lifetime in seconds."""
         url = f"{self.base_url}/api/token/refresh/"
+        where = redact(self.base_url)
         try:
-            response = requests.post(url, json={"refresh": self._api_key}, timeout=self._timeout_s)
+            # Never redirected: a redirect would re-send the key in the body to wherever it points.
+            with DeadlineSession(self._timeout_s) as session:
+                response = session.request("POST", url, json={"refresh": self._api_key})
+                response.content  # read within the deadline
+                session.check()  # which may have cut the answer short
         except requests.RequestException as exc:
             raise LabelStudioAuthError(
-                f"could not reach Label Studio at {self.base_url} to refresh the access token "
+                f"could not reach Label Studio at {where} to refresh the access token "
                 f"({type(exc).__name__}); check LABEL_STUDIO_URL is reachable from the backend"
             ) from None
+        if response.is_redirect or 300 <= response.status_code < 400:
+            raise LabelStudioAuthError(
+                f"Label Studio at {where} answered the access-token refresh with a redirect (HTTP "
+                f"{response.status_code}), which the backend does not follow with the key: set LABEL_STUDIO_URL "
+                "to the address Label Studio answers at itself (scheme, host, port and sub-path)"
+            )
         if 400 <= response.status_code < 500:
             raise LabelStudioAuthError(
                 f"Label Studio rejected LABEL_STUDIO_API_KEY (HTTP {response.status_code} from /api/token/refresh/): "
@@ -134,7 +169,7 @@ class LabelStudioAuth:
             )
         if response.status_code != 200:
             raise LabelStudioAuthError(
-                f"Label Studio answered HTTP {response.status_code} to the access-token refresh at {self.base_url}"
+                f"Label Studio answered HTTP {response.status_code} to the access-token refresh at {where}"
             )
         try:
             access = response.json()["access"]
@@ -142,7 +177,7 @@ class LabelStudioAuth:
             access = None
         if not isinstance(access, str) or not access:
             raise LabelStudioAuthError(
-                f"Label Studio's /api/token/refresh/ at {self.base_url} answered without an access token"
+                f"Label Studio's /api/token/refresh/ at {where} answered without an access token"
             )
         # Lifetime from the token's own claims (exp - iat, both on the server's clock), to be counted
         # on our clock: robust to clock skew between the backend and Label Studio.

@@ -39,7 +39,7 @@ from backend.events import EventSink
 from backend.labeling import LabelingConfig
 from backend.labeling_page import KEEP_POINTS_KEY, check_keep_points, keeps_points, page_answer, \
     without_kept_points
-from backend.images import ImageError
+from backend.images import ImageBusy, ImageError
 from backend.mask_output import MASK_TYPE_KEY, TOLERANCE_KEY, MaskOutput, check_mask_output
 from backend.policies import WILDCARD, PolicyError, PolicySet, parse_policies
 from backend.project_store import ProjectSetup, ProjectStore, project_id
@@ -280,7 +280,10 @@ class SegmentationModel:
         task_id = task.get("id") if isinstance(task.get("id"), int) else None
         try:
             return self.images.load(url, task_id=task_id)
+        except ImageBusy as exc:
+            raise RequestError(f"image not loaded: {exc}", 503) from None
         except ImageError as exc:
+            log.warning("task %s: image not loaded: %s", task_id, exc.detail)
             raise RequestError(f"image not loaded: {exc}", 422) from None
 
     def _segment(self, image, prompt: Prompt, segmenters: SegmenterSet) -> Segmentation:

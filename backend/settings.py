@@ -16,6 +16,11 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _list(value: str | None) -> tuple[str, ...]:
+    """A comma- or space-separated list."""
+    return tuple(item for item in (value or "").replace(",", " ").split() if item)
+
+
 def _json(value: str | None, name: str) -> dict:
     if not value:
         return {}
@@ -54,11 +59,14 @@ class Settings:
     # Batch /predict stops starting new tasks after this many seconds (Label Studio gives up at 100 s
     # and then stores nothing); the tasks left get empty entries and are predicted on the next call.
     predict_budget_s: float = 80.0
-    # Image fetching limits.
+    # Image fetching limits. 50 Mpx holds 8192 x 6000 (48 MP cameras); its RGB array is 150 MB.
     image_max_bytes: int = 64 * 1024 * 1024
-    image_max_pixels: int = 100_000_000
-    image_timeout_s: float = 30.0
-    image_cache_size: int = 16
+    image_max_pixels: int = 50_000_000
+    image_timeout_s: float = 30.0  # one deadline per download: connect, redirects, headers, body
+    image_cache_bytes: int = 256 * 1024 * 1024  # decoded images kept per process
+    image_downloads: int = 2  # at once per process; keep below gunicorn THREADS
+    # Hosts images may come from besides Label Studio's (empty: any); "*.example.com" for subdomains.
+    image_url_allowlist: tuple[str, ...] = ()
     embedding_cache_size: int = 8
     # Active learning.
     train_min_new_annotations: int = 10
@@ -95,7 +103,9 @@ class Settings:
             image_max_bytes=int(env.get("IMAGE_MAX_BYTES") or defaults.image_max_bytes),
             image_max_pixels=int(env.get("IMAGE_MAX_PIXELS") or defaults.image_max_pixels),
             image_timeout_s=float(env.get("IMAGE_TIMEOUT") or defaults.image_timeout_s),
-            image_cache_size=int(env.get("IMAGE_CACHE_SIZE") or defaults.image_cache_size),
+            image_cache_bytes=int(env.get("IMAGE_CACHE_BYTES") or defaults.image_cache_bytes),
+            image_downloads=int(env.get("IMAGE_DOWNLOADS") or defaults.image_downloads),
+            image_url_allowlist=_list(env.get("IMAGE_URL_ALLOWLIST")),
             embedding_cache_size=int(env.get("EMBEDDING_CACHE_SIZE") or defaults.embedding_cache_size),
             train_min_new_annotations=int(env.get("TRAIN_MIN_NEW_ANNOTATIONS") or defaults.train_min_new_annotations),
             train_debounce_s=float(env.get("TRAIN_DEBOUNCE_S") or defaults.train_debounce_s),

@@ -25,7 +25,8 @@ from backend.settings import Settings
 
 LS = "http://ls.example:8080"
 LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
-SETTINGS = Settings(label_studio_url=LS, label_studio_api_key=LEGACY_TOKEN)
+# images.example is allowlisted, so its failures are described in full; other hosts get a generic message.
+SETTINGS = Settings(label_studio_url=LS, label_studio_api_key=LEGACY_TOKEN, image_url_allowlist=("images.example",))
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
@@ -89,7 +90,7 @@ def test_personal_access_token_is_used_as_bearer_for_local_files(requests_mock):
 def test_foreign_urls_never_get_the_token_even_after_a_redirect(requests_mock):
     presigned = "https://bucket.s3.amazonaws.com/cat.png?X-Amz-Signature=secret"
     requests_mock.get(presigned, content=rgb_png())
-    loader = ImageLoader(SETTINGS)
+    loader = ImageLoader(replace(SETTINGS, image_url_allowlist=()))
 
     loader.load(presigned)
     assert "Authorization" not in requests_mock.last_request.headers
@@ -156,9 +157,15 @@ def test_label_studio_login_page_is_reported_as_an_auth_problem(requests_mock):
 def test_expired_presigned_url_error_hides_the_signature(requests_mock):
     url = "https://bucket.s3.amazonaws.com/cat.png?X-Amz-Signature=topsecret"
     requests_mock.get(url, status_code=403)
-    with pytest.raises(ImageAuthError, match="expired") as error:
-        ImageLoader(SETTINGS).load(url)
+    with pytest.raises(ImageAuthError, match="could not be loaded; the reason is in the ML backend's log") as error:
+        ImageLoader(replace(SETTINGS, image_url_allowlist=())).load(url)
     assert "topsecret" not in str(error.value) and "bucket.s3.amazonaws.com/cat.png" in str(error.value)
+    assert "403" not in str(error.value)  # a foreign host's status stays out of answers
+    assert "expired" in error.value.detail and "topsecret" not in error.value.detail
+
+    with pytest.raises(ImageAuthError, match="expired") as error:  # an allowlisted host is described
+        ImageLoader(replace(SETTINGS, image_url_allowlist=("*.s3.amazonaws.com",))).load(url)
+    assert "topsecret" not in str(error.value)
 
 
 def test_not_found(requests_mock):
@@ -275,10 +282,14 @@ def test_loaded_arrays_are_read_only(requests_mock):
 # --- cache -------------------------------------------------------------------------------------
 
 
+def rgb_png_array_bytes() -> int:
+    return 20 * 30 * 3  # the decoded rgb_png()
+
+
 def test_decoded_images_are_cached_by_url_with_lru_eviction(requests_mock):
     for name in ("a", "b"):
         requests_mock.get(f"http://images.example/{name}.png", content=rgb_png())
-    loader = ImageLoader(replace(SETTINGS, image_cache_size=1))
+    loader = ImageLoader(replace(SETTINGS, image_cache_bytes=rgb_png_array_bytes()))
 
     first = loader.load("http://images.example/a.png")
     assert loader.load("http://images.example/a.png") is first

@@ -1,0 +1,289 @@
+"""Image downloads against real servers on 127.0.0.1: where the Label Studio token may go, one
+deadline per download, redirects, concurrent downloads, the host allowlist, generic answers about
+foreign hosts, and URLs in logs."""
+
+import io
+import logging
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+from PIL import Image
+
+from backend.images import (
+    MAX_REDIRECTS,
+    ImageBusy,
+    ImageError,
+    ImageFetchError,
+    ImageLoader,
+    ImageSourceError,
+    ImageTimeout,
+    ImageTooLarge,
+)
+from backend.ls_auth import LabelStudioAuth, LabelStudioAuthError
+from backend.settings import Settings
+from local_http import LocalServer, content, redirect, respond, trickle_headers
+
+TOKEN = "0123456789abcdef0123456789abcdef01234567"  # a legacy token: sent as "Token …" without refresh
+
+
+def png(width: int = 8, height: int = 6) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (1, 2, 3)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def ls():
+    server = LocalServer()
+    server.routes["/data/upload/1/x.png"] = content(png())
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def foreign():
+    server = LocalServer()
+    server.routes["/x.png"] = content(png())
+    yield server
+    server.close()
+
+
+def loader_for(ls: LocalServer, **changes) -> ImageLoader:
+    return ImageLoader(replace(Settings(label_studio_url=ls.url, label_studio_api_key=TOKEN), **changes))
+
+
+def authorizations(server: LocalServer) -> list:
+    return [seen.headers.get("Authorization") for seen in server.seen]
+
+
+# --- finding 1: the token goes only where Label Studio is, decided on the URL as sent -------------
+
+
+def test_the_token_reaches_label_studio(ls):
+    loader_for(ls).load("/data/upload/1/x.png")
+    assert authorizations(ls) == [f"Token {TOKEN}"]
+
+
+@pytest.mark.parametrize("authority", [
+    "127.0.0.1:{foreign}\\@127.0.0.1:{ls}",  # urllib.parse: host after the @; urllib3: host before the \
+    "127.0.0.1:{foreign}\\\\@127.0.0.1:{ls}",
+    "127.0.0.1:{foreign}\\x@127.0.0.1:{ls}",
+    "127.0.0.1:{foreign} @127.0.0.1:{ls}",
+    "127.0.0.1:{foreign}\t@127.0.0.1:{ls}",
+    "127.0.0.1:{foreign}\n@127.0.0.1:{ls}",
+    "127.0.0.1:{foreign}\x00@127.0.0.1:{ls}",
+    "127.0.0.1\\:{ls}",
+    "127.0.0.1:{ls}\\",
+])
+def test_ambiguous_authorities_are_refused_and_nothing_is_sent(ls, foreign, authority):
+    url = f"http://{authority.format(foreign=foreign.port, ls=ls.port)}/data/upload/1/x.png"
+    with pytest.raises(ImageSourceError, match="backslash, space or control character"):
+        loader_for(ls).load(url)
+    assert ls.seen == [] and foreign.seen == []
+
+
+@pytest.mark.parametrize("authority", [
+    "user:pass@127.0.0.1:{ls}",  # userinfo on the Label Studio origin
+    "127.0.0.1:{ls}@127.0.0.1:{ls}",
+    "x@127.0.0.1:{ls}",
+    ":@127.0.0.1:{ls}",
+])
+def test_urls_with_userinfo_never_carry_credentials(ls, authority):
+    loader_for(ls).load(f"http://{authority.format(ls=ls.port)}/data/upload/1/x.png")
+    assert authorizations(ls) == [None]  # neither the token nor Basic credentials from the URL
+
+
+def test_userinfo_naming_label_studio_before_a_foreign_host_gets_no_token(ls, foreign):
+    loader_for(ls).load(f"http://127.0.0.1:{ls.port}@127.0.0.1:{foreign.port}/x.png")
+    assert authorizations(foreign) == [None] and ls.seen == []
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:99999/x.png", "http://127.0.0.1:port/x.png", "http://[::1/x.png", "http://[zz::1]/x.png",
+    "http:///x.png", "http://127.0.0.1:-1/x.png", "https://[::1]:8080:1/x.png",
+])
+def test_unparseable_urls_are_source_errors(ls, url):
+    with pytest.raises(ImageSourceError):
+        loader_for(ls).load(url)
+    assert ls.seen == []
+
+
+def test_each_redirect_hop_decides_the_token(ls, foreign):
+    ls.routes["/data/upload/1/moved.png"] = redirect(f"{foreign.url}/x.png", 307)
+    loader_for(ls).load("/data/upload/1/moved.png")
+    assert authorizations(ls) == [f"Token {TOKEN}"] and authorizations(foreign) == [None]
+
+
+def test_a_foreign_redirect_back_to_label_studio_carries_no_token(ls, foreign):
+    foreign.routes["/bounce.png"] = redirect(f"{ls.url}/data/upload/1/x.png")
+    loader_for(ls).load(f"{foreign.url}/bounce.png")
+    assert authorizations(foreign) == [None] and authorizations(ls) == [None]
+
+
+def test_a_redirect_to_an_ambiguous_url_is_refused(ls, foreign):
+    ls.routes["/data/upload/1/moved.png"] = redirect(f"http://127.0.0.1:{foreign.port}\\@127.0.0.1:{ls.port}/x.png")
+    with pytest.raises(ImageSourceError, match="redirect pointed to a malformed URL"):
+        loader_for(ls).load("/data/upload/1/moved.png")
+    assert foreign.seen == []
+
+
+# --- finding 2: the refresh token is never re-sent by a redirect --------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirected_refresh_is_an_error_and_the_key_goes_nowhere_else(ls, foreign, status):
+    ls.routes["/api/token/refresh/"] = redirect(f"{foreign.url}/api/token/refresh/", status)
+    pat = "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.c2ln"
+    auth = LabelStudioAuth(ls.url, pat)
+    with pytest.raises(LabelStudioAuthError, match=f"redirect \\(HTTP {status}\\)") as error:
+        auth.headers_for(f"{ls.url}/data/upload/1/x.png")
+    assert foreign.seen == [] and pat not in str(error.value)
+
+
+def test_a_trickling_refresh_is_cut_at_its_deadline(ls):
+    ls.routes["/api/token/refresh/"] = trickle_headers(0.02)
+    auth = LabelStudioAuth(ls.url, "eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.c2ln", timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(LabelStudioAuthError, match="could not reach"):
+        auth.headers_for(f"{ls.url}/x")
+    assert time.monotonic() - started < 1.5
+
+
+# --- finding 3: one deadline per download, at most 5 redirects, never every thread -----------------
+
+
+def test_trickled_headers_are_cut_at_the_deadline(ls, foreign):
+    foreign.routes["/slow.png"] = trickle_headers(0.02)
+    started = time.monotonic()
+    with pytest.raises(ImageTimeout):
+        loader_for(ls, image_timeout_s=0.4, image_url_allowlist=("127.0.0.1",)).load(f"{foreign.url}/slow.png")
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_slow_redirect_chain_shares_one_deadline(ls, foreign):
+    for hop in range(4):
+        foreign.routes[f"/hop{hop}"] = redirect(f"{foreign.url}/hop{hop + 1}", delay_s=0.15)
+    foreign.routes["/hop4"] = content(png())
+    started = time.monotonic()
+    with pytest.raises(ImageTimeout):  # each hop is quick, the chain is not
+        loader_for(ls, image_timeout_s=0.4).load(f"{foreign.url}/hop0")
+    assert time.monotonic() - started < 1.2
+
+
+def test_at_most_five_redirects(ls, foreign):
+    for hop in range(MAX_REDIRECTS + 1):
+        foreign.routes[f"/r{hop}"] = redirect(f"/r{hop + 1}")  # relative Location
+    foreign.routes[f"/r{MAX_REDIRECTS}"] = content(png())
+    assert loader_for(ls).load(f"{foreign.url}/r0").width == 8  # 5 redirects: fine
+    foreign.routes[f"/r{MAX_REDIRECTS}"] = redirect("/r0")
+    with pytest.raises(ImageFetchError) as error:
+        loader_for(ls, image_url_allowlist=("127.0.0.1",)).load(f"{foreign.url}/r1")
+    assert f"more than {MAX_REDIRECTS}" in str(error.value)
+
+
+def test_downloads_beyond_the_limit_fail_at_once_instead_of_waiting(ls, foreign):
+    foreign.routes["/slow.png"] = trickle_headers(0.02)
+    loader = loader_for(ls, image_timeout_s=1.0, image_downloads=2)
+    errors = []
+    slow = [threading.Thread(target=lambda: errors.append(_error_of(loader, f"{foreign.url}/slow.png")))
+            for _ in range(2)]
+    for thread in slow:
+        thread.start()
+    time.sleep(0.2)  # both hold their slot
+    started = time.monotonic()
+    with pytest.raises(ImageBusy, match="IMAGE_DOWNLOADS"):
+        loader.load(f"{foreign.url}/x.png")
+    assert time.monotonic() - started < 0.1
+    for thread in slow:
+        thread.join()
+    assert [type(e) for e in errors] == [ImageTimeout, ImageTimeout]
+    assert loader.load(f"{foreign.url}/x.png").width == 8  # slots are given back
+
+
+def _error_of(loader, url):
+    try:
+        loader.load(url)
+    except ImageError as exc:
+        return exc
+    return None
+
+
+# --- finding 9: allowlist and generic answers about foreign hosts -------------------------------------
+
+
+def test_the_allowlist_refuses_other_hosts_before_connecting(ls, foreign):
+    loader = loader_for(ls, image_url_allowlist=("images.example", "*.cdn.example"))
+    with pytest.raises(ImageSourceError, match="not in IMAGE_URL_ALLOWLIST"):
+        loader.load(f"http://localhost:{foreign.port}/x.png")
+    assert foreign.seen == []
+    assert loader.load("/data/upload/1/x.png").width == 8  # Label Studio's host is always allowed
+
+
+def test_the_allowlist_applies_to_redirect_targets(ls, foreign):
+    ls.routes["/data/upload/1/moved.png"] = redirect(f"http://localhost:{foreign.port}/x.png")
+    with pytest.raises(ImageSourceError, match="redirected to a host not in IMAGE_URL_ALLOWLIST") as error:
+        loader_for(ls, image_url_allowlist=("images.example",)).load("/data/upload/1/moved.png")
+    assert foreign.seen == [] and "localhost" not in str(error.value)
+
+
+def test_allowlist_entries(ls):
+    from backend.images import host_allowed
+
+    allowlist = ("images.example", "*.cdn.example", "[::1]")
+    assert host_allowed("IMAGES.example", allowlist) and host_allowed("a.b.cdn.example", allowlist)
+    assert host_allowed("[::1]", allowlist)
+    assert not host_allowed("cdn.example", allowlist) and not host_allowed("evilcdn.example", allowlist)
+    assert not host_allowed("images.example.evil", allowlist)
+
+
+def test_failures_at_foreign_hosts_answer_one_generic_message(ls, foreign):
+    foreign.routes["/500.png"] = lambda handler: respond(handler, 500, b"oops")
+    foreign.routes["/text"] = content(b"hello", "text/plain")
+    foreign.routes["/big.png"] = content(png(300, 300))
+    loader = loader_for(ls, image_max_pixels=10_000)
+    closed = LocalServer()
+    closed.close()
+    messages = {}
+    for detail, url in {"HTTP 404": f"{foreign.url}/missing.png", "HTTP 500": f"{foreign.url}/500.png",
+                        "not an image": f"{foreign.url}/text", "300x300 pixels": f"{foreign.url}/big.png",
+                        "ConnectionError": f"{closed.url}/x.png"}.items():
+        with pytest.raises(ImageError) as error:
+            loader.load(url)
+        messages[detail] = str(error.value).replace(url, "URL")
+        assert "ML backend's log" in messages[detail] and detail in error.value.detail
+    assert len(set(messages.values())) == 1, messages
+
+
+def test_failures_at_label_studio_are_described(ls):
+    with pytest.raises(ImageError, match="not found \\(HTTP 404\\)"):
+        loader_for(ls).load("/data/upload/1/missing.png")
+
+
+# --- finding 10: no userinfo or query string in answers or logs, at any level ---------------------------
+
+
+def test_userinfo_and_query_never_reach_answers_or_logs(ls, foreign, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret_url = f"http://alice:hunter2@127.0.0.1:{foreign.port}/missing.png?X-Amz-Signature=s3cr3t"
+    with pytest.raises(ImageError) as error:
+        loader_for(ls).load(secret_url)
+    loader_for(ls).load(f"{foreign.url}/x.png?X-Amz-Signature=s3cr3t")  # urllib3 logs it at DEBUG
+    shown = [str(error.value), error.value.detail] + [record.getMessage() for record in caplog.records]
+    assert any("urllib3" in record.name for record in caplog.records)  # the DEBUG lines were there
+    for text in shown:
+        assert "hunter2" not in text and "s3cr3t" not in text and "alice" not in text, text
+
+
+def test_too_large_is_refused_while_streaming_without_content_length(ls, foreign):
+    def endless(handler):
+        handler.send_response(200)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        for _ in range(1000):
+            handler.wfile.write(b"1000\r\n" + b"x" * 4096 + b"\r\n")
+
+    foreign.routes["/endless.png"] = endless
+    with pytest.raises(ImageTooLarge, match="IMAGE_MAX_BYTES"):
+        loader_for(ls, image_max_bytes=100_000, image_url_allowlist=("127.0.0.1",)).load(f"{foreign.url}/endless.png")
