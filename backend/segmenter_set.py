@@ -26,6 +26,8 @@ class SegmenterSet:
 
     sam_name: e.g. "sam-vit_b"; extreme_version: the extreme-point model's version string.
     status: per segmenter, "loaded …" or what is missing, for /health.
+    embeddings: the SAM embedding cache (``EmbeddingCache``) when SAM is loaded, for embedding ahead
+    and /health.
     """
 
     sam: object | None = None
@@ -33,6 +35,7 @@ class SegmenterSet:
     sam_name: str = ""
     extreme_version: str = ""
     status: dict[str, str] = field(default_factory=dict)
+    embeddings: object | None = None
 
     def __post_init__(self):
         self.status.setdefault("sam", f"loaded ({self.sam_name})" if self.sam is not None else SAM_MISSING)
@@ -50,7 +53,8 @@ class SegmenterSet:
         extreme, extreme_status = _load_extreme(settings, device)
         return cls(sam=sam, extreme=extreme, sam_name=f"sam-{settings.sam_model_type}" if sam else "",
                    extreme_version=str(extreme.version) if extreme else "",
-                   status={"sam": sam_status, "extreme": extreme_status})
+                   status={"sam": sam_status, "extreme": extreme_status},
+                   embeddings=sam.embedding_cache if sam else None)
 
 
 def _load_sam(settings: Settings, device: str) -> tuple[object | None, str]:
@@ -60,10 +64,12 @@ def _load_sam(settings: Settings, device: str) -> tuple[object | None, str]:
     if not checkpoint.is_file():
         return None, f"missing: SAM_CHECKPOINT {checkpoint} does not exist; {SAM_HOW_TO}"
     try:
+        from backend.checksums import file_fingerprint
         from backend.segmenters.embedding_cache import EmbeddingCache
         from backend.segmenters.sam import SamSegmenter
 
-        cache = EmbeddingCache(settings.embedding_cache_size, settings.redis_url)
+        # The store outlives the process: its keys name the checkpoint, not just the architecture.
+        cache = EmbeddingCache.from_settings(settings, namespace=file_fingerprint(checkpoint))
         sam = SamSegmenter.from_checkpoint(settings.sam_model_type, checkpoint, device, cache)
     except Exception as exc:  # a broken checkpoint must not keep the server down
         log.exception("SAM failed to load from %s", checkpoint)

@@ -50,7 +50,7 @@ class Settings:
     # Backend -> LS (downloading uploads, reading annotations): a Personal Access Token.
     label_studio_url: str = ""
     label_studio_api_key: str = field(default="", repr=False)
-    # Scale-out: RQ job queue and shared SAM embedding cache.
+    # Scale-out: RQ job queues and the SAM embedding store in Redis.
     redis_url: str = ""
     # KeyPointLabels controls whose name starts with this prefix collect extreme points.
     extreme_tool_prefix: str = "extreme"
@@ -67,7 +67,16 @@ class Settings:
     image_downloads: int = 2  # at once per process; keep below gunicorn THREADS
     # Hosts images may come from besides Label Studio's (empty: any); "*.example.com" for subdomains.
     image_url_allowlist: tuple[str, ...] = ()
+    # SAM embeddings: per-process LRU (entries) in front of the shared store (bytes, LRU; files under
+    # MODEL_DIR/embeddings, or Redis with REDIS_URL), float32 stored as float16 unless switched off.
     embedding_cache_size: int = 8
+    embedding_store_bytes: int = 2 * 1024**3
+    embedding_store_half: bool = True
+    # Embed ahead: images queued per TASKS_CREATED event, next tasks queued per interactive call,
+    # and the most images waiting at once.
+    embed_ahead: int = 50
+    embed_next_tasks: int = 3
+    embed_queue_size: int = 1000
     # Active learning.
     train_min_new_annotations: int = 10
     train_debounce_s: float = 10.0
@@ -107,6 +116,11 @@ class Settings:
             image_downloads=int(env.get("IMAGE_DOWNLOADS") or defaults.image_downloads),
             image_url_allowlist=_list(env.get("IMAGE_URL_ALLOWLIST")),
             embedding_cache_size=int(env.get("EMBEDDING_CACHE_SIZE") or defaults.embedding_cache_size),
+            embedding_store_bytes=int(env.get("EMBEDDING_STORE_BYTES") or defaults.embedding_store_bytes),
+            embedding_store_half=_bool(env.get("EMBEDDING_STORE_FP16"), defaults.embedding_store_half),
+            embed_ahead=int(env.get("EMBED_AHEAD") or defaults.embed_ahead),
+            embed_next_tasks=int(env.get("EMBED_NEXT_TASKS") or defaults.embed_next_tasks),
+            embed_queue_size=int(env.get("EMBED_QUEUE_SIZE") or defaults.embed_queue_size),
             train_min_new_annotations=int(env.get("TRAIN_MIN_NEW_ANNOTATIONS") or defaults.train_min_new_annotations),
             train_debounce_s=float(env.get("TRAIN_DEBOUNCE_S") or defaults.train_debounce_s),
             train_steps=int(env.get("TRAIN_STEPS") or defaults.train_steps),

@@ -1,16 +1,28 @@
-"""EmbeddingCache: LRU, one computation per key under concurrency, Redis sharing and degradation."""
+"""EmbeddingCache and its shared stores: one computation per key (threads, processes, replicas),
+LRU bounds in entries and bytes, restarts, Redis (a real redis-server), failures, preemption."""
 
 import logging
-import shutil
 import socket
 import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from redis_server import redis_server  # noqa: F401  (fixture: a real redis-server on a free port)
 
+from backend.embeddings import codec
+from backend.embeddings.disk_store import DiskEmbeddingStore
+from backend.embeddings.preemption import Preempted, background
+from backend.embeddings.redis_store import RedisEmbeddingStore
 from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
 
 
 def test_concurrent_requests_for_one_key_compute_once():
@@ -90,7 +102,7 @@ def test_waiters_get_the_owners_exception_and_the_key_can_be_retried():
     assert cache.get_or_compute("img", lambda: "ok") == "ok"
 
 
-def test_least_recently_used_entry_is_evicted():
+def test_least_recently_used_entry_is_evicted_from_memory():
     cache = EmbeddingCache(capacity=2)
     calls = []
 
@@ -104,80 +116,232 @@ def test_least_recently_used_entry_is_evicted():
     assert calls == ["a", "b", "c", "b"]
 
 
-def test_unreachable_redis_degrades_to_local_with_a_warning(caplog):
+# --- the disk store ------------------------------------------------------------------------------
+
+
+def blob(mib: float, fill: int = 1) -> bytes:
+    return bytes([fill]) * int(mib * MIB)
+
+
+def test_disk_store_is_bounded_in_bytes_and_evicts_the_least_recently_used(tmp_path):
+    store = DiskEmbeddingStore(tmp_path, max_bytes=3 * MIB)
+    for index, key in enumerate("abc"):
+        store.put(key, blob(1, index))
+        time.sleep(0.01)  # distinct modification times
+    assert store.get("a") == blob(1, 0)  # "a" is now the most recently used
+    time.sleep(0.01)
+    store.put("d", blob(1.5))
+    assert not store.contains("b") and not store.contains("c")  # the two least recently used made room
+    assert store.contains("a") and store.contains("d")
+    stats = store.stats()
+    assert stats["entries"] == 2 and stats["bytes"] == 2.5 * MIB <= stats["max_bytes"]
+
+
+def test_a_restarted_backend_reads_the_stored_embedding_instead_of_computing(tmp_path):
+    settings = Settings(model_dir=tmp_path, embedding_store_bytes=64 * MIB)
+    value = {"image_embed": torch.randn(1, 8, 4, 4), "high_res_feats": [torch.randn(1, 2, 8, 8)], "size": (5, 7)}
+    first = EmbeddingCache.from_settings(settings, namespace="ckpt1")
+    first.get_or_compute("sam-vit_b:abc", lambda: value)
+
+    restarted = EmbeddingCache.from_settings(settings, namespace="ckpt1")
+    calls = []
+    again = restarted.get_or_compute("sam-vit_b:abc", lambda: calls.append(1))
+    assert calls == []
+    assert torch.allclose(again["image_embed"], value["image_embed"], atol=1e-2) and again["size"] == (5, 7)
+    assert restarted.contains("sam-vit_b:abc") and not restarted.contains("sam-vit_b:other")
+    # Another checkpoint of the same architecture does not get this checkpoint's embeddings.
+    assert not EmbeddingCache.from_settings(settings, namespace="ckpt2").contains("sam-vit_b:abc")
+
+
+def test_hit_rate_counts_requests_across_cache_instances_not_background_work(tmp_path):
+    settings = Settings(model_dir=tmp_path)
+    worker_a, worker_b = EmbeddingCache.from_settings(settings), EmbeddingCache.from_settings(settings)
+    worker_a.get_or_compute("k", lambda: torch.ones(2), background=True)  # embedded ahead: not counted
+    worker_a.get_or_compute("k", lambda: torch.zeros(2))  # a request: hit (memory)
+    worker_b.get_or_compute("k", lambda: torch.zeros(2))  # another worker: hit (store)
+    worker_b.get_or_compute("other", lambda: torch.zeros(2))  # computed: miss
+    stats = worker_a.stats()
+    assert (stats["hits"], stats["misses"], stats["hit_rate"]) == (2, 1, 0.6667)
+    assert stats["store"] == "disk" and stats["entries"] == 2
+
+
+def test_an_unreadable_store_entry_is_computed_again(tmp_path):
+    store = DiskEmbeddingStore(tmp_path, max_bytes=MIB)
+    cache = EmbeddingCache(capacity=2, store=store)
+    store.put("img", b"not a torch file")
+    assert cache.get_or_compute("img", lambda: torch.ones(1)).item() == 1.0
+    assert codec.decode(store.get("img")).item() == 1.0
+
+
+COMPUTE_IN_A_PROCESS = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    import torch
+    from backend.segmenters.embedding_cache import EmbeddingCache
+    from backend.settings import Settings
+
+    settings = Settings(model_dir=Path(sys.argv[1]), redis_url=sys.argv[2])
+    cache = EmbeddingCache.from_settings(settings, namespace="ckpt")
+    while time.time() < float(sys.argv[4]):  # start together
+        time.sleep(0.005)
+
+    def compute():
+        with open(sys.argv[3], "a") as log:
+            log.write(f"{os.getpid() % 2048}\\n")  # integers up to 2048 survive float16
+        time.sleep(1.5)
+        return torch.full((4,), float(os.getpid() % 2048))
+
+    print(int(cache.get_or_compute("sam-vit_b:img", compute)[0].item()))
+""")
+
+
+def compute_in_two_processes(tmp_path, redis_url=""):
+    log = tmp_path / "computed.log"
+    start_at = str(time.time() + 1.5)
+    argv = [sys.executable, "-c", COMPUTE_IN_A_PROCESS, str(tmp_path / "model_dir"), redis_url, str(log), start_at]
+    processes = [subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [process.communicate(timeout=60) for process in processes]
+    assert all(process.returncode == 0 for process in processes), [err[-2000:] for _, err in outputs]
+    return log.read_text().split(), [out.strip() for out, _ in outputs]
+
+
+def test_two_processes_asking_at_once_compute_once_on_disk(tmp_path):
+    computed, answers = compute_in_two_processes(tmp_path)
+    assert len(computed) == 1
+    assert answers == [computed[0], computed[0]]  # the other process waited and read the result
+
+
+# --- the Redis store -----------------------------------------------------------------------------
+
+
+def test_two_processes_asking_at_once_compute_once_in_redis(tmp_path, redis_server):  # noqa: F811
+    computed, answers = compute_in_two_processes(tmp_path, redis_server.url)
+    assert len(computed) == 1
+    assert answers == [computed[0], computed[0]]
+    assert not (tmp_path / "model_dir" / "embeddings").exists()  # nothing on disk with Redis
+
+
+def test_redis_store_is_bounded_in_bytes_and_evicts_the_least_recently_used(redis_server):  # noqa: F811
+    store = RedisEmbeddingStore(redis_server.url, max_bytes=3 * MIB, prefix="test-lru:")
+    for index, key in enumerate("abc"):
+        store.put(key, blob(1, index))
+        time.sleep(0.01)
+    assert store.get("a") == blob(1, 0)
+    store.put("d", blob(1.5))
+    assert [store.contains(key) for key in "abcd"] == [True, False, False, True]
+    store.put("d", blob(0.5))  # a rewrite replaces the size, not adds to it
+    stats = store.stats()
+    assert stats["entries"] == 2 and stats["bytes"] == 1.5 * MIB
+
+
+def test_replicas_share_values_through_redis_and_a_restart_keeps_them(redis_server):  # noqa: F811
+    settings = Settings(redis_url=redis_server.url)
+    embedding = {"features": torch.arange(6.0).reshape(1, 2, 3), "input_size": (683, 1024)}
+    EmbeddingCache.from_settings(settings, namespace="share").get_or_compute("sam-vit_b:abc", lambda: embedding)
+    calls = []
+    shared = EmbeddingCache.from_settings(settings, namespace="share").get_or_compute("sam-vit_b:abc",
+                                                                                       lambda: calls.append(1))
+    assert calls == []
+    assert torch.equal(shared["features"], embedding["features"]) and shared["input_size"] == (683, 1024)
+
+
+def test_a_replica_that_died_holding_the_lock_frees_the_image_after_the_expiry(redis_server, monkeypatch):  # noqa: F811
+    import backend.embeddings.redis_store as redis_store
+
+    monkeypatch.setattr(redis_store, "LOCK_TTL_S", 1.0)
+    store = RedisEmbeddingStore(redis_server.url, max_bytes=MIB, prefix="test-dead:")
+    store._client.lock("test-dead:lock:img", timeout=1.0).acquire()  # its holder never comes back
+    started = time.monotonic()
+    with store.lock("img"):
+        waited = time.monotonic() - started
+    assert 0.5 < waited < 5
+
+
+def test_unreachable_redis_degrades_to_in_process_with_a_warning(caplog):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    cache = EmbeddingCache(capacity=2, redis_url=f"redis://127.0.0.1:{port}/0")
+    cache = EmbeddingCache.from_settings(Settings(redis_url=f"redis://127.0.0.1:{port}/0"))
     calls = []
     with caplog.at_level(logging.WARNING):
         assert cache.get_or_compute("img", lambda: calls.append(1) or 5) == 5
         assert cache.get_or_compute("img", lambda: calls.append(1) or 6) == 5
     assert calls == [1]
-    assert "Redis" in caplog.text
+    assert "Redis" in caplog.text or "redis" in caplog.text
+    assert cache.stats()["store"] == "redis" and "error" in cache.stats()
 
 
-@pytest.fixture
-def redis_url(tmp_path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server); Redis sharing not tested")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
+# --- background computations give way --------------------------------------------------------------
+
+
+def test_a_request_preempts_a_background_computation_which_is_retried():
+    cache = EmbeddingCache(capacity=4)
+    layers = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(50)])
+    in_background = threading.Event()
+    outcome = []
+
+    def slow_background():
+        def compute():
+            in_background.set()
+            with torch.no_grad():
+                for _ in range(400):
+                    layers(torch.ones(1, 4))
+                    time.sleep(0.005)
+            return "background value"
+
+        with background():
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.skip("redis-server did not start")
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(5)
+                cache.get_or_compute("imported", compute, background=True)
+                outcome.append("finished")
+            except Preempted:
+                outcome.append("preempted")
+
+    thread = threading.Thread(target=slow_background)
+    thread.start()
+    in_background.wait(5)
+    def request_compute():  # a request computes another image's embedding meanwhile
+        while not outcome and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "opened value"
+
+    deadline = time.monotonic() + 5
+    assert cache.get_or_compute("opened", request_compute) == "opened value"
+    thread.join(10)
+    assert outcome == ["preempted"]
+    assert not cache.contains("imported")  # nothing half-made was kept; the scheduler queues it again
+    assert cache.get_or_compute("imported", lambda: "retried") == "retried"
 
 
-def test_replicas_share_values_through_redis(redis_url):
-    import redis
+def test_a_request_waiting_on_a_preempted_background_computation_computes_it_itself():
+    cache = EmbeddingCache(capacity=4)
+    started, release = threading.Event(), threading.Event()
 
-    embedding = {"features": torch.arange(6.0).reshape(1, 2, 3), "input_size": (683, 1024)}
-    replica_a = EmbeddingCache(capacity=2, redis_url=redis_url, ttl_s=60, key_prefix="test:")
-    replica_b = EmbeddingCache(capacity=2, redis_url=redis_url, ttl_s=60, key_prefix="test:")
+    def preempted():
+        started.set()
+        release.wait(5)
+        raise Preempted("a request needs the encoder")
 
-    replica_a.get_or_compute("sam-vit_b:abc", lambda: embedding)
-    calls = []
-    shared = replica_b.get_or_compute("sam-vit_b:abc", lambda: calls.append(1))
+    def run_background():
+        with pytest.raises(Preempted):
+            cache.get_or_compute("img", preempted, background=True)
 
-    assert calls == []  # replica b never computed
-    assert torch.equal(shared["features"], embedding["features"]) and shared["input_size"] == (683, 1024)
-    client = redis.Redis.from_url(redis_url)
-    assert 0 < client.ttl("test:sam-vit_b:abc") <= 60
+    thread = threading.Thread(target=run_background)
+    thread.start()
+    started.wait(5)
+    answers = []
+    waiter = threading.Thread(target=lambda: answers.append(cache.get_or_compute("img", lambda: "by the request")))
+    waiter.start()
+    time.sleep(0.1)
+    release.set()
+    thread.join(5)
+    waiter.join(5)
+    assert answers == ["by the request"]
 
 
-def test_unreadable_redis_entry_is_recomputed(redis_url):
-    import redis
-
-    redis.Redis.from_url(redis_url).set("test:img", b"not a torch file")
-    cache = EmbeddingCache(capacity=2, redis_url=redis_url, key_prefix="test:")
-    assert cache.get_or_compute("img", lambda: torch.ones(1)).item() == 1.0
+def test_lock_files_do_not_pile_up(tmp_path):
+    store = DiskEmbeddingStore(tmp_path, max_bytes=MIB)
+    cache = EmbeddingCache(capacity=0, store=store)
+    for key in "abc":
+        cache.get_or_compute(key, lambda: torch.ones(1))
+    assert list((tmp_path / "locks").iterdir()) == []

@@ -1,14 +1,27 @@
-"""Cache of image embeddings: computed once per key, kept in an in-process LRU, optionally shared
-between backend replicas through Redis.
+"""SAM image embeddings, computed once per image per cluster and kept in a persistent shared store.
 
-Computing a SAM image embedding takes seconds on CPU while a click takes milliseconds, so the
-first request for an image computes it and every concurrent request for the same image waits for
-that one computation instead of starting its own.
+Computing an embedding takes seconds on CPU while a click takes milliseconds, so:
+
+- an in-process LRU (``capacity`` entries) serves the clicks on the images in use;
+- behind it the shared store (``backend.embeddings``: files under ``MODEL_DIR/embeddings`` by
+  default, Redis with ``REDIS_URL``), bounded in bytes, survives restarts and serves every worker,
+  replica and RQ worker;
+- a computation happens once: threads of a process asking for the same key wait for the first
+  one's computation, and across processes the store's per-key lock makes the others wait and then
+  read the result.
+
+Values are what the encoder returns: a tensor, or dicts/lists/tuples of tensors. Values that went
+through the store (every value, when there is a store) come back on the CPU, float32 tensors
+rounded through float16 when ``half`` (see ``backend.embeddings.codec``), so every process sees
+the very same numbers. Keys are the segmenter's (``<model name>:<image content key>``), put under
+``namespace``, which tells apart checkpoints of the same architecture.
+
+If the store fails (Redis unreachable, disk full), the cache logs a warning and works in-process
+only for a while instead of failing requests. Thread-safe.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -18,65 +31,112 @@ from concurrent.futures import Future
 from typing import Any
 
 import redis
-import torch
+
+from backend.embeddings import codec
+from backend.embeddings.preemption import Preempted, foreground_waiting
 
 logger = logging.getLogger(__name__)
 
-# After a Redis failure, skip Redis for this long instead of paying a timeout on every request.
-_REDIS_RETRY_AFTER_S = 30.0
+# After a store failure, skip the store for this long instead of paying for the failure on every request.
+_STORE_RETRY_AFTER_S = 30.0
+_STORE_ERRORS = (redis.RedisError, OSError)
 
 
 class EmbeddingCache:
-    """``get_or_compute(key, compute)``: the cached value for ``key``, computing it at most once.
+    """``get_or_compute(key, compute)``: the value for ``key``, computed at most once.
 
-    With ``redis_url``, values are also written to Redis (``torch.save`` bytes under
-    ``key_prefix + key``, expiring after ``ttl_s``) and read from there before computing. Values
-    must therefore be loadable with ``torch.load(weights_only=True)``: tensors, numbers, strings,
-    and dicts/lists/tuples of them. Values read from Redis are on the CPU. If Redis fails, the cache
-    logs a warning and works locally.
-
-    Thread-safe.
+    ``store``: a ``DiskEmbeddingStore``/``RedisEmbeddingStore`` (``get``, ``put``, ``contains``,
+    ``lock``, ``record``, ``stats``), or None for an in-process cache only.
     """
 
-    def __init__(
-        self,
-        capacity: int,
-        redis_url: str | None = None,
-        ttl_s: int = 3600,
-        key_prefix: str = "segmentation-backend:embedding:",
-    ):
+    def __init__(self, capacity: int, store=None, namespace: str = "", half: bool = True):
         self.capacity = capacity
+        self.store = store
+        self._namespace = namespace
+        self._half = half
         self._values: OrderedDict[str, Any] = OrderedDict()
-        self._pending: dict[str, Future] = {}  # keys being computed -> their result, for waiters
+        self._pending: dict[str, Future] = {}  # keys being computed or read -> their result, for waiters
         self._lock = threading.Lock()  # guards _values and _pending
-        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5) if redis_url else None
-        self._ttl_s = ttl_s
-        self._key_prefix = key_prefix
-        self._redis_skip_until = 0.0  # time.monotonic()
+        self._store_skip_until = 0.0  # time.monotonic()
+        self._local_hits = self._local_misses = 0  # without a store
 
-    def get_or_compute(self, key: str, compute: Callable[[], Any]) -> Any:
-        """The value for ``key``: from memory, else from Redis, else ``compute()`` (stored in both).
+    @classmethod
+    def from_settings(cls, settings, namespace: str = "") -> "EmbeddingCache":
+        """The cache the server uses: Redis with ``REDIS_URL``, else files under ``MODEL_DIR``."""
+        if settings.redis_url:
+            from backend.embeddings.redis_store import RedisEmbeddingStore
 
-        Concurrent calls for the same missing key wait for the first caller's computation and get
-        its value, or its exception.
+            store = RedisEmbeddingStore(settings.redis_url, settings.embedding_store_bytes)
+        else:
+            from backend.embeddings.disk_store import DiskEmbeddingStore
+
+            store = DiskEmbeddingStore(settings.model_dir / "embeddings", settings.embedding_store_bytes)
+        return cls(settings.embedding_cache_size, store, namespace, half=settings.embedding_store_half)
+
+    def get_or_compute(self, key: str, compute: Callable[[], Any], background: bool = False) -> Any:
+        """The value for ``key``: from memory, else from the store, else ``compute()`` (then stored).
+
+        Concurrent calls for the same key wait for the first caller's computation and get its value
+        or its exception. ``background``: a call ahead of any request (not counted in the hit rate);
+        its computation may stop with ``Preempted`` when a request needs the encoder.
         """
+        while True:
+            with self._lock:
+                if key in self._values:
+                    self._values.move_to_end(key)
+                    value = self._values[key]
+                    break
+                pending = self._pending.get(key)
+                is_owner = pending is None
+                if is_owner:
+                    pending = self._pending[key] = Future()
+            if not is_owner:
+                try:
+                    value = pending.result()
+                except Preempted:
+                    if background:
+                        raise
+                    continue  # the computation we waited for gave way: this request computes it
+                self._count(hit=False, background=background)
+                return value
+            return self._own(key, compute, pending, background)
+        self._count(hit=True, background=background)
+        return value
+
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is embedded already (in this process or the store), without computing."""
         with self._lock:
             if key in self._values:
-                self._values.move_to_end(key)
-                return self._values[key]
-            pending = self._pending.get(key)
-            if pending is None:
-                pending = self._pending[key] = Future()
-                is_owner = True
-            else:
-                is_owner = False
-        if not is_owner:
-            return pending.result()
+                return True
+        return bool(self._shared("read", lambda store: store.contains(self._store_key(key))))
+
+    def stats(self) -> dict:
+        """For /health: where the store is, its bytes/entries/limit, and the hit rate of requests
+        (every process's, for a store)."""
+        with self._lock:
+            local = {"in_process_entries": len(self._values)}
+        if self.store is None:
+            hits, misses = self._local_hits, self._local_misses
+            stats = {"store": "in-process", **local, "hits": hits, "misses": misses}
+        else:
+            shared = self._shared("read", lambda store: store.stats())
+            stats = {"store": self.store.kind, **local, **(shared or {"error": "store unavailable, see the log"})}
+        hits, misses = stats.get("hits", 0), stats.get("misses", 0)
+        stats["hit_rate"] = round(hits / (hits + misses), 4) if hits + misses else None
+        return stats
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._values)
+
+    # -- the owner of a key's computation --------------------------------------------------------
+
+    def _own(self, key: str, compute: Callable[[], Any], pending: Future, background: bool) -> Any:
         try:
-            value = self._redis_get(key)
-            if value is None:
-                value = compute()
-                self._redis_put(key, value)
+            value = self._read(key)
+            hit = value is not None
+            if not hit:
+                value = self._compute_once_per_cluster(key, compute, background)
         except BaseException as exc:
             with self._lock:
                 del self._pending[key]
@@ -89,41 +149,70 @@ class EmbeddingCache:
                 while len(self._values) > self.capacity:
                     self._values.popitem(last=False)
         pending.set_result(value)
+        self._count(hit=hit, background=background)
         return value
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._values)
+    def _compute_once_per_cluster(self, key: str, compute: Callable[[], Any], background: bool) -> Any:
+        if self.store is None or not self._store_usable():
+            return self._computed(compute, background)
+        store_key = self._store_key(key)
+        try:
+            with self.store.lock(store_key):
+                value = self._read(key)  # another process computed it while we waited
+                if value is not None:
+                    return value
+                data = codec.encode(self._computed(compute, background), self._half)
+                self._shared("write", lambda store: store.put(store_key, data))
+                return codec.decode(data)
+        except _STORE_ERRORS as exc:  # the lock itself failed: compute without it
+            self._store_failed("lock", exc)
+            return self._computed(compute, background)
 
-    def _redis_get(self, key: str) -> Any | None:
-        data = self._redis_call("read", lambda client: client.get(self._key_prefix + key))
+    def _computed(self, compute: Callable[[], Any], background: bool) -> Any:
+        if background:
+            return compute()
+        with foreground_waiting():  # background computations of this process give way
+            return compute()
+
+    def _read(self, key: str) -> Any | None:
+        data = self._shared("read", lambda store: store.get(self._store_key(key)))
         if data is None:
             return None
         try:
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as exc:  # a foreign or truncated entry: recompute and overwrite it
-            logger.warning("ignoring unreadable embedding-cache entry in Redis (%s)", type(exc).__name__)
+            return codec.decode(data)
+        except codec.CodecError as exc:  # a foreign or truncated entry: computed again and overwritten
+            logger.warning("ignoring an unreadable embedding-store entry (%s)", exc)
             return None
 
-    def _redis_put(self, key: str, value: Any) -> None:
-        if self._redis is None:
+    def _count(self, hit: bool, background: bool) -> None:
+        if background:
             return
-        buffer = io.BytesIO()
-        torch.save(value, buffer)
-        self._redis_call("write", lambda client: client.set(self._key_prefix + key, buffer.getvalue(), ex=self._ttl_s))
+        if self.store is None:
+            with self._lock:
+                self._local_hits += hit
+                self._local_misses += not hit
+            return
+        self._shared("write", lambda store: store.record(hit))
 
-    def _redis_call(self, action: str, call: Callable[[redis.Redis], Any]) -> Any | None:
-        """``call(client)``, or None when Redis is off, failing, or recently failed."""
-        if self._redis is None or time.monotonic() < self._redis_skip_until:
+    # -- store failures ----------------------------------------------------------------------------
+
+    def _store_key(self, key: str) -> str:
+        return f"{self._namespace}/{key}" if self._namespace else key
+
+    def _store_usable(self) -> bool:
+        return time.monotonic() >= self._store_skip_until
+
+    def _shared(self, action: str, call: Callable[[Any], Any]) -> Any | None:
+        """``call(store)``, or None when there is no store or it fails or recently failed."""
+        if self.store is None or not self._store_usable():
             return None
         try:
-            return call(self._redis)
-        except redis.RedisError as exc:
-            self._redis_skip_until = time.monotonic() + _REDIS_RETRY_AFTER_S
-            logger.warning(
-                "embedding cache: Redis %s failed (%s); using the in-process cache only for the next %.0f s",
-                action,
-                type(exc).__name__,
-                _REDIS_RETRY_AFTER_S,
-            )
+            return call(self.store)
+        except _STORE_ERRORS as exc:
+            self._store_failed(action, exc)
             return None
+
+    def _store_failed(self, action: str, exc: Exception) -> None:
+        self._store_skip_until = time.monotonic() + _STORE_RETRY_AFTER_S
+        logger.warning("embedding store (%s): %s failed (%s: %s); using the in-process cache only for the next %.0f s",
+                       self.store.kind, action, type(exc).__name__, str(exc)[:200], _STORE_RETRY_AFTER_S)

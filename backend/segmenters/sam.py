@@ -48,7 +48,7 @@ class SamSegmenter:
     def __init__(self, sam_model: Sam, model_name: str, cache: EmbeddingCache):
         self.sam = sam_model.eval()
         self.model_name = model_name
-        self._cache = cache
+        self.embedding_cache = cache
         self._resize = ResizeLongestSide(sam_model.image_encoder.img_size)
         self._encoder_lock = threading.Lock()
 
@@ -116,10 +116,16 @@ class SamSegmenter:
         score = float(predicted_iou[0, best].clamp(0.0, 1.0))
         return Segmentation(mask=mask, score=score, label=prompt.label, model=self.model_name)
 
-    def embedding(self, image: LoadedImage) -> torch.Tensor:
+    def embedding(self, image: LoadedImage, background: bool = False) -> torch.Tensor:
         """The image encoder's output (1, C, img_size/16, img_size/16) for ``image``: computed on
-        first use (seconds on CPU), then served from the cache."""
-        return self._cache.get_or_compute(f"{self.model_name}:{image.key}", lambda: self._encode(image.array))
+        first use (seconds on CPU), then served from the cache. ``background``: computed ahead of
+        any request (``EmbeddingCache.get_or_compute``)."""
+        return self.embedding_cache.get_or_compute(self.embedding_key(image), lambda: self._encode(image.array),
+                                                   background=background)
+
+    def embedding_key(self, image: LoadedImage) -> str:
+        """The cache key of ``image``'s embedding: this model and the image's content."""
+        return f"{self.model_name}:{image.key}"
 
     def _encode(self, array: np.ndarray) -> torch.Tensor:
         with self._encoder_lock, torch.no_grad():
