@@ -41,6 +41,7 @@ from backend.labeling_page import KEEP_POINTS_KEY, check_keep_points, keeps_poin
     without_kept_points
 from backend.images import ImageBusy, ImageError
 from backend.mask_output import MASK_TYPE_KEY, TOLERANCE_KEY, MaskOutput, check_mask_output
+from backend.preannotation.trigger import PREANNOTATE_KEY, check_preannotate_param
 from backend.policies import WILDCARD, PolicyError, PolicySet, parse_policies
 from backend.project_store import ProjectSetup, ProjectStore, project_id
 from backend.prompts import Prompt, Segmentation
@@ -53,7 +54,9 @@ from backend.settings import Settings
 log = logging.getLogger(__name__)
 
 # Top-level keys the ML connection's extra params may carry; others are reported as typos.
-EXTRA_PARAM_KEYS = {"policies", KEEP_POINTS_KEY, MASK_TYPE_KEY, TOLERANCE_KEY}
+EXTRA_PARAM_KEYS = {"policies", KEEP_POINTS_KEY, MASK_TYPE_KEY, TOLERANCE_KEY, PREANNOTATE_KEY}
+# Every model version this backend gives starts so (how pre-annotation tells its own predictions).
+MODEL_VERSION_PREFIX = "segassist-"
 
 
 class RequestError(ValueError):
@@ -82,6 +85,7 @@ def _extra_params(value) -> dict:
     try:
         check_keep_points(value)
         check_mask_output(value)
+        check_preannotate_param(value)
     except ValueError as exc:
         raise PolicyError(str(exc)) from None
     return value
@@ -350,4 +354,4 @@ def _warn_on_other_size(task: dict, regions: list, config: LabelingConfig, image
 def _version_of(segmenters: SegmenterSet) -> str:
     extreme = segmenters.extreme_version if segmenters.extreme is not None else "noextreme"
     sam = segmenters.sam_name if segmenters.sam is not None else "nosam"
-    return f"segassist-{extreme}+{sam}"
+    return f"{MODEL_VERSION_PREFIX}{extreme}+{sam}"

@@ -84,6 +84,10 @@ class Settings:
     train_threads: int = 0  # torch threads of a training job; 0 = half the CPU cores (serving keeps the rest)
     # Pin a project to a model version (rollback): {"<project id>": "<version name>"}.
     pinned_versions: dict = field(default_factory=dict)
+    # Pre-annotation jobs: tasks per chunk (with REDIS_URL, the unit RQ workers share a project in)
+    # and torch threads of a job run by the embedded worker or an RQ worker (0 = half the CPU cores).
+    preannotate_chunk_tasks: int = 16
+    preannotate_threads: int = 0
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -126,6 +130,8 @@ class Settings:
             train_steps=int(env.get("TRAIN_STEPS") or defaults.train_steps),
             train_threads=int(env.get("TRAIN_THREADS") or defaults.train_threads),
             pinned_versions=_json(env.get("PINNED_VERSIONS"), "PINNED_VERSIONS"),
+            preannotate_chunk_tasks=max(1, int(env.get("PREANNOTATE_CHUNK_TASKS") or defaults.preannotate_chunk_tasks)),
+            preannotate_threads=int(env.get("PREANNOTATE_THREADS") or defaults.preannotate_threads),
         )
 
     def resolved_device(self) -> str:

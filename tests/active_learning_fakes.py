@@ -60,6 +60,19 @@ def fake_task(task_id: int, instances: int = 1) -> AnnotatedTask:
     return AnnotatedTask(task_id, 1000 + task_id, [(image, mask)] * instances, ["Cat"] * instances)
 
 
+class RecordingExecutor:
+    """An executor that only records the ids of the jobs submitted to it."""
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, job):
+        self.submitted.append(job.id)
+
+    def poll(self):
+        pass
+
+
 class FakeReader:
     def __init__(self, task_ids=range(1, 11)):
         self.task_ids = list(task_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from active_learning_fakes import write_fake_weights
+from active_learning_fakes import RecordingExecutor, write_fake_weights
 
 from backend.active_learning.service import ActiveLearning
 from backend.app import create_app
@@ -15,17 +15,6 @@ from backend.settings import Settings
 BRUSH = {"type": "brushlabels", "from_name": "mask", "to_name": "image",
          "value": {"format": "rle", "rle": [0, 1], "brushlabels": ["Cat"]}}
 PROJECT = {"id": 5, "title": "cats", "token": "project-secret-token", "task_data_password": "pw-secret"}
-
-
-class RecordingExecutor:
-    def __init__(self):
-        self.submitted = []
-
-    def submit(self, job):
-        self.submitted.append(job.id)
-
-    def poll(self):
-        pass
 
 
 class Clock:
@@ -89,7 +78,7 @@ def test_start_training_queues_a_job_at_once_and_jobs_lists_it(setup):
 
 def test_other_events_are_acknowledged_and_bad_training_events_rejected(setup):
     client, learning, executor, clock = setup
-    ignored = client.post("/webhook", json={"action": "TASKS_CREATED", "tasks": [{"id": 1}], "project": PROJECT})
+    ignored = client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": PROJECT})
     assert ignored.status_code == 200 and ignored.get_json()["training"] == "ignored"
     bad = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": PROJECT})
     assert bad.status_code == 400 and "annotations" in bad.get_json()["error"]

@@ -45,7 +45,7 @@ def parse_event(action: str, payload: dict) -> EventEffect | None:
     Raises EventError when a training action's payload is malformed.
     """
     if action == START_TRAINING:
-        return EventEffect(project=_project_of(payload), force=True)
+        return EventEffect(project=project_of(payload), force=True)
     if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"):
         annotations = payload.get("annotation")
         if isinstance(annotations, dict):
@@ -55,17 +55,17 @@ def parse_event(action: str, payload: dict) -> EventEffect | None:
         added, removed = set(), set()
         for annotation in annotations:
             (added if _is_usable(annotation) else removed).add(_annotation_id(annotation, action))
-        return EventEffect(project=_project_of(payload, annotations[0]), added=frozenset(added), removed=frozenset(removed))
+        return EventEffect(project=project_of(payload, annotations[0]), added=frozenset(added), removed=frozenset(removed))
     if action == "ANNOTATIONS_DELETED":
         annotations = payload.get("annotations")
         if not isinstance(annotations, list):
             raise EventError("ANNOTATIONS_DELETED without an 'annotations' list")
         removed = frozenset(_annotation_id(annotation, action) for annotation in annotations)
-        return EventEffect(project=_project_of(payload), removed=removed)
+        return EventEffect(project=project_of(payload), removed=removed)
     return None
 
 
-def _project_of(payload: dict, annotation: object = None) -> str:
+def project_of(payload: dict, annotation: object = None) -> str:
     project = payload.get("project")
     candidate = project.get("id") if isinstance(project, dict) else project
     if candidate is None and isinstance(annotation, dict):

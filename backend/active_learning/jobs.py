@@ -1,9 +1,14 @@
-"""Training jobs as JSON files under ``MODEL_DIR/active_learning/jobs``: the one place every
+"""Background jobs as JSON files under ``MODEL_DIR/active_learning/jobs``: the one place every
 process (web workers, the embedded runner, RQ workers, /jobs) reads a job's state from.
+
+Types: ``train`` (retrain a project's extreme-point model, ``training_job.py``) and ``preannotate``
+(store brush predictions for a project's tasks in Label Studio, ``backend/preannotation``).
 
 States: queued -> running -> finished | failed. A job left "running" by a process that died (kill
 -9, OOM, power loss) is found by ``JobStore.reap_dead`` — its pid is gone on this host, or its
-heartbeat stopped — and marked failed with that reason, so a restart picks the truth up from disk.
+heartbeat stopped — and ``abandon``-ed with that reason, so a restart picks the truth up from disk:
+a training job fails (serving is unchanged); a pre-annotation job, which keeps its progress per
+task on disk, goes back to the queue and resumes, up to ``MAX_ATTEMPTS`` times.
 """
 
 from __future__ import annotations
@@ -27,20 +32,30 @@ QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
 HEARTBEAT_INTERVAL_S = 5.0
 HEARTBEAT_STALE_S = 120.0
 JOBS_KEPT_PER_PROJECT = 50
+TRAIN, PREANNOTATE = "train", "preannotate"
+# Starts of a resumable job before a process death counts as the job failing (a task that kills
+# its process every time must not loop forever).
+MAX_ATTEMPTS = 3
 
 
 @dataclass
 class Job:
-    """One training run for one project.
+    """One background job for one project.
 
-    progress: {"stage": str, "fraction": 0..1, "message": str}.
-    result: what the run produced: metrics before/after, whether (and which) version was published.
+    params: what the job works on (pre-annotation: ``tasks``, a list of task ids, and ``scope``:
+    None, "unlabeled" or "all" of the project's tasks besides those).
+    progress: {"stage": str, "fraction": 0..1, "message": str}, plus a pre-annotation job's counts.
+    result: what the run produced: metrics before/after, whether (and which) version was published;
+    a pre-annotation job's final counts.
     error: why the job failed; safe to show (no secrets, no payloads).
+    attempts: how often a resumable job was started (see ``abandon``).
     """
 
     id: str
     project: str
     trigger: str
+    type: str = TRAIN
+    params: dict = field(default_factory=dict)
     state: str = QUEUED
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
@@ -51,6 +66,12 @@ class Job:
     progress: dict = field(default_factory=dict)
     result: dict = field(default_factory=dict)
     error: str | None = None
+    attempts: int = 0
+
+    @property
+    def kind(self) -> str:
+        """The job's type in words, for messages."""
+        return "pre-annotation" if self.type == PREANNOTATE else "training"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -72,10 +93,18 @@ class JobStore:
         self._parsed: dict[Path, tuple[tuple[int, int], Job]] = {}
         self._parsed_lock = threading.Lock()
 
-    def create(self, project: str, trigger: str) -> Job:
+    def create(self, project: str, trigger: str, type: str = TRAIN, params: dict | None = None,
+               pid: int | None = None) -> Job:
+        """A new queued job; with ``pid``, one already running in that process of this host (which
+        no executor may start)."""
         project = project_id(project)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        job = Job(id=f"p{project}-{stamp}-{secrets.token_hex(3)}", project=project, trigger=trigger)
+        kind = "" if type == TRAIN else f"{type}-"
+        job = Job(id=f"p{project}-{kind}{stamp}-{secrets.token_hex(3)}", project=project, trigger=trigger, type=type,
+                  params=dict(params or {}))
+        if pid is not None:
+            job.state, job.pid, job.host, job.attempts = RUNNING, pid, socket.gethostname(), 1
+            job.started_at = job.heartbeat_at = job.created_at
         write_json_atomic(self._path(job.id), job.to_json())
         return job
 
@@ -121,10 +150,17 @@ class JobStore:
             write_json_atomic(self._path(job_id), job.to_json())
             return job
 
-    def mark_running(self, job_id: str, pid: int) -> Job:
+    def mark_running(self, job_id: str, pid: int | None) -> Job:
+        """``pid``: the one process running the job on this host; None for a job whose parts run in
+        RQ workers anywhere (then its RQ parts, not a pid or heartbeat, tell whether it lives)."""
+
         def change(job: Job) -> None:
-            job.state, job.pid, job.host = RUNNING, pid, socket.gethostname()
-            job.started_at = job.heartbeat_at = time.time()
+            if job.state != RUNNING or job.pid != pid:  # not the process that started it confirming
+                job.attempts += 1
+                job.started_at = time.time()
+            job.state, job.pid = RUNNING, pid
+            job.host = socket.gethostname() if pid is not None else None
+            job.heartbeat_at = time.time()
             job.error = None
 
         return self.update(job_id, change)
@@ -157,6 +193,23 @@ class JobStore:
             shutil.rmtree(self.layout.staging_dir(job.project, job.id), ignore_errors=True)
         return job
 
+    def abandon(self, job_id: str, reason: str) -> Job:
+        """A job whose process ended (or is ending) without reporting a result: a pre-annotation job
+        goes back to the queue to resume from its progress on disk, unless it has used up
+        ``MAX_ATTEMPTS``; a training job fails with ``reason``."""
+
+        def requeue(job: Job) -> None:
+            if job.state == RUNNING:
+                job.state, job.pid, job.host = QUEUED, None, None
+                job.progress = {**job.progress, "message": f"resuming: {reason}"}
+
+        job = self.get(job_id)
+        if job.type == PREANNOTATE and job.attempts < MAX_ATTEMPTS:
+            return self.update(job_id, requeue)
+        if job.type == PREANNOTATE:
+            reason = f"{reason} ({job.attempts} attempts)"
+        return self.fail(job_id, reason)
+
     def prune(self, keep_per_project: int = JOBS_KEPT_PER_PROJECT) -> None:
         """Delete all but the newest ``keep_per_project`` ended jobs of each project."""
         ended: dict[str, list[Job]] = {}
@@ -168,20 +221,23 @@ class JobStore:
                 self.delete(job.id)
 
     def delete(self, job_id: str) -> None:
+        job = self._read(self._path(job_id))
+        if job is not None:
+            shutil.rmtree(self.layout.job_state_dir(job.project, job.id), ignore_errors=True)
         for path in (self._path(job_id), self._path(job_id).with_suffix(".lock")):
             path.unlink(missing_ok=True)
         with self._parsed_lock:
             self._parsed.pop(self._path(job_id), None)
 
     def reap_dead(self, now: float | None = None) -> list[Job]:
-        """Mark failed every running job whose process is gone; returns them."""
+        """``abandon`` every running job whose process is gone; returns them (requeued or failed)."""
         now = time.time() if now is None else now
         reaped = []
         for job in self.list():
             if job.state == RUNNING:
                 reason = death_reason(job, now)
                 if reason:
-                    reaped.append(self.fail(job.id, reason))
+                    reaped.append(self.abandon(job.id, reason))
         return reaped
 
     def _path(self, job_id: str) -> Path:
@@ -191,11 +247,13 @@ class JobStore:
 
 
 def death_reason(job: Job, now: float) -> str | None:
-    """Why a job marked running cannot be alive, or None if it may be."""
-    if job.host == socket.gethostname() and job.pid is not None and not pid_alive(job.pid):
-        return f"the training process (pid {job.pid}) died without reporting a result (killed or crashed)"
+    """Why a job marked running in one process cannot be alive, or None if it may be."""
+    if job.pid is None:  # its parts run in RQ workers: the RQ executor watches them
+        return None
+    if job.host == socket.gethostname() and not pid_alive(job.pid):
+        return f"the {job.kind} process (pid {job.pid}) died without reporting a result (killed or crashed)"
     if job.heartbeat_at is not None and now - job.heartbeat_at > HEARTBEAT_STALE_S:
-        return f"no heartbeat from the training process on {job.host} for {now - job.heartbeat_at:.0f} s"
+        return f"no heartbeat from the {job.kind} process on {job.host} for {now - job.heartbeat_at:.0f} s"
     return None
 
 

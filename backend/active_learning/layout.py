@@ -10,6 +10,7 @@ and training worker; nothing is kept only in memory):
         active.json                   {"version": name}: the version serving this project
         versions/<name>/              published weights + version.json (see versions.py)
         staging/<job id>/             a job's training output before it is published
+        jobs/<job id>/                a pre-annotation job's plan and per-task outcomes
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class Layout:
 
     def staging_dir(self, project: str, job_id: str) -> Path:
         return self.project_dir(project) / "staging" / job_id
+
+    def job_state_dir(self, project: str, job_id: str) -> Path:
+        return self.project_dir(project) / "jobs" / job_id
 
     def projects(self) -> list[str]:
         """Ids of every project with state on disk."""

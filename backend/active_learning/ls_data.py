@@ -113,18 +113,8 @@ class LabelStudioProjectReader:
     """Reads projects from the Label Studio at ``settings.label_studio_url``."""
 
     def __init__(self, settings, client=None, image_loader: ImageLoader | None = None):
-        if client is None:
-            if not settings.label_studio_url or not settings.label_studio_api_key:
-                raise ProjectDataError(
-                    "training reads annotations from Label Studio: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
-                    "(a Personal Access Token, Label Studio: Account & Settings)"
-                )
-            from label_studio_sdk import LabelStudio
-
-            client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key)
-        self._client = client
-        parts = urlsplit(settings.label_studio_url)
-        self._server = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)  # no credentials
+        self._api = LabelStudioApi(settings, "training reads annotations", client)
+        self._client = self._api.client
         self._images = image_loader or ImageLoader(settings)
         self._extreme_tool_prefix = settings.extreme_tool_prefix
 
@@ -169,6 +159,30 @@ class LabelStudioProjectReader:
         return tasks
 
     def _call(self, what: str, call: Callable):
+        return self._api.call(what, call)
+
+
+class LabelStudioApi:
+    """The SDK client for ``settings.label_studio_url`` with the Personal Access Token (the SDK
+    refreshes it into short-lived JWTs), and ``call``, which turns SDK failures into
+    ProjectDataError messages saying what to check, never containing the token.
+    ``purpose`` says in the error why Label Studio is needed (e.g. "training reads annotations")."""
+
+    def __init__(self, settings, purpose: str, client=None):
+        if client is None:
+            if not settings.label_studio_url or not settings.label_studio_api_key:
+                raise ProjectDataError(
+                    f"{purpose} from Label Studio: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
+                    "(a Personal Access Token, Label Studio: Account & Settings)"
+                )
+            from label_studio_sdk import LabelStudio
+
+            client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key)
+        self.client = client
+        parts = urlsplit(settings.label_studio_url)
+        self._server = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)  # no credentials
+
+    def call(self, what: str, call: Callable):
         """Run an SDK call; failures become ProjectDataError saying what to check, never with the token."""
         import httpx
         from label_studio_sdk.core.api_error import ApiError

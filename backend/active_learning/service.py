@@ -1,9 +1,10 @@
-"""The retraining loop as the web app sees it.
+"""The retraining loop and background jobs as the web app sees it.
 
 ``ActiveLearning`` is the app's webhook event sink (``handle``), its source of job and version
-listings, and — in one process per MODEL_DIR — the dispatcher: a background thread that, about
-twice a second, marks dead jobs failed, turns settled pending annotations into jobs and lets the
-executor start them. Which process dispatches is decided by a non-blocking flock on
+listings, the one place background jobs are requested (``request_preannotation``; ``TASKS_CREATED``
+goes through ``tasks_created``), and — in one process per MODEL_DIR — the dispatcher: a background
+thread that, about twice a second, reaps dead jobs (failed, or requeued to resume), turns settled
+pending annotations into jobs and lets the executor start them. Which process dispatches is decided by a non-blocking flock on
 ``dispatcher.lock``; the others retry now and then, so one takes over if the holder exits.
 """
 
@@ -15,13 +16,15 @@ import threading
 import time
 from typing import Callable
 
-from backend.active_learning.events import PendingStore, parse_event
+from backend.active_learning.events import EventError, PendingStore, parse_event, project_of
 from backend.active_learning.files import LockBusy, file_lock
 from backend.active_learning.jobs import QUEUED, Job, JobStore
 from backend.active_learning.layout import Layout
 from backend.active_learning.queue import Executor, make_executor
 from backend.active_learning.serving import ProjectModels
 from backend.active_learning.versions import VersionRegistry
+from backend.preannotation.trigger import preannotates_on_import, request_preannotation
+from backend.project_store import ProjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ class ActiveLearning:
         self.pending = PendingStore(self.layout)
         self.jobs = JobStore(self.layout)
         self.registry = VersionRegistry.from_settings(settings)
+        self.projects = ProjectStore(settings.model_dir / "projects")
         self.executor = executor if executor is not None else make_executor(settings, self.jobs)
         self._event_log = event_log
         self._clock = clock
@@ -52,6 +56,8 @@ class ActiveLearning:
         at once and answers its id. Raises EventError for a malformed training event."""
         if self._event_log is not None:
             self._event_log.handle(action, payload)
+        if action == "TASKS_CREATED":
+            return self.tasks_created(payload)
         effect = parse_event(action, payload)
         if effect is None:
             return {"training": "ignored"}
@@ -62,6 +68,26 @@ class ActiveLearning:
             if job is not None:
                 answer["job"] = job.id
         return answer
+
+    def tasks_created(self, payload: dict) -> dict:
+        """An import (``TASKS_CREATED``): the one place work ahead of the annotator starts for new
+        tasks. With ``preannotate_on_import`` on for the project, a pre-annotation job is queued for
+        them (or the project's queued one takes them on). Raises EventError for a malformed payload."""
+        project = project_of(payload)
+        setup = self.projects.load(project)
+        if not preannotates_on_import(self.settings.default_extra_params, setup.extra_params if setup else None):
+            return {"preannotation": "off"}
+        tasks = payload.get("tasks")
+        ids = [t["id"] for t in tasks if isinstance(t, dict) and isinstance(t.get("id"), int)] if isinstance(tasks, list) else []
+        if not ids:
+            raise EventError("TASKS_CREATED without a 'tasks' list of objects with an integer 'id'")
+        job, merged = self.request_preannotation(project, f"TASKS_CREATED ({len(ids)} tasks)", tasks=ids)
+        return {"preannotation": job.id, "merged": merged}
+
+    def request_preannotation(self, project: str, trigger: str, tasks=(), scope: str | None = None) -> tuple[Job, bool]:
+        """Queue pre-annotation of ``tasks`` and/or a ``scope`` of the project's tasks ("unlabeled",
+        "all"); see ``backend.preannotation.trigger``."""
+        return request_preannotation(self.jobs, self.executor, project, trigger, tasks, scope)
 
     # -- dispatching ------------------------------------------------------------------------------
 
@@ -91,7 +117,11 @@ class ActiveLearning:
     def tick(self) -> None:
         """One dispatcher round: reap dead jobs, queue due jobs, advance the executor."""
         for job in self.jobs.reap_dead():
-            logger.warning("training job %s failed: %s", job.id, job.error)
+            if job.state == QUEUED:  # a resumable job: back in the queue
+                logger.warning("%s job %s lost its process; resuming it: %s", job.kind, job.id, job.progress.get("message"))
+                self.executor.submit(job)
+            else:
+                logger.warning("%s job %s failed: %s", job.kind, job.id, job.error)
         for project in self.pending.projects_with_changes():
             self.dispatch(project)
         self.executor.poll()
@@ -130,14 +160,7 @@ class ActiveLearning:
     def project_models(self, default_segmenter) -> ProjectModels:
         """Per-project extreme-point segmenters for the app; ``default_segmenter`` serves the default
         weights (already loaded at start-up), other versions load lazily on this process's device."""
-        device = self.settings.resolved_device()
-
-        def load(weights_dir):
-            from backend.segmenters.extreme import ExtremeSegmenter
-
-            return ExtremeSegmenter.load(weights_dir, device)
-
-        return ProjectModels(self.registry, load, default_segmenter)
+        return ProjectModels.for_settings(self.settings, default_segmenter, self.registry)
 
     # -- listings ---------------------------------------------------------------------------------
 

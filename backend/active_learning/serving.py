@@ -33,6 +33,19 @@ class ProjectModels:
         self._cache: OrderedDict[tuple[str, str], object] = OrderedDict()
         self._lock = threading.Lock()
 
+    @classmethod
+    def for_settings(cls, settings, default: object | None, registry: VersionRegistry | None = None) -> "ProjectModels":
+        """Project versions from ``settings.model_dir`` (or ``registry``), each loaded lazily on this
+        process's device."""
+        device = settings.resolved_device()
+
+        def load(weights_dir):
+            from backend.segmenters.extreme import ExtremeSegmenter
+
+            return ExtremeSegmenter.load(weights_dir, device)
+
+        return cls(registry or VersionRegistry.from_settings(settings), load, default)
+
     def version_for(self, project: str | None) -> VersionInfo:
         """The version serving ``project`` (the default one when ``project`` is None)."""
         return self.registry.default if project is None else self.registry.serving(project)

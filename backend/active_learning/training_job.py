@@ -10,6 +10,7 @@ pid/heartbeat (``JobStore.reap_dead``), and the version pointer was never touche
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -17,7 +18,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from backend.active_learning.jobs import HEARTBEAT_INTERVAL_S, JobStore
 from backend.active_learning.layout import Layout
@@ -99,26 +100,40 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
     context = JobContext(job_id, job.project, VersionRegistry.from_settings(settings))
     progress = Progress(jobs, job_id)
     staging = layout.staging_dir(job.project, job_id)
-    previous_sigterm = _raise_on_sigterm()
     try:
-        with Heartbeat(jobs, job_id) as heartbeat:
-            progress("waiting", 0.0, "waiting for the project's previous job to end")
-            with TrainingLock(layout, job.project, settings.redis_url) as lock:
-                heartbeat.lock = lock
-                result = _train_and_publish(
-                    context, settings, trainer or ExtremeTrainer.from_settings(settings),
-                    reader or LabelStudioProjectReader(settings), progress, staging,
-                )
-        jobs.finish(job_id, result)
-    except Stopped:
-        jobs.fail(job_id, "stopped by SIGTERM (worker shutdown) before finishing; serving is unchanged")
-    except EXPECTED_ERRORS as exc:
-        jobs.fail(job_id, str(exc))
-    except Exception as exc:
-        logger.exception("training job %s failed", job_id)
-        jobs.fail(job_id, f"{type(exc).__name__}: {str(exc)[:500]}")
+        with failures_recorded(jobs, job_id, EXPECTED_ERRORS):
+            try:
+                with Heartbeat(jobs, job_id) as heartbeat:
+                    progress("waiting", 0.0, "waiting for the project's previous job to end")
+                    with TrainingLock(layout, job.project, settings.redis_url) as lock:
+                        heartbeat.lock = lock
+                        result = _train_and_publish(
+                            context, settings, trainer or ExtremeTrainer.from_settings(settings),
+                            reader or LabelStudioProjectReader(settings), progress, staging,
+                        )
+                if result["published"]:
+                    result.update(_refresh_predictions(settings, jobs, job.project, result["version"]))
+                jobs.finish(job_id, result)
+            except Stopped:
+                jobs.fail(job_id, "stopped by SIGTERM (worker shutdown) before finishing; serving is unchanged")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def failures_recorded(jobs: JobStore, job_id: str, expected_errors: tuple) -> Iterator[None]:
+    """The body of a job process: SIGTERM becomes ``Stopped`` inside (for the body to handle), and any
+    error ends the job as failed: with its message for ``expected_errors`` (written for users), with
+    its type and a logged traceback otherwise. Nothing is raised."""
+    previous_sigterm = raise_on_sigterm()
+    try:
+        yield
+    except expected_errors as exc:
+        jobs.fail(job_id, str(exc))
+    except Exception as exc:
+        logger.exception("job %s failed", job_id)
+        jobs.fail(job_id, f"{type(exc).__name__}: {str(exc)[:500]}")
+    finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
 
@@ -160,7 +175,26 @@ def _train_and_publish(context: JobContext, settings, trainer: Trainer, reader, 
     return {"published": True, "version": version.name, **metrics}
 
 
-def _raise_on_sigterm():
+def _refresh_predictions(settings, jobs: JobStore, project: str, version: str) -> dict:
+    """With ``preannotate_on_import`` on, a published version queues pre-annotation of the project's
+    unlabeled tasks, so their predictions come from it without a click. What happened, for the result."""
+    from backend.active_learning.queue import make_executor
+    from backend.preannotation.trigger import preannotates_on_import, request_preannotation
+    from backend.project_store import ProjectStore
+
+    setup = ProjectStore(settings.model_dir / "projects").load(project)
+    if not preannotates_on_import(settings.default_extra_params, setup.extra_params if setup else None):
+        return {}
+    try:
+        job, _ = request_preannotation(jobs, make_executor(settings, jobs), project, f"new model version {version}",
+                                       scope="unlabeled")
+    except Exception as exc:  # the version is published either way
+        logger.exception("could not queue pre-annotation with %s for project %s", version, project)
+        return {"preannotation_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return {"preannotation_job": job.id}
+
+
+def raise_on_sigterm():
     """Turn SIGTERM into Stopped (main thread only; returns the previous handler, or None)."""
     if threading.current_thread() is not threading.main_thread():
         return None

@@ -1,8 +1,12 @@
-"""``python -m backend worker``: run training jobs from the RQ queue (scale-out with REDIS_URL).
+"""``python -m backend worker``: run training and pre-annotation jobs from the RQ queues (scale-out
+with REDIS_URL).
 
-Start any number of workers, on any machines that reach Redis and share MODEL_DIR with the
-backend replicas; each needs the same LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY as the backend.
-Without REDIS_URL there is nothing to run: the backend runs its jobs itself (embedded worker).
+Start any number of workers, on any machines (GPU or CPU) that reach Redis and share MODEL_DIR with
+the backend replicas; each needs the same LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY as the backend,
+and the same model settings (SAM_CHECKPOINT, EXTREME_WEIGHTS, ...), since a pre-annotation chunk
+loads the serving segmenters. Training jobs are taken first; pre-annotation chunks of one project
+spread over all workers. Without REDIS_URL there is nothing to run: the backend runs its jobs itself
+(embedded worker).
 """
 
 from __future__ import annotations
@@ -11,11 +15,11 @@ import argparse
 import logging
 import sys
 
-from backend.active_learning.queue import QUEUE_NAME
+from backend.active_learning.queue import PREANNOTATION_QUEUE, QUEUE_NAME
 from backend.settings import Settings
 
 EMBEDDED_NOTE = (
-    "REDIS_URL is not set, so there is no queue to work on: the backend runs training jobs itself, in a "
+    "REDIS_URL is not set, so there is no queue to work on: the backend runs training and pre-annotation jobs itself, in a "
     "background process of its host (state under MODEL_DIR). To scale out, set REDIS_URL (e.g. "
     "redis://localhost:6379/0) for the backend and for each `python -m backend worker`."
 )
@@ -36,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     connection = Redis.from_url(settings.redis_url)
-    worker = Worker([Queue(QUEUE_NAME, connection=connection)], connection=connection, name=args.name)
+    queues = [Queue(name, connection=connection) for name in (QUEUE_NAME, PREANNOTATION_QUEUE)]
+    worker = Worker(queues, connection=connection, name=args.name)
     worker.work(burst=args.burst)
     return 0

@@ -1,0 +1,122 @@
+"""Pre-annotation across machines (REDIS_URL): a job is planned once, then split into chunks of
+``PREANNOTATE_CHUNK_TASKS`` tasks on the RQ queue ``segmentation-preannotation``, so any number of
+``python -m backend worker`` processes share one project's tasks.
+
+- ``plan_rq_chunks`` (the RQ task for the job itself): lists the tasks, writes the plan, queues
+  one RQ job per chunk (``<job id>-c<n>``). The job is then running without a pid: its chunks,
+  not one process, carry it.
+- ``run_rq_chunk``: a worker loads the serving model and works one chunk; the chunk that completes
+  the job marks it finished.
+- ``poll_chunks`` (the dispatcher, about twice a second): a chunk RQ lost (worker killed, Redis
+  flushed) is queued again to resume from its tasks' outcomes on disk, at most MAX_ATTEMPTS times;
+  then its remaining tasks are recorded as failed, so the job still ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from backend.active_learning.files import read_json, write_json_atomic
+from backend.active_learning.jobs import MAX_ATTEMPTS, QUEUED, RUNNING, Job, JobStore
+from backend.active_learning.layout import Layout
+from backend.active_learning.queue import LOST, PREANNOTATION_QUEUE, RQ_JOB_TIMEOUT_S, rq_status
+from backend.preannotation.job import JOB_ERRORS, JobRun, job_threads, serving_model
+from backend.preannotation.progress import FAILED
+
+logger = logging.getLogger(__name__)
+
+_models: dict = {}  # per worker process (a non-forking RQ worker reuses it across chunks)
+# The dispatcher asks Redis about a job's chunks at most this often.
+POLL_EVERY_S = 10.0
+_polled_at: dict[str, float] = {}
+
+
+def chunk_id(job_id: str, chunk: int) -> str:
+    return f"{job_id}-c{chunk}"
+
+
+def plan_rq_chunks(settings, job_id: str, queue=None, tasks_api=None) -> None:
+    jobs = JobStore(Layout(settings.model_dir))
+    job = jobs.mark_running(job_id, None)
+    run = JobRun(settings, jobs, job, tasks_api)
+    try:
+        chunks = run.plan()
+    except JOB_ERRORS as exc:
+        jobs.fail(job_id, str(exc))
+        return
+    queue = queue or _queue(settings)
+    for chunk in range(len(chunks)):
+        if run.tasks.pending(chunk):
+            _enqueue(queue, job, chunk)
+    run.finish_if_complete()  # a job without tasks ends here
+
+
+def run_rq_chunk(job_id: str, chunk: int) -> None:
+    """The RQ task for one chunk: settings come from the worker's environment, never through Redis."""
+    from backend.settings import Settings
+
+    settings = Settings.from_env()
+    if "model" not in _models:
+        _models["model"] = serving_model(settings, job_threads(settings))
+    work_chunk(settings, job_id, chunk, _models["model"])
+
+
+def work_chunk(settings, job_id: str, chunk: int, model, tasks_api=None) -> None:
+    jobs = JobStore(Layout(settings.model_dir))
+    job = jobs.get(job_id)
+    if job.state != RUNNING:
+        return  # failed (or finished) meanwhile: nothing left to do
+    run = JobRun(settings, jobs, job, tasks_api)
+    try:
+        run.work(chunk, model)
+    except JOB_ERRORS as exc:  # the project cannot be read: every chunk would fail alike
+        jobs.fail(job_id, str(exc))
+        return
+    run.finish_if_complete()
+
+
+def poll_chunks(jobs: JobStore, queue, job: Job) -> bool:
+    """Queue again the chunks of running job ``job`` that RQ lost; finish it when complete.
+    Returns True when the job itself went back to the queue (its planning was lost) and must be
+    submitted again."""
+    if time.monotonic() - _polled_at.get(job.id, float("-inf")) < POLL_EVERY_S:
+        return False
+    _polled_at[job.id] = time.monotonic()
+    connection = queue.connection
+    if rq_status(connection, job.id) in ("queued", "started"):
+        return False  # still planning and queueing its chunks
+    run = JobRun(None, jobs, job)
+    chunks = run.tasks.chunks()
+    if chunks is None:  # planning was lost before it wrote the plan
+        return jobs.abandon(job.id, "planning the job was interrupted").state == QUEUED
+    attempts_file = run.tasks.directory / "attempts.json"
+    attempts = read_json(attempts_file, {}) or {}
+    for chunk in range(len(chunks)):
+        if not run.tasks.pending(chunk) or rq_status(connection, chunk_id(job.id, chunk)) not in LOST + ("finished",):
+            continue
+        tries = attempts.get(str(chunk), 1)
+        if tries >= MAX_ATTEMPTS:
+            for task in run.tasks.pending(chunk):
+                run.tasks.record(chunk, task, FAILED, f"the worker on this task's chunk stopped {tries} times "
+                                                      "(killed, out of memory?) before finishing it")
+            continue
+        attempts[str(chunk)] = tries + 1
+        write_json_atomic(attempts_file, attempts)
+        logger.warning("pre-annotation job %s: chunk %d was lost by RQ; queued again (attempt %d)", job.id, chunk,
+                       tries + 1)
+        _enqueue(queue, job, chunk)
+    run.finish_if_complete()
+    return False
+
+
+def _enqueue(queue, job: Job, chunk: int) -> None:
+    queue.enqueue(run_rq_chunk, job.id, chunk, job_id=chunk_id(job.id, chunk), job_timeout=RQ_JOB_TIMEOUT_S,
+                  description=f"pre-annotation of project {job.project}, chunk {chunk}")
+
+
+def _queue(settings):
+    from redis import Redis
+    from rq import Queue
+
+    return Queue(PREANNOTATION_QUEUE, connection=Redis.from_url(settings.redis_url))

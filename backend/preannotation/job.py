@@ -1,0 +1,218 @@
+"""The body of a pre-annotation job: read the project's tasks from Label Studio, turn the rectangles
+and keypoints in their predictions and annotations into brush masks — through the batch /predict
+path (``SegmentationModel.batch_prediction``), so a job stores exactly what "Retrieve predictions"
+would — and store each task's masks as a prediction with the project's model version.
+
+Per task: a task that already holds a prediction of that version is skipped (Label Studio's
+"Retrieve predictions" skips it too, so nothing is ever predicted twice); after storing, this
+backend's own predictions of older versions on the task are deleted, so a task holds one current
+prediction. Every task's outcome goes to disk (``progress.JobTasks``) before the next starts: a job
+resumes where it stopped, and one bad task is recorded with its error and never stops the job.
+
+``run_preannotation_job`` works a whole job in one process (the embedded worker, the CLI); with
+REDIS_URL the job is split into chunks that RQ workers share (``chunks.py``), each worked by
+``JobRun.work``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Protocol
+
+from backend.active_learning.jobs import FINISHED, RUNNING, Job, JobStore
+from backend.active_learning.layout import Layout
+from backend.active_learning.ls_data import ProjectDataError
+from backend.active_learning.training_job import Heartbeat, Stopped, failures_recorded
+from backend.labeling import LabelingError
+from backend.model import MODEL_VERSION_PREFIX, ProjectContext, RequestError, SegmentationModel
+from backend.preannotation.ls_tasks import LabelStudioTasks
+from backend.preannotation.progress import ALREADY_PREDICTED, FAILED, NO_PROMPTS, PREDICTED, JobTasks
+from backend.project_store import ProjectStore
+from backend.routing import has_prompt_regions
+
+logger = logging.getLogger(__name__)
+
+# Errors that fail the whole job (the project cannot be read); their messages are written for users.
+JOB_ERRORS = (ProjectDataError, RequestError, LabelingError)
+PROGRESS_WRITE_INTERVAL_S = 1.0
+
+
+def serving_model(settings, threads: int | None = None) -> SegmentationModel:
+    """The model a web worker serves (the configured segmenters, each project's extreme-point
+    version), built in a job's own process; ``threads`` bounds torch's threads first."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    from backend.active_learning.serving import ProjectModels
+    from backend.images import ImageLoader
+    from backend.segmenter_set import SegmenterSet
+
+    segmenters = SegmenterSet.load(settings)
+    return SegmentationModel(settings, segmenters, ImageLoader(settings), ProjectStore(settings.model_dir / "projects"),
+                             events=None, project_models=ProjectModels.for_settings(settings, segmenters.extreme))
+
+
+def job_threads(settings) -> int:
+    """Torch threads of a job run in the background: PREANNOTATE_THREADS, else half the cores."""
+    return settings.preannotate_threads if settings.preannotate_threads > 0 else max(1, (os.cpu_count() or 2) // 2)
+
+
+class Progress(Protocol):
+    """Told about a job's progress in this process (the CLI's progress bar)."""
+
+    def planned(self, total: int, done: int) -> None: ...
+
+    def task_done(self, outcome: str) -> None: ...
+
+
+class NoProgress:
+    def planned(self, total: int, done: int) -> None:
+        pass
+
+    def task_done(self, outcome: str) -> None:
+        pass
+
+
+class JobRun:
+    """One process's part of a job: plan it (once), work chunks, report progress, finish it."""
+
+    def __init__(self, settings, jobs: JobStore, job: Job, tasks_api=None, progress: Progress | None = None):
+        self.settings, self.jobs, self.job = settings, jobs, job
+        self.tasks = JobTasks(jobs.layout, job.project, job.id)
+        self._api = tasks_api
+        self._progress = progress or NoProgress()
+        self._context: ProjectContext | None = None
+        self._reported_at = 0.0
+
+    @property
+    def api(self):
+        if self._api is None:
+            self._api = LabelStudioTasks(self.settings)
+        return self._api
+
+    def plan(self) -> list[list[int]]:
+        """The job's chunks of task ids: planned before (a resumed job), or now from its params."""
+        chunks = self.tasks.chunks()
+        if chunks is None:
+            ids = list(self.job.params.get("tasks") or [])
+            scope = self.job.params.get("scope")
+            if scope is not None:
+                self.jobs.heartbeat(self.job.id, {"stage": "planning", "fraction": 0.0,
+                                                  "message": f"listing project {self.job.project}'s {scope} tasks"})
+                ids += self.api.task_ids(self.job.project, unlabeled_only=scope == "unlabeled")
+            chunks = self.tasks.plan(ids, self.settings.preannotate_chunk_tasks)
+        self.report(force=True)
+        pending = sum(len(self.tasks.pending(chunk)) for chunk in range(len(chunks)))
+        total = sum(len(chunk) for chunk in chunks)
+        self._progress.planned(total, total - pending)
+        return chunks
+
+    def work(self, chunk: int, model: SegmentationModel) -> None:
+        """Pre-annotate the tasks of ``chunk`` that have no outcome yet."""
+        context = self.project_context(model)
+        for task_id in self.tasks.pending(chunk):
+            outcome, message = preannotate_task(model, context, self.api, self.job.project, task_id)
+            if outcome == FAILED:
+                logger.warning("pre-annotation job %s: task %s failed: %s", self.job.id, task_id, message)
+            self.tasks.record(chunk, task_id, outcome, message)
+            self._progress.task_done(outcome)
+            self.report()
+        self.report(force=True)
+
+    def project_context(self, model: SegmentationModel) -> ProjectContext:
+        """The project's config, policies, segmenters and version: from its /setup, else (a project
+        never connected to this backend) the labeling config read from Label Studio."""
+        if self._context is None:
+            stored = model.store.load(self.job.project)
+            label_config = None if stored is not None else self.api.label_config(self.job.project)
+            self._context = model.project_context(self.job.project, label_config)
+        return self._context
+
+    def report(self, force: bool = False) -> None:
+        """Write the progress summary to the job file (at most once a second unless ``force``)."""
+        now = time.monotonic()
+        if force or now - self._reported_at >= PROGRESS_WRITE_INTERVAL_S:
+            self._reported_at = now
+            summary = self.tasks.summary(since=self.job.started_at or time.time())
+            version = {"model_version": self._context.version} if self._context is not None else {}
+            self.jobs.heartbeat(self.job.id, {"stage": "pre-annotating", **summary, **version})
+
+    def finish_if_complete(self) -> bool:
+        """Mark the job finished once every task has an outcome (whichever process gets there first)."""
+        if not self.tasks.complete():
+            return False
+        summary = self.tasks.summary(since=self.job.started_at or time.time())
+
+        def change(job: Job) -> None:
+            if job.state == RUNNING:
+                version = self._context.version if self._context is not None else job.progress.get("model_version")
+                job.state, job.finished_at = FINISHED, time.time()
+                job.progress = {"stage": "done", **summary, "model_version": version}
+                job.result = {key: summary[key] for key in ("total", PREDICTED, ALREADY_PREDICTED, NO_PROMPTS, FAILED)}
+                job.result["model_version"] = version
+
+        self.jobs.update(self.job.id, change)
+        return True
+
+
+def preannotate_task(model: SegmentationModel, context: ProjectContext, api, project: str,
+                     task_id: int) -> tuple[str, str]:
+    """Pre-annotate one task; (outcome, message). Never raises: a failure is the FAILED outcome with
+    its reason."""
+    try:
+        task = api.task(task_id)
+        if str(task.get("project")) != str(project):
+            return FAILED, f"task {task_id} belongs to project {task.get('project')}, not {project}"
+        if any(p.get("model_version") == context.version for p in task.get("predictions") or []):
+            return ALREADY_PREDICTED, ""
+        if not has_prompt_regions(task, context.config):
+            return NO_PROMPTS, ""
+        prediction = model.batch_prediction(task, context)
+        if prediction.entry is None:
+            return FAILED, "; ".join(prediction.skipped) or "no mask came out"
+        api.create_prediction(task_id, prediction.entry)
+        for old in outdated_predictions(task, context):
+            api.delete_prediction(old["id"])
+        return PREDICTED, "; ".join(prediction.skipped)
+    except (ProjectDataError, RequestError) as exc:
+        return FAILED, str(exc)
+    except Exception as exc:  # one broken task never stops the job
+        logger.exception("pre-annotation of task %s failed", task_id)
+        return FAILED, f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def outdated_predictions(task: dict, context: ProjectContext) -> list[dict]:
+    """This backend's predictions of other versions on ``task`` that hold masks only (never a
+    prediction carrying prompts, such as a detector's boxes)."""
+    return [
+        p for p in task.get("predictions") or []
+        if isinstance(p.get("id"), int) and str(p.get("model_version") or "").startswith(MODEL_VERSION_PREFIX)
+        and p.get("model_version") != context.version
+        and not has_prompt_regions({"predictions": [p]}, context.config)
+    ]
+
+
+def run_preannotation_job(settings, job_id: str, model: SegmentationModel | None = None, tasks_api=None,
+                          progress: Progress | None = None) -> None:
+    """Work job ``job_id`` to its end in this process; the outcome goes to the job file, never raised.
+
+    ``model``: None loads the serving model here with bounded threads (the embedded worker's
+    spawned process). SIGTERM (shutdown) puts the job back in the queue, to resume."""
+    jobs = JobStore(Layout(settings.model_dir))
+    job = jobs.mark_running(job_id, os.getpid())
+    run = JobRun(settings, jobs, job, tasks_api, progress)
+    with failures_recorded(jobs, job_id, JOB_ERRORS):
+        try:
+            with Heartbeat(jobs, job_id):
+                chunks = run.plan()
+                if any(chunks):
+                    model = model or serving_model(settings, job_threads(settings))
+                for chunk in range(len(chunks)):
+                    run.work(chunk, model)
+                run.finish_if_complete()
+        except Stopped:
+            run.report(force=True)  # the counts as they stand when it resumes
+            jobs.abandon(job_id, "stopped by SIGTERM (backend or worker shutdown)")

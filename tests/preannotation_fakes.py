@@ -1,0 +1,78 @@
+"""Fakes for pre-annotation tests: an in-memory Label Studio with the calls a job makes
+(``backend.preannotation.ls_tasks.LabelStudioTasks``' interface), and the serving model wired to
+the geometric fake segmenters."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+
+from segmentation_fakes import CONFIG, IMAGE_URL, BoxSegmenter, FakeImages, rectangle, task
+
+from backend.active_learning.ls_data import ProjectDataError
+from backend.model import SegmentationModel
+from backend.project_store import ProjectStore
+from backend.segmenter_set import SegmenterSet
+from backend.settings import Settings
+
+PROJECT_ID = "7"
+
+
+class FakeLabelStudio:
+    """Tasks of project 7 (and any others added) with their predictions; records what is stored.
+    ``broken``: task ids whose reading fails as Label Studio's HTTP 500 would."""
+
+    def __init__(self, tasks: list[dict] | None = None, broken=()):
+        self.tasks = {t["id"]: copy.deepcopy(t) for t in tasks or []}
+        self.broken = set(broken)
+        self.created: list[dict] = []
+        self.deleted: list[int] = []
+        self.reads: list[int] = []
+        self._next_prediction = 1000
+
+    def label_config(self, project: str) -> str:
+        return CONFIG
+
+    def task_ids(self, project: str, unlabeled_only: bool = False) -> list[int]:
+        return sorted(i for i, t in self.tasks.items() if str(t["project"]) == str(project)
+                      and not (unlabeled_only and t["annotations"]))
+
+    def task(self, task_id: int) -> dict:
+        self.reads.append(task_id)
+        if task_id in self.broken:
+            raise ProjectDataError(f"Label Studio answered HTTP 500 while reading task {task_id}")
+        if task_id not in self.tasks:
+            raise ProjectDataError(f"Label Studio answered HTTP 404 while reading task {task_id}")
+        return copy.deepcopy(self.tasks[task_id])
+
+    def create_prediction(self, task_id: int, entry: dict) -> int:
+        self._next_prediction += 1
+        prediction = {"id": self._next_prediction, "task": task_id, **copy.deepcopy(entry)}
+        self.tasks[task_id]["predictions"].append(prediction)
+        self.created.append(prediction)
+        return prediction["id"]
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        self.deleted.append(prediction_id)
+        for t in self.tasks.values():
+            t["predictions"] = [p for p in t["predictions"] if p.get("id") != prediction_id]
+
+    def predictions_of(self, task_id: int) -> list[dict]:
+        return self.tasks[task_id]["predictions"]
+
+
+def box_task(task_id: int, box=(20, 10, 80, 60), url=IMAGE_URL, project=7) -> dict:
+    """A task imported with a detector's rectangle prediction."""
+    body = task(task_id, url=url, predictions=[{"id": 500 + task_id, "model_version": "detector-v1",
+                                                "result": [rectangle(*box)]}])
+    body["project"] = project
+    return body
+
+
+def fake_model(model_dir: Path, images: FakeImages | None = None, **settings) -> SegmentationModel:
+    """The serving model with geometric fake segmenters (SAM answers boxes with the box)."""
+    segmenters = SegmenterSet(sam=BoxSegmenter("sam-fake", score=0.9), extreme=BoxSegmenter("extreme-fake", score=0.7),
+                              sam_name="sam-fake", extreme_version="v1")
+    config = replace(Settings(), model_dir=model_dir, **settings)
+    return SegmentationModel(config, segmenters, images or FakeImages(), ProjectStore(model_dir / "projects"), events=None)

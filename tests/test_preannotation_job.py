@@ -1,0 +1,220 @@
+"""Pre-annotation jobs with an in-memory Label Studio and geometric fake segmenters: what is stored,
+what is skipped, per-task errors, resuming after a stop, and the RQ chunking."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from preannotation_fakes import PROJECT_ID, FakeLabelStudio, box_task, fake_model
+from segmentation_fakes import CONFIG, H, PROJECT, W, box_mask, rectangle, task
+
+import backend.preannotation.chunks as chunks
+from backend.active_learning.jobs import FAILED as JOB_FAILED, FINISHED, MAX_ATTEMPTS, PREANNOTATE, QUEUED, RUNNING, \
+    JobStore
+from backend.active_learning.layout import Layout
+from backend.active_learning.training_job import Stopped
+from backend.preannotation.job import run_preannotation_job
+from backend.preannotation.progress import ALREADY_PREDICTED, FAILED, NO_PROMPTS, PREDICTED, JobTasks
+from backend.protocol import mask_from_region
+from backend.settings import Settings
+
+BOXES = {1: (20, 10, 80, 60), 2: (100, 20, 190, 90), 3: (0, 0, 50, 50)}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(model_dir=tmp_path, preannotate_chunk_tasks=2)
+
+
+@pytest.fixture
+def model(settings):
+    model = fake_model(settings.model_dir)
+    model.setup(PROJECT, CONFIG, {"preannotate_on_import": True})
+    return model
+
+
+def new_job(settings, tasks=(), scope=None):
+    return JobStore(Layout(settings.model_dir)).create(PROJECT_ID, "test", PREANNOTATE,
+                                                       {"tasks": list(tasks), "scope": scope})
+
+
+def run(settings, job, model, ls):
+    run_preannotation_job(settings, job.id, model=model, tasks_api=ls)
+    return JobStore(Layout(settings.model_dir)).get(job.id)
+
+
+def test_every_task_gets_one_brush_prediction_of_the_project_version(settings, model):
+    ls = FakeLabelStudio([box_task(i, box) for i, box in BOXES.items()])
+    job = run(settings, new_job(settings, scope="all"), model, ls)
+    version = model.model_version_for(PROJECT_ID)
+    assert job.state == FINISHED, job.error
+    assert job.result == {"total": 3, PREDICTED: 3, ALREADY_PREDICTED: 0, NO_PROMPTS: 0, FAILED: 0,
+                          "model_version": version}
+    for task_id, box in BOXES.items():
+        detector, ours = ls.predictions_of(task_id)
+        assert detector["model_version"] == "detector-v1"
+        assert ours["model_version"] == version and ours["score"] == pytest.approx(0.9)
+        (region,) = ours["result"]
+        assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["Car"]
+        assert np.array_equal(mask_from_region(region, W, H), box_mask(*box))
+
+
+def test_a_second_job_predicts_nothing_twice(settings, model):
+    ls = FakeLabelStudio([box_task(i, box) for i, box in BOXES.items()])
+    run(settings, new_job(settings, scope="all"), model, ls)
+    job = run(settings, new_job(settings, scope="all"), model, ls)
+    assert job.result[ALREADY_PREDICTED] == 3 and job.result[PREDICTED] == 0
+    assert len(ls.created) == 3
+
+
+def test_one_bad_task_never_stops_the_job_and_each_error_is_recorded(settings, model):
+    ls = FakeLabelStudio([
+        box_task(1), box_task(2, url="http://images.test/gone.jpg"), task(3), box_task(4), box_task(5, project=8),
+        box_task(6, box=(300, 300, 400, 400)),
+    ], broken=[4])
+    job = run(settings, new_job(settings, tasks=[1, 2, 3, 4, 5, 6, 99]), model, ls)
+    assert job.state == FINISHED
+    assert job.result[PREDICTED] == 1 and job.result[NO_PROMPTS] == 1 and job.result[FAILED] == 5
+    errors = job.progress["errors"]
+    assert set(errors) == {"2", "4", "5", "6", "99"}
+    assert "image not loaded" in errors["2"] and "HTTP 500" in errors["4"] and "HTTP 404" in errors["99"]
+    assert "belongs to project 8" in errors["5"] and "outside the image" in errors["6"]
+    assert [p["task"] for p in ls.created] == [1]
+
+
+def test_progress_shows_done_total_rate_and_eta(settings, model):
+    ls = FakeLabelStudio([box_task(i) for i in range(1, 6)])
+    job = run(settings, new_job(settings, scope="all"), model, ls)
+    progress = job.progress
+    assert (progress["done"], progress["total"], progress["fraction"]) == (5, 5, 1.0)
+    assert progress["rate_per_min"] > 0 and progress["eta_s"] == 0
+    assert progress["model_version"] == model.model_version_for(PROJECT_ID)
+
+
+class StopsAt(FakeLabelStudio):
+    """SIGTERM (a shutdown) arrives while the job reads task ``stop_at``."""
+
+    def __init__(self, tasks, stop_at):
+        super().__init__(tasks)
+        self.stop_at = stop_at
+
+    def task(self, task_id):
+        if task_id == self.stop_at:
+            self.stop_at = None
+            raise Stopped()
+        return super().task(task_id)
+
+
+def test_a_stopped_job_goes_back_to_the_queue_and_resumes_where_it_stopped(settings, model):
+    ls = StopsAt([box_task(i) for i in range(1, 6)], stop_at=4)
+    job = run(settings, new_job(settings, scope="all"), model, ls)
+    assert job.state == QUEUED and "SIGTERM" in job.progress["message"] and job.progress["done"] == 3
+    ls.reads.clear()
+    job = run(settings, job, model, ls)
+    assert job.state == FINISHED and job.attempts == 2
+    assert ls.reads == [4, 5], "the resumed job must start at the first task without an outcome"
+    assert job.result[PREDICTED] == 5 and len(ls.created) == 5
+
+
+def test_a_job_whose_process_keeps_dying_fails_after_max_attempts(settings):
+    jobs = JobStore(Layout(settings.model_dir))
+    job = new_job(settings, tasks=[1])
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        jobs.mark_running(job.id, 4242)
+        job = jobs.abandon(job.id, "the pre-annotation process was killed by SIGKILL")
+        assert job.state == (QUEUED if attempt < MAX_ATTEMPTS else JOB_FAILED)
+    assert f"({MAX_ATTEMPTS} attempts)" in job.error
+
+
+def test_a_dead_pre_annotation_process_is_requeued_by_the_reaper(settings):
+    import subprocess
+    import sys
+
+    jobs = JobStore(Layout(settings.model_dir))
+    job = new_job(settings, tasks=[1])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    jobs.mark_running(job.id, int(dead.stdout))
+    (reaped,) = jobs.reap_dead()
+    assert reaped.state == QUEUED and "died" in reaped.progress["message"]
+
+
+def test_a_new_version_replaces_the_backends_older_predictions_but_keeps_the_prompts(settings, model):
+    old = {"id": 900, "model_version": "segassist-v0+sam-fake", "result": [{"type": "brushlabels", "from_name": "mask",
+                                                                            "to_name": "image", "value": {}}]}
+    mine = box_task(1)
+    mine["predictions"].append(old)
+    # The backend's own older version carrying prompts (an imported box) is someone's input: kept.
+    prompts = {"id": 901, "model_version": "segassist-v0+sam-fake", "result": [rectangle(0, 0, 10, 10)]}
+    mine["predictions"].append(prompts)
+    ls = FakeLabelStudio([mine])
+    run(settings, new_job(settings, tasks=[1]), model, ls)
+    assert ls.deleted == [900]
+    assert [p["id"] for p in ls.predictions_of(1)][:2] == [501, 901]
+
+
+def test_unlabeled_scope_leaves_annotated_tasks_alone(settings, model):
+    annotated = box_task(2)
+    annotated["annotations"] = [{"id": 1, "result": [rectangle(10, 10, 50, 50)], "was_cancelled": False}]
+    ls = FakeLabelStudio([box_task(1), annotated])
+    job = run(settings, new_job(settings, scope="unlabeled"), model, ls)
+    assert job.result["total"] == 1 and [p["task"] for p in ls.created] == [1]
+
+
+def test_a_project_never_set_up_reads_its_labeling_config_from_label_studio(tmp_path):
+    settings = Settings(model_dir=tmp_path)
+    model = fake_model(tmp_path)  # no /setup stored
+    ls = FakeLabelStudio([box_task(1)])
+    job = run(settings, new_job(settings, tasks=[1]), model, ls)
+    assert job.result[PREDICTED] == 1
+
+
+class FakeQueue:
+    connection = None
+
+    def __init__(self):
+        self.enqueued: list[tuple] = []
+
+    def enqueue(self, function, *args, job_id, **options):
+        self.enqueued.append((function.__name__, args, job_id))
+
+
+def planned_with_redis(settings, task_count: int):
+    """(settings, Label Studio, jobs, job, queue): a job of ``task_count`` tasks planned into RQ chunks."""
+    settings = replace(settings, redis_url="redis://unused")
+    ls = FakeLabelStudio([box_task(i) for i in range(1, task_count + 1)])
+    job, queue = new_job(settings, scope="all"), FakeQueue()
+    chunks.plan_rq_chunks(settings, job.id, queue=queue, tasks_api=ls)
+    return settings, ls, JobStore(Layout(settings.model_dir)), job, queue
+
+
+def test_with_redis_a_job_splits_into_chunks_that_workers_share(settings, model, monkeypatch):
+    settings, ls, jobs, job, queue = planned_with_redis(settings, 5)
+    assert [name for name, _, _ in queue.enqueued] == ["run_rq_chunk"] * 3  # 5 tasks, 2 per chunk
+    assert jobs.get(job.id).state == RUNNING and jobs.get(job.id).pid is None
+    # Two workers take chunks in any order; the one that completes the job finishes it.
+    for chunk in (2, 0):
+        chunks.work_chunk(settings, job.id, chunk, model, tasks_api=ls)
+        assert jobs.get(job.id).state == RUNNING
+    # The worker on chunk 1 died: RQ marks it failed; the dispatcher queues it again.
+    monkeypatch.setattr(chunks, "rq_status", lambda connection, rq_id: "failed" if rq_id.endswith("-c1") else "finished")
+    queue.enqueued.clear()
+    assert chunks.poll_chunks(jobs, queue, jobs.get(job.id)) is False
+    assert [rq_id for _, _, rq_id in queue.enqueued] == [f"{job.id}-c1"]
+    chunks.work_chunk(settings, job.id, 1, model, tasks_api=ls)
+    assert jobs.get(job.id).state == FINISHED and jobs.get(job.id).result[PREDICTED] == 5
+    assert len(ls.created) == 5
+
+
+def test_a_chunk_lost_too_often_records_its_tasks_as_failed_and_the_job_ends(settings, monkeypatch):
+    settings, ls, jobs, job, queue = planned_with_redis(settings, 2)
+    monkeypatch.setattr(chunks, "rq_status", lambda connection, rq_id: "failed")
+    monkeypatch.setattr(chunks, "POLL_EVERY_S", 0.0)
+    for _ in range(MAX_ATTEMPTS):
+        chunks.poll_chunks(jobs, queue, jobs.get(job.id))
+    job = jobs.get(job.id)
+    assert len(queue.enqueued) == 1 + (MAX_ATTEMPTS - 1)
+    assert job.state == FINISHED and job.result[FAILED] == 2
+    assert "stopped 3 times" in job.progress["errors"]["1"]
+    assert JobTasks(jobs.layout, PROJECT_ID, job.id).complete()

@@ -1,0 +1,93 @@
+"""The Label Studio calls of a pre-annotation job, through the real ``label_studio_sdk`` client over
+a mock HTTP transport: paths, query parameters and bodies as Label Studio 1.23 receives them."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from backend.active_learning.ls_data import ProjectDataError
+from backend.preannotation.ls_tasks import LabelStudioTasks
+from backend.settings import Settings
+
+KEY = "legacy-test-key-123"
+TASKS = [{"id": i, "data": {"image": f"/data/upload/7/{i}.png"}, "project": 7, "is_labeled": i % 3 == 0,
+          "total_annotations": int(i % 3 == 0)} for i in range(1, 151)]
+
+
+class FakeServer:
+    def __init__(self):
+        self.requests: list[httpx.Request] = []
+        self.stored: list[dict] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        assert request.headers["Authorization"] == f"Token {KEY}"
+        path, params = request.url.path, request.url.params
+        if path == "/api/tasks/" and request.method == "GET":
+            page, size = int(params["page"]), int(params["page_size"])
+            assert params["project"] == "7"
+            tasks = TASKS[(page - 1) * size:page * size]
+            if not tasks:
+                return httpx.Response(404, json={"detail": "Invalid page."})
+            return httpx.Response(200, json={"tasks": tasks, "total": len(TASKS), "total_annotations": 50,
+                                             "total_predictions": 0})
+        if path == "/api/tasks/5/":
+            return httpx.Response(200, json={**TASKS[4], "annotations": [], "predictions": [
+                {"id": 9, "model_version": "detector", "result": [{"type": "rectanglelabels", "value": {"x": 1}}],
+                 "score": 0.5, "task": 5}]})
+        if path == "/api/predictions/" and request.method == "POST":
+            self.stored.append(json.loads(request.content))
+            return httpx.Response(201, json={"id": 77, **self.stored[-1]})
+        if path == "/api/predictions/77/" and request.method == "DELETE":
+            return httpx.Response(204)
+        return httpx.Response(404, json={"detail": "Not found."})
+
+
+@pytest.fixture
+def server_and_api():
+    from label_studio_sdk import LabelStudio
+
+    server = FakeServer()
+    client = LabelStudio(base_url="http://ls.test:8080", api_key=KEY,
+                         httpx_client=httpx.Client(transport=httpx.MockTransport(server)))
+    settings = Settings(label_studio_url="http://ls.test:8080", label_studio_api_key=KEY)
+    return server, LabelStudioTasks(settings, client=client)
+
+
+def test_task_ids_read_every_page_and_can_leave_labeled_tasks_out(server_and_api):
+    server, api = server_and_api
+    assert api.task_ids("7") == list(range(1, 151))
+    assert api.task_ids("7", unlabeled_only=True) == [i for i in range(1, 151) if i % 3]
+    assert [r.url.params["page"] for r in server.requests] == ["1", "2", "1", "2"]
+
+
+def test_a_task_comes_with_its_predictions_as_plain_dicts(server_and_api):
+    _, api = server_and_api
+    task = api.task(5)
+    assert task["id"] == 5 and task["project"] == 7 and task["data"] == {"image": "/data/upload/7/5.png"}
+    (prediction,) = task["predictions"]
+    assert prediction["model_version"] == "detector" and prediction["result"][0]["type"] == "rectanglelabels"
+
+
+def test_predictions_are_posted_with_task_result_score_and_model_version(server_and_api):
+    server, api = server_and_api
+    result = [{"type": "brushlabels", "from_name": "mask", "to_name": "image", "value": {"format": "rle", "rle": [1]}}]
+    assert api.create_prediction(5, {"result": result, "score": 0.8, "model_version": "segassist-v1+nosam"}) == 77
+    assert server.stored == [{"task": 5, "result": result, "score": 0.8, "model_version": "segassist-v1+nosam"}]
+    api.delete_prediction(77)
+    assert server.requests[-1].method == "DELETE"
+
+
+def test_failures_say_what_failed_without_the_key(server_and_api):
+    _, api = server_and_api
+    with pytest.raises(ProjectDataError) as error:
+        api.task(404)
+    assert "HTTP 404 while reading task 404" in str(error.value) and KEY not in str(error.value)
+
+
+def test_without_label_studio_settings_the_job_says_what_to_set():
+    with pytest.raises(ProjectDataError, match="LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"):
+        LabelStudioTasks(Settings())
