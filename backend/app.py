@@ -10,10 +10,17 @@ whose labeling config has no mask control fails in Label Studio with "Reason: 42
 the labeling config has no BrushLabels or PolygonLabels control… for url: …/setup" (angle brackets are dropped from
 the reason phrase, as Label Studio may render it as HTML). Messages never contain
 request payloads, tokens or passwords; every request is logged as one line with its timing.
+
+Malformed input never answers 5xx: bodies over ``MAX_REQUEST_BYTES`` get 413, bodies that are not
+JSON (or nest too deeply) 400, fields of the wrong type 400 naming the field
+(``backend.request_shapes``); ``/webhook`` answers 2xx or 4xx whatever it is sent. With Basic Auth
+configured, a ``START_TRAINING`` event (Label Studio's "Start training" button, which sends the
+credentials) starts nothing without them, even while ``/webhook`` is open for annotation events.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -21,7 +28,7 @@ import time
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend.active_learning.events import EventError
+from backend.active_learning.events import START_TRAINING, EventError
 from backend.active_learning.routes import jobs_blueprint
 from backend.active_learning.service import ActiveLearning
 from backend.auth import REALM, BasicAuth
@@ -30,6 +37,7 @@ from backend.labeling import LabelingError
 from backend.model import RequestError, SegmentationModel
 from backend.policies import PolicyError
 from backend.project_store import ProjectIdError, ProjectStore, project_id
+from backend.request_shapes import ShapeError
 from backend.segmenter_set import SegmenterSet
 from backend.settings import Settings
 
@@ -47,7 +55,12 @@ def error_response(status: int, message: str) -> Response:
 
 
 def _json_body() -> dict:
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except RecursionError:
+        raise RequestError("the request body's JSON is nested too deeply") from None
+    except ValueError:  # also UnicodeDecodeError
+        raise RequestError("the request body must be a JSON object") from None
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     return body
@@ -76,6 +89,7 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
                               project_models)
     auth = BasicAuth(settings.basic_auth_user, settings.basic_auth_pass)
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["segmentation_model"] = model
     app.extensions["active_learning"] = learning
     if learning is not None:
@@ -110,11 +124,19 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
 
     @app.errorhandler(ProjectIdError)
     @app.errorhandler(EventError)
+    @app.errorhandler(ShapeError)
     def project_error(exc: ValueError):
         return error_response(400, str(exc))
 
+    @app.errorhandler(RecursionError)
+    def too_deep(exc: RecursionError):  # only input nested thousands deep gets here
+        return error_response(400, "the request nests too deeply")
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if exc.code == 413:
+            return error_response(413, f"the request body is over {settings.max_request_bytes} bytes "
+                                       "(MAX_REQUEST_BYTES)")
         return error_response(exc.code or 500, exc.description or exc.name)
 
     @app.errorhandler(Exception)
@@ -167,9 +189,21 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
         body = _json_body()
         action = body.get("action")
         if not isinstance(action, str) or not action:
-            raise RequestError('a webhook event needs "action"')
+            raise RequestError('a webhook event needs "action", a string')
         g.detail = f" action={action[:40]}"
-        answer = model.fit(action, {key: value for key, value in body.items() if key != "action"})
+        if action == START_TRAINING and not auth.allows(request.authorization):
+            # Training calls Label Studio with the token: only Label Studio's button (which sends the
+            # connection's Basic Auth) may start it.
+            response = error_response(401, "START_TRAINING needs the Basic Auth of the ML backend connection")
+            response.headers["WWW-Authenticate"] = REALM
+            return response
+        try:
+            answer = model.fit(action, {key: value for key, value in body.items() if key != "action"})
+        except EventError:
+            raise
+        except Exception:  # Label Studio only logs a failed webhook; a 5xx would say the sender erred less
+            log.exception("webhook %s could not be processed", action[:40])
+            return error_response(400, f"the {action[:40]} event could not be processed; see the ML backend's log")
         return jsonify({"status": "ok", **answer})
 
     return app

@@ -28,6 +28,7 @@ the page: extreme points stay on screen until their object's mask arrives).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -46,8 +47,9 @@ from backend.policies import WILDCARD, PolicyError, PolicySet, parse_policies
 from backend.project_store import ProjectSetup, ProjectStore, project_id
 from backend.prompts import Prompt, Segmentation
 from backend.protocol import RegionError, mask_from_region, task_entry
+from backend.request_shapes import ShapeError, check_context, check_task
 from backend.routing import Routed, RoutingError, choose_segmenter, has_prompt_regions, prompts_from_regions, \
-    prompts_from_task
+    prompts_from_task, task_sources
 from backend.segmenter_set import SegmenterSet
 from backend.settings import Settings
 
@@ -65,6 +67,13 @@ class RequestError(ValueError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+@functools.lru_cache(maxsize=8)
+def parse_label_config(xml: str, extreme_tool_prefix: str) -> LabelingConfig:
+    """``LabelingConfig.parse``, cached by the config's content: Label Studio sends the whole config
+    with every /predict, and a large one takes seconds to parse. (The parsed config is read-only.)"""
+    return LabelingConfig.parse(xml, extreme_tool_prefix)
 
 
 def _extra_params(value) -> dict:
@@ -159,7 +168,7 @@ class SegmentationModel:
         """Validates and stores what Label Studio tells about a project; returns its model version.
         Raises ProjectIdError, LabelingError or PolicyError with a message for the user."""
         pid = project_id(project_ref)
-        config = LabelingConfig.parse(label_config, self.settings.extreme_tool_prefix)
+        config = parse_label_config(label_config, self.settings.extreme_tool_prefix)
         params = _extra_params(extra_params)
         unknown = sorted(set(parse_policies(params)) - {WILDCARD} - config.mask_labels)
         if unknown:
@@ -184,7 +193,7 @@ class SegmentationModel:
         extra_params = stored.extra_params if stored else None
         segmenters = self.segmenters_for(pid)
         return ProjectContext(
-            config=LabelingConfig.parse(label_config, self.settings.extreme_tool_prefix),
+            config=parse_label_config(label_config, self.settings.extreme_tool_prefix),
             policies=PolicySet.from_extra_params(self.settings.default_extra_params, extra_params),
             segmenters=segmenters, version=_version_of(segmenters),
             keep_points=keeps_points(self.settings.default_extra_params, extra_params),
@@ -196,6 +205,11 @@ class SegmentationModel:
         if context is not None:
             if len(tasks) != 1:
                 raise RequestError(f"an interactive request carries one task, got {len(tasks)}")
+            try:
+                check_context(context)
+                check_task(tasks[0], "tasks[0]")
+            except ShapeError as exc:
+                raise RequestError(str(exc)) from None
             return [self._interactive(tasks[0], context, project)]
         return self._batch(tasks, project)
 
@@ -219,7 +233,7 @@ class SegmentationModel:
         task_id = task.get("id") if isinstance(task, dict) else None
         try:
             prediction = self.batch_prediction(task, project)
-        except RequestError as exc:
+        except (RequestError, ShapeError) as exc:
             log.warning("task %s: %s", task_id, exc)
             return []
         except Exception:
@@ -232,9 +246,12 @@ class SegmentationModel:
     def batch_prediction(self, task: dict, project: ProjectContext) -> BatchPrediction:
         """The masks for the rectangles and keypoints in a task's own predictions and annotations: the
         batch /predict path, also taken by pre-annotation jobs. Unusable prompts are skipped and said so
-        in ``skipped``. Raises RequestError when the task's image cannot be loaded."""
-        if not isinstance(task, dict) or not has_prompt_regions(task, project.config):
+        in ``skipped``. Raises ShapeError for a malformed task, RequestError when the task has more
+        prompts than MAX_PROMPT_REGIONS or its image cannot be loaded."""
+        check_task(task, "task")
+        if not has_prompt_regions(task, project.config):
             return BatchPrediction(None, [])
+        self._check_prompt_count([r for source in task_sources(task) for r in source], project.config)
         image = self._load_image(task, project.config)
         routed = prompts_from_task(task, project.config, image.width, image.height)
         skipped = [f"skipped a prompt: {error}" for error in routed.errors]
@@ -250,12 +267,10 @@ class SegmentationModel:
     def _interactive(self, task: dict, context: dict, project: ProjectContext) -> dict:
         """The answer to a smart tool, shaped for the labeling page (``backend.labeling_page``)."""
         config, policies, version = project.config, project.policies, project.version
-        regions = context.get("result") if isinstance(context, dict) else None
-        if not isinstance(regions, list):
-            raise RequestError('params.context must be an object with a "result" list of regions')
-        regions = without_kept_points(regions)
-        if not any(isinstance(r, dict) and r.get("from_name") in config.tools for r in regions):
+        regions = without_kept_points(context["result"])
+        if not any(r.get("from_name") in config.tools for r in regions):
             return task_entry([], version)
+        self._check_prompt_count(regions, config)
         image = self._load_image(task, config)
         _warn_on_other_size(task, regions, config, image)
         routed = prompts_from_regions(regions, config, image.width, image.height)
@@ -273,6 +288,15 @@ class SegmentationModel:
         entry, covered = self._entry(merged, routed, project)
         entry["result"] = page_answer(entry["result"], covered, routed, on_screen, project.keep_points)
         return entry
+
+    def _check_prompt_count(self, regions: list[dict], config: LabelingConfig) -> None:
+        """RequestError (422) when ``regions`` hold more prompt regions than MAX_PROMPT_REGIONS: the
+        work per request is bounded (each prompt is a model run, each click grows SAM's input)."""
+        count = sum(1 for region in regions if region.get("from_name") in config.tools)
+        limit = self.settings.max_prompt_regions
+        if count > limit:
+            raise RequestError(f"{count} prompt regions (boxes, clicks, extreme points) in one task, over the "
+                               f"limit of {limit} (MAX_PROMPT_REGIONS)", 422)
 
     def _load_image(self, task: dict, config: LabelingConfig):
         """The task's LoadedImage; RequestError (422) saying why when it cannot be loaded."""
@@ -309,15 +333,16 @@ class SegmentationModel:
         drafts = [d for d in task.get("drafts") or [] if isinstance(d, dict) and isinstance(d.get("result"), list)]
         latest = max(drafts, key=lambda d: str(d.get("updated_at") or d.get("created_at") or ""), default=None)
         regions = list(context_regions) + (latest["result"] if latest else [])
+        candidates = [region for region in regions if region.get("from_name") in config.mask_tools
+                      and isinstance(region.get("id"), str)  # a merged mask replaces a region on screen by its id
+                      and _first_label(region) in merging]
+        limit = self.settings.max_screen_masks
+        if len(candidates) > limit:
+            raise RequestError(f"{len(candidates)} masks of merging labels on screen, over the limit of {limit} "
+                               "(MAX_SCREEN_MASKS) that one request reads for merge_overlapping", 422)
         masks: dict[str, list[tuple[dict, np.ndarray]]] = {}
-        for region in regions:
-            if not isinstance(region, dict) or region.get("from_name") not in config.mask_tools:
-                continue
-            if not isinstance(region.get("id"), str):
-                continue  # a merged mask replaces a region on screen by its id
-            labels = (region.get("value") or {}).get(region.get("type")) or []
-            if not labels or labels[0] not in merging:
-                continue
+        for region in candidates:
+            labels = [_first_label(region)]
             try:
                 masks.setdefault(labels[0], []).append((region, mask_from_region(region, width, height)))
             except RegionError as exc:
@@ -339,6 +364,12 @@ class SegmentationModel:
     def fit(self, action: str, payload: dict) -> dict:
         """Hands a webhook event to the event sink (which records or queues it) and returns its answer."""
         return self.events.handle(action, payload)
+
+
+def _first_label(region: dict) -> str | None:
+    """The first label of a region (``value[<type>][0]``), if it has one."""
+    labels = (region.get("value") or {}).get(region.get("type"))
+    return labels[0] if isinstance(labels, list) and labels and isinstance(labels[0], str) else None
 
 
 def _warn_on_other_size(task: dict, regions: list, config: LabelingConfig, image) -> None:

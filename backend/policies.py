@@ -15,13 +15,15 @@ label entry overrides ``"*"``. Keys:
 - ``fill_holes``: ``true`` fills every hole, an integer N fills holes of at most N px, ``false`` none.
 - ``min_island_px``: removes parts (8-connected) smaller than N px, except the largest part.
 - ``keep_largest``: keeps only the largest part.
-- ``dilate_px``: grows the mask by N px.
+- ``dilate_px``: grows the mask by N px (at most 100).
 - ``merge_overlapping``: masks of the label that overlap become one region. In batch this joins
   the task's new masks; in interactive use a new mask also joins the masks already on the
   annotator's screen that it overlaps (see ``backend.model``), and the returned region is the union.
 
 Per-mask policies run in the order fill_holes, min_island_px, keep_largest, dilate_px, on each
-model mask and again on every merged union, so each returned mask obeys its label's policy.
+model mask and again on every merged union, so each returned mask obeys its label's policy. They
+run on the mask's bounding box (grown by the dilation), not the whole image: the cost follows the
+object, not the photo. Every value is range-checked when ``/setup`` stores it (``parse_policies``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from backend.prompts import Segmentation
 
 WILDCARD = "*"
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
+MAX_DILATE_PX = 100
+MAX_AREA_PX = 1_000_000_000  # larger areas mean "all" for any image the backend loads
 
 
 class PolicyError(ValueError):
@@ -86,11 +90,23 @@ def keep_largest(mask: np.ndarray) -> np.ndarray:
 
 
 def dilate(mask: np.ndarray, px: int) -> np.ndarray:
-    """Grows the mask by ``px`` pixels (a disk of that radius)."""
-    if px <= 0:
+    """Grows the mask by ``px`` pixels: every pixel within Euclidean distance ``px`` of it. One
+    distance transform, so the cost does not grow with ``px``."""
+    if px <= 0 or not mask.any():
         return mask.copy()
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
-    return cv2.dilate(mask.astype(np.uint8), disk) > 0
+    distance = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return distance <= px
+
+
+def bounding_window(mask: np.ndarray, pad: int) -> tuple[slice, slice] | None:
+    """The rows and columns of ``mask``'s bounding box grown by ``pad`` (clipped to the mask), or
+    None when the mask is empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    height, width = mask.shape
+    return (slice(max(rows[0] - pad, 0), min(rows[-1] + pad + 1, height)),
+            slice(max(cols[0] - pad, 0), min(cols[-1] + pad + 1, width)))
 
 
 def overlap_groups(masks: list[np.ndarray]) -> list[list[int]]:
@@ -103,14 +119,26 @@ def overlap_groups(masks: list[np.ndarray]) -> list[list[int]]:
             i = parent[i]
         return i
 
+    windows = [bounding_window(mask, 0) for mask in masks]
     for i in range(len(masks)):
         for j in range(i + 1, len(masks)):
-            if root(i) != root(j) and np.logical_and(masks[i], masks[j]).any():
+            if root(i) != root(j) and _overlap(masks[i], windows[i], masks[j], windows[j]):
                 parent[root(j)] = root(i)
     groups: dict[int, list[int]] = {}
     for i in range(len(masks)):
         groups.setdefault(root(i), []).append(i)
     return list(groups.values())
+
+
+def _overlap(a: np.ndarray, window_a, b: np.ndarray, window_b) -> bool:
+    """Whether masks ``a`` and ``b`` share a pixel, compared inside their boxes' intersection only."""
+    if window_a is None or window_b is None:
+        return False
+    rows = slice(max(window_a[0].start, window_b[0].start), min(window_a[0].stop, window_b[0].stop))
+    cols = slice(max(window_a[1].start, window_b[1].start), min(window_a[1].stop, window_b[1].stop))
+    if rows.start >= rows.stop or cols.start >= cols.stop:
+        return False
+    return bool(np.logical_and(a[rows, cols], b[rows, cols]).any())
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -125,8 +153,16 @@ class LabelPolicy:
     merge_overlapping: bool = False
 
     def clean(self, mask: np.ndarray) -> np.ndarray:
-        """The per-mask policies applied to one bool mask (H, W)."""
-        mask = mask.astype(bool)
+        """The per-mask policies applied to one bool mask (H, W), on its bounding box grown by the
+        dilation and one pixel (so background at the box's edge is outside every hole), pasted back."""
+        mask = np.asarray(mask, bool)
+        window = bounding_window(mask, self.dilate_px + 1)
+        cleaned = np.zeros(mask.shape, bool)
+        if window is not None:
+            cleaned[window] = self._clean_window(mask[window])
+        return cleaned
+
+    def _clean_window(self, mask: np.ndarray) -> np.ndarray:
         if self.fill_holes is True:
             mask = fill_holes(mask)
         elif self.fill_holes:
@@ -147,11 +183,19 @@ def _check_value(where: str, key: str, value) -> None:
     if key not in _KEYS:
         raise PolicyError(f'{where}: unknown policy "{key}" (known: {", ".join(sorted(_KEYS))})')
     if key in ("keep_largest", "merge_overlapping") and not isinstance(value, bool):
-        raise PolicyError(f"{where}.{key} must be true or false, got {value!r}")
-    if key == "fill_holes" and not (isinstance(value, bool) or (isinstance(value, int) and value > 0)):
-        raise PolicyError(f"{where}.fill_holes must be true, false or a maximum hole area in px (> 0), got {value!r}")
-    if key in ("min_island_px", "dilate_px") and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise PolicyError(f"{where}.{key} must be a whole number of pixels >= 0, got {value!r}")
+        raise PolicyError(f"{where}.{key} must be true or false, got {_shown(value)}")
+    if key == "fill_holes" and not (isinstance(value, bool) or (isinstance(value, int) and 0 < value <= MAX_AREA_PX)):
+        raise PolicyError(f"{where}.fill_holes must be true, false or a maximum hole area in px "
+                          f"(1 to {MAX_AREA_PX}), got {_shown(value)}")
+    if key in ("min_island_px", "dilate_px"):
+        top = MAX_DILATE_PX if key == "dilate_px" else MAX_AREA_PX
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            raise PolicyError(f"{where}.{key} must be a whole number of pixels from 0 to {top}, got {_shown(value)}")
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
 
 
 def parse_policies(extra_params: dict | None, source: str = "extra params") -> dict[str, dict]:

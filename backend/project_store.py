@@ -24,7 +24,7 @@ def project_id(reference) -> str:
     """The numeric id in Label Studio's project reference: ``"12.1700000000"`` -> ``"12"``."""
     text = str(reference).strip() if isinstance(reference, (str, int)) and not isinstance(reference, bool) else ""
     head = text.split(".", 1)[0]
-    if not head.isdigit() or not head.isascii():
+    if not head.isdigit() or not head.isascii() or len(head) > 18:  # Label Studio's ids are 64-bit
         raise ProjectIdError(f'project must be Label Studio\'s "<id>.<timestamp>", got {str(reference)[:40]!r}')
     return str(int(head))
 

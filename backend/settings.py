@@ -77,6 +77,11 @@ class Settings:
     embed_ahead: int = 50
     embed_next_tasks: int = 3
     embed_queue_size: int = 1000
+    # Work per request: request body size (sized for interactive requests whose drafts carry brush
+    # masks, see README), prompt regions per task, masks on screen read for merging.
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_prompt_regions: int = 100
+    max_screen_masks: int = 24
     # Active learning.
     train_min_new_annotations: int = 10
     train_debounce_s: float = 10.0
@@ -125,6 +130,9 @@ class Settings:
             embed_ahead=int(env.get("EMBED_AHEAD") or defaults.embed_ahead),
             embed_next_tasks=int(env.get("EMBED_NEXT_TASKS") or defaults.embed_next_tasks),
             embed_queue_size=int(env.get("EMBED_QUEUE_SIZE") or defaults.embed_queue_size),
+            max_request_bytes=int(env.get("MAX_REQUEST_BYTES") or defaults.max_request_bytes),
+            max_prompt_regions=int(env.get("MAX_PROMPT_REGIONS") or defaults.max_prompt_regions),
+            max_screen_masks=int(env.get("MAX_SCREEN_MASKS") or defaults.max_screen_masks),
             train_min_new_annotations=int(env.get("TRAIN_MIN_NEW_ANNOTATIONS") or defaults.train_min_new_annotations),
             train_debounce_s=float(env.get("TRAIN_DEBOUNCE_S") or defaults.train_debounce_s),
             train_steps=int(env.get("TRAIN_STEPS") or defaults.train_steps),

@@ -62,7 +62,8 @@ def test_extract_then_paste_roundtrips_a_mask_at_the_border():
     window = crop_window((70, 0, 90, 20), margin=0.3)
     assert window.x1 > 90 and window.y0 < 0
     back = window.paste(window.extract(mask, 64, pad_value=0.0), mask.shape)
-    np.testing.assert_array_equal(back > 0.5, mask > 0.5)
+    assert back.dtype == bool
+    np.testing.assert_array_equal(back, mask > 0.5)
 
 
 def test_paste_of_window_outside_image_is_empty():

@@ -132,7 +132,7 @@ def test_label_entry_overrides_the_wildcard_and_project_overrides_default_key_by
     ({"policies": {"Car": {"fill_holes": 0}}}, "fill_holes must be true, false or a maximum hole area"),
     ({"policies": {"Car": {"fill_holes": "yes"}}}, "fill_holes"),
     ({"policies": {"Car": {"min_island_px": -1}}}, "min_island_px must be a whole number"),
-    ({"policies": {"Car": {"dilate_px": 1.5}}}, "dilate_px must be a whole number"),
+    ({"policies": {"Car": {"dilate_px": 1.5}}}, "dilate_px must be a whole number of pixels from 0 to 100"),
     ({"policies": {"Car": {"keep_largest": 1}}}, "keep_largest must be true or false"),
     ({"policies": {"Car": {"merge_overlapping": "true"}}}, "merge_overlapping must be true or false"),
 ])
@@ -140,3 +140,38 @@ def test_config_errors_name_the_key(extra, message):
     with pytest.raises(PolicyError) as raised:
         parse_policies(extra)
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("key, value", [("dilate_px", 101), ("dilate_px", 100000), ("min_island_px", 10**12),
+                                        ("fill_holes", 10**12), ("dilate_px", -1), ("min_island_px", "50")])
+def test_values_out_of_range_are_refused_naming_the_key(key, value):
+    with pytest.raises(PolicyError, match=f'policies\\["Car"\\].{key} must be'):
+        parse_policies({"policies": {"Car": {key: value}}})
+
+
+def test_dilation_is_a_euclidean_disk_whatever_its_size():
+    dot = np.zeros((301, 301), bool)
+    dot[150, 150] = True
+    grown = dilate(dot, 100)
+    yy, xx = np.mgrid[:301, :301]
+    assert np.array_equal(grown, (yy - 150) ** 2 + (xx - 150) ** 2 <= 100 ** 2)
+
+
+def test_policies_on_the_bounding_box_equal_policies_on_the_whole_image():
+    """The crop window gives the same mask as the whole image would: a hole stays a hole, a bay open
+    to the outside stays open, dilation reaches beyond the box, a border object keeps its edge."""
+    from scipy import ndimage
+
+    mask = np.zeros((120, 160), bool)
+    mask[30:70, 40:90] = True
+    mask[40:50, 50:60] = False  # a hole
+    mask[55:70, 70:75] = False  # a bay open at the bottom edge of the box
+    mask[0:10, 150:160] = True  # a part at the image border
+    mask[100, 10] = True  # an island
+    policy = LabelPolicy(fill_holes=True, min_island_px=5, dilate_px=3)
+    whole = ndimage.binary_fill_holes(mask)
+    whole = remove_islands(whole, 5)
+    disk = np.hypot(*np.mgrid[-3:4, -3:4]) <= 3
+    whole = ndimage.binary_dilation(whole, structure=disk)
+    assert np.array_equal(policy.clean(mask), whole)
+    assert not LabelPolicy(dilate_px=3).clean(np.zeros((5, 5), bool)).any()

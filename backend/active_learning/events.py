@@ -85,9 +85,9 @@ def _annotation_id(annotation: object, action: str) -> int:
     return annotation_id
 
 
-def _is_usable(annotation: dict) -> bool:
-    """Not cancelled (skipped) and holding at least one mask region."""
-    if annotation.get("was_cancelled"):
+def _is_usable(annotation: object) -> bool:
+    """An annotation object, not cancelled (skipped) and holding at least one mask region."""
+    if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
         return False
     result = annotation.get("result")
     return isinstance(result, list) and any(

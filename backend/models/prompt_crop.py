@@ -59,10 +59,12 @@ class CropWindow:
         shrinking = self.width > size or self.height > size
         return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
-    def paste(self, crop: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
-        """Resample a (size, size) float crop back to the natural frame: (H, W) float32, 0 outside the window."""
+    def paste(self, crop: np.ndarray, image_shape: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+        """The mask of a (size, size) float crop in the natural frame: (H, W) bool, true where the crop
+        resampled to the window exceeds ``threshold``, false outside the window. Only the window is
+        resampled in floats (a float buffer of the whole image would cost 4 bytes a pixel)."""
         height, width = image_shape
-        out = np.zeros((height, width), np.float32)
+        out = np.zeros((height, width), bool)
         ix0, iy0 = max(self.x0, 0), max(self.y0, 0)
         ix1, iy1 = min(self.x1, width), min(self.y1, height)
         if ix1 <= ix0 or iy1 <= iy0:
@@ -75,7 +77,7 @@ class CropWindow:
         grid_x, grid_y = np.meshgrid(map_x, map_y)
         out[iy0:iy1, ix0:ix1] = cv2.remap(
             crop.astype(np.float32), grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        ) > threshold
         return out
 
 

@@ -55,7 +55,7 @@ class ExtremeSegmenter:
         """Mask (H, W) bool of the natural image for an EXTREME prompt (4 points, any order) or a BOX prompt."""
         points, box = prompt_geometry(prompt)
         window, crop = self.predict_crop(image.array, points, box)
-        mask = window.paste(crop, image.array.shape[:2]) > 0.5
+        mask = window.paste(crop, image.array.shape[:2], threshold=0.5)
         return Segmentation(mask=mask, score=certainty_score(crop), label=prompt.label, model=self.model_name)
 
     @torch.no_grad()
