@@ -4,7 +4,7 @@ ETA and the error of every task that failed.
 
     MODEL_DIR/active_learning/projects/<id>/jobs/<job id>/
       plan.json          {"chunks": [[task id, ...], ...], "planned_at": t}
-      chunk-<n>.json     {"<task id>": {"outcome": ..., "message": ..., "at": t}, ...}
+      chunk-<n>.json     {"<task id>": {"outcome": ..., "message": ..., "at": t, "worker": "host:pid"}, ...}
 
 A chunk is worked by one process at a time (the embedded worker, or one RQ worker), which
 rewrites its chunk file atomically after every task; nothing else writes it.
@@ -12,6 +12,8 @@ rewrites its chunk file atomically after every task; nothing else writes it.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 from backend.active_learning.files import read_json, write_json_atomic
@@ -43,12 +45,12 @@ class JobTasks:
         return chunks
 
     def outcomes(self, chunk: int) -> dict[int, dict]:
-        """task id -> {"outcome", "message", "at"} for the tasks of ``chunk`` already worked."""
+        """task id -> {"outcome", "message", "at", "worker"} for the tasks of ``chunk`` already worked."""
         return {int(task): value for task, value in (read_json(self._chunk_file(chunk), {}) or {}).items()}
 
     def record(self, chunk: int, task_id: int, outcome: str, message: str = "") -> None:
         done = self.outcomes(chunk)
-        done[task_id] = {"outcome": outcome, "message": message, "at": time.time()}
+        done[task_id] = {"outcome": outcome, "message": message, "at": time.time(), "worker": f"{socket.gethostname()}:{os.getpid()}"}
         write_json_atomic(self._chunk_file(chunk), {str(task): value for task, value in done.items()})
 
     def pending(self, chunk: int) -> list[int]:

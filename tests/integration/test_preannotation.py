@@ -1,0 +1,133 @@
+"""Pre-annotation against a real Label Studio 1.23: a project with ``preannotate_on_import`` imports
+tasks carrying a detector's rectangle predictions; Label Studio's webhook (TASKS_CREATED) starts a
+job, and brush predictions of the project's model version appear in Label Studio without anyone
+clicking "Retrieve predictions" — one per task, and a later "Retrieve predictions" adds none.
+
+Once with the embedded worker (no REDIS_URL), once with REDIS_URL and two `python -m backend worker`
+processes sharing the job's chunks. No SAM checkpoint: boxes go to the extreme-point model's box
+mode, which is fast on a CPU; the masks are checked for size and frame, not quality.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from backend_server import BackendServer
+from label_studio_sdk.converter.brush import decode_rle
+from preannotation_project import connect_project, import_boxed_tasks, predictions_by_task, wait_until_predicted
+from processes import ServerProcess
+from redis_server import redis_server  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WIDTH, HEIGHT = 120, 90
+TIMEOUT_S = 240.0
+
+
+def backend_without_sam(workdir, label_studio, extra_env: dict[str, str]) -> BackendServer:
+    with pytest.MonkeyPatch.context() as patch:  # BackendServer passes its own environment on
+        patch.delenv("REDIS_URL", raising=False)
+        for key, value in extra_env.items():
+            patch.setenv(key, value)
+        return BackendServer(workdir, workdir / "no-sam-checkpoint.pth", label_studio.url,
+                             label_studio.personal_access_token)
+
+
+def check_one_brush_prediction_per_task(api, project: int, tasks: list[int], version: str) -> None:
+    ours = predictions_by_task(api, project, version)
+    assert sorted(ours) == sorted(tasks)
+    for task in tasks:
+        (prediction,) = ours[task]
+        (region,) = prediction["result"]
+        assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["Cat"]
+        assert (region["original_width"], region["original_height"]) == (WIDTH, HEIGHT)
+        mask = decode_rle(region["value"]["rle"]).reshape(HEIGHT, WIDTH, 4)[:, :, 3]
+        assert mask.any() and set(np.unique(mask)) <= {0, 255}
+
+
+def preannotation_jobs(backend, project: int) -> list[dict]:
+    return requests.get(f"{backend.url}/jobs", params={"project": project, "type": "preannotate"},
+                        auth=backend.auth, timeout=10).json()["jobs"]
+
+
+def wait_for_job(backend, job_id: str, timeout_s: float = TIMEOUT_S) -> dict:
+    """The job once it has ended (or as it stands after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = requests.get(f"{backend.url}/jobs/{job_id}", auth=backend.auth, timeout=10).json()
+        if job["state"] in ("finished", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def embedded_backend(label_studio, tmp_path_factory):
+    server = backend_without_sam(tmp_path_factory.mktemp("preannotate-embedded"), label_studio, {})
+    yield server
+    server.stop()
+
+
+def test_imported_boxes_become_brush_predictions_without_retrieve_predictions(label_studio, embedded_backend):
+    api, backend = label_studio.api, embedded_backend
+    project, ml = connect_project(api, backend, "pre-annotation on import")
+    tasks = import_boxed_tasks(api, project, 4, WIDTH, HEIGHT)
+    version = ml["model_version"]
+    wait_until_predicted(api, project, tasks, version, TIMEOUT_S, lambda: backend.process.log_tail())
+    (job,) = preannotation_jobs(backend, project)
+    job = wait_for_job(backend, job["id"])
+    assert job["state"] == "finished" and job["trigger"] == "TASKS_CREATED (4 tasks)", job
+    assert job["result"]["predicted"] == 4 and job["progress"]["done"] == job["progress"]["total"] == 4, job
+    check_one_brush_prediction_per_task(api, project, tasks, version)
+
+    # "Retrieve predictions" afterwards stores nothing twice: the tasks hold the connection's version.
+    api.post(f"/api/dm/actions?id=retrieve_tasks_predictions&project={project}",
+             json={"selectedItems": {"all": True, "excluded": []}})
+    check_one_brush_prediction_per_task(api, project, tasks, version)
+    # A job asked for by hand finds nothing left to do.
+    answer = requests.post(f"{backend.url}/jobs", json={"type": "preannotate", "project": project},
+                           auth=backend.auth, timeout=10)
+    assert answer.status_code == 202, answer.text
+    job = wait_for_job(backend, answer.json()["job"]["id"])
+    assert job["state"] == "finished" and job["result"]["already_predicted"] == 4, job
+
+
+@pytest.fixture(scope="module")
+def scaled_out(label_studio, redis_server, tmp_path_factory):  # noqa: F811
+    """(backend, [worker, worker]) with REDIS_URL and chunks of 2 tasks."""
+    workdir = tmp_path_factory.mktemp("preannotate-rq")
+    env = {"REDIS_URL": redis_server.url, "PREANNOTATE_CHUNK_TASKS": "2", "PREANNOTATE_THREADS": "1"}
+    backend = backend_without_sam(workdir, label_studio, env)
+    worker_env = {**os.environ, **env, "MODEL_DIR": str(backend.model_dir), "DEVICE": "cpu",
+                  "SAM_CHECKPOINT": str(workdir / "no-sam-checkpoint.pth"),
+                  "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.personal_access_token}
+    workers = [ServerProcess(f"worker {n}", [sys.executable, "-m", "backend", "worker", "--name", f"w{n}"],
+                             worker_env, cwd=REPO_ROOT, log_path=workdir / f"worker{n}.log") for n in (1, 2)]
+    yield backend, workers
+    for worker in workers:
+        worker.stop()
+    backend.stop()
+
+
+def test_with_redis_two_workers_share_one_projects_pre_annotation(label_studio, redis_server, scaled_out):  # noqa: F811
+    from redis import Redis
+    from rq import Worker
+
+    api, (backend, workers) = label_studio.api, scaled_out
+    project, ml = connect_project(api, backend, "pre-annotation across workers")
+    tasks = import_boxed_tasks(api, project, 8, WIDTH, HEIGHT)
+    version = ml["model_version"]
+    wait_until_predicted(api, project, tasks, version, TIMEOUT_S,
+                         lambda: "\n".join(w.log_tail(30) for w in workers) + backend.process.log_tail(30))
+    (job,) = preannotation_jobs(backend, project)
+    job = wait_for_job(backend, job["id"])
+    assert job["state"] == "finished" and job["result"]["predicted"] == 8 and job["pid"] is None, job
+    check_one_brush_prediction_per_task(api, project, tasks, version)
+    done_by = {w.name: w.successful_job_count for w in Worker.all(connection=Redis.from_url(redis_server.url))}
+    assert len(done_by) == 2 and all(count > 0 for count in done_by.values()), done_by
