@@ -34,13 +34,14 @@ window.__lastPointerUp = 0;
 window.addEventListener('pointerup', () => { window.__lastPointerUp = performance.now(); }, true);
 """
 
-# Every brush mask on screen or offered as a suggestion, as "id:rle length"; changes when one comes.
+# Every brush mask or polygon on screen or offered as a suggestion, as "id:rle length" or "id:points";
+# changes when one comes.
 _MASK_SIGNATURE = """
 () => {
   const annotation = window.Htx.annotationStore.selected;
   const items = [...annotation.regions, ...annotation.suggestions.values()];
-  return items.filter((r) => r.type === 'brushregion')
-              .map((r) => `${r.id}:${r.rle ? r.rle.length : 0}`).sort().join('|');
+  return items.filter((r) => r.type === 'brushregion' || r.type === 'polygonregion')
+              .map((r) => `${r.id}:${r.rle ? r.rle.length : (r.points ? r.points.length : 0)}`).sort().join('|');
 }
 """
 
@@ -122,6 +123,8 @@ class LabelingPage:
 
     def login(self, email: str, password: str) -> None:
         self.page.goto(f"{self.base_url}/user/login/")
+        if "/user/login" not in self.page.url:
+            return  # the browser context is logged in already (another test module's page)
         self.page.fill("input[name=email]", email)
         self.page.fill("input[name=password]", password)
         self.page.click("button[type=submit]")
@@ -254,14 +257,16 @@ class LabelingPage:
         return self.page.evaluate("() => window.Htx.annotationStore.selected.suggestions.size")
 
     def wait_for_counts(self, points: int | None = None, masks: int | None = None, suggestions: int | None = None,
-                        timeout_ms: int = 10_000) -> None:
-        """Waits until the page shows this many points and masks and offers this many suggestions
-        (None: any); fails with what it has and the last backend calls."""
-        expected = {"keypointregion": points, "brushregion": masks, "suggestions": suggestions}
+                        polygons: int | None = None, timeout_ms: int = 10_000) -> None:
+        """Waits until the page shows this many points, masks and polygons and offers this many
+        suggestions (None: any); fails with what it has and the last backend calls."""
+        expected = {"keypointregion": points, "brushregion": masks, "polygonregion": polygons,
+                    "suggestions": suggestions}
         expected = {key: value for key, value in expected.items() if value is not None}
         counts = """(expected) => {
             const annotation = window.Htx.annotationStore.selected;
-            const counts = {suggestions: annotation.suggestions.size, keypointregion: 0, brushregion: 0};
+            const counts = {suggestions: annotation.suggestions.size, keypointregion: 0, brushregion: 0,
+                            polygonregion: 0};
             annotation.regions.forEach((r) => { counts[r.type] = (counts[r.type] || 0) + 1; });
             return Object.entries(expected).every(([key, value]) => counts[key] === value);
         }"""

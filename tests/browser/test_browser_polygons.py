@@ -1,0 +1,89 @@
+"""A polygon project in Label Studio 1.23's real labeling page: four extreme points give a polygon
+(``examples/labeling_config_polygons.xml``), which the annotator then edits like any polygon:
+a click selects it, a vertex is dragged elsewhere. The saved annotation holds
+the edited polygon. Same setup as test_browser_flows.py (fresh task, Auto-Annotation, "Keep
+label selected after creating a region"), with Auto-Accept on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from labeling_page import LabelingPage
+from ls_project import Project, iou
+from ls_server import PASSWORD, USERNAME
+from scenes import synthetic_objects
+from test_browser_flows import KEEP_LABEL, MIN_IOU, PROMPT_TYPES, SCREENSHOTS, draw_extreme_points
+
+from backend.polygons import polygon_mask
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+REPO = Path(__file__).resolve().parents[2]
+LABEL_CONFIG = (REPO / "examples" / "labeling_config_polygons.xml").read_text()
+VERTEX_SHIFT_PX = 12  # how far the annotator drags a vertex
+
+
+@pytest.fixture(scope="module")
+def labeling(chromium, label_studio) -> LabelingPage:
+    page = chromium.new_page()
+    labeling = LabelingPage(page, label_studio.url, LABEL_CONFIG)
+    labeling.login(USERNAME, PASSWORD)
+    yield labeling
+    page.close()
+
+
+def pixels(region: dict) -> np.ndarray:
+    """A polygon result's vertices (N, 2) in natural-image pixels."""
+    return np.array(region["value"]["points"]) * (region["original_width"] / 100, region["original_height"] / 100)
+
+
+def vertex_off_the_handles(points: np.ndarray) -> int:
+    """The vertex farthest from the handles the selected polygon's transformer shows (corners and
+    edge midpoints of its box), so that dragging it moves the vertex, not the whole polygon."""
+    (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+    handles = np.array([(x, y) for x in (x0, (x0 + x1) / 2, x1) for y in (y0, (y0 + y1) / 2, y1)])
+    distances = np.linalg.norm(points[:, None] - handles[None], axis=2).min(axis=1)
+    return int(np.argmax(distances))
+
+
+def test_extreme_points_give_a_polygon_the_annotator_can_edit(labeling, label_studio, backend):
+    project = Project.create(label_studio.api, "polygon project", LABEL_CONFIG, backend)
+    image, objects = synthetic_objects()
+    obj = objects[0]
+    task = project.new_task(project.upload("synthetic.png", image))
+    labeling.open_task(project.id, task)
+    labeling.set_auto_annotation(True)
+    labeling.set_auto_accept(True)
+    labeling.set_setting(KEEP_LABEL, True)
+    labeling.choose("extreme_points", "Cat")
+    draw_extreme_points(labeling, obj, auto_accept=True)
+    labeling.wait_for_counts(polygons=1, points=0)
+    [answered] = [r for r in labeling.exchanges[-1].answer["data"]["result"] if r["type"] == "polygonlabels"]
+    before = pixels(answered)
+    height, width = obj.mask.shape
+    outline = ndimage.binary_fill_holes(obj.mask)  # a polygon covers the object's holes
+    assert iou(polygon_mask(before, width, height), outline) >= MIN_IOU
+    labeling.screenshot(SCREENSHOTS / "extreme_points_polygon.png")
+
+    # The annotator edits it: a click selects the polygon (and shows its vertices), then a vertex is
+    # dragged outwards. (The Move tool, V, would drag or scale the whole polygon instead.)
+    labeling.click(*obj.inside_point)
+    labeling.page.wait_for_function("() => window.Htx.annotationStore.selected.regions.some((r) => r.selected)")
+    index = vertex_off_the_handles(before)
+    outwards = before[index] - before.mean(axis=0)
+    moved = before[index] + VERTEX_SHIFT_PX * outwards / np.linalg.norm(outwards)
+    labeling.drag(*before[index], *moved)
+    result = project.annotation(labeling.submit())
+
+    assert [r for r in result if r["type"] in PROMPT_TYPES and "x" in r["value"]] == []
+    [saved] = [r for r in result if r["type"] == "polygonlabels"]
+    assert saved["value"]["polygonlabels"] == ["Cat"] and saved["from_name"] == "outline"
+    after = pixels(saved)
+    assert len(after) == len(before)
+    shifted = np.linalg.norm(after - before, axis=1)
+    assert np.count_nonzero(shifted > 0.5) == 1, f"one vertex should have moved: {shifted.round(1).tolist()}"
+    assert np.allclose(after[index], moved, atol=1.5), (after[index], moved)
