@@ -32,6 +32,7 @@ from backend.active_learning.events import START_TRAINING, EventError
 from backend.active_learning.routes import jobs_blueprint
 from backend.active_learning.service import ActiveLearning
 from backend.auth import REALM, BasicAuth
+from backend.embeddings.ahead import EmbedAhead
 from backend.events import EventSink, JsonlEventLog
 from backend.labeling import LabelingError
 from backend.model import RequestError, SegmentationModel
@@ -66,14 +67,24 @@ def _json_body() -> dict:
     return body
 
 
+def embedding_health(cache, embed_ahead: EmbedAhead | None) -> dict:
+    """The SAM embedding store (where, bytes, entries, hit rate) and the embed-ahead queue depth."""
+    health = cache.stats()
+    if embed_ahead is not None:
+        health["queue"] = embed_ahead.queue.depth()
+    return health
+
+
 def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None = None, images=None,
-               events: EventSink | None = None) -> Flask:
+               events: EventSink | None = None, embed_ahead: EmbedAhead | None = None) -> Flask:
     """The Flask app. Anything not given is built from ``settings`` (default: the environment):
     ``segmenters`` loaded from the configured checkpoints, ``images`` an ``ImageLoader``, ``events``
     the retraining loop (``ActiveLearning``, also writing a ``JsonlEventLog`` under ``MODEL_DIR``).
     Tests pass fakes. With ``ActiveLearning`` as ``events``, projects are served their own
     extreme-point versions and ``GET /jobs`` shows training jobs; its dispatcher is started per
-    worker process by ``gunicorn.conf.py`` (``app.extensions["active_learning"].start()``)."""
+    worker process by ``gunicorn.conf.py`` (``app.extensions["active_learning"].start()``). With SAM
+    loaded, ``embed_ahead`` computes embeddings before the annotator asks (default: from
+    ``settings``); ``/health`` and ``GET /jobs`` show the store and that work."""
     settings = settings or Settings.from_env()
     if segmenters is None:
         segmenters = SegmenterSet.load(settings)
@@ -85,15 +96,17 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
         events = ActiveLearning(settings, event_log=JsonlEventLog(settings.model_dir / "events.jsonl"))
     learning = events if isinstance(events, ActiveLearning) else None
     project_models = learning.project_models(segmenters.extreme) if learning is not None else None
+    if embed_ahead is None and segmenters.sam is not None and segmenters.embeddings is not None:
+        embed_ahead = EmbedAhead.from_settings(settings, segmenters.sam, images)
     model = SegmentationModel(settings, segmenters, images, ProjectStore(settings.model_dir / "projects"), events,
-                              project_models)
+                              project_models, embed_ahead)
     auth = BasicAuth(settings.basic_auth_user, settings.basic_auth_pass)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["segmentation_model"] = model
     app.extensions["active_learning"] = learning
     if learning is not None:
-        app.register_blueprint(jobs_blueprint(learning))
+        app.register_blueprint(jobs_blueprint(learning, embed_ahead.queue if embed_ahead is not None else None))
 
     @app.before_request
     def start():
@@ -152,6 +165,7 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
             "model_version": model.model_version_for(),
             "loaded": segmenters.loaded,
             **segmenters.status,
+            **({"embeddings": embedding_health(segmenters.embeddings, embed_ahead)} if segmenters.embeddings else {}),
         })
 
     @app.post("/setup")

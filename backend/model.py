@@ -6,7 +6,10 @@
   prompts; the answer is one entry whose ``result`` holds a brush region per prompt. Pending point
   groups (1-3 extreme points, only negative clicks) get no mask and no error. Unusable prompts
   (unknown label, outside the image, zero-area box) or a missing segmenter fail the request
-  (``RequestError``, 422) with a message saying which.
+  (``RequestError``, 422) with a message saying which. A context ``{"event": "prewarm"}`` (newer
+  labeling pages, when a task opens) is answered at once with no regions and queues the task's
+  SAM embedding first; every interactive call also queues the project's next tasks' embeddings
+  (``backend.embeddings.ahead``).
 - **batch** (no context): the rectangles and keypoints in each task's own predictions and
   annotations are the prompts. One entry per task, in order. A task that yields no mask (no
   prompts, image not loadable, every prompt unusable) gets an empty list entry: Label Studio then
@@ -44,7 +47,7 @@ from backend.images import ImageBusy, ImageError
 from backend.mask_output import MASK_TYPE_KEY, TOLERANCE_KEY, MaskOutput, check_mask_output
 from backend.preannotation.trigger import PREANNOTATE_KEY, check_preannotate_param
 from backend.policies import WILDCARD, PolicyError, PolicySet, parse_policies
-from backend.project_store import ProjectSetup, ProjectStore, project_id
+from backend.project_store import ProjectIdError, ProjectSetup, ProjectStore, project_id
 from backend.prompts import Prompt, Segmentation
 from backend.protocol import RegionError, mask_from_region, task_entry
 from backend.request_shapes import ShapeError, check_context, check_task
@@ -54,6 +57,10 @@ from backend.segmenter_set import SegmenterSet
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
+
+TASKS_CREATED = "TASKS_CREATED"
+# Newer labeling pages send this context when a task opens, before any prompt.
+PREWARM = "prewarm"
 
 # Top-level keys the ML connection's extra params may carry; others are reported as typos.
 EXTRA_PARAM_KEYS = {"policies", KEEP_POINTS_KEY, MASK_TYPE_KEY, TOLERANCE_KEY, PREANNOTATE_KEY}
@@ -123,11 +130,13 @@ class BatchPrediction:
 
 class SegmentationModel:
     def __init__(self, settings: Settings, segmenters: SegmenterSet, images, store: ProjectStore, events: EventSink,
-                 project_models=None):
+                 project_models=None, embed_ahead=None):
         """``images``: an ``ImageLoader`` (``load(url, task_id) -> LoadedImage``, raising ``ImageError``).
         ``project_models``: per-project extreme-point versions (``active_learning.serving.ProjectModels``),
-        or None to serve ``segmenters.extreme`` to every project."""
+        or None to serve ``segmenters.extreme`` to every project. ``embed_ahead``: SAM embeddings ahead
+        of the annotator (``backend.embeddings.ahead.EmbedAhead``), or None (no SAM)."""
         self.settings = settings
+        self.embed_ahead = embed_ahead
         self.segmenters = segmenters
         self.project_models = project_models
         self.images = images
@@ -205,13 +214,28 @@ class SegmentationModel:
         if context is not None:
             if len(tasks) != 1:
                 raise RequestError(f"an interactive request carries one task, got {len(tasks)}")
+            prewarm = isinstance(context, dict) and context.get("event") == PREWARM
             try:
-                check_context(context)
                 check_task(tasks[0], "tasks[0]")
+                if not prewarm:
+                    check_context(context)
             except ShapeError as exc:
                 raise RequestError(str(exc)) from None
+            if prewarm:
+                return [self._prewarm(tasks[0], project_ref, project)]
+            if self.embed_ahead is not None:
+                self.embed_ahead.working_on(project_id(project_ref), tasks[0].get("id"), project.config.image_key)
             return [self._interactive(tasks[0], context, project)]
         return self._batch(tasks, project)
+
+    def _prewarm(self, task: dict, project_ref, project: ProjectContext) -> dict:
+        """A labeling page opened ``task``: an empty answer at once; its image's embedding is queued
+        first, and the project's next tasks after it."""
+        if self.embed_ahead is not None:
+            pid = project_id(project_ref)
+            self.embed_ahead.prewarm(pid, task, project.config.image_key)
+            self.embed_ahead.working_on(pid, task.get("id"), project.config.image_key)
+        return task_entry([], project.version)
 
     def _batch(self, tasks: list, project: ProjectContext) -> list:
         """Entries for every task, in order, within ``settings.predict_budget_s``: once it is spent no
@@ -362,8 +386,29 @@ class SegmentationModel:
     # -- fit ------------------------------------------------------------------------------------
 
     def fit(self, action: str, payload: dict) -> dict:
-        """Hands a webhook event to the event sink (which records or queues it) and returns its answer."""
-        return self.events.handle(action, payload)
+        """Hands a webhook event to the event sink (which records or queues it) and returns its answer.
+        This is the one place ``TASKS_CREATED`` fans out: to the sink (pre-annotation jobs) and to
+        embedding the new tasks' images ahead."""
+        answer = self.events.handle(action, payload)
+        if action == TASKS_CREATED and self.embed_ahead is not None:
+            answer = {**answer, **self._embed_imported(payload)}
+        return answer
+
+    def _embed_imported(self, payload: dict) -> dict:
+        tasks = payload.get("tasks")
+        if not isinstance(tasks, list):
+            return {"embeddings_queued": 0}
+        project = payload.get("project")
+        try:
+            pid = project_id(project.get("id") if isinstance(project, dict) else project)
+        except ProjectIdError:
+            return {"embeddings_queued": 0}
+        stored = self.store.load(pid)
+        if stored is None:  # no /setup seen: which data key holds the image is unknown
+            log.info("TASKS_CREATED for project %s, which sent no /setup yet: its images are embedded on use", pid)
+            return {"embeddings_queued": 0}
+        image_key = LabelingConfig.parse(stored.label_config, self.settings.extreme_tool_prefix).image_key
+        return self.embed_ahead.tasks_created(pid, tasks, image_key)
 
 
 def _first_label(region: dict) -> str | None:

@@ -4,7 +4,9 @@
 and ``?state=queued|running|finished|failed``; ``GET /jobs/<id>`` shows one. A job: id, type,
 project, trigger, params, state, created/started/finished/heartbeat times (Unix seconds), progress
 {stage, fraction, message; a pre-annotation job adds done, total, counts per outcome,
-rate_per_min, eta_s and errors per task}, result and error.
+rate_per_min, eta_s and errors per task}, result and error. With SAM, ``embeddings`` beside the
+jobs shows embedding ahead: images queued per priority, done (embedded, found stored already,
+failed), dropped, total, rate per minute and the latest errors per task.
 
 ``POST /jobs {"type": "preannotate", "project": ID, "tasks": [ids], "scope": "all"|"unlabeled"}``
 queues pre-annotation of the listed tasks and/or the scope (default: every task when no tasks are
@@ -25,7 +27,8 @@ TYPES = (TRAIN, PREANNOTATE)
 MAX_TASKS_PER_REQUEST = 100_000
 
 
-def jobs_blueprint(active_learning) -> Blueprint:
+def jobs_blueprint(active_learning, embeddings=None) -> Blueprint:
+    """``embeddings``: the embed-ahead queue (``status()``), shown beside the jobs, or None."""
     blueprint = Blueprint("training_jobs", __name__)
 
     @blueprint.get("/jobs")
@@ -36,8 +39,11 @@ def jobs_blueprint(active_learning) -> Blueprint:
         if kind is not None and kind not in TYPES:
             abort(400, f"type must be one of {', '.join(TYPES)}")
         jobs = active_learning.job_list(request.args.get("project"))
-        return jsonify({"jobs": [job for job in jobs if (state is None or job["state"] == state)
-                                 and (kind is None or job["type"] == kind)]})
+        answer = {"jobs": [job for job in jobs if (state is None or job["state"] == state)
+                           and (kind is None or job["type"] == kind)]}
+        if embeddings is not None:
+            answer["embeddings"] = embeddings.status()
+        return jsonify(answer)
 
     @blueprint.get("/jobs/<job_id>")
     def show_job(job_id: str):

@@ -1,12 +1,13 @@
-"""``python -m backend worker``: run training and pre-annotation jobs from the RQ queues (scale-out
-with REDIS_URL).
+"""``python -m backend worker``: run training and pre-annotation jobs and embeddings ahead from the
+RQ queues (scale-out with REDIS_URL).
 
 Start any number of workers, on any machines (GPU or CPU) that reach Redis and share MODEL_DIR with
 the backend replicas; each needs the same LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY as the backend,
 and the same model settings (SAM_CHECKPOINT, EXTREME_WEIGHTS, ...), since a pre-annotation chunk
-loads the serving segmenters. Training jobs are taken first; pre-annotation chunks of one project
-spread over all workers. Without REDIS_URL there is nothing to run: the backend runs its jobs itself
-(embedded worker).
+loads the serving segmenters and embedding jobs use SAM (loaded once, at the worker's first one).
+Queues, first to last: embeddings of the tasks annotators open, then of their next tasks, training,
+pre-annotation chunks (one project's spread over all workers), then embeddings of imported tasks.
+Without REDIS_URL there is nothing to run: the backend runs its jobs itself (embedded worker).
 """
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ def run(args: argparse.Namespace) -> int:
         print(EMBEDDED_NOTE, file=sys.stderr)
         return 2
     from redis import Redis
-    from rq import Queue, Worker
+    from rq import Queue
+
+    from backend.embeddings.rq_queue import EMBED_QUEUES, BackendWorker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     connection = Redis.from_url(settings.redis_url)
-    queues = [Queue(name, connection=connection) for name in (QUEUE_NAME, PREANNOTATION_QUEUE)]
-    worker = Worker(queues, connection=connection, name=args.name)
+    current, upcoming, imported = EMBED_QUEUES
+    names = (current, upcoming, QUEUE_NAME, PREANNOTATION_QUEUE, imported)
+    queues = [Queue(name, connection=connection) for name in names]
+    worker = BackendWorker(queues, connection=connection, name=args.name)
     worker.work(burst=args.burst)
     return 0

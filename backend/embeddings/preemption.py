@@ -52,8 +52,9 @@ def background() -> Iterator[None]:
         _state.background = previous
 
 
-def in_background() -> bool:
-    return getattr(_state, "background", False)
+def foreground_busy() -> bool:
+    """Whether a request of this process is computing an embedding now (background work waits)."""
+    return _waiting > 0
 
 
 def _check(module, args) -> None:

@@ -1,0 +1,118 @@
+"""Embed ahead: what makes SAM embeddings ready before the annotator's first click.
+
+- ``tasks_created``: an import (``TASKS_CREATED`` carries the new tasks' data) queues up to
+  ``EMBED_AHEAD`` of their images at ``IMPORT`` priority; later tasks are reached by the next one.
+- ``prewarm``: a labeling page opening a task (``params.context.event == "prewarm"``) queues its
+  image first (``CURRENT``).
+- ``working_on``: any interactive call on a task queues the project's next ``EMBED_NEXT_TASKS``
+  unlabeled tasks (``NEXT``). Finding them takes one small page from Label Studio, read in a
+  background thread, at most once a minute per task, never in the request.
+
+``queue`` is the ``EmbedScheduler`` (embedded) or the ``RQEmbedQueue`` (``REDIS_URL``): both take
+``submit(requests, priority)``, ``depth()`` and ``status()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+from backend.embeddings.embed_one import EmbedRequest, embed_task_image
+from backend.embeddings.next_tasks import NextTasks, NextTasksError
+from backend.embeddings.scheduler import CURRENT, IMPORT, NEXT, EmbedScheduler
+
+logger = logging.getLogger(__name__)
+
+LOOKUP_INTERVAL_S = 60.0  # per (project, task): the next tasks are looked up at most this often
+LOOKUPS_WAITING_MAX = 8  # lookups beyond this many waiting are dropped (Label Studio is slow or down)
+_REMEMBERED_LOOKUPS = 1000
+
+
+def task_request(task: dict, image_key: str, project: str | None) -> EmbedRequest | None:
+    """The embed request for ``task``'s image (``data[image_key]``), or None if it has none."""
+    data = task.get("data") if isinstance(task, dict) else None
+    url = data.get(image_key) if isinstance(data, dict) else None
+    if not isinstance(url, str) or not url.strip():
+        return None
+    task_id = task.get("id") if isinstance(task.get("id"), int) else None
+    return EmbedRequest(url=url.strip(), task_id=task_id, project=project)
+
+
+class EmbedAhead:
+    def __init__(self, queue, next_tasks: NextTasks | None, embed_ahead: int, next_count: int):
+        self.queue = queue
+        self._next_tasks = next_tasks
+        self._embed_ahead = embed_ahead
+        self._next_count = next_count
+        self._lock = threading.Lock()
+        self._looked_up: OrderedDict[tuple[str, int], float] = OrderedDict()  # (project, task) -> time
+        self._lookups: ThreadPoolExecutor | None = None
+        self._lookups_pid: int | None = None
+        self._lookups_waiting = 0
+
+    @classmethod
+    def from_settings(cls, settings, sam, images) -> "EmbedAhead":
+        """Embedding ahead with the server's SAM segmenter and image loader: on RQ workers with
+        ``REDIS_URL``, else in a background thread of this process."""
+        if settings.redis_url:
+            from backend.embeddings.rq_queue import RQEmbedQueue
+
+            queue = RQEmbedQueue(settings.redis_url, settings.embed_queue_size)
+        else:
+            queue = EmbedScheduler(lambda request: embed_task_image(sam, images, request), settings.embed_queue_size,
+                                   machine_lock=settings.model_dir / "embeddings" / "background.lock")
+        return cls(queue, NextTasks.from_settings(settings), settings.embed_ahead, settings.embed_next_tasks)
+
+    def tasks_created(self, project: str, tasks: list, image_key: str) -> dict:
+        """Queue the first ``EMBED_AHEAD`` imported tasks' images; the answer for the webhook."""
+        requests = [r for r in (task_request(t, image_key, project) for t in tasks) if r is not None]
+        queued = self.queue.submit(requests[: self._embed_ahead], IMPORT)
+        return {"embeddings_queued": queued}
+
+    def prewarm(self, project: str, task: dict, image_key: str) -> None:
+        request = task_request(task, image_key, project)
+        if request is not None:
+            self.queue.submit([request], CURRENT)
+
+    def working_on(self, project: str, task_id: int | None, image_key: str) -> None:
+        """An annotator works on ``task_id``: look up the project's next tasks in the background."""
+        if self._next_tasks is None or not isinstance(task_id, int) or self._next_count <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            last = self._looked_up.get((project, task_id))
+            if last is not None and now - last < LOOKUP_INTERVAL_S:
+                return
+            if self._lookups_waiting >= LOOKUPS_WAITING_MAX:
+                return
+            self._looked_up[(project, task_id)] = now
+            self._looked_up.move_to_end((project, task_id))
+            while len(self._looked_up) > _REMEMBERED_LOOKUPS:
+                self._looked_up.popitem(last=False)
+            self._lookups_waiting += 1
+            executor = self._executor()
+        executor.submit(self._queue_next, project, task_id, image_key)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """One lookup thread per process (made after a gunicorn fork, where threads do not survive)."""
+        if self._lookups is None or self._lookups_pid != os.getpid():
+            self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-tasks")
+            self._lookups_pid = os.getpid()
+        return self._lookups
+
+    def _queue_next(self, project: str, task_id: int, image_key: str) -> None:
+        try:
+            tasks = self._next_tasks.after(project, task_id, self._next_count)
+            requests = [r for r in (task_request(t, image_key, project) for t in tasks) if r is not None]
+            self.queue.submit(requests, NEXT)
+        except NextTasksError as exc:
+            logger.warning("embed ahead: %s", exc)
+        except Exception:
+            logger.exception("embed ahead: looking up project %s's tasks after %s failed", project, task_id)
+        finally:
+            with self._lock:
+                self._lookups_waiting -= 1
