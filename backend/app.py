@@ -1,7 +1,8 @@
 """The HTTP server Label Studio connects to as an ML backend (Flask app factory).
 
 Routes (see ``PROTOCOL.md``): ``GET /health``, ``POST /setup``, ``POST /predict``,
-``GET /versions``, ``POST /webhook``. Models load once, in ``create_app``; no route loads one.
+``GET /versions``, ``POST /webhook``, and ``GET /``, a status page for people
+(``backend.status_page``). Models load once, in ``create_app``; no route loads one.
 
 Errors answer ``{"error": "<message>"}`` with a 4xx/5xx status whose HTTP reason phrase is the
 same message (ASCII, shortened). Label Studio never shows a response body, but it does show the
@@ -28,12 +29,14 @@ import time
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from backend import status_page
 from backend.active_learning.events import START_TRAINING, EventError
 from backend.active_learning.routes import jobs_blueprint
 from backend.active_learning.service import ActiveLearning
 from backend.auth import REALM, BasicAuth
 from backend.embeddings.ahead import EmbedAhead
 from backend.events import EventSink, JsonlEventLog
+from backend.label_studio_check import LabelStudioCheck
 from backend.labeling import LabelingError
 from backend.model import RequestError, SegmentationModel
 from backend.policies import PolicyError
@@ -76,10 +79,12 @@ def embedding_health(cache, embed_ahead: EmbedAhead | None) -> dict:
 
 
 def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None = None, images=None,
-               events: EventSink | None = None, embed_ahead: EmbedAhead | None = None) -> Flask:
+               events: EventSink | None = None, embed_ahead: EmbedAhead | None = None,
+               label_studio: LabelStudioCheck | None = None) -> Flask:
     """The Flask app. Anything not given is built from ``settings`` (default: the environment):
     ``segmenters`` loaded from the configured checkpoints, ``images`` an ``ImageLoader``, ``events``
-    the retraining loop (``ActiveLearning``, also writing a ``JsonlEventLog`` under ``MODEL_DIR``).
+    the retraining loop (``ActiveLearning``, also writing a ``JsonlEventLog`` under ``MODEL_DIR``),
+    ``label_studio`` the check of ``LABEL_STUDIO_URL`` and its token for ``/health``.
     Tests pass fakes. With ``ActiveLearning`` as ``events``, projects are served their own
     extreme-point versions and ``GET /jobs`` shows training jobs; its dispatcher is started per
     worker process by ``gunicorn.conf.py`` (``app.extensions["active_learning"].start()``). With SAM
@@ -94,6 +99,8 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
         images = ImageLoader(settings)
     if events is None:
         events = ActiveLearning(settings, event_log=JsonlEventLog(settings.model_dir / "events.jsonl"))
+    if label_studio is None:
+        label_studio = LabelStudioCheck(settings)
     learning = events if isinstance(events, ActiveLearning) else None
     project_models = learning.project_models(segmenters.extreme) if learning is not None else None
     if embed_ahead is None and segmenters.sam is not None and segmenters.embeddings is not None:
@@ -103,6 +110,7 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
     auth = BasicAuth(settings.basic_auth_user, settings.basic_auth_pass)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    started_at = time.time()
     app.extensions["segmentation_model"] = model
     app.extensions["active_learning"] = learning
     if learning is not None:
@@ -166,16 +174,22 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
             "loaded": segmenters.loaded,
             **segmenters.status,
             **({"embeddings": embedding_health(segmenters.embeddings, embed_ahead)} if segmenters.embeddings else {}),
+            "label_studio": label_studio.status(),
         })
+
+    @app.get("/")
+    def status():
+        sections = status_page.collect(model, images, label_studio, learning, started_at)
+        return Response(status_page.render(sections), mimetype="text/html")
 
     @app.post("/setup")
     def setup():
         body = _json_body()
         if not isinstance(body.get("schema"), str):
             raise RequestError('/setup needs "schema", the labeling config')
-        version = model.setup(body.get("project"), body["schema"], body.get("extra_params"))
+        answer = model.setup(body.get("project"), body["schema"], body.get("extra_params"))
         g.detail = f" project={project_id(body.get('project'))}"
-        return jsonify({"model_version": version})
+        return jsonify(answer)
 
     @app.post("/predict")
     def predict():

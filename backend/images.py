@@ -155,7 +155,8 @@ class ImageLoader:
         self._allowlist = tuple(entry.lower() for entry in settings.image_url_allowlist)
         self._ls_host = origin(settings.label_studio_url)[1] if settings.label_studio_url else None
         self._cache = _ByteBoundedCache(settings.image_cache_bytes)
-        self._cache_lock = threading.Lock()
+        self._cache_lock = threading.Lock()  # guards _cache and the counters
+        self._hits = self._misses = 0
         self._download_slots = threading.BoundedSemaphore(max(1, settings.image_downloads))
 
     def load(self, url: str, task_id: int | None = None) -> LoadedImage:
@@ -172,6 +173,8 @@ class ImageLoader:
         absolute = self._absolute_url(url, task_id)
         with self._cache_lock:
             cached = self._cache.get(absolute)
+            self._hits += cached is not None
+            self._misses += cached is None
         if cached is not None:
             return cached
         data, final_url = self._download(absolute)
@@ -182,6 +185,14 @@ class ImageLoader:
         with self._cache_lock:
             self._cache.put(absolute, image)
         return image
+
+    def stats(self) -> dict:
+        """The decoded-image LRU, for the status page: entries, bytes, capacity in bytes, hits, misses,
+        hit rate (data: URIs are decoded each time and not counted)."""
+        with self._cache_lock:
+            hits, misses, entries, size = self._hits, self._misses, len(self._cache), self._cache.bytes
+        return {"entries": entries, "bytes": size, "capacity": self._cache.capacity, "hits": hits, "misses": misses,
+                "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None}
 
     def _absolute_url(self, url: str, task_id: int | None) -> str:
         scheme_match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", url)

@@ -102,6 +102,11 @@ class LabelStudioAuth(requests.auth.AuthBase):
             return None
         return cls(settings.label_studio_url, settings.label_studio_api_key)
 
+    @property
+    def uses_legacy_token(self) -> bool:
+        """True when the key is not a JWT (so not a Personal Access Token) and is sent as a legacy token."""
+        return self._is_legacy_token
+
     def __repr__(self) -> str:  # never show the key
         return f"LabelStudioAuth({redact(self.base_url)!r})"
 

@@ -52,7 +52,7 @@ from backend.prompts import Prompt, Segmentation
 from backend.protocol import RegionError, mask_from_region, task_entry
 from backend.request_shapes import ShapeError, check_context, check_task
 from backend.routing import Routed, RoutingError, choose_segmenter, has_prompt_regions, prompts_from_regions, \
-    prompts_from_task, task_sources
+    prompts_from_task, task_sources, tools_not_served
 from backend.segmenter_set import SegmenterSet
 from backend.settings import Settings
 
@@ -173,8 +173,10 @@ class SegmentationModel:
 
     # -- setup ----------------------------------------------------------------------------------
 
-    def setup(self, project_ref, label_config, extra_params) -> str:
-        """Validates and stores what Label Studio tells about a project; returns its model version.
+    def setup(self, project_ref, label_config, extra_params) -> dict:
+        """Validates and stores what Label Studio tells about a project; returns the /setup answer:
+        ``model_version``, and ``tools_not_served`` (tool name -> why) for prompt tools of the config
+        that no loaded segmenter can answer (also logged; Label Studio reads only the version).
         Raises ProjectIdError, LabelingError or PolicyError with a message for the user."""
         pid = project_id(project_ref)
         config = parse_label_config(label_config, self.settings.extreme_tool_prefix)
@@ -185,7 +187,10 @@ class SegmentationModel:
                               f"(mask labels: {', '.join(sorted(config.mask_labels))})")
         version = self.model_version_for(pid)
         self.store.save(ProjectSetup(pid, label_config, params, version))
-        return version
+        not_served = tools_not_served(config, self.segmenters)
+        for tool, reason in not_served.items():
+            log.warning("project %s: tool %s cannot be served: %s", pid, tool, reason)
+        return {"model_version": version, "tools_not_served": not_served}
 
     # -- predict --------------------------------------------------------------------------------
 

@@ -71,3 +71,8 @@ class ProjectStore:
         except FileNotFoundError:
             return None
         return ProjectSetup(**record)
+
+    def list(self) -> list[ProjectSetup]:
+        """Every project whose ``/setup`` reached this ``MODEL_DIR``, most recently set up first."""
+        setups = [setup for path in self.root.glob("*/setup.json") if (setup := self.load(path.parent.name))]
+        return sorted(setups, key=lambda setup: setup.updated_at, reverse=True)

@@ -188,20 +188,47 @@ def prompts_from_task(task: dict, config: LabelingConfig, width: int, height: in
 def choose_segmenter(prompt: Prompt, segmenters: SegmenterChoice) -> tuple[Segmenter, str]:
     """The segmenter for ``prompt`` and a note when it is a fallback ("" otherwise).
     Raises RoutingError when no loaded segmenter can answer."""
-    if prompt.kind is PromptKind.EXTREME:
+    try:
+        return segmenter_for(prompt.kind, segmenters)
+    except RoutingError as exc:
+        raise RoutingError(f'no segmenter for a {prompt.kind.value} prompt ("{prompt.label}"): {exc}') from None
+
+
+def segmenter_for(kind: PromptKind, segmenters: SegmenterChoice) -> tuple[Segmenter, str]:
+    """The segmenter answering prompts of ``kind``, and a note when it is a fallback ("" otherwise).
+    Raises RoutingError saying what is not loaded."""
+    if kind is PromptKind.EXTREME:
         if segmenters.extreme is not None:
             return segmenters.extreme, ""
         if segmenters.sam is not None:
             return segmenters.sam, "SAM box and clicks from the extreme points, extreme-point model not loaded"
-    elif prompt.kind is PromptKind.BOX:
+    elif kind is PromptKind.BOX:
         if segmenters.sam is not None:
             return segmenters.sam, ""
         if segmenters.extreme is not None:
             return segmenters.extreme, "box mode, SAM not loaded"
     elif segmenters.sam is not None:
         return segmenters.sam, ""
-    needed = "SAM (set SAM_CHECKPOINT)" if prompt.kind is PromptKind.POINTS else "SAM or the extreme-point model"
-    raise RoutingError(f'no segmenter for a {prompt.kind.value} prompt ("{prompt.label}"): {needed} is not loaded')
+    needed = "SAM (set SAM_CHECKPOINT)" if kind is PromptKind.POINTS else "SAM or the extreme-point model"
+    raise RoutingError(f"{needed} is not loaded")
+
+
+# The prompts each kind of tool makes.
+_TOOL_PROMPTS = {ToolKind.RECTANGLE: PromptKind.BOX, ToolKind.CLICK: PromptKind.POINTS,
+                 ToolKind.EXTREME: PromptKind.EXTREME}
+
+
+def tools_not_served(config: LabelingConfig, segmenters: SegmenterChoice) -> dict[str, str]:
+    """The prompt tools of ``config`` whose every prompt would be answered with an error, because
+    no loaded segmenter takes their prompts: tool name -> why, and what to do about it."""
+    not_served = {}
+    for tool in config.tools.values():
+        try:
+            segmenter_for(_TOOL_PROMPTS[tool.kind], segmenters)
+        except RoutingError as exc:
+            not_served[tool.name] = (f"{tool.kind.value} tool: {exc}, so each of its prompts is answered with an "
+                                     "error; load it (see /health) or remove the tool from the labeling config")
+    return not_served
 
 
 def _label(region: dict, config: LabelingConfig, what: str) -> str:

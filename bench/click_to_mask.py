@@ -4,9 +4,11 @@ a drag) until the mask is on Label Studio's canvas, per flow of the browser test
 The figures come from the end-to-end browser test (tests/browser/test_browser_flows.py), which
 measures them inside the page: from the pointer release to two animation frames after the page's
 store holds the new mask, so they include Label Studio's server, the backend, the model and the
-page's rendering. The test writes them to bench/results/click_to_mask.json; this script prints
-them, or with ``--run`` runs the browser test first (a real Label Studio, the backend with the
+page's rendering. This script prints the committed bench/results/click_to_mask.json, or with
+``--run`` first runs the browser test with ``BROWSER_REFRESH_COMMITTED=true``, which refreshes that
+file and the committed screenshots in docs/screenshots/ (a real Label Studio, the backend with the
 committed extreme-point weights and a random-weight SAM, and Debian's chromium; a few minutes).
+A plain test run writes both under var/browser/ instead, leaving the committed ones alone.
 
     .venv/bin/python bench/click_to_mask.py [--run]
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +34,8 @@ def main() -> int:
     parser.add_argument("--run", action="store_true", help="run the browser test first to record fresh figures")
     args = parser.parse_args()
     if args.run:
-        test = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/browser"], cwd=REPO)
+        test = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/browser"], cwd=REPO,
+                              env={**os.environ, "BROWSER_REFRESH_COMMITTED": "true"})
         if test.returncode != 0:
             print(f"the browser test failed (exit {test.returncode}); figures not refreshed", file=sys.stderr)
             return test.returncode

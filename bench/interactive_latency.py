@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "integration"))
 from backend.prompts import Prompt, PromptKind  # noqa: E402
 from backend_server import BackendServer  # noqa: E402
 
-LABEL = "Cat"  # a label of every tool in examples/labeling_config.xml
+LABEL = "Cat"  # a label of every tool in examples/labeling_config_sam.xml
 PROJECT = "1.1700000000"  # Label Studio's "<id>.<created timestamp>"
 TARGET_OVERHEAD = 0.30
 
@@ -88,7 +88,7 @@ def png_bytes(array) -> bytes:
 
 def context_region(prompt: Prompt, width: int, height: int) -> dict:
     """The smart-tool region Label Studio forwards for ``prompt`` (a box, or clicks), in percent of
-    the natural ``width`` x ``height`` image, on the tools of examples/labeling_config.xml."""
+    the natural ``width`` x ``height`` image, on the tools of examples/labeling_config_sam.xml."""
     common = {"to_name": "image", "original_width": width, "original_height": height, "image_rotation": 0}
     if prompt.kind is PromptKind.BOX:
         x0, y0, x1, y1 = (float(v) for v in prompt.box)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     segmenter = random_weight_segmenter("vit_b")
     image = photo(args.image)
     prompts = {"rectangle": example_prompts(image)["box"], "click": example_prompts(image)["one click"]}
-    label_config = (REPO_ROOT / "examples" / "labeling_config.xml").read_text()
+    label_config = (REPO_ROOT / "examples" / "labeling_config_sam.xml").read_text()
     results: dict[str, tuple[list[float], list[float]]] = {}  # prompt -> (server, bare) seconds
 
     with tempfile.TemporaryDirectory(prefix="interactive-latency-") as workdir:

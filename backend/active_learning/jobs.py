@@ -81,6 +81,22 @@ class Job:
         return cls(**{key: value[key] for key in cls.__dataclass_fields__ if key in value})
 
 
+def outcome_summary(job: Job) -> str:
+    """One line on how the job ended (or "" while it runs): published or not with the figures, or
+    why it failed. For the log and the status page."""
+    if job.state == FAILED:
+        return f"failed: {job.error}"
+    if job.state != FINISHED:
+        return ""
+    result = job.result
+    figures = (f"held-out mIoU {result.get('miou_before')} -> {result.get('miou_after')} on "
+               f"{result.get('val_instances', '?')} instances, {result.get('train_instances', '?')} training "
+               f"instances, {result.get('steps', '?')} steps")
+    if result.get("published"):
+        return f"published {result.get('version')} ({figures})"
+    return f"not published: {result.get('reason') or figures}"
+
+
 class JobNotFound(KeyError):
     pass
 

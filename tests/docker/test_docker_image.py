@@ -3,7 +3,7 @@
 The image is built as an offline machine can (``SAM_MODEL_TYPE=none``: no checkpoint download;
 ``TORCH_INDEX_URL=`` empty: torch from the default index), started with ``--network=host`` on a
 free port, and asked what Label Studio asks: ``/health`` and an extreme-point ``/predict``, whose
-mask must cover the drawn object.
+mask must cover the drawn object; ``GET /`` must be the HTML status page.
 
 Without a Docker engine (or ``docker-compose``) the tests skip locally and fail with ``CI=true``.
 ``.ci/run`` starts an engine first; by hand: ``SCRATCH=<empty dir> bash
@@ -160,6 +160,12 @@ def test_extreme_points_predict_inside_the_container(server):
     mask = mask_from_region(regions[0], W, H)
     iou = (mask & ball).sum() / (mask | ball).sum()
     assert iou > 0.85, f"the disc's mask has IoU {iou:.3f}"
+
+
+def test_status_page_is_html(server):
+    response = requests.get(f"{server}/", auth=AUTH, timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
+    assert "Segmentation backend for Label Studio" in response.text and "loaded (" in response.text
 
 
 def test_compose_file_is_valid():

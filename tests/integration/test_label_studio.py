@@ -1,6 +1,6 @@
 """End to end against a real Label Studio 1.23: the calls its buttons and smart tools make.
 
-A project with ``examples/labeling_config.xml`` is connected to the backend (Basic Auth); a photo
+A project with ``examples/labeling_config_sam.xml`` is connected to the backend (Basic Auth); a photo
 is uploaded through Label Studio, so the backend must download it with the Personal Access Token;
 a detector-style rectangle prediction on it is the batch prompt. SAM has random weights (see
 conftest.py), so the tests check the protocol, sizes and storage, not mask quality.
@@ -24,7 +24,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.integration
 
-LABEL_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "labeling_config.xml"
+LABEL_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "labeling_config_sam.xml"
 PHOTO = skimage.data.chelsea()  # (300, 451, 3): a cat; not square, so width/height mix-ups show
 HEIGHT, WIDTH = PHOTO.shape[:2]
 # The cat's head and body, in natural-image pixels (x0, y0, x1, y1).
@@ -124,6 +124,22 @@ def test_backend_serves_sam_with_the_connection_model_version(backend, connected
     status = requests.get(f"{backend.url}/health", auth=backend.auth, timeout=10).json()
     assert "sam" in status["loaded"], status
     assert connected.model_version == status["model_version"]
+
+
+def test_health_says_whether_label_studio_accepts_the_token(label_studio, backend):
+    from dataclasses import replace
+
+    from backend.label_studio_check import OK, LabelStudioCheck
+    from backend.settings import Settings
+
+    deadline = time.monotonic() + 10
+    while (answer := requests.get(f"{backend.url}/health", auth=backend.auth, timeout=10).json()["label_studio"]) \
+            != OK and answer.startswith("checking") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert answer == OK
+    revoked = label_studio.personal_access_token[:-4] + "AAAA"  # a PAT whose signature Label Studio refuses
+    refused = LabelStudioCheck(replace(Settings(), label_studio_url=label_studio.url, label_studio_api_key=revoked))
+    assert refused.check().startswith("error: Label Studio rejected LABEL_STUDIO_API_KEY (HTTP 401")
 
 
 def test_retrieve_predictions_stores_a_brush_mask_of_the_image_size(label_studio, connected):

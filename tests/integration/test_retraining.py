@@ -37,7 +37,7 @@ from backend.models.weights import ModelConfig, save_weights
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LABEL_CONFIG = REPO_ROOT / "examples" / "labeling_config.xml"
+LABEL_CONFIG = REPO_ROOT / "examples" / "labeling_config_sam.xml"
 WIDTH, HEIGHT = 96, 72
 # One object per task: a bright rectangle (x0, y0, x1, y1) on a dark background.
 OBJECTS = [(10, 8, 50, 40), (30, 20, 80, 60), (20, 30, 70, 66)]

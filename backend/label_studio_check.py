@@ -1,0 +1,90 @@
+"""Whether Label Studio accepts the backend's token: the ``label_studio`` field of ``/health``.
+
+The answer is ``"ok"``, ``"not configured"`` (no ``LABEL_STUDIO_URL``), or a message starting with
+``"error"`` that says what to fix (Label Studio unreachable, the token refused, a key that is not a
+Personal Access Token). It comes from a background thread and is cached for ``interval_s``, because
+Label Studio gives ``/health`` 1 s and may itself be slow or down: a request never waits on Label
+Studio longer than ``wait_s``, and only one that starts the first check waits at all. Messages never contain
+the token.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import requests
+
+from backend.ls_auth import PAT_HINT, LabelStudioAuth, LabelStudioAuthError
+
+OK = "ok"
+NOT_CONFIGURED = "not configured"
+CHECKING = "checking: Label Studio has not answered yet"
+WHOAMI_PATH = "/api/current-user/whoami"
+
+
+class LabelStudioCheck:
+    """The cached answer for ``settings.label_studio_url`` / ``label_studio_api_key``. Thread- and
+    fork-safe: each process runs its own checks."""
+
+    def __init__(self, settings, interval_s: float = 30.0, timeout_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.url = settings.label_studio_url
+        self._auth = LabelStudioAuth.from_settings(settings)
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._answer: str | None = None
+        self._checked_at = float("-inf")
+        self._thread: threading.Thread | None = None
+
+    def status(self, wait_s: float = 0.5) -> str:
+        """The latest answer; starts a new check in the background when it is older than ``interval_s``."""
+        if not self.url:
+            return NOT_CONFIGURED
+        with self._lock:
+            due = self._clock() - self._checked_at >= self._interval_s
+            started = due and (self._thread is None or not self._thread.is_alive())
+            if started:
+                self._thread = threading.Thread(target=self._refresh, name="label-studio-check", daemon=True)
+                self._thread.start()
+            thread, answer = self._thread, self._answer
+        if answer is None and started:
+            thread.join(wait_s)
+        return self._answer or CHECKING
+
+    def _refresh(self) -> None:
+        answer = self.check()
+        with self._lock:
+            self._answer, self._checked_at = answer, self._clock()
+
+    def check(self) -> str:
+        """Ask Label Studio now (blocking): who the token belongs to."""
+        if self._auth is None:
+            return f"error: LABEL_STUDIO_API_KEY is not set; {PAT_HINT}"
+        url = self.url + WHOAMI_PATH
+        try:
+            response = requests.get(url, headers=self._auth.headers_for(url), timeout=self._timeout_s)
+        except LabelStudioAuthError as exc:
+            return f"error: {exc}"
+        except requests.RequestException as exc:
+            return (f"error: Label Studio at {self.url} is unreachable ({type(exc).__name__}); check that "
+                    "LABEL_STUDIO_URL is the address the backend reaches Label Studio at")
+        if response.status_code in (401, 403):
+            if self._auth.uses_legacy_token:
+                return (f"error: LABEL_STUDIO_API_KEY is not a Personal Access Token, and Label Studio refused it as "
+                        f"a legacy token (HTTP {response.status_code}); {PAT_HINT}")
+            return f"error: Label Studio refused the access token (HTTP {response.status_code} on {WHOAMI_PATH}); {PAT_HINT}"
+        if response.status_code != 200 or not _is_json_object(response):
+            return (f"error: {self.url}{WHOAMI_PATH} answered HTTP {response.status_code}, not Label Studio's "
+                    "current user: check LABEL_STUDIO_URL")
+        return OK
+
+
+def _is_json_object(response: requests.Response) -> bool:
+    try:
+        return isinstance(response.json(), dict)
+    except ValueError:
+        return False

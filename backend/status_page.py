@@ -1,0 +1,134 @@
+"""``GET /``: a small HTML page saying what this backend process serves and does, for people
+(Label Studio never asks for it). Behind the same Basic Auth as every route; it shows no secrets.
+
+``collect`` gathers the figures into sections — a section is a dict (one value per row) or a list
+of dicts (a table) — and ``render`` turns them into HTML. A new figure is one more key in
+``collect``; a component that has a ``stats() -> dict`` method shows up under "Caches" as it is.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import time
+
+from backend.active_learning.jobs import outcome_summary
+from backend.labeling import LabelingError
+from backend.model import parse_label_config
+from backend.routing import tools_not_served
+
+RECENT_JOBS = 10
+PROJECTS_SHOWN = 50
+REFRESH_S = 10
+
+
+def collect(model, images, label_studio, learning=None, started_at: float | None = None) -> dict[str, dict | list]:
+    """The page's sections. ``model``: the app's ``SegmentationModel``; ``images``: its image loader;
+    ``label_studio``: a ``LabelStudioCheck``; ``learning``: ``ActiveLearning`` or None."""
+    segmenters = model.segmenters
+    settings = model.settings
+    return {
+        "Models": {
+            "model version (default)": model.model_version_for(),
+            **{f"{name}": status for name, status in segmenters.status.items()},
+        },
+        "Devices": _devices(settings),
+        "Label Studio": {"url": settings.label_studio_url or "(LABEL_STUDIO_URL not set)",
+                         "connection": label_studio.status(wait_s=0)},
+        "Projects seen": _projects(model),
+        "Recent training jobs": _jobs(learning) if learning is not None else [],
+        "Caches": _caches({"decoded images": images, "SAM embeddings": getattr(segmenters, "embeddings", None)}),
+        "Process": {"pid": os.getpid(), "up for": _duration(time.time() - started_at) if started_at else "?",
+                    "MODEL_DIR": str(settings.model_dir)},
+    }
+
+
+def _devices(settings) -> dict:
+    import torch
+
+    device = settings.resolved_device()
+    devices = {"device": device, "torch": torch.__version__, "torch threads": torch.get_num_threads(),
+               "CPU cores": os.cpu_count()}
+    if device.startswith("cuda"):
+        devices["GPU"] = torch.cuda.get_device_name(torch.device(device))
+    return devices
+
+
+def _projects(model) -> list[dict]:
+    rows = []
+    for setup in model.store.list()[:PROJECTS_SHOWN]:
+        try:
+            config = parse_label_config(setup.label_config, model.settings.extreme_tool_prefix)
+            tools = ", ".join(f"{tool.name} ({tool.kind.value})" for tool in config.tools.values())
+            not_served = "; ".join(f"{name}: {why}" for name, why in tools_not_served(config, model.segmenters).items())
+        except LabelingError as exc:  # stored before a config rule changed
+            tools, not_served = "", f"labeling config no longer accepted: {exc}"
+        rows.append({"project": setup.project_id, "last /setup": _time(setup.updated_at),
+                     "model version": model.model_version_for(setup.project_id), "prompt tools": tools,
+                     "tools not served": not_served or "none"})
+    return rows
+
+
+def _jobs(learning) -> list[dict]:
+    rows = []
+    for job in reversed(learning.jobs.list()[-RECENT_JOBS:]):
+        progress = job.progress or {}
+        rows.append({"job": job.id, "project": job.project, "state": job.state,
+                     "progress": f"{100 * progress.get('fraction', 0):.0f}% {progress.get('message', '')}".strip(),
+                     "outcome": outcome_summary(job), "queued": _time(job.created_at), "trigger": job.trigger})
+    return rows
+
+
+def _caches(components: dict) -> list[dict]:
+    rows = []
+    for name, component in components.items():
+        if component is None:
+            rows.append({"cache": name, "entries": "not in use"})
+        elif callable(getattr(component, "stats", None)):
+            rows.append({"cache": name, **component.stats()})
+        else:
+            rows.append({"cache": name, "entries": "no figures reported"})
+    return rows
+
+
+def _time(timestamp) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp)) if timestamp else ""
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"
+
+
+def render(sections: dict[str, dict | list]) -> str:
+    """The HTML page of ``sections`` (every value escaped)."""
+    body = []
+    for title, section in sections.items():
+        body.append(f"<h2>{_esc(title)}</h2>")
+        if isinstance(section, dict):
+            body.append("<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in section.items())
+                        + "</table>")
+        elif not section:
+            body.append("<p>none</p>")
+        else:
+            columns = list(dict.fromkeys(key for row in section for key in row))
+            head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+            rows = "".join("<tr>" + "".join(f"<td>{_esc(row.get(c, ''))}</td>" for c in columns) + "</tr>"
+                           for row in section)
+            body.append(f"<table><tr>{head}</tr>{rows}</table>")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_S}">
+<title>Segmentation backend status</title>
+<style>body{{font-family:sans-serif;margin:1.5em;color:#222}} table{{border-collapse:collapse;margin-bottom:1em}}
+th,td{{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}} th{{background:#f3f3f3}}</style>
+</head><body><h1>Segmentation backend for Label Studio</h1>
+<p>Refreshes every {REFRESH_S} s. JSON: <a href="/health">/health</a>, <a href="/jobs">/jobs</a>,
+<a href="/versions">/versions</a>.</p>
+{"".join(body)}
+</body></html>
+"""
+
+
+def _esc(value) -> str:
+    return html.escape("" if value is None else str(value))
