@@ -1,14 +1,8 @@
 """WSGI entry point: ``gunicorn backend.wsgi:app`` (settings from the environment, see
 ``backend.settings``; server options in ``gunicorn.conf.py``)."""
 
-import logging
-import os
-
 from backend.app import create_app
+from backend.log_config import configure_logging
 
-logging.basicConfig(
-    level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-)
-
+configure_logging()
 app = create_app()

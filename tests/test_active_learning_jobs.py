@@ -3,6 +3,7 @@ jobs detected, serving never switched to a version that was not cleanly publishe
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -92,6 +93,19 @@ def test_data_problems_fail_the_job_with_their_reason(settings, reader, reason):
     run_training_job(settings, job.id, trainer=FakeTrainer(), reader=reader)
     done = outcome(settings, job.id)
     assert done.state == FAILED and reason in done.error and done.finished_at is not None
+
+
+@pytest.mark.parametrize("trainer, reader, outcome_line", [
+    (FakeTrainer(gain=0.1), FakeReader(), "published p3-v1 (held-out mIoU 0.5 -> 0.6 on "),
+    (FakeTrainer(gain=-0.05), FakeReader(), "not published: held-out mIoU fell from 0.5000 (base-v0) to 0.4500"),
+    (FakeTrainer(), FailingReader(), "failed: Label Studio answered HTTP 401"),
+])
+def test_training_outcomes_reach_the_log_at_info(settings, caplog, trainer, reader, outcome_line):
+    job = new_job(settings)
+    with caplog.at_level(logging.INFO, logger="backend.active_learning"):
+        run_training_job(settings, job.id, trainer=trainer, reader=reader)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("backend.active_learning")]
+    assert any(line.startswith(f"training job {job.id} for project 3 {outcome_line}") for line in lines), lines
 
 
 def test_a_job_left_running_by_a_dead_process_is_marked_failed(settings):

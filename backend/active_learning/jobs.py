@@ -82,13 +82,15 @@ class Job:
 
 
 def outcome_summary(job: Job) -> str:
-    """One line on how the job ended (or "" while it runs): published or not with the figures, or
-    why it failed. For the log and the status page."""
+    """One line on how the job ended (or "" while it runs): a training job published or not, with the
+    figures; another job's result counts; or why it failed. For the log and the status page."""
     if job.state == FAILED:
         return f"failed: {job.error}"
     if job.state != FINISHED:
         return ""
     result = job.result
+    if job.type != TRAIN:
+        return "finished: " + ", ".join(f"{key} {value}" for key, value in result.items())
     figures = (f"held-out mIoU {result.get('miou_before')} -> {result.get('miou_after')} on "
                f"{result.get('val_instances', '?')} instances, {result.get('train_instances', '?')} training "
                f"instances, {result.get('steps', '?')} steps")

@@ -17,9 +17,10 @@ import multiprocessing
 import signal
 from typing import Callable, Protocol
 
-from backend.active_learning.jobs import PREANNOTATE, QUEUED, RUNNING, Job, JobStore
+from backend.active_learning.jobs import PREANNOTATE, QUEUED, RUNNING, Job, JobStore, outcome_summary
 from backend.active_learning.layout import Layout
 from backend.active_learning.training_job import run_training_job
+from backend.log_config import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Executor(Protocol):
 
 def run_job(settings, job_id: str) -> None:
     """Run job ``job_id`` to its end in this process, whatever its type; the outcome goes to the job file."""
+    configure_logging()  # a freshly spawned interpreter: without this its INFO lines (outcomes) are lost
     if JobStore(Layout(settings.model_dir)).get(job_id).type == PREANNOTATE:
         from backend.preannotation.job import run_preannotation_job
 
@@ -69,8 +71,11 @@ class EmbeddedExecutor:
             # Only changes a job the process left unfinished (killed, crashed before reporting).
             job = self._jobs.get(job_id)
             if job.state == RUNNING:
-                self._jobs.abandon(job_id, f"the {job.kind} process {exit_description(process.exitcode)}"
-                                           + ("; serving is unchanged" if job.type != PREANNOTATE else ""))
+                reason = (f"the {job.kind} process {exit_description(process.exitcode)}"
+                          + ("; serving is unchanged" if job.type != PREANNOTATE else ""))
+                job = self._jobs.abandon(job_id, reason)
+                logger.warning("%s job %s for project %s %s", job.kind, job.id, job.project,
+                               outcome_summary(job) or f"goes back to the queue: {reason}")
             self._current = None
         job = self._next_job()
         if job is not None:
@@ -126,8 +131,9 @@ class RQExecutor:
             if job.state == QUEUED:
                 status = rq_status(self.queue.connection, job.id)
                 if status in LOST:
-                    self._jobs.fail(job.id, f"the queued job is {status or 'gone from Redis'} before a worker "
-                                            "started it" + ("; serving is unchanged" if job.type != PREANNOTATE else ""))
+                    job = self._jobs.fail(job.id, f"the queued job is {status or 'gone from Redis'} before a worker "
+                                                  "started it" + ("; serving is unchanged" if job.type != PREANNOTATE else ""))
+                    logger.warning("%s job %s for project %s %s", job.kind, job.id, job.project, outcome_summary(job))
             elif job.state == RUNNING and job.type == PREANNOTATE and job.pid is None:
                 if poll_chunks(self._jobs, self.preannotation_queue, job):
                     self.submit(job)

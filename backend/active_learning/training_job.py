@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from backend.active_learning.jobs import HEARTBEAT_INTERVAL_S, JobStore
+from backend.active_learning.jobs import FINISHED, HEARTBEAT_INTERVAL_S, JobStore, outcome_summary
 from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError
 from backend.active_learning.split import split_tasks
@@ -93,7 +93,7 @@ class Heartbeat:
 
 
 def run_training_job(settings, job_id: str, trainer: Trainer | None = None, reader=None) -> None:
-    """Run job ``job_id`` to its end; its outcome is written to the job file, never raised."""
+    """Run job ``job_id`` to its end; its outcome is written to the job file and logged, never raised."""
     layout = Layout(settings.model_dir)
     jobs = JobStore(layout)
     job = jobs.mark_running(job_id, os.getpid())
@@ -118,6 +118,9 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
                 jobs.fail(job_id, "stopped by SIGTERM (worker shutdown) before finishing; serving is unchanged")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    job = jobs.get(job_id)
+    log = logger.info if job.state == FINISHED else logger.warning
+    log("training job %s for project %s %s", job_id, job.project, outcome_summary(job))
 
 
 @contextlib.contextmanager

@@ -13,10 +13,10 @@ Without REDIS_URL there is nothing to run: the backend runs its jobs itself (emb
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from backend.active_learning.queue import PREANNOTATION_QUEUE, QUEUE_NAME
+from backend.log_config import configure_logging
 from backend.settings import Settings
 
 EMBEDDED_NOTE = (
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from backend.embeddings.rq_queue import EMBED_QUEUES, BackendWorker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     connection = Redis.from_url(settings.redis_url)
     current, upcoming, imported = EMBED_QUEUES
     names = (current, upcoming, QUEUE_NAME, PREANNOTATION_QUEUE, imported)
