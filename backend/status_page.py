@@ -8,13 +8,13 @@ of dicts (a table) — and ``render`` turns them into HTML. A new figure is one 
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 import time
 
 from backend.active_learning.jobs import outcome_summary
-from backend.labeling import LabelingError
-from backend.model import parse_label_config
+from backend.labeling import LabelingConfig, LabelingError
 from backend.routing import tools_not_served
 
 RECENT_JOBS = 10
@@ -58,7 +58,7 @@ def _projects(model) -> list[dict]:
     rows = []
     for setup in model.store.list()[:PROJECTS_SHOWN]:
         try:
-            config = parse_label_config(setup.label_config, model.settings.extreme_tool_prefix)
+            config = _parsed(setup.label_config, model.settings.extreme_tool_prefix)
             tools = ", ".join(f"{tool.name} ({tool.kind.value})" for tool in config.tools.values())
             not_served = "; ".join(f"{name}: {why}" for name, why in tools_not_served(config, model.segmenters).items())
         except LabelingError as exc:  # stored before a config rule changed
@@ -67,6 +67,13 @@ def _projects(model) -> list[dict]:
                      "model version": model.model_version_for(setup.project_id), "prompt tools": tools,
                      "tools not served": not_served or "none"})
     return rows
+
+
+@functools.lru_cache(maxsize=PROJECTS_SHOWN)
+def _parsed(xml: str, extreme_tool_prefix: str) -> LabelingConfig:
+    """Its own cache, not /predict's (``model.parse_label_config``): a page of many projects must not
+    evict the configs being served, and parsing a large config takes seconds."""
+    return LabelingConfig.parse(xml, extreme_tool_prefix)
 
 
 def _jobs(learning) -> list[dict]:
