@@ -4,12 +4,13 @@ import base64
 import hashlib
 import io
 import time
+import zlib
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import requests
-from PIL import Image
+from PIL import Image, ImageFile
 
 from backend.images import (
     ImageAuthError,
@@ -302,3 +303,47 @@ def test_decoded_images_are_cached_by_url_with_lru_eviction(requests_mock):
 def test_non_string_reference_is_a_clear_error():
     with pytest.raises(ImageSourceError, match="must be a string, not list"):
         ImageLoader(SETTINGS).load(["/data/upload/a.png"])
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A 16x16 JPEG whose frame header (SOF0) claims ``width`` x ``height``: about 600 bytes."""
+    data = bytearray(encode(Image.new("RGB", (16, 16), (9, 9, 9)), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_small_files_claiming_many_pixels_are_refused_from_the_header(requests_mock, monkeypatch):
+    loader = ImageLoader(SETTINGS)  # the default limit: 50 Mpx
+    requests_mock.get("http://images.example/claims.jpg", content=jpeg_claiming(10_000, 9_500))  # 95 Mpx
+    png = bytearray(rgb_png(1, 1))
+    png[16:24] = (30_000).to_bytes(4, "big") * 2  # IHDR claims 30000 x 30000
+    png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
+    requests_mock.get("http://images.example/wide.png", content=bytes(png))
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1))
+    with pytest.raises(ImageTooLarge, match="10000x9500 pixels, over the limit of 50000000"):
+        loader.load("http://images.example/claims.jpg")
+    with pytest.raises(ImageTooLarge, match="IMAGE_MAX_PIXELS"):
+        loader.load("http://images.example/wide.png")
+    assert decoded == []
+    assert Settings().image_max_pixels == 50_000_000
+
+
+def test_the_cache_is_bounded_in_bytes_not_entries(requests_mock):
+    for name, size in {"small": (10, 10), "big": (40, 40)}.items():
+        requests_mock.get(f"http://images.example/{name}.png", content=rgb_png(*size))
+    loader = ImageLoader(replace(SETTINGS, image_cache_bytes=3 * 10 * 10 * 3))  # three small images
+    urls = [f"http://images.example/small.png?{i}" for i in range(4)]
+    for url in urls:
+        requests_mock.get(url, content=rgb_png(10, 10))
+    for url in urls[:3]:
+        loader.load(url)
+    calls = requests_mock.call_count
+    assert all(loader.load(url) for url in urls[:3]) and requests_mock.call_count == calls  # all three kept
+    loader.load(urls[3])  # a fourth evicts the least recently used (the first)
+    loader.load(urls[0])
+    assert requests_mock.call_count == calls + 2
+    big = loader.load("http://images.example/big.png")  # larger than the whole cache: not kept
+    assert loader.load("http://images.example/big.png") is not big
+    assert loader._cache.bytes <= 3 * 10 * 10 * 3
