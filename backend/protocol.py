@@ -27,9 +27,8 @@ import math
 import uuid
 
 import numpy as np
-from label_studio_sdk.converter.brush import decode_rle
 
-from backend.brush_rle import encode_brush_rle
+from backend.brush_rle import decode_brush_mask, encode_brush_rle
 from backend.polygons import polygon_mask
 
 # Label Studio stores floats; allow rounding noise at the image border, then clip.
@@ -163,10 +162,9 @@ def mask_from_region(region: dict, width: int, height: int) -> np.ndarray:
     if values != width * height * 4:
         raise RegionError(f"brush region's mask has {values // 4} pixels, the image has {width} x {height}")
     try:
-        flat = decode_rle(rle)
-    except Exception:  # the decoder reads past the end of truncated data
+        return decode_brush_mask(rle, width, height)
+    except ValueError:
         raise RegionError("brush region's RLE cannot be decoded") from None
-    return flat.reshape(height, width, 4)[:, :, 3] > 0
 
 
 def polygon_px(value: dict, width: int, height: int, what: str = "polygon") -> np.ndarray:

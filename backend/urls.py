@@ -9,7 +9,7 @@ different hosts to different parsers, so it is refused outright (``UrlError``); 
 
 ``redact`` is what a URL looks like anywhere it is shown: no userinfo, no query string (presigned
 cloud URLs carry their signatures there), no control characters. ``install_log_redaction`` does the
-same to the log lines of ``requests`` and urllib3 (whose DEBUG lines show every path and query).
+same to the log lines of the HTTP libraries (urllib3's DEBUG lines show every path and query).
 """
 
 from __future__ import annotations
@@ -99,10 +99,11 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-# Loggers that format URLs of image downloads into their lines (urllib3 at DEBUG: every request's
-# path and query; at WARNING: retries with the URL).
+# Loggers that format URLs into their lines: urllib3 (image downloads; at DEBUG every request's path
+# and query, at WARNING retries with the URL) and httpx/httpcore (the Label Studio SDK; at INFO every
+# request's URL).
 _HTTP_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.poolmanager", "urllib3.connection",
-                 "urllib3.response", "urllib3.util.retry", "requests")
+                 "urllib3.response", "urllib3.util.retry", "requests", "httpx", "httpcore")
 _FILTER = RedactingFilter()
 
 
@@ -110,7 +111,7 @@ def install_log_redaction() -> None:
     """Attach the redacting filter to the HTTP libraries' loggers (a logger's filters see only its own
     records, so each one gets it). Idempotent."""
     names = set(_HTTP_LOGGERS) | {name for name in logging.root.manager.loggerDict
-                                  if name.startswith(("urllib3.", "requests."))}
+                                  if name.startswith(("urllib3.", "requests.", "httpx.", "httpcore."))}
     for name in names:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:

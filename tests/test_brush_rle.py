@@ -43,3 +43,36 @@ def test_sdk_decodes_the_mask_as_255_in_every_channel(name):
 def test_any_nonzero_value_is_foreground():
     values = np.array([[0, 1, 7], [255, 0, 2]], np.uint8)
     assert encode_brush_rle(values) == sdk_rle(values > 0)
+
+
+def editor_rle(mask: np.ndarray, colour=(255, 0, 0)) -> list[int]:
+    """The RLE of an RGBA mask as Label Studio's editor stores it: the label colour in RGB, 255 alpha."""
+    from label_studio_sdk.converter.brush import encode_rle
+
+    rgba = np.zeros(mask.shape + (4,), np.uint8)
+    rgba[mask] = (*colour, 255)
+    return [int(v) for v in encode_rle(rgba.ravel())]
+
+
+@pytest.mark.parametrize("name", list(masks()))
+def test_decode_gives_what_the_sdk_decodes(name):
+    from backend.brush_rle import decode_brush_mask
+
+    mask = masks()[name]
+    height, width = mask.shape
+    for rle in (encode_brush_rle(mask), editor_rle(mask), editor_rle(mask, (0, 0, 0))):
+        sdk = decode_rle(rle).reshape(height, width, 4)[:, :, 3] > 0
+        decoded = decode_brush_mask(rle, width, height)
+        assert decoded.dtype == bool and np.array_equal(decoded, sdk) and np.array_equal(decoded, mask)
+
+
+def test_decode_refuses_truncated_or_mis_sized_data():
+    from backend.brush_rle import decode_brush_mask
+
+    rle = editor_rle(np.random.default_rng(1).random((20, 30)) < 0.5)
+    with pytest.raises(ValueError):
+        decode_brush_mask(rle[: len(rle) // 2], 30, 20)
+    with pytest.raises(ValueError):
+        decode_brush_mask(rle, 31, 20)
+    with pytest.raises(ValueError):
+        decode_brush_mask(rle[:5], 30, 20)
