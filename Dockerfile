@@ -28,8 +28,12 @@ RUN python -m venv /venv
 # torch/torchvision first, with their pins from requirements.txt, so that only they are looked up on
 # TORCH_INDEX_URL; the second install finds them satisfied.
 COPY requirements.txt /tmp/requirements.txt
+# sam2 is source-only and would build in an isolated environment with a second torch: it is built in
+# the venv instead (scripts/install.sh says why).
 RUN /venv/bin/pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
         $(grep -E '^(torch|torchvision)==' /tmp/requirements.txt) \
+ && /venv/bin/pip install "setuptools==84.2.1" \
+ && /venv/bin/pip install --no-build-isolation --no-deps $(grep -E '^sam2==' /tmp/requirements.txt) \
  && /venv/bin/pip install -r /tmp/requirements.txt
 
 FROM deps AS sam

@@ -1,4 +1,7 @@
-"""``python -m backend download-sam vit_b|vit_l|vit_h [--dir DIR]``: fetch an official SAM checkpoint.
+"""``python -m backend download-sam TYPE [--dir DIR]``: fetch an official SAM 1 or SAM 2.1 checkpoint.
+
+TYPE is one of ``vit_b``, ``vit_l``, ``vit_h`` (SAM 1) or ``sam2.1_hiera_tiny``, ``sam2.1_hiera_small``,
+``sam2.1_hiera_base_plus``, ``sam2.1_hiera_large`` (SAM 2.1).
 
 The file is streamed to a temporary file next to the target, its sha256 checked, and only then
 renamed into place (atomic on one filesystem), so the target path never holds a partial or
@@ -58,6 +61,35 @@ CHECKPOINTS = {
         "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
         "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
         2_564_550_879,
+    ),
+    # URLs: facebookresearch/sam2's checkpoints/download_ckpts.sh (the SAM 2.1 release, September 2024).
+    # Meta publishes no checksums for them either. The sha256 values and sizes are those of the Git
+    # LFS pointers of the same files on Hugging Face, which agree wherever they were found:
+    # Meta's own repositories https://huggingface.co/facebook/sam2.1-hiera-tiny/blob/main/sam2.1_hiera_tiny.pt
+    # and https://huggingface.co/facebook/sam2.1-hiera-small/blob/main/sam2.1_hiera_small.pt (tiny, small);
+    # https://huggingface.co/camenduru/sam2-1-hiera/commit/cdd35a45a78a3a93bc99988f4b56db40131a823a (all four);
+    # https://huggingface.co/Promethe-us/sam2/commit/d105770bf428b28f3527a9b9d0c7ef2a26511b8a (tiny, base_plus);
+    # https://huggingface.co/tictag-io-demo/sam2.1-hiera-large/blob/main/sam2.1_hiera_large.pt (large).
+    # Not checked here against a download from the URLs below (no internet on the development machines).
+    "sam2.1_hiera_tiny": Checkpoint(
+        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt",
+        "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69",
+        156_008_466,
+    ),
+    "sam2.1_hiera_small": Checkpoint(
+        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_small.pt",
+        "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38",
+        184_416_285,
+    ),
+    "sam2.1_hiera_base_plus": Checkpoint(
+        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt",
+        "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
+        323_606_802,
+    ),
+    "sam2.1_hiera_large": Checkpoint(
+        "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_large.pt",
+        "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318",
+        898_083_611,
     ),
 }
 
@@ -119,7 +151,7 @@ def download(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_type", choices=sorted(CHECKPOINTS), help="which SAM image encoder")
+    parser.add_argument("model_type", choices=list(CHECKPOINTS), help="which SAM model (SAM_MODEL_TYPE)")
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"target directory (default: {DEFAULT_DIR})")
 
 

@@ -15,8 +15,9 @@ from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SAM_HOW_TO = ("set SAM_CHECKPOINT to a SAM checkpoint file (SAM_MODEL_TYPE vit_b/vit_l/vit_h), "
-              "or run python -m backend download-sam vit_b, which prints the SAM_CHECKPOINT to set")
+SAM_HOW_TO = ("set SAM_CHECKPOINT to a SAM checkpoint file and SAM_MODEL_TYPE to its type (sam2.1_hiera_tiny, "
+              "sam2.1_hiera_small, sam2.1_hiera_base_plus, sam2.1_hiera_large, vit_b, vit_l, vit_h), or run "
+              "python -m backend download-sam sam2.1_hiera_tiny, which prints both")
 SAM_MISSING = "missing: " + SAM_HOW_TO
 
 
@@ -24,7 +25,7 @@ SAM_MISSING = "missing: " + SAM_HOW_TO
 class SegmenterSet:
     """sam / extreme: objects with ``segment(image, prompt) -> Segmentation``, or None.
 
-    sam_name: e.g. "sam-vit_b"; extreme_version: the extreme-point model's version string.
+    sam_name: e.g. "sam2.1-hiera_tiny" or "sam-vit_b"; extreme_version: the extreme-point model's version string.
     status: per segmenter, "loaded …" or what is missing, for /health.
     embeddings: the SAM embedding cache (``EmbeddingCache``) when SAM is loaded, for embedding ahead
     and /health.
@@ -51,7 +52,7 @@ class SegmenterSet:
         device = settings.resolved_device()
         sam, sam_status = _load_sam(settings, device)
         extreme, extreme_status = _load_extreme(settings, device)
-        return cls(sam=sam, extreme=extreme, sam_name=f"sam-{settings.sam_model_type}" if sam else "",
+        return cls(sam=sam, extreme=extreme, sam_name=sam.model_name if sam else "",
                    extreme_version=str(extreme.version) if extreme else "",
                    status={"sam": sam_status, "extreme": extreme_status},
                    embeddings=sam.embedding_cache if sam else None)
@@ -74,7 +75,7 @@ def _load_sam(settings: Settings, device: str) -> tuple[object | None, str]:
     except Exception as exc:  # a broken checkpoint must not keep the server down
         log.exception("SAM failed to load from %s", checkpoint)
         return None, f"failed to load {checkpoint}: {type(exc).__name__}: {exc}"
-    return sam, f"loaded (sam-{settings.sam_model_type} from {checkpoint.name} on {device})"
+    return sam, f"loaded ({sam.model_name} from {checkpoint.name} on {device})"
 
 
 def _load_extreme(settings: Settings, device: str) -> tuple[object | None, str]:

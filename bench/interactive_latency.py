@@ -34,7 +34,7 @@ from pathlib import Path
 import requests
 import torch
 from PIL import Image
-from sam_latency import cpu_description, example_prompts, median_p90_ms, peak_rss_mb, photo, \
+from sam_latency import cpu_description, example_prompts, median_p90_ms, official_checkpoint, peak_rss_mb, photo, \
     random_weight_segmenter, time_decoder, time_embedding
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="interactive-latency-") as workdir:
         checkpoint = Path(workdir) / "sam_vit_b_random.pth"
-        torch.save(segmenter.sam.state_dict(), checkpoint)  # the server gets the bare segmenter's weights
+        official_checkpoint(segmenter, "vit_b", checkpoint)  # the server gets the bare segmenter's weights
         photos = PhotoServer(png_bytes(image.array))
         server = BackendServer(Path(workdir), checkpoint, label_studio_url="", personal_access_token="")
         try:

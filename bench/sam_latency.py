@@ -1,41 +1,72 @@
-"""SAM latency and memory: image embedding vs. one prompt with the embedding cached.
+"""SAM 1 and SAM 2.1 latency and memory: every model type's encoder and decoder, and the server's
+first and cached prompt.
 
-Uses a SAM of the real architecture with random weights (no checkpoint needed: same compute as
-the trained model) on a real photo from scikit-image, through ``SamSegmenter`` exactly as the
-server calls it. Prints figures; asserts nothing.
+Models of the real architectures with random weights (no checkpoint needed: same compute as the
+trained models), on a real photo from scikit-image, through ``SamSegmenter`` exactly as the server
+calls it. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/sam_latency.py [--model-type vit_b] [--repeats 30]
+1. Per model type, in a child process of its own (so that its peak RSS is its own): the image
+   encoding (once per image, then cached) and the decoder per prompt with the features cached
+   (prompt encoder + mask decoder + upscaling to the natural size).
+2. The server as users run it (``gunicorn backend.wsgi:app``, one worker, through the integration
+   tests' ``BackendServer``) with a random-weight checkpoint in the official file format, per server
+   type: the first interactive ``/predict`` on a new image (download + encoding + decoding) and
+   cached round trips, and the ratio of the first prompts (goal: hiera_tiny <= 0.15 x vit_b).
 
-The embedding is computed once per run (vit_b: tens of seconds on 2 CPU cores).
+    .venv/bin/python bench/sam_latency.py [--types vit_b,sam2.1_hiera_tiny] [--server-types ...]
+        [--repeats 20] [--image coffee]
+
+All types take ~10 minutes on 2 CPU cores (vit_h's encoding alone is minutes).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import requests
 import torch
-from segment_anything import sam_model_registry
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
 
 from backend.images import LoadedImage  # noqa: E402
 from backend.prompts import Prompt, PromptKind  # noqa: E402
 from backend.segmenters.embedding_cache import EmbeddingCache  # noqa: E402
-from backend.segmenters.sam import SamSegmenter  # noqa: E402
+from backend.segmenters.sam import MODEL_TYPES, SAM1_TYPES, SamSegmenter, adapter_for  # noqa: E402
+
+SERVER_TYPES = ("sam2.1_hiera_tiny", "vit_b")
+FIRST_PROMPT_GOAL = 0.15  # hiera_tiny's first prompt on a new image, as a fraction of vit_b's
 
 
 def random_weight_segmenter(model_type: str = "vit_b", device: str = "cpu") -> SamSegmenter:
     """A SamSegmenter on SAM ``model_type`` with random weights."""
     torch.manual_seed(0)
-    return SamSegmenter(sam_model_registry[model_type]().to(device), f"sam-{model_type}-random", EmbeddingCache(4))
+    family = adapter_for(model_type)
+    model = family(family.build(model_type).to(device))
+    return SamSegmenter(model, f"{family.model_name(model_type)}-random", EmbeddingCache(4))
+
+
+def network_of(segmenter: SamSegmenter, model_type: str) -> torch.nn.Module:
+    return segmenter.model.sam if model_type in SAM1_TYPES else segmenter.model.model
+
+
+def official_checkpoint(segmenter: SamSegmenter, model_type: str, path: Path) -> Path:
+    """Saves ``segmenter``'s weights as the official ``model_type`` file is laid out: SAM 1's is the
+    bare state dict, SAM 2.1's holds it under "model"."""
+    state = network_of(segmenter, model_type).state_dict()
+    torch.save(state if model_type in SAM1_TYPES else {"model": state}, path)
+    return path
 
 
 def photo(name: str = "coffee") -> LoadedImage:
@@ -47,14 +78,14 @@ def photo(name: str = "coffee") -> LoadedImage:
 
 
 def time_embedding(segmenter: SamSegmenter, image: LoadedImage) -> float:
-    """Seconds to compute (and cache) ``image``'s embedding."""
+    """Seconds to compute (and cache) ``image``'s features."""
     started = time.perf_counter()
     segmenter.embedding(image)
     return time.perf_counter() - started
 
 
 def time_decoder(segmenter: SamSegmenter, image: LoadedImage, prompt: Prompt, repeats: int = 30) -> list[float]:
-    """Seconds per ``segmenter.segment(image, prompt)`` with the embedding already cached: prompt
+    """Seconds per ``segmenter.segment(image, prompt)`` with the features already cached: prompt
     encoder + mask decoder + upscaling to the natural size, i.e. the bare SAM cost of one click."""
     segmenter.embedding(image)
     segmenter.segment(image, prompt)  # warm-up
@@ -97,33 +128,110 @@ def example_prompts(image: LoadedImage) -> dict[str, Prompt]:
     }
 
 
+def measure_model(model_type: str, image_name: str, repeats: int, device: str) -> dict:
+    """Encoder and decoder figures of one model type (run in a fresh process: peak RSS is its own)."""
+    rss_start = peak_rss_mb()
+    segmenter = random_weight_segmenter(model_type, device)
+    parameters = sum(p.numel() for p in network_of(segmenter, model_type).parameters())
+    rss_model = peak_rss_mb()
+    image = photo(image_name)
+    encoder_s = time_embedding(segmenter, image)
+    decoder = {name: median_p90_ms(time_decoder(segmenter, image, prompt, repeats))
+               for name, prompt in example_prompts(image).items()}
+    return {"type": model_type, "parameters_m": parameters / 1e6, "encoder_s": encoder_s, "decoder_ms": decoder,
+            "rss_start_mb": rss_start, "rss_model_mb": rss_model, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure_in_child(model_type: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--measure-one", model_type, "--image", args.image,
+               "--repeats", str(args.repeats), "--device", args.device]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def server_latency(model_type: str, image: LoadedImage, repeats: int, workdir: Path) -> dict:
+    """The real server with a ``model_type`` checkpoint of random weights: seconds of the first
+    interactive /predict on ``image`` (download + encoding + decoding) and of cached round trips."""
+    from interactive_latency import (BackendServer, PhotoServer, context_region, interactive_payload, png_bytes,
+                                     predict)
+
+    checkpoint = official_checkpoint(random_weight_segmenter(model_type), model_type, workdir / f"{model_type}.pt")
+    label_config = (REPO_ROOT / "examples" / "labeling_config.xml").read_text()
+    prompts = {"rectangle": example_prompts(image)["box"], "click": example_prompts(image)["one click"]}
+    (workdir / model_type).mkdir()
+    photos = PhotoServer(png_bytes(image.array))
+    server = BackendServer(workdir / model_type, checkpoint, label_studio_url="", personal_access_token="",
+                           extra_env={"SAM_MODEL_TYPE": model_type})
+    try:
+        session = requests.Session()
+        session.post(f"{server.url}/setup", json={"project": "1.1700000000", "schema": label_config},
+                     auth=server.auth, timeout=30).raise_for_status()
+        payloads = {name: interactive_payload(photos.url, context_region(prompt, image.width, image.height),
+                                              label_config) for name, prompt in prompts.items()}
+        started = time.perf_counter()
+        predict(session, server, payloads["rectangle"])
+        first_s = time.perf_counter() - started
+        cached = {}
+        for name, payload in payloads.items():
+            timings = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                predict(session, server, payload)
+                timings.append(time.perf_counter() - started)
+            cached[name] = median_p90_ms(timings)
+        return {"type": model_type, "startup_s": server.startup_s, "first_s": first_s, "cached_ms": cached}
+    finally:
+        server.stop()
+        photos.close()
+        checkpoint.unlink()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-type", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
+    parser.add_argument("--types", default=",".join(MODEL_TYPES), help="model types for the encoder/decoder table")
+    parser.add_argument("--server-types", default=",".join(SERVER_TYPES), help="model types for the server part "
+                        "(empty: skip it)")
     parser.add_argument("--image", default="coffee", help="a scikit-image sample photo name")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--measure-one", help=argparse.SUPPRESS)  # the child process of one type
     args = parser.parse_args(argv)
+    if args.measure_one:
+        print(json.dumps(measure_model(args.measure_one, args.image, args.repeats, args.device)))
+        return
 
-    print(
-        f"machine: {cpu_description()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device {args.device}"
-    )
-    rss_start = peak_rss_mb()
-    segmenter = random_weight_segmenter(args.model_type, args.device)
-    rss_model = peak_rss_mb()
     image = photo(args.image)
-    print(f"image: skimage.data.{args.image} {image.width}x{image.height}; SAM {args.model_type} (random weights)")
-    embedding_s = time_embedding(segmenter, image)
-    rss_embedding = peak_rss_mb()
-    print(f"embedding:            {embedding_s:8.2f} s (once per image, then cached)")
-    for name, prompt in example_prompts(image).items():
-        median_ms, p90_ms = median_p90_ms(time_decoder(segmenter, image, prompt, args.repeats))
-        print(f"decoder, {name:<12} median {median_ms:7.1f} ms, p90 {p90_ms:7.1f} ms ({args.repeats} calls)")
-    print(
-        f"peak RSS: {peak_rss_mb():.0f} MB (start {rss_start:.0f}, after model {rss_model:.0f}, "
-        f"after embedding {rss_embedding:.0f})"
-    )
+    print(f"machine: {cpu_description()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"device {args.device}; 1-min load average at start {os.getloadavg()[0]:.1f}")
+    print(f"image: skimage.data.{args.image} {image.width}x{image.height}; random weights; decoder: "
+          f"median (p90) of {args.repeats} calls with the features cached\n")
+    print("| type | parameters | encoder (once per image) | decoder: box | one click | box + click | peak RSS |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for model_type in [name for name in args.types.split(",") if name]:
+        row = measure_in_child(model_type, args)
+        cells = [f"{median:.0f} ({p90:.0f}) ms" for median, p90 in row["decoder_ms"].values()]
+        print(f"| {model_type} | {row['parameters_m']:.1f}M | {row['encoder_s']:.2f} s | " + " | ".join(cells)
+              + f" | {row['peak_rss_mb']:.0f} MB |", flush=True)
+
+    server_types = [name for name in args.server_types.split(",") if name]
+    if not server_types:
+        return
+    print(f"\nserver (gunicorn, 1 worker, {args.repeats} cached round trips each):")
+    print("| type | first /predict on a new image | cached rectangle | cached click |")
+    print("|---|---:|---:|---:|")
+    first = {}
+    with tempfile.TemporaryDirectory(prefix="sam-latency-") as workdir:
+        for model_type in server_types:
+            row = server_latency(model_type, image, args.repeats, Path(workdir))
+            first[model_type] = row["first_s"]
+            (rect_median, rect_p90), (click_median, click_p90) = row["cached_ms"].values()
+            print(f"| {model_type} | {row['first_s']:.1f} s | {rect_median:.0f} ({rect_p90:.0f}) ms "
+                  f"| {click_median:.0f} ({click_p90:.0f}) ms |", flush=True)
+    if {"sam2.1_hiera_tiny", "vit_b"} <= first.keys():
+        ratio = first["sam2.1_hiera_tiny"] / first["vit_b"]
+        verdict = "meets" if ratio <= FIRST_PROMPT_GOAL else "misses"
+        print(f"\nfirst prompt, sam2.1_hiera_tiny / vit_b: {ratio:.3f} ({verdict} the goal of <= {FIRST_PROMPT_GOAL})")
+    print(f"1-min load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

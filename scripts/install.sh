@@ -35,6 +35,14 @@ if [ -n "${TORCH_INDEX_URL:-}" ]; then
     step "torch and torchvision from $TORCH_INDEX_URL (extra index)"
     pip_install --extra-index-url "$TORCH_INDEX_URL" $(grep -E '^(torch|torchvision)==' requirements.txt)
 fi
+# sam2 (SAM 2.1) is published only as source and declares torch a build requirement: pip's isolated
+# build would fetch a second torch of several GB. With its optional CUDA extension off
+# (SAM2_BUILD_CUDA=0) it builds with setuptools alone, so it is built in the venv itself; its
+# dependencies come with requirements.txt. setuptools >= 70.1 builds wheels without the `wheel` package.
+step "sam2 (SAM 2.1), built in .venv without its CUDA extension"
+export SAM2_BUILD_CUDA=0
+pip_install "setuptools==84.2.1"
+pip_install --no-build-isolation --no-deps "$(grep -E '^sam2==' requirements.txt)"
 if $with_tests; then
     step "the backend's and the tests' Python packages into .venv (first time: several minutes, torch is the bulk)"
     pip_install -r requirements-tests.txt

@@ -32,7 +32,7 @@ def test_health_reports_loaded_segmenters_and_missing_sam(tmp_path):
     assert body["status"] == "UP" and body["model_class"] == "SegmentationModel"
     assert body["loaded"] == ["extreme"]
     assert body["sam"].startswith("missing: set SAM_CHECKPOINT")
-    assert "python -m backend download-sam vit_b" in body["sam"]
+    assert "python -m backend download-sam sam2.1_hiera_tiny" in body["sam"]
     assert body["extreme"] == "loaded (v1)"
 
 

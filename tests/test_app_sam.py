@@ -9,7 +9,7 @@ from label_studio_sdk.label_interface import LabelInterface
 from backend.protocol import mask_from_region
 from backend.segmenter_set import SegmenterSet
 from backend.segmenters.embedding_cache import EmbeddingCache
-from backend.segmenters.sam import SamSegmenter
+from backend.segmenters.sam import SamSegmenter, SegmentAnything
 from segmentation_fakes import CONFIG, FakeImages, IMAGE_URL, make_app, predict_body, rectangle, task
 from test_sam import RectangleDecoder, tiny_sam
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_rectangle_to_brush_mask_through_real_sam(tmp_path):
     sam = tiny_sam()
     sam.mask_decoder = RectangleDecoder([(16, 48, 32, 96)], [0.75])  # low-res rows 16:48, cols 32:96
-    segmenters = SegmenterSet(sam=SamSegmenter(sam, "sam-tiny", EmbeddingCache(2)), sam_name="sam-tiny")
+    segmenters = SegmenterSet(sam=SamSegmenter(SegmentAnything(sam), "sam-tiny", EmbeddingCache(2)), sam_name="sam-tiny")
     app, _, _ = make_app(tmp_path, images=FakeImages({IMAGE_URL: (W, H)}), segmenters=segmenters)
     context = [rectangle(60, 30, 200, 100, size=(W, H))]
     response = app.test_client().post("/predict", json=predict_body([task()], context=context))

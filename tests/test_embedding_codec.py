@@ -8,7 +8,7 @@ from test_sam import box, clicks, image, tiny_sam
 
 from backend.embeddings import codec
 from backend.segmenters.embedding_cache import EmbeddingCache
-from backend.segmenters.sam import SamSegmenter
+from backend.segmenters.sam import SamSegmenter, SegmentAnything
 from backend.training.validation import iou
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -61,9 +61,9 @@ PROMPTS = [box(110, 110, 290, 290), box(370, 90, 530, 310), box(0, 0, 600, 400),
 def test_masks_from_float16_embeddings_match_float32_ones(prompt):
     sam = tiny_sam()
     photo = structured_image()
-    full = SamSegmenter(sam, "sam-tiny", EmbeddingCache(capacity=1)).segment(photo, prompt)
-    embedding = SamSegmenter(sam, "sam-tiny", EmbeddingCache(capacity=1)).embedding(photo)
-    halved = SamSegmenter(sam, "sam-tiny", EmbeddingCache(capacity=1))
+    full = SamSegmenter(SegmentAnything(sam), "sam-tiny", EmbeddingCache(capacity=1)).segment(photo, prompt)
+    embedding = SamSegmenter(SegmentAnything(sam), "sam-tiny", EmbeddingCache(capacity=1)).embedding(photo)
+    halved = SamSegmenter(SegmentAnything(sam), "sam-tiny", EmbeddingCache(capacity=1))
     halved.embedding_cache.get_or_compute(halved.embedding_key(photo),
                                           lambda: codec.decode(codec.encode(embedding, half=True)))
     half = halved.segment(photo, prompt)

@@ -14,7 +14,7 @@ from backend.evaluation.harness import METHODS
 from backend.models.weights import ModelConfig
 from backend.segmenters.embedding_cache import EmbeddingCache
 from backend.segmenters.extreme import ExtremeSegmenter
-from backend.segmenters.sam import SamSegmenter
+from backend.segmenters.sam import SamSegmenter, SegmentAnything, adapter_for
 from backend.training.synthetic import write_coco
 
 
@@ -56,8 +56,9 @@ def real_segmenters(monkeypatch, tmp_path):
     calls = {}
 
     def sam_from_checkpoint(model_type, checkpoint_path, device, cache):
-        calls["sam"] = (model_type, checkpoint_path, device)
-        return SamSegmenter(tiny_sam(), f"sam-{model_type}", EmbeddingCache(capacity=1))
+        calls.setdefault("sams", []).append((model_type, checkpoint_path, device))
+        name = adapter_for(model_type).model_name(model_type)
+        return SamSegmenter(SegmentAnything(tiny_sam()), name, EmbeddingCache(capacity=1))
 
     def extreme_load(weights_dir, device="cpu"):
         calls["extreme"] = (weights_dir, device)
@@ -96,7 +97,7 @@ def test_all_five_methods_run_through_the_real_segmenters(tmp_path, real_segment
     )
     assert evaluate_command.run(args) == 0
     assert real_segmenters == {
-        "sam": ("vit_b", tmp_path / "sam.pth", "cpu"),
+        "sams": [("vit_b", tmp_path / "sam.pth", "cpu")],
         "extreme": (tmp_path / "weights", "cpu"),
     }
     with (tmp_path / "out" / "per_object.csv").open() as handle:
@@ -107,3 +108,25 @@ def test_all_five_methods_run_through_the_real_segmenters(tmp_path, real_segment
     assert all(row["error"] == "" and 0.0 <= float(row["iou"]) <= 1.0 for row in rows)
     printed = capsys.readouterr().out
     assert f"| **all** | {n_objects} |" in printed and "| grabcut |" in printed
+
+
+def test_several_sam_models_are_compared_in_one_run(tmp_path, real_segmenters, capsys):
+    annotations = write_coco(tmp_path / "synthetic", count=1, seed=0, split="heldout")
+    (tmp_path / "sam2.1.pt").write_bytes(b"")
+    parser = argparse.ArgumentParser()
+    evaluate_command.add_arguments(parser)
+    common = [str(annotations), str(tmp_path / "synthetic" / "images"), "--out", str(tmp_path / "out"),
+              "--methods", "sam-box,sam-loose-box,grabcut", "--sam-checkpoint", str(tmp_path / "sam.pth"),
+              "--sam-model-type", "vit_b", "--sam-checkpoint", str(tmp_path / "sam2.1.pt")]
+    assert evaluate_command.run(parser.parse_args(common)) == 2  # one type for two checkpoints
+    assert "2 --sam-checkpoint but 1 --sam-model-type" in capsys.readouterr().err
+
+    assert evaluate_command.run(parser.parse_args(common + ["--sam-model-type", "sam2.1_hiera_tiny"])) == 0
+    assert real_segmenters["sams"] == [("vit_b", tmp_path / "sam.pth", "cpu"),
+                                       ("sam2.1_hiera_tiny", tmp_path / "sam2.1.pt", "cpu")]
+    with (tmp_path / "out" / "per_object.csv").open() as handle:
+        methods = {row["method"] for row in csv.DictReader(handle)}
+    assert methods == {"sam-box@sam-vit_b", "sam-loose-box@sam-vit_b", "sam-box@sam2.1-hiera_tiny",
+                       "sam-loose-box@sam2.1-hiera_tiny", "grabcut"}
+    printed = capsys.readouterr().out
+    assert "shared by sam-box@sam2.1-hiera_tiny and sam-loose-box@sam2.1-hiera_tiny" in printed

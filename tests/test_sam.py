@@ -1,5 +1,6 @@
-"""SamSegmenter plumbing on a tiny SAM of the real architecture (random weights): prompt frames,
-mask sizes and placement, proposal choice, embedding caching, validation, checkpoint loading."""
+"""SamSegmenter plumbing on a tiny SAM 1 of the real architecture (random weights): prompt frames,
+mask sizes and placement, proposal choice, embedding caching, validation, checkpoint loading.
+SAM 2.1's adapter: tests/test_sam21.py."""
 
 import threading
 
@@ -12,7 +13,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from backend.images import LoadedImage
 from backend.prompts import Prompt, PromptKind
 from backend.segmenters.embedding_cache import EmbeddingCache
-from backend.segmenters.sam import SamSegmenter
+from backend.segmenters.sam import SamSegmenter, SegmentAnything
 
 WIDTH, HEIGHT = 600, 400  # non-square: input frame 1024 x 683 (683 = round(400 * 1024 / 600))
 
@@ -54,7 +55,7 @@ def image(width=WIDTH, height=HEIGHT, key="img-1") -> LoadedImage:
 
 
 def segmenter(sam=None, cache=None) -> SamSegmenter:
-    return SamSegmenter(sam or tiny_sam(), "sam-tiny", cache or EmbeddingCache(capacity=4))
+    return SamSegmenter(SegmentAnything(sam or tiny_sam()), "sam-tiny", cache or EmbeddingCache(capacity=4))
 
 
 def box(x0, y0, x1, y1, points=(), labels=()) -> Prompt:
@@ -299,8 +300,8 @@ def test_from_checkpoint_loads_weights_without_downloading(tmp_path, monkeypatch
 
     seg = SamSegmenter.from_checkpoint("vit_b", tmp_path / "sam.pth", "cpu", EmbeddingCache(capacity=1))
     assert seg.model_name == "sam-vit_b"
-    assert torch.all(seg.sam.mask_decoder.iou_token.weight == 0.25)
-    assert not seg.sam.training
+    assert torch.all(seg.model.sam.mask_decoder.iou_token.weight == 0.25)
+    assert not seg.model.sam.training
 
 
 def test_from_checkpoint_errors(tmp_path, monkeypatch):
@@ -311,8 +312,11 @@ def test_from_checkpoint_errors(tmp_path, monkeypatch):
         SamSegmenter.from_checkpoint("vit_x", tmp_path / "missing.pth", "cpu", cache)
     monkeypatch.setitem(sam_model_registry, "vit_b", tiny_sam)
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(ValueError, match="not a SAM vit_b checkpoint"):
+    with pytest.raises(ValueError, match="not a vit_b checkpoint .*the official file is sam_vit_b_01ec64.pth"):
         SamSegmenter.from_checkpoint("vit_b", tmp_path / "other.pth", "cpu", cache)
+    torch.save({"model": tiny_sam().state_dict()}, tmp_path / "sam2.1_hiera_tiny.pt")  # SAM 2.1's file format
+    with pytest.raises(ValueError, match="named like the sam2.1_hiera_tiny file: set SAM_MODEL_TYPE=sam2.1_hiera_tiny"):
+        SamSegmenter.from_checkpoint("vit_b", tmp_path / "sam2.1_hiera_tiny.pt", "cpu", cache)
     (tmp_path / "page.pth").write_text("<html>Access denied</html>")
     with pytest.raises(ValueError, match="cannot be read as a PyTorch checkpoint"):
         SamSegmenter.from_checkpoint("vit_b", tmp_path / "page.pth", "cpu", cache)

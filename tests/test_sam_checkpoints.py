@@ -9,6 +9,7 @@ import pytest
 
 from backend import sam_checkpoints
 from backend.sam_checkpoints import Checkpoint, DownloadError, download
+from backend.segmenters.sam import MODEL_TYPES
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: several download chunks
 
@@ -109,6 +110,10 @@ def test_command_line(server, monkeypatch, tmp_path, capsys):
 
 
 def test_official_table_is_complete():
+    assert tuple(sam_checkpoints.CHECKPOINTS) == MODEL_TYPES  # every type the segmenter loads has its file
     for model_type, checkpoint in sam_checkpoints.CHECKPOINTS.items():
-        assert checkpoint.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/sam_" + model_type)
+        if model_type.startswith("sam2.1_"):
+            assert checkpoint.url == f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/{model_type}.pt"
+        else:
+            assert checkpoint.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/sam_" + model_type)
         assert len(checkpoint.sha256) == 64 and int(checkpoint.sha256, 16) >= 0

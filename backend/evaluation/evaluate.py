@@ -2,7 +2,9 @@
 
 Every non-crowd object is segmented by each method from a prompt derived from its ground-truth
 mask: the custom model from 4 extreme points, SAM from the tight and the loose (+20% per side)
-box, the custom model in box mode and GrabCut from the tight box. Writes report.md (mIoU per
+box, the custom model in box mode and GrabCut from the tight box. Several SAM models (e.g. SAM 1
+vit_b and SAM 2.1 hiera_tiny) are compared in one run by repeating ``--sam-checkpoint`` and
+``--sam-model-type``; their methods are then named ``sam-box@<model>``. Writes report.md (mIoU per
 category, latency per method), miou.csv, latency.csv, per_object.csv and miou_by_category.png.
 """
 
@@ -11,12 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from backend.evaluation.coco_objects import CocoObjects
 from backend.evaluation.grabcut import GrabCutSegmenter
 from backend.evaluation.harness import METHODS, METHODS_BY_NAME, Method, ObjectResult, Segmenter, evaluate
 from backend.evaluation.report import markdown, summarize, write_report
+from backend.sam_checkpoints import CHECKPOINTS
 from backend.settings import REPO_ROOT, Settings
 
 
@@ -35,10 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sam-checkpoint",
         type=Path,
-        default=settings.sam_checkpoint,
-        help="SAM checkpoint (default: $SAM_CHECKPOINT); without one the SAM methods are skipped",
+        action="append",
+        help="SAM checkpoint (default: $SAM_CHECKPOINT); repeat it, each with its --sam-model-type, to compare "
+        "several SAM models; without one the SAM methods are skipped",
     )
-    parser.add_argument("--sam-model-type", default=settings.sam_model_type, choices=["vit_b", "vit_l", "vit_h"])
+    parser.add_argument(
+        "--sam-model-type",
+        action="append",
+        choices=list(CHECKPOINTS),
+        help="the model type of each --sam-checkpoint, in the same order (default: $SAM_MODEL_TYPE, "
+        f"now {settings.sam_model_type})",
+    )
     parser.add_argument(
         "--extreme-weights",
         type=Path,
@@ -88,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for note in notes:
         print(f"note: {note}")
-    methods = [method for method in wanted if method.segmenter in segmenters]
+    methods = runnable_methods(wanted, segmenters)
     if not methods:
         print("error: none of the requested methods can run (see the notes above)", file=sys.stderr)
         return 2
@@ -123,20 +134,49 @@ def load_segmenters(args: argparse.Namespace, needed: set[str], device: str) -> 
 
             segmenters["extreme"] = ExtremeSegmenter.load(weights, device)
     if "sam" in needed:
-        if args.sam_checkpoint is None:
+        sams = sam_models(args, settings)
+        if not sams:
             notes.append("SAM methods skipped: no --sam-checkpoint (or SAM_CHECKPOINT)")
-        elif not args.sam_checkpoint.is_file():
-            raise FileNotFoundError(f"SAM checkpoint not found: {args.sam_checkpoint}")
-        else:
-            from backend.segmenters.embedding_cache import EmbeddingCache
-            from backend.segmenters.sam import SamSegmenter
+        for model_type, checkpoint in sams:
+            if not checkpoint.is_file():
+                raise FileNotFoundError(f"SAM checkpoint not found: {checkpoint}")
+        from backend.segmenters.embedding_cache import EmbeddingCache
+        from backend.segmenters.sam import SamSegmenter
 
-            # Objects come image by image: one cached embedding serves both SAM methods.
-            cache = EmbeddingCache(capacity=1)
-            segmenters["sam"] = SamSegmenter.from_checkpoint(args.sam_model_type, args.sam_checkpoint, device, cache)
+        for model_type, checkpoint in sams:
+            # Objects come image by image: one cached embedding serves both methods of a SAM model.
+            sam = SamSegmenter.from_checkpoint(model_type, checkpoint, device, EmbeddingCache(capacity=1))
+            segmenters["sam" if len(sams) == 1 else f"sam@{sam.model_name}"] = sam
     if "grabcut" in needed:
         segmenters["grabcut"] = GrabCutSegmenter(seed=args.seed)
     return segmenters, notes
+
+
+def sam_models(args: argparse.Namespace, settings: Settings) -> list[tuple[str, Path]]:
+    """(model type, checkpoint) of each SAM model to evaluate; ValueError when the two lists differ."""
+    checkpoints = args.sam_checkpoint or ([settings.sam_checkpoint] if settings.sam_checkpoint else [])
+    types = args.sam_model_type or [settings.sam_model_type] * len(checkpoints)
+    if len(types) != len(checkpoints):
+        raise ValueError(
+            f"{len(checkpoints)} --sam-checkpoint but {len(types)} --sam-model-type: give one type per checkpoint"
+        )
+    return list(zip(types, checkpoints))
+
+
+def runnable_methods(wanted: list[Method], segmenters: dict[str, Segmenter]) -> list[Method]:
+    """``wanted`` methods whose segmenter is loaded; a SAM method once per SAM model, named
+    ``<method>@<model>`` when there are several (segmenter keys ``sam@<model>``)."""
+    methods = []
+    for method in wanted:
+        if method.segmenter != "sam":
+            methods += [method] if method.segmenter in segmenters else []
+            continue
+        for key in segmenters:
+            if key == "sam":
+                methods.append(method)
+            elif key.startswith("sam@"):
+                methods.append(replace(method, name=f"{method.name}@{key.removeprefix('sam@')}", segmenter=key))
+    return methods
 
 
 def run_notes(
@@ -167,8 +207,8 @@ def result_notes(results: list[ObjectResult], methods: list[Method]) -> list[str
         failed = [result for result in results if result.method == method.name and result.error]
         if failed:
             notes.append(f"{method.name} failed on {len(failed)} object(s), scored IoU 0; first: {failed[0].error}")
-    sam_methods = [method.name for method in methods if method.segmenter == "sam"]
-    if sam_methods:
+    for sam in dict.fromkeys(method.segmenter for method in methods if method.segmenter.startswith("sam")):
+        sam_methods = [method.name for method in methods if method.segmenter == sam]
         notes.append(
             f"SAM computes one image embedding per image, shared by {' and '.join(sam_methods)}: its cost is in "
             f"{sam_methods[0]}'s latency on each image's first object"

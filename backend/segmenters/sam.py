@@ -1,21 +1,26 @@
-"""Segment Anything (SAM) for box, click and extreme-point prompts, with cached image embeddings.
+"""Segment Anything for box, click and extreme-point prompts: SAM 1 and SAM 2.1 behind one facade,
+with cached image features.
 
-Follows ``segment_anything.SamPredictor`` (resize the longest side to the encoder's input size,
-pad, encode once; prompt encoder + mask decoder per prompt), but keeps no per-image state in the
-object: the embedding lives in an ``EmbeddingCache`` keyed by image content, so one segmenter
-serves concurrent requests on different images.
+``SamSegmenter`` does what both families share: validating prompts, moving them into the model's
+input frame, the choice between one mask and three proposals, picking the proposal with the highest
+predicted IoU and upscaling only that one to the natural image size, and computing the image
+features once per image through an ``EmbeddingCache`` keyed by image content (so one segmenter
+serves concurrent requests on different images). What differs between the families lives in small
+adapters with the same four methods: ``SegmentAnything`` here (SAM 1, ``segment_anything``) and
+``Sam21`` in ``backend.segmenters.sam21``.
 
 Frames. Prompts arrive in natural-image pixels (``backend.prompts``: continuous coordinates,
-(0, 0) = top-left corner of the image). SAM's *input frame* is the image resized so its longest
-side is ``img_size`` (1024), top-left aligned and zero-padded to a square. SAM's prompt encoder
-adds 0.5 to every coordinate (it takes pixel indices and moves them to pixel centres), so a
-natural point p is passed as ``p * scale - 0.5`` and lands exactly on ``p * scale``.
+(0, 0) = top-left corner of the image). Each adapter maps them to its *input frame* by one scale
+per axis (``input_scale``). Both families' prompt encoders add 0.5 to every coordinate (they take
+pixel indices and move them to pixel centres), so a natural point p is passed as
+``p * scale - 0.5`` and lands exactly on ``p * scale``.
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Protocol, Union
 
 import numpy as np
 import torch
@@ -25,15 +30,53 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from backend.images import LoadedImage
 from backend.prompts import Prompt, PromptKind, Segmentation
+from backend.sam_checkpoints import CHECKPOINTS
+from backend.segmenters import sam21
 from backend.segmenters.embedding_cache import EmbeddingCache
 
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
+SAM1_TYPES = ("vit_b", "vit_l", "vit_h")
+MODEL_TYPES = SAM1_TYPES + tuple(sam21.CONFIGS)
 # Points this far outside the image (percent rounding in Label Studio) are moved onto its edge.
 _EDGE_TOLERANCE_PX = 0.5
 
+# What an adapter's encoder returns and the cache keeps: a tensor, or named tensors (SAM 2.1).
+Features = Union[torch.Tensor, dict[str, torch.Tensor]]
+
+
+class PromptableModel(Protocol):
+    """A SAM family's image encoder, prompt encoder + mask decoder and mask upscaling.
+
+    Points and boxes reach ``decode`` as float tensors in the input frame, already shifted by -0.5
+    (see the module docstring): box (4,) x0, y0, x1, y1; points (N, 2) with int labels (N,) 1/0.
+    """
+
+    mask_threshold: float
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def input_scale(self, height: int, width: int) -> np.ndarray:
+        """(x scale, y scale) from natural pixels to the input frame."""
+
+    def encode(self, array: np.ndarray) -> Features:
+        """The image features of an (H, W, 3) uint8 RGB image (seconds on a CPU)."""
+
+    def decode(
+        self,
+        features: Features,
+        box: torch.Tensor | None,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        multimask: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low-res mask logits (1, K, h, w), predicted IoU (1, K)): K = 3 proposals or 1 mask."""
+
+    def upscale(self, low_res_logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Low-res logits (1, 1, h, w) -> logits (1, 1, height, width) at the natural size."""
+
 
 class SamSegmenter:
-    """``segment(image, prompt) -> Segmentation`` with SAM.
+    """``segment(image, prompt) -> Segmentation`` with SAM 1 or SAM 2.1.
 
     BOX: the box, plus any clicks in ``prompt.points``. POINTS: positive/negative clicks.
     EXTREME: the box bounding the 4 points plus the 4 points as positive clicks.
@@ -45,21 +88,21 @@ class SamSegmenter:
     decoder is cheap and runs concurrently.
     """
 
-    def __init__(self, sam_model: Sam, model_name: str, cache: EmbeddingCache):
-        self.sam = sam_model.eval()
-        self.model_name = model_name
+    def __init__(self, model: PromptableModel, model_name: str, cache: EmbeddingCache):
+        self.model = model
+        self.model_name = model_name  # e.g. "sam-vit_b", "sam2.1-hiera_tiny"
         self.embedding_cache = cache
-        self._resize = ResizeLongestSide(sam_model.image_encoder.img_size)
         self._encoder_lock = threading.Lock()
 
     @classmethod
     def from_checkpoint(
         cls, model_type: str, checkpoint_path: str | Path, device: str, cache: EmbeddingCache
     ) -> "SamSegmenter":
-        """A segmenter with the weights in ``checkpoint_path`` (never downloads).
+        """A segmenter with the weights in ``checkpoint_path``, an official checkpoint file of
+        ``model_type`` (one of ``MODEL_TYPES``); never downloads.
 
-        Raises ValueError for an unknown model type or a checkpoint of another architecture,
-        FileNotFoundError when the file is missing.
+        Raises ValueError for an unknown model type, an unreadable file or a checkpoint of another
+        architecture, FileNotFoundError when the file is missing.
         """
         if model_type not in MODEL_TYPES:
             raise ValueError(f"unknown SAM model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
@@ -69,17 +112,16 @@ class SamSegmenter:
                 f"SAM checkpoint {path} does not exist; download it with `python -m backend download-sam {model_type}`"
             )
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated download, an HTML error page, a foreign pickle, …
             raise ValueError(f"{path} cannot be read as a PyTorch checkpoint ({type(exc).__name__})") from None
-        sam = sam_model_registry[model_type]()
+        family = adapter_for(model_type)
+        network = family.build(model_type)
         try:
-            sam.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError):
-            raise ValueError(
-                f"{path} is not a SAM {model_type} checkpoint (its weights do not fit that architecture)"
-            ) from None
-        return cls(sam.to(device), f"sam-{model_type}", cache)
+            network.load_state_dict(family.state_dict_of(checkpoint))
+        except (RuntimeError, TypeError, AttributeError, KeyError, ValueError):
+            raise ValueError(f"{path} is not a {model_type} checkpoint ({_mismatch_hint(path, model_type)})") from None
+        return cls(family(network.to(device)), family.model_name(model_type), cache)
 
     def segment(self, image: LoadedImage, prompt: Prompt) -> Segmentation:
         """The mask for ``prompt`` on ``image``: bool (H, W) at the natural image size.
@@ -89,49 +131,119 @@ class SamSegmenter:
         """
         height, width = image.height, image.width
         box, points, labels = _sam_inputs(prompt, width, height)
-        input_h, input_w = self._resize.get_preprocess_shape(height, width, self._resize.target_length)
-        scale = np.array([input_w / width, input_h / height])  # natural -> input frame, per axis
-        device = self.sam.device
+        scale = self.model.input_scale(height, width)
+        device = self.model.device
 
         def input_frame(xy: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(xy * scale - 0.5, dtype=torch.float32, device=device)
 
-        point_input = None
-        if points is not None:
-            point_input = (input_frame(points)[None], torch.as_tensor(labels, device=device)[None])
-        box_input = None if box is None else input_frame(box.reshape(2, 2)).reshape(1, 4)
         with torch.no_grad():
-            sparse, dense = self.sam.prompt_encoder(points=point_input, boxes=box_input, masks=None)
-            low_res_logits, predicted_iou = self.sam.mask_decoder(
-                image_embeddings=self.embedding(image).to(device),
-                image_pe=self.sam.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=box is None and len(points) == 1,  # one click alone
+            low_res_logits, predicted_iou = self.model.decode(
+                _on_device(self.embedding(image), device),
+                box=None if box is None else input_frame(box.reshape(2, 2)).reshape(4),
+                points=None if points is None else input_frame(points),
+                labels=None if labels is None else torch.as_tensor(labels, device=device),
+                multimask=box is None and len(points) == 1,  # one click alone
             )
             best = int(predicted_iou[0].argmax())
             # Upscale only the chosen proposal: for a large photo each full-size float mask is big.
-            logits = self.sam.postprocess_masks(low_res_logits[:, best : best + 1], (input_h, input_w), (height, width))
-            mask = (logits[0, 0] > self.sam.mask_threshold).cpu().numpy()
+            logits = self.model.upscale(low_res_logits[:, best : best + 1], height, width)
+            mask = (logits[0, 0] > self.model.mask_threshold).cpu().numpy()
         score = float(predicted_iou[0, best].clamp(0.0, 1.0))
         return Segmentation(mask=mask, score=score, label=prompt.label, model=self.model_name)
 
-    def embedding(self, image: LoadedImage, background: bool = False) -> torch.Tensor:
-        """The image encoder's output (1, C, img_size/16, img_size/16) for ``image``: computed on
-        first use (seconds on CPU), then served from the cache. ``background``: computed ahead of
-        any request (``EmbeddingCache.get_or_compute``)."""
+    def embedding(self, image: LoadedImage, background: bool = False) -> Features:
+        """The image features the decoder needs for ``image`` (SAM 1: one tensor (1, 256, 64, 64);
+        SAM 2.1: a dict of tensors): computed on first use (seconds on CPU), then served from the
+        cache, which may hand them back on the CPU. ``background``: computed ahead of any request
+        (``EmbeddingCache.get_or_compute``)."""
         return self.embedding_cache.get_or_compute(self.embedding_key(image), lambda: self._encode(image.array),
                                                    background=background)
 
     def embedding_key(self, image: LoadedImage) -> str:
-        """The cache key of ``image``'s embedding: this model and the image's content."""
+        """The cache key of ``image``'s features: this model and the image's content."""
         return f"{self.model_name}:{image.key}"
 
-    def _encode(self, array: np.ndarray) -> torch.Tensor:
+    def _encode(self, array: np.ndarray) -> Features:
         with self._encoder_lock, torch.no_grad():
-            resized = self._resize.apply_image(array)  # (input_h, input_w, 3) uint8, longest side img_size
-            pixels = torch.as_tensor(resized, device=self.sam.device).permute(2, 0, 1)[None].float()
-            return self.sam.image_encoder(self.sam.preprocess(pixels))
+            return self.model.encode(array)
+
+
+class SegmentAnything:
+    """SAM 1 (``segment_anything``): the image is resized so its longest side is ``img_size`` (1024),
+    top-left aligned and zero-padded to a square; masks are upscaled to that square, the padding cut
+    off, then resized to the natural size (as ``segment_anything.SamPredictor`` does)."""
+
+    def __init__(self, sam: Sam):
+        self.sam = sam.eval()
+        self.mask_threshold = sam.mask_threshold
+        self._resize = ResizeLongestSide(sam.image_encoder.img_size)
+
+    @staticmethod
+    def build(model_type: str) -> Sam:
+        """SAM ``model_type`` with random weights, on the CPU."""
+        return sam_model_registry[model_type]()
+
+    @staticmethod
+    def state_dict_of(checkpoint: dict) -> dict:
+        return checkpoint  # the official files are the bare state dict
+
+    @staticmethod
+    def model_name(model_type: str) -> str:
+        return f"sam-{model_type}"
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
+
+    def input_scale(self, height: int, width: int) -> np.ndarray:
+        input_h, input_w = self._input_size(height, width)
+        return np.array([input_w / width, input_h / height])
+
+    def encode(self, array: np.ndarray) -> torch.Tensor:
+        resized = self._resize.apply_image(array)  # (input_h, input_w, 3) uint8, longest side img_size
+        pixels = torch.as_tensor(resized, device=self.sam.device).permute(2, 0, 1)[None].float()
+        return self.sam.image_encoder(self.sam.preprocess(pixels))
+
+    def decode(self, features, box, points, labels, multimask):
+        sparse, dense = self.sam.prompt_encoder(
+            points=None if points is None else (points[None], labels[None]),
+            boxes=None if box is None else box[None],
+            masks=None,
+        )
+        return self.sam.mask_decoder(
+            image_embeddings=features,
+            image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+
+    def upscale(self, low_res_logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return self.sam.postprocess_masks(low_res_logits, self._input_size(height, width), (height, width))
+
+    def _input_size(self, height: int, width: int) -> tuple[int, int]:
+        return self._resize.get_preprocess_shape(height, width, self._resize.target_length)
+
+
+def adapter_for(model_type: str) -> type[SegmentAnything] | type[sam21.Sam21]:
+    """The adapter class of ``model_type``'s family (``build``, ``state_dict_of``, ``model_name``)."""
+    return SegmentAnything if model_type in SAM1_TYPES else sam21.Sam21
+
+
+def _mismatch_hint(path: Path, model_type: str) -> str:
+    """Why a checkpoint may not fit, and which setting fixes it when its file name says."""
+    reason = "its weights do not fit that architecture"
+    named_for = [other for other, official in CHECKPOINTS.items() if official.filename == path.name]
+    if named_for and named_for[0] != model_type:
+        return f"{reason}; it is named like the {named_for[0]} file: set SAM_MODEL_TYPE={named_for[0]}"
+    return f"{reason}; the official file is {CHECKPOINTS[model_type].filename}"
+
+
+def _on_device(features: Features, device: torch.device) -> Features:
+    if isinstance(features, dict):
+        return {name: tensor.to(device) for name, tensor in features.items()}
+    return features.to(device)
 
 
 def _sam_inputs(
