@@ -22,7 +22,7 @@ from backend.embeddings.scheduler import CURRENT, IMPORT, NEXT, EmbedScheduler
 from backend.images import ImageNotFound
 from backend.segmenter_set import SegmenterSet
 from backend.segmenters.embedding_cache import EmbeddingCache
-from backend.segmenters.sam import SamSegmenter
+from backend.segmenters.sam import SamSegmenter, SegmentAnything
 from backend.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -170,7 +170,8 @@ def sam_segmenters(store_dir=None) -> tuple[SegmenterSet, list]:
     sam.image_encoder.register_forward_hook(lambda module, args, output: runs.append(1))
     store = DiskEmbeddingStore(store_dir, 1 << 30) if store_dir else None
     cache = EmbeddingCache(4, store)
-    return SegmenterSet(sam=SamSegmenter(sam, "sam-tiny", cache), sam_name="sam-tiny", embeddings=cache), runs
+    segmenter = SamSegmenter(SegmentAnything(sam), "sam-tiny", cache)
+    return SegmenterSet(sam=segmenter, sam_name="sam-tiny", embeddings=cache), runs
 
 
 def app_with(tmp_path, embed_ahead=None, segmenters=None, events=None, **settings):
