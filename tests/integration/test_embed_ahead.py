@@ -23,7 +23,7 @@ from backend.app import create_app
 from backend.images import ImageLoader
 from backend.segmenter_set import SegmenterSet
 from backend.segmenters.embedding_cache import EmbeddingCache
-from backend.segmenters.sam import SamSegmenter
+from backend.segmenters.sam import SamSegmenter, SegmentAnything
 from backend.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
@@ -42,7 +42,8 @@ class InProcessBackend:
         self.encoder_runs: list[int] = []
         sam.image_encoder.register_forward_hook(lambda module, args, output: self.encoder_runs.append(1))
         cache = EmbeddingCache.from_settings(settings, namespace="tiny-sam")
-        segmenters = SegmenterSet(sam=SamSegmenter(sam, "sam-tiny", cache), sam_name="sam-tiny", embeddings=cache)
+        segmenter = SamSegmenter(SegmentAnything(sam), "sam-tiny", cache)
+        segmenters = SegmenterSet(sam=segmenter, sam_name="sam-tiny", embeddings=cache)
         self.app = create_app(settings, segmenters=segmenters, images=ImageLoader(settings),
                               events=ActiveLearning(settings))
         self.port = port or free_port()
