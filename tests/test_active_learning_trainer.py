@@ -60,11 +60,16 @@ def test_a_job_fine_tunes_the_real_model_and_the_project_serves_the_result(tmp_p
     settings = Settings(model_dir=tmp_path, extreme_weights=tiny_weights, train_steps=2, device="cpu")
     job = JobStore(Layout(tmp_path)).create("3", "test")
     trainer = NeverWorse(tiny_weights, threads=1, batch_size=2)
-    run_training_job(settings, job.id, trainer=trainer, reader=SquareReader(task_ids=range(1, 7)))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)  # not 1 to begin with, or the check below could not fail
+    try:
+        run_training_job(settings, job.id, trainer=trainer, reader=SquareReader(task_ids=range(1, 7)))
+        assert torch.get_num_threads() == 1  # the trainer bounded its threads
+    finally:
+        torch.set_num_threads(previous)
     done = JobStore(Layout(tmp_path)).get(job.id)
     assert done.state == FINISHED, done.error
     assert done.result["version"] == "p3-v1" and done.result["parent"] == "tiny-v0"
-    assert torch.get_num_threads() == 1  # the trainer bounded its threads
 
     default = ExtremeSegmenter.load(tiny_weights)
     models = ActiveLearning(settings, executor=object()).project_models(default)

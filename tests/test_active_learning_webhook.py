@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -43,6 +44,7 @@ def annotation_event(annotation_id: int) -> dict:
 
 
 def test_a_burst_of_100_webhooks_is_answered_fast_and_yields_one_job(setup, caplog):
+    caplog.set_level(logging.DEBUG)  # every line the backend logs, INFO and DEBUG included
     client, learning, executor, clock = setup
     slowest = 0.0
     for annotation_id in range(100):
@@ -59,6 +61,7 @@ def test_a_burst_of_100_webhooks_is_answered_fast_and_yields_one_job(setup, capl
     learning.tick()
     learning.tick()
     assert len(executor.submitted) == 1 and [j.trigger for j in learning.jobs.list()] == ["100 new annotations"]
+    assert "POST /webhook 200" in caplog.text and "queued training job" in caplog.text  # the log was captured
     assert "project-secret-token" not in caplog.text and "pw-secret" not in caplog.text
 
 

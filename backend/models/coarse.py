@@ -1,6 +1,6 @@
 """Coarse stage: EfficientNet-Lite0 encoder + light FPN decoder on the prompt crop.
 
-Input  (B, 5, S, S) float: RGB normalised with ImageNet statistics, the point heatmap
+Input  (B, 5, S, S) float: RGB scaled to [-1, 1] (x / 127.5 - 1, `prompt_crop.network_input`), the point heatmap
        channel (Gaussians at the 4 extreme points; all zero for a box prompt) and the box
        channel (1 inside the prompt's box, 0 outside), all in crop pixels.
 Output (B, 1, S, S) mask logits over the same crop. S must be a multiple of 32.

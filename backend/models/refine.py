@@ -1,6 +1,6 @@
 """Refinement stage: a small U-Net at twice the coarse crop resolution that sharpens the coarse mask.
 
-Input  (B, 6, R, R) float: RGB normalised with ImageNet statistics, the coarse mask logits
+Input  (B, 6, R, R) float: RGB scaled to [-1, 1] (as the coarse stage), the coarse mask logits
        (upsampled to R, divided by `LOGIT_SCALE`), the point heatmap and the box channel, all in
        refinement-crop pixels (the same crop as the coarse stage, R = 2 S).
 Output (B, 1, R, R) refined mask logits = coarse logits + a learned residual.
