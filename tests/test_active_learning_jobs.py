@@ -143,6 +143,7 @@ def test_embedded_executor_runs_a_job_in_its_own_process(settings):
     assert serving(settings) == "p3-v1"
 
 
+@pytest.mark.slow
 def test_a_job_killed_mid_training_fails_and_serving_stays_on_the_old_version(tmp_path):
     weights = write_fake_weights(tmp_path / "default", 0.5, version="base-v0")
     settings = Settings(model_dir=tmp_path / "model_dir", extreme_weights=weights, train_steps=300)

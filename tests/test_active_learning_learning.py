@@ -21,6 +21,7 @@ def load_bench():
     return module
 
 
+@pytest.mark.slow
 def test_retraining_learns_the_projects_fill_holes_policy(capsys):
     weights = Settings.from_env().extreme_weights
     if not (weights / "manifest.json").is_file():

@@ -56,6 +56,7 @@ class NeverWorse(ExtremeTrainer):
         return 0.0 if weights_dir == self.start_dir else score
 
 
+@pytest.mark.slow
 def test_a_job_fine_tunes_the_real_model_and_the_project_serves_the_result(tmp_path, tiny_weights):
     settings = Settings(model_dir=tmp_path, extreme_weights=tiny_weights, train_steps=2, device="cpu")
     job = JobStore(Layout(tmp_path)).create("3", "test")

@@ -206,6 +206,7 @@ def compute_in_two_processes(tmp_path, redis_url=""):
     return log.read_text().split(), [out.strip() for out, _ in outputs]
 
 
+@pytest.mark.slow
 def test_two_processes_asking_at_once_compute_once_on_disk(tmp_path):
     computed, answers = compute_in_two_processes(tmp_path)
     assert len(computed) == 1
@@ -215,6 +216,7 @@ def test_two_processes_asking_at_once_compute_once_on_disk(tmp_path):
 # --- the Redis store -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_asking_at_once_compute_once_in_redis(tmp_path, redis_server):  # noqa: F811
     computed, answers = compute_in_two_processes(tmp_path, redis_server.url)
     assert len(computed) == 1

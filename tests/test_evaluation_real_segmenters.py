@@ -73,6 +73,7 @@ def real_segmenters(monkeypatch, tmp_path):
     return calls
 
 
+@pytest.mark.slow
 def test_all_five_methods_run_through_the_real_segmenters(tmp_path, real_segmenters, capsys):
     annotations = write_coco(tmp_path / "synthetic", count=1, seed=0, split="heldout")
     parser = argparse.ArgumentParser()

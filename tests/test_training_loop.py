@@ -1,6 +1,7 @@
 """The training loop: a few steps reduce the loss; train() writes loadable weights and resumes."""
 
 import numpy as np
+import pytest
 import torch
 
 from backend.models.weights import ModelConfig, read_manifest
@@ -13,6 +14,7 @@ torch.set_num_threads(1)
 TINY = ModelConfig(crop_size=64, refine_size=128)
 
 
+@pytest.mark.slow
 def test_a_few_steps_reduce_the_loss():
     torch.manual_seed(0)
     coarse, refine = TINY.build(pretrained=False)
@@ -30,6 +32,7 @@ def test_a_few_steps_reduce_the_loss():
     assert np.mean(losses[-3:]) < 0.8 * losses[0]
 
 
+@pytest.mark.slow
 def test_train_writes_weights_and_resumes(tmp_path):
     train_samples, val_samples = SyntheticSamples(4, seed=0), SyntheticSamples(1, seed=0, split="heldout")
     steps_seen = []
