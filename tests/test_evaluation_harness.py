@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 
 from backend.evaluation import evaluate as evaluate_command
 from backend.evaluation.coco_objects import CocoObjects
-from backend.evaluation.grabcut import GrabCutSegmenter
+from backend.segmenters.grabcut import GrabCutSegmenter
 from backend.evaluation.harness import METHODS, evaluate
 from backend.evaluation.report import ALL, summarize
 from backend.prompts import PromptKind, Segmentation

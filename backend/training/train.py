@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
 def add_heldout_report(weights_dir: Path, count: int, seed: int, device: str) -> dict:
     """Measure the weights on `count` held-out synthetic samples and store the figures in the manifest."""
     from backend.models.weights import read_manifest
-    from backend.evaluation.grabcut import GrabCutSegmenter
+    from backend.segmenters.grabcut import GrabCutSegmenter
 
     samples = SyntheticSamples(count, seed + 1, "heldout")  # a different stream from the training-time validation
     segmenter = ExtremeSegmenter.load(weights_dir, device)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from backend.evaluation.grabcut import GrabCutSegmenter
+from backend.segmenters.grabcut import GrabCutSegmenter
 from backend.training.validation import iou
 from backend.images import LoadedImage
 from backend.prompts import Prompt, PromptKind
