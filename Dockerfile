@@ -41,7 +41,7 @@ ARG SAM_MODEL_TYPE=vit_b
 # Only what `download-sam` imports (tests/test_dockerfile.py checks the list), so that code changes
 # don't download the checkpoint again.
 WORKDIR /src
-COPY backend/__init__.py backend/__main__.py backend/cli.py backend/settings.py backend/checksums.py \
+COPY backend/__init__.py backend/__main__.py backend/cli.py backend/settings.py backend/checksums.py backend/files.py \
      backend/sam_checkpoints.py backend/
 RUN mkdir /opt/sam \
  && if [ "$SAM_MODEL_TYPE" != none ]; then \

@@ -1,19 +1,18 @@
 """What ``/setup`` told about each project, on disk so every gunicorn worker, every replica
 sharing ``MODEL_DIR``, and a restarted server see it.
 
-Layout: ``<MODEL_DIR>/projects/<project id>/setup.json``, written atomically (temporary file +
-``os.replace``), so a reader never sees a half-written file. Label Studio names a project
+Layout: ``<MODEL_DIR>/projects/<project id>/setup.json``, written atomically
+(``backend.files``), so a reader never sees a half-written file. Label Studio names a project
 ``"<id>.<created timestamp>"``; state is keyed by the numeric id.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from backend.files import read_json, write_json_atomic
 
 
 class ProjectIdError(ValueError):
@@ -49,28 +48,12 @@ class ProjectStore:
         return self.root / project_id(pid) / "setup.json"
 
     def save(self, setup: ProjectSetup) -> None:
-        path = self._path(setup.project_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record = asdict(setup) | {"updated_at": setup.updated_at or time.time()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".setup.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                json.dump(record, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(self._path(setup.project_id), asdict(setup) | {"updated_at": setup.updated_at or time.time()})
 
     def load(self, pid: str) -> ProjectSetup | None:
         """The project's last setup, or None if ``/setup`` never reached this ``MODEL_DIR``."""
-        path = self._path(pid)
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        return ProjectSetup(**record)
+        record = read_json(self._path(pid))
+        return None if record is None else ProjectSetup(**record)
 
     def list(self) -> list[ProjectSetup]:
         """Every project whose ``/setup`` reached this ``MODEL_DIR``, most recently set up first."""

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import requests
 
 from backend.checksums import sha256_of
+from backend.files import write_atomic
 from backend.settings import REPO_ROOT
 
 DEFAULT_DIR = REPO_ROOT / "model_weights"
@@ -118,12 +117,11 @@ def download(
     target = checkpoint_path(model_type, directory)
     if target.is_file() and sha256_of(target) == checkpoint.sha256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
+
+    def stream(out) -> None:
         digest = hashlib.sha256()
         done = 0
-        with os.fdopen(handle, "wb") as out, requests.get(checkpoint.url, stream=True, timeout=timeout_s) as response:
+        with requests.get(checkpoint.url, stream=True, timeout=timeout_s) as response:
             if response.status_code != 200:
                 raise DownloadError(f"{checkpoint.url} answered HTTP {response.status_code}")
             for chunk in response.iter_content(_CHUNK_BYTES):
@@ -131,20 +129,16 @@ def download(
                 digest.update(chunk)
                 done += len(chunk)
                 progress(done, checkpoint.size)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != checkpoint.sha256:
+        if digest.hexdigest() != checkpoint.sha256:  # raising here discards the file
             raise DownloadError(
                 f"{checkpoint.url}: sha256 {digest.hexdigest()} ({done} bytes) does not match the expected "
                 f"{checkpoint.sha256} ({checkpoint.size} bytes); the file was discarded"
             )
-        os.replace(temporary, target)
+
+    try:
+        write_atomic(target, stream)
     except requests.RequestException as exc:
-        Path(temporary).unlink(missing_ok=True)
         raise DownloadError(f"downloading {checkpoint.url} failed ({type(exc).__name__}: {exc})") from None
-    except BaseException:  # includes Ctrl-C: never leave a partial file behind
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return target
 
 

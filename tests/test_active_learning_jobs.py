@@ -14,7 +14,7 @@ import time
 import pytest
 from active_learning_fakes import FakeReader, FakeTrainer, quick_fake_job, slow_fake_job, write_fake_weights
 
-from backend.active_learning.files import sha256_of_files
+from backend.files import sha256_of_files
 from backend.active_learning.jobs import FAILED, FINISHED, RUNNING, JobStore
 from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import ProjectDataError

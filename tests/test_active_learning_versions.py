@@ -7,7 +7,7 @@ import json
 import pytest
 from active_learning_fakes import WEIGHTS, fake_quality, write_fake_weights
 
-from backend.active_learning.files import sha256_of_files
+from backend.files import sha256_of_files
 from backend.active_learning.layout import Layout
 from backend.active_learning.serving import ProjectModels
 from backend.active_learning.versions import ChecksumError, VersionError, VersionRegistry

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backend.active_learning.files import file_lock, read_json, write_json_atomic
+from backend.files import file_lock, read_json, write_json_atomic
 from backend.active_learning.layout import Layout
 from backend.project_store import project_id
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from backend.active_learning.files import file_lock, read_json, write_json_atomic
+from backend.files import file_lock, read_json, write_json_atomic
 from backend.active_learning.layout import Layout
 from backend.project_store import project_id
 

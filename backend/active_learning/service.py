@@ -17,7 +17,7 @@ import time
 from typing import Callable
 
 from backend.active_learning.events import EventError, PendingStore, parse_event, project_of
-from backend.active_learning.files import LockBusy, file_lock
+from backend.files import LockBusy, file_lock
 from backend.active_learning.jobs import QUEUED, Job, JobStore
 from backend.active_learning.layout import Layout
 from backend.active_learning.queue import Executor, make_executor

@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from backend.active_learning.files import read_json, write_json_atomic
+from backend.files import read_json, write_json_atomic
 from backend.checksums import sha256_of
 from backend.active_learning.layout import Layout
 from backend.project_store import project_id

@@ -16,13 +16,12 @@ import hashlib
 import logging
 import os
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from backend.active_learning.files import file_lock
+from backend.files import file_lock, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +60,7 @@ class DiskEmbeddingStore:
 
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` (atomically), then evict least recently used entries beyond ``max_bytes``."""
-        fd, tmp = tempfile.mkstemp(dir=self._entries, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.chmod(tmp, 0o644)  # other users' workers on a shared MODEL_DIR read it too
-            os.replace(tmp, self._path(key))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(self._path(key), data, durable=False)  # a lost entry is computed again
         self._evict()
 
     @contextlib.contextmanager

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
-from backend.active_learning.files import file_lock
+from backend.files import file_lock
 from backend.embeddings.embed_one import FAILED, EmbedRequest
 from backend.embeddings.preemption import Preempted, foreground_busy
 from backend.embeddings.progress import LocalProgress

@@ -7,14 +7,13 @@ free-form provenance (training data, command, validation figures). Loading verif
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from backend.checksums import sha256_of
+from backend.files import write_atomic
 from backend.models.coarse import CoarseNet
 from backend.models.refine import RefineNet
 
@@ -64,12 +63,7 @@ def save_weights(
 
 
 def write_manifest(out_dir: Path, manifest: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates it private; the manifest is meant to be read by anyone
-    os.replace(tmp, Path(out_dir) / MANIFEST)
+    write_atomic(Path(out_dir) / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=2) + "\n"), text=True)
 
 
 def read_manifest(weights_dir: Path) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
-from backend.active_learning.files import read_json, write_json_atomic
+from backend.files import read_json, write_json_atomic
 from backend.active_learning.jobs import MAX_ATTEMPTS, QUEUED, RUNNING, Job, JobStore
 from backend.active_learning.layout import Layout
 from backend.active_learning.queue import LOST, PREANNOTATION_QUEUE, RQ_JOB_TIMEOUT_S, rq_status

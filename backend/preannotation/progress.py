@@ -16,7 +16,7 @@ import os
 import socket
 import time
 
-from backend.active_learning.files import read_json, write_json_atomic
+from backend.files import read_json, write_json_atomic
 from backend.active_learning.layout import Layout
 
 PREDICTED = "predicted"  # a prediction of the project's model version was stored

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from backend.active_learning.files import file_lock
+from backend.files import file_lock
 from backend.active_learning.jobs import PREANNOTATE, QUEUED, Job, JobStore
 
 logger = logging.getLogger(__name__)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from backend.files import write_atomic
 from backend.models.weights import ModelConfig, load_weights, save_weights, write_manifest
 from backend.prompts import PromptKind
 from backend.segmenters.extreme import ExtremeSegmenter, refine_stage_input
@@ -96,10 +97,9 @@ def train(
         tqdm.write(f"resumed from {checkpoint_path} at step {state['step']}")
 
     def save_checkpoint() -> None:
-        tmp = checkpoint_path.with_suffix(".tmp")
-        torch.save({"coarse": coarse.state_dict(), "refine": refine.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "state": state}, tmp)
-        os.replace(tmp, checkpoint_path)
+        write_atomic(checkpoint_path, lambda f: torch.save(
+            {"coarse": coarse.state_dict(), "refine": refine.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "state": state}, f))
 
     def validate(kinds=(PromptKind.EXTREME,)) -> dict:
         segmenter = ExtremeSegmenter(coarse, refine, config, "training", device)

@@ -1,6 +1,7 @@
-"""Small file primitives the active-learning state is built on: atomic JSON writes, checksums and
-advisory locks. Every state file is replaced atomically (write a temporary sibling, fsync, rename),
-so a reader never sees half a file and a killed writer leaves the previous content in place."""
+"""Small file primitives every piece of state under ``MODEL_DIR`` (and every downloaded or trained
+weights file) is written with: atomic writes, JSON, checksums and advisory locks. A file is replaced
+atomically (write a temporary sibling, fsync, rename), so a reader never sees half a file and a
+killed writer leaves the previous content in place."""
 
 from __future__ import annotations
 
@@ -10,26 +11,43 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Callable, Iterator
 
 from backend.checksums import sha256_of
 
 
-def write_json_atomic(path: Path, value: object) -> None:
-    """Replace ``path`` with ``value`` as JSON, atomically (readers see the old or the new file)."""
+def write_atomic(path: Path, write: Callable[[IO], None] | bytes, text: bool = False, durable: bool = True) -> None:
+    """Replace ``path`` atomically with what ``write(handle)`` writes (or with these bytes), readable
+    by everyone (workers of other users and hosts share ``MODEL_DIR``). If ``write`` raises, the
+    temporary file is removed and ``path`` keeps its old content. ``durable``: fsync before the
+    rename, so a power loss cannot leave an empty file (a cache that can recompute skips it)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; workers on other hosts/users read the state too
-        with os.fdopen(fd, "w") as handle:
-            json.dump(value, handle, indent=1, sort_keys=True)
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600
+        with os.fdopen(fd, "w" if text else "wb") as handle:
+            if isinstance(write, bytes):
+                handle.write(write)
+            else:
+                write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # includes Ctrl-C: never leave a temporary file behind
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: Path, value: object, indent: int = 1) -> None:
+    """Replace ``path`` with ``value`` as JSON, atomically (readers see the old or the new file)."""
+    def dump(handle) -> None:
+        json.dump(value, handle, indent=indent, sort_keys=True)
+        handle.write("\n")
+
+    write_atomic(path, dump, text=True)
 
 
 def read_json(path: Path, default: object = None) -> object:
