@@ -135,6 +135,20 @@ class _ByteBoundedCache:
         return len(self._images)
 
 
+_ALLOWLIST_ENTRY = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
+
+
+def check_allowlist(allowlist: tuple[str, ...]) -> tuple[str, ...]:
+    """The allowlist entries, lowercase; ValueError naming IMAGE_URL_ALLOWLIST for an entry that is no
+    host (e.g. a URL or host:port, which would never match)."""
+    entries = tuple(entry.lower() for entry in allowlist)
+    for entry in entries:
+        if not _ALLOWLIST_ENTRY.fullmatch(entry):
+            raise ValueError(f"IMAGE_URL_ALLOWLIST: {entry[:80]!r} is not a host name, IP address, [IPv6 address] "
+                             "or *.domain (no scheme, port or path)")
+    return entries
+
+
 def host_allowed(host: str, allowlist: tuple[str, ...]) -> bool:
     """Whether ``host`` matches an allowlist entry: a host name or IP (``[::1]`` for IPv6), or
     ``*.example.com`` for every subdomain of example.com."""
@@ -152,7 +166,7 @@ class ImageLoader:
     def __init__(self, settings: Settings, auth: LabelStudioAuth | None = None):
         self._settings = settings
         self._auth = auth if auth is not None else LabelStudioAuth.from_settings(settings)
-        self._allowlist = tuple(entry.lower() for entry in settings.image_url_allowlist)
+        self._allowlist = check_allowlist(settings.image_url_allowlist)
         self._ls_host = origin(settings.label_studio_url)[1] if settings.label_studio_url else None
         self._cache = _ByteBoundedCache(settings.image_cache_bytes)
         self._cache_lock = threading.Lock()  # guards _cache and the counters

@@ -82,6 +82,8 @@ class LabelStudioAuth(requests.auth.AuthBase):
             self._origin = origin(self.base_url)
         except UrlError as exc:
             raise ValueError(f"LABEL_STUDIO_URL: {exc}") from None
+        if has_userinfo(self.base_url):
+            raise ValueError("LABEL_STUDIO_URL must not contain user:password@ (the token authorizes the backend)")
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._is_legacy_token = _jwt_claims(api_key) is None

@@ -238,6 +238,17 @@ def test_allowlist_entries(ls):
     assert not host_allowed("images.example.evil", allowlist)
 
 
+@pytest.mark.parametrize("entry", ["https://cdn.example", "cdn.example:443", "cdn.example/images", "*", "a b"])
+def test_allowlist_entries_that_are_no_host_fail_at_start_up(ls, entry):
+    with pytest.raises(ValueError, match="IMAGE_URL_ALLOWLIST"):
+        loader_for(ls, image_url_allowlist=("cdn.example", entry))
+
+
+def test_a_label_studio_url_with_userinfo_is_refused_at_start_up():
+    with pytest.raises(ValueError, match="user:password@"):
+        LabelStudioAuth("http://admin:pw@ls.example:8080", TOKEN)
+
+
 def test_failures_at_foreign_hosts_answer_one_generic_message(ls, foreign):
     foreign.routes["/500.png"] = lambda handler: respond(handler, 500, b"oops")
     foreign.routes["/text"] = content(b"hello", "text/plain")

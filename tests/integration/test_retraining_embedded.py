@@ -31,7 +31,11 @@ def embedded_backend(tmp_path_factory):
 
 def test_start_training_runs_in_a_process_spawned_by_the_backend(embedded_backend):
     backend = embedded_backend
-    answer = requests.post(f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": 8}}, timeout=5)
+    start = {"action": "START_TRAINING", "project": {"id": 8}}
+    # Label Studio's button sends the connection's Basic Auth; without it nothing starts.
+    assert requests.post(f"{backend.url}/webhook", json=start, timeout=5).status_code == 401
+    assert requests.get(f"{backend.url}/jobs", auth=backend.auth, timeout=5).json()["jobs"] == []
+    answer = requests.post(f"{backend.url}/webhook", json=start, auth=backend.auth, timeout=5)
     assert answer.ok, answer.text
     job_id = answer.json()["job"]
     deadline = time.monotonic() + JOB_TIMEOUT_S
