@@ -35,7 +35,7 @@ from backend.active_learning.routes import jobs_blueprint
 from backend.active_learning.service import ActiveLearning
 from backend.auth import REALM, BasicAuth
 from backend.embeddings.ahead import EmbedAhead
-from backend.events import EventSink, JsonlEventLog
+from backend.event_log import EventSink, JsonlEventLog
 from backend.label_studio_check import LabelStudioCheck
 from backend.labeling import LabelingError
 from backend.model import RequestError, SegmentationModel

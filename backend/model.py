@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from backend.events import EventSink
+from backend.event_log import EventSink
 from backend.labeling import LabelingConfig
 from backend.labeling_page import KEEP_POINTS_KEY, check_keep_points, keeps_points, page_answer, \
     without_kept_points

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.app import create_app
-from backend.events import JsonlEventLog
+from backend.event_log import JsonlEventLog
 from backend.images import ImageNotFound, LoadedImage
 from backend.prompts import Prompt, Segmentation
 from backend.segmenter_set import SegmenterSet
