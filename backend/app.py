@@ -33,7 +33,7 @@ from backend import status_page
 from backend.active_learning.events import START_TRAINING, EventError
 from backend.active_learning.routes import jobs_blueprint
 from backend.active_learning.service import ActiveLearning
-from backend.auth import REALM, BasicAuth
+from backend.basic_auth import REALM, BasicAuth
 from backend.embeddings.ahead import EmbedAhead
 from backend.event_log import EventSink, JsonlEventLog
 from backend.label_studio_check import LabelStudioCheck
