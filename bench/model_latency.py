@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.models.weights import parameter_count  # noqa: E402
+from backend.networks.weights import parameter_count  # noqa: E402
 from backend.prompts import Prompt, PromptKind  # noqa: E402
 from backend.segmenters.extreme import ExtremeSegmenter, refine_stage_input  # noqa: E402
 from backend.settings import Settings  # noqa: E402

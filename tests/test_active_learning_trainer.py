@@ -13,7 +13,7 @@ from backend.active_learning.layout import Layout
 from backend.active_learning.service import ActiveLearning
 from backend.active_learning.trainer import ExtremeTrainer
 from backend.active_learning.training_job import run_training_job
-from backend.models.weights import ModelConfig, save_weights
+from backend.networks.weights import ModelConfig, save_weights
 from backend.segmenters.extreme import ExtremeSegmenter
 from backend.settings import Settings
 

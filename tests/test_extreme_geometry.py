@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from backend.models.prompt_crop import CropWindow, box_channel, crop_window, network_input, point_heatmap
+from backend.networks.prompt_crop import CropWindow, box_channel, crop_window, network_input, point_heatmap
 
 
 def test_window_is_box_plus_margin_of_larger_side():

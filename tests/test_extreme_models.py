@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from backend.models.coarse import IN_CHANNELS as COARSE_IN, CoarseNet
-from backend.models.refine import COARSE_CHANNEL, IN_CHANNELS as REFINE_IN, LOGIT_SCALE, RefineNet
-from backend.models.weights import ModelConfig, parameter_count
+from backend.networks.coarse import IN_CHANNELS as COARSE_IN, CoarseNet
+from backend.networks.refine import COARSE_CHANNEL, IN_CHANNELS as REFINE_IN, LOGIT_SCALE, RefineNet
+from backend.networks.weights import ModelConfig, parameter_count
 
 torch.set_num_threads(1)
 STAGE_BYTES_LIMIT = 40 * 1024 * 1024
@@ -43,7 +43,7 @@ def test_parameter_budget_per_stage_and_total():
 def test_extended_stem_copies_rgb_kernels_and_zeroes_new_channels():
     from efficientnet_lite_pytorch import EfficientNet
 
-    from backend.models.coarse import _pretrained_lite0_path
+    from backend.networks.coarse import _pretrained_lite0_path
 
     net = CoarseNet(crop_size=64, decoder_channels=ModelConfig.decoder_channels, pretrained=True)
     reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=_pretrained_lite0_path(), image_size=64)

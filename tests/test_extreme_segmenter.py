@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.models.weights import MANIFEST, STAGES, WeightsError, parameter_count, sha256_of
+from backend.networks.weights import MANIFEST, STAGES, WeightsError, parameter_count, sha256_of
 from backend.prompts import Prompt, PromptKind
 from backend.segmenters.extreme import ExtremeSegmenter
 from backend.settings import Settings

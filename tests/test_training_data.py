@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import mask2rle
 
-from backend.models.weights import ModelConfig
+from backend.networks.weights import ModelConfig
 from backend.training.datasets import CocoSamples, LabelStudioSamples, SyntheticSamples, result_mask
 from backend.training.examples import make_example
 from backend.training.mask_prompts import extreme_points, mask_box

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.models.weights import ModelConfig, read_manifest
+from backend.networks.weights import ModelConfig, read_manifest
 from backend.segmenters.extreme import ExtremeSegmenter
 from backend.training.datasets import SyntheticSamples
 from backend.training.examples import make_example

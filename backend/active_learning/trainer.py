@@ -57,7 +57,7 @@ class ExtremeTrainer:
         self, train: Sequence[Sample], val: Sequence[Sample], init_weights_dir: Path, out_dir: Path,
         steps: int, version: str, progress: StepProgress,
     ) -> dict[str, str]:
-        from backend.models.weights import MANIFEST, read_manifest
+        from backend.networks.weights import MANIFEST, read_manifest
         from backend.training.train import train as train_model
 
         self._bound_threads()

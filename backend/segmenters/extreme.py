@@ -1,6 +1,6 @@
 """Custom two-stage model inference: 4 extreme points (or a box) -> mask at natural image size.
 
-Pipeline per object: crop window = prompt box + margin (``backend.models.prompt_crop``) ->
+Pipeline per object: crop window = prompt box + margin (``backend.networks.prompt_crop``) ->
 coarse net at ``crop_size`` -> refinement net on the same window at ``refine_size`` -> refined
 probabilities pasted back into the natural frame and thresholded at 0.5.
 
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.models.coarse import CoarseNet
-from backend.models.prompt_crop import CropWindow, crop_window, network_input
-from backend.models.refine import LOGIT_SCALE, RefineNet
-from backend.models.weights import ModelConfig, load_weights
+from backend.networks.coarse import CoarseNet
+from backend.networks.prompt_crop import CropWindow, crop_window, network_input
+from backend.networks.refine import LOGIT_SCALE, RefineNet
+from backend.networks.weights import ModelConfig, load_weights
 from backend.prompts import Prompt, PromptKind, Segmentation
 
 SCORE_BAND = 0.05

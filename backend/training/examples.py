@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import torch
 
-from backend.models.prompt_crop import crop_window, network_input
-from backend.models.weights import ModelConfig
+from backend.networks.prompt_crop import crop_window, network_input
+from backend.networks.weights import ModelConfig
 from backend.training.datasets import Sample
 from backend.training.mask_prompts import extreme_points, mask_box
 

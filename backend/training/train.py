@@ -4,7 +4,7 @@
 it trains both stages jointly (the refinement stage sees the detached coarse logits), validates
 mIoU from extreme points every ``eval_every`` steps, checkpoints every ``checkpoint_every`` steps
 (resuming from ``out_dir/checkpoint.pt`` when present) and finally writes a weights directory
-(``backend.models.weights``) into ``out_dir``.
+(``backend.networks.weights``) into ``out_dir``.
 
     python -m backend train --coco instances.json --images imgs/ --init model_weights/extreme --steps 1000 --out runs/x
     python -m backend train --ls-export export.json --images imgs/ --init model_weights/extreme --out runs/y
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backend.files import write_atomic
-from backend.models.weights import ModelConfig, load_weights, save_weights, write_manifest
+from backend.networks.weights import ModelConfig, load_weights, save_weights, write_manifest
 from backend.prompts import PromptKind
 from backend.segmenters.extreme import ExtremeSegmenter, refine_stage_input
 from backend.training.datasets import CocoSamples, LabelStudioSamples, Sample, SyntheticSamples
@@ -289,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_heldout_report(weights_dir: Path, count: int, seed: int, device: str) -> dict:
     """Measure the weights on `count` held-out synthetic samples and store the figures in the manifest."""
-    from backend.models.weights import read_manifest
+    from backend.networks.weights import read_manifest
     from backend.segmenters.grabcut import GrabCutSegmenter
 
     samples = SyntheticSamples(count, seed + 1, "heldout")  # a different stream from the training-time validation

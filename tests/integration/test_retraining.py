@@ -32,7 +32,7 @@ from backend_server import BackendServer
 from processes import ServerProcess
 from redis_server import redis_server  # noqa: F401  (fixture)
 
-from backend.models.weights import ModelConfig, save_weights
+from backend.networks.weights import ModelConfig, save_weights
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
-from backend.models.blocks import ConvBnRelu
+from backend.networks.blocks import ConvBnRelu
 
 IN_CHANNELS = 5
 # Indices of the Lite0 blocks whose outputs are the stride-4, 8, 16 and 32 features.

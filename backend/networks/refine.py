@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.models.blocks import ConvBnRelu
+from backend.networks.blocks import ConvBnRelu
 
 IN_CHANNELS = 6
 COARSE_CHANNEL = 3

@@ -14,8 +14,8 @@ import torch
 
 from backend.checksums import sha256_of
 from backend.files import write_atomic
-from backend.models.coarse import CoarseNet
-from backend.models.refine import RefineNet
+from backend.networks.coarse import CoarseNet
+from backend.networks.refine import RefineNet
 
 MANIFEST = "manifest.json"
 STAGES = ("coarse", "refine")
