@@ -76,3 +76,22 @@ def test_decode_refuses_truncated_or_mis_sized_data():
         decode_brush_mask(rle, 31, 20)
     with pytest.raises(ValueError):
         decode_brush_mask(rle[:5], 30, 20)
+
+
+def test_soft_brush_edges_count_from_half_alpha_for_serving_and_training_alike():
+    """One rule (``MASK_ALPHA_MIN``) wherever a brush is read: the interactive merge (protocol) and
+    the training data (datasets) see the same mask for a stroke with an anti-aliased fringe."""
+    from label_studio_sdk.converter.brush import encode_rle
+
+    from backend.protocol import mask_from_region
+    from backend.training.datasets import result_mask
+
+    alpha = np.array([[0, 1, 64, 127, 128, 200, 255, 0]], np.uint8).repeat(3, axis=0)
+    rgba = np.zeros(alpha.shape + (4,), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, alpha
+    region = {"type": "brushlabels", "original_width": 8, "original_height": 3,
+              "value": {"format": "rle", "rle": [int(v) for v in encode_rle(rgba.ravel())], "brushlabels": ["Cat"]}}
+    expected = alpha >= 128
+    assert expected[0].tolist() == [False, False, False, False, True, True, True, False]
+    assert np.array_equal(mask_from_region(region, 8, 3), expected)
+    assert np.array_equal(result_mask(region, (3, 8)), expected)

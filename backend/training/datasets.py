@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 import cv2
 import numpy as np
 
-from backend.polygons import polygon_mask
+from backend.protocol import mask_from_region
 from backend.training.synthetic import generate_scene
 
 Sample = tuple[np.ndarray, np.ndarray]
@@ -115,21 +115,18 @@ def _task_image_url(task: dict) -> str:
 
 
 def result_mask(result: dict, image_shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool mask of one LS ``brushlabels``/``polygonlabels`` result on an image of `image_shape`."""
+    """(H, W) bool mask of one LS ``brushlabels``/``polygonlabels`` result on an image of `image_shape`,
+    read as serving reads it (``protocol.mask_from_region``). A brush drawn on the image at another
+    size (its ``original_width``/``original_height``) is decoded at that size and resized.
+    Raises RegionError for a result that holds no readable mask."""
     height, width = image_shape
-    value = result["value"]
-    if result["type"] == "brushlabels":
-        from label_studio_sdk.converter.brush import decode_rle
-
-        rle_height = result.get("original_height", height)
-        rle_width = result.get("original_width", width)
-        rgba = np.asarray(decode_rle(value["rle"]), np.uint8).reshape(rle_height, rle_width, 4)
-        mask = rgba[..., 3] > 127
-        if mask.shape != (height, width):
-            mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
-        return mask
-    points = np.asarray(value["points"], np.float64).reshape(-1, 2) * [width / 100.0, height / 100.0]
-    return polygon_mask(points, width, height)
+    if result.get("type") == "polygonlabels":
+        return mask_from_region(result, width, height)
+    drawn_width, drawn_height = result.get("original_width", width), result.get("original_height", height)
+    mask = mask_from_region(result, drawn_width, drawn_height)
+    if mask.shape != (height, width):
+        mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    return mask
 
 
 class SyntheticSamples(Sequence):
