@@ -92,6 +92,8 @@ def _extra_params(value) -> dict:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise PolicyError(f"extra params are not valid JSON: {exc.msg} at position {exc.pos}") from None
+        except (ValueError, RecursionError):  # a number of thousands of digits, nesting thousands deep
+            raise PolicyError("extra params are not valid JSON (a number too long or nesting too deep)") from None
     if not isinstance(value, dict):
         raise PolicyError("extra params must be a JSON object")
     unknown = sorted(set(value) - EXTRA_PARAM_KEYS)

@@ -144,6 +144,13 @@ def test_the_webhook_answers_malformed_events_with_2xx_or_4xx(tmp_path, body):
     assert response.status_code < 500, response.get_json()
 
 
+@pytest.mark.parametrize("extra_params", ["9" * 5000, "[" * 5000 + "]" * 5000, {"policies": {"*": [[[[]]]]}}])
+def test_setup_refuses_malformed_extra_params_with_422(tmp_path, extra_params):
+    app, _, _ = make_app(tmp_path)
+    response = app.test_client().post("/setup", json=setup_body(extra_params))
+    assert response.status_code == 422 and "extra params" in response.get_json()["error"]
+
+
 @pytest.mark.parametrize("policy", [{"dilate_px": 100000}, {"min_island_px": 10**15}, {"fill_holes": -3}])
 def test_setup_refuses_policy_values_out_of_range_naming_the_key(tmp_path, policy):
     app, _, _ = make_app(tmp_path)
