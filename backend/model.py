@@ -48,7 +48,7 @@ from backend.mask_output import MASK_TYPE_KEY, TOLERANCE_KEY, MaskOutput, check_
 from backend.preannotation.trigger import PREANNOTATE_KEY, check_preannotate_param
 from backend.policies import WILDCARD, PolicyError, PolicySet, parse_policies
 from backend.project_store import ProjectIdError, ProjectSetup, ProjectStore, project_id
-from backend.prompts import Prompt, Segmentation
+from backend.prompts import Prompt, PromptError, Segmentation
 from backend.protocol import RegionError, mask_from_region, task_entry
 from backend.request_shapes import ShapeError, check_context, check_task
 from backend.routing import Routed, RoutingError, choose_segmenter, has_prompt_regions, prompts_from_regions, \
@@ -290,7 +290,7 @@ class SegmentationModel:
         for prompt in routed.prompts:
             try:
                 segmentations.append(self._segment(image, prompt, project.segmenters))
-            except (RoutingError, ValueError) as exc:
+            except (RoutingError, PromptError) as exc:
                 skipped.append(f"skipped a {prompt.kind.value} prompt: {exc}")
         entry, _ = self._entry(project.policies.apply(segmentations), routed, project)
         return BatchPrediction(entry if entry["result"] else None, skipped)
@@ -311,7 +311,7 @@ class SegmentationModel:
         for prompt in routed.prompts:
             try:
                 segmentations.append(self._segment(image, prompt, project.segmenters))
-            except (RoutingError, ValueError) as exc:
+            except (RoutingError, PromptError) as exc:
                 raise RequestError(str(exc), 422) from None
         on_screen = self._masks_on_screen(task, regions, config, policies, image.width, image.height)
         screen_masks = {label: [mask for _, mask in pairs] for label, pairs in on_screen.items()}

@@ -20,6 +20,11 @@ class PromptKind(str, Enum):
     EXTREME = "extreme"  # exactly 4 positive extreme points -> custom model
 
 
+class PromptError(ValueError):
+    """A prompt a segmenter cannot answer as given (wrong kind, no box, too few points, outside the
+    image, no area): the annotator's input, not a bug. The message is meant for the user."""
+
+
 @dataclass(frozen=True)
 class Prompt:
     """One object to segment.

@@ -10,7 +10,7 @@ import pytest
 from label_studio_sdk.converter.brush import mask2rle
 
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError, crop_sample
-from backend.active_learning.split import split_tasks
+from backend.active_learning.split import NotEnoughTasks, split_tasks
 from backend.images import ImageNotFound, LoadedImage
 from backend.settings import Settings
 
@@ -129,5 +129,25 @@ def test_split_is_deterministic_by_task_id_and_keeps_both_sides():
     assert sorted(held_out) == sorted(again_held_out) and 10 <= len(held_out) <= 30
     assert set(train) | set(held_out) == set(ids) and not set(train) & set(held_out)
     assert all(len(side) == 1 for side in split_tasks([7, 8], task_id=lambda t: t))
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(NotEnoughTasks, match="at least 2"):
         split_tasks([7], task_id=lambda t: t)
+
+
+
+def test_an_unreadable_mask_skips_its_task_and_a_bug_fails_the_read(monkeypatch):
+    """Bad data (a brush that cannot be decoded) skips the task with the reason; a programming error
+    raised while reading a task (a bare ValueError, a TypeError) is not mistaken for bad data."""
+    import backend.active_learning.ls_data as ls_data
+    from backend.protocol import RegionError
+
+    def read_with(error):
+        def broken(*args, **kwargs):
+            raise error
+
+        monkeypatch.setattr(ls_data, "annotated_task", broken)
+        return LabelStudioProjectReader(Settings(), client=FakeClient(EXPORT), image_loader=FakeImages()).read("9")
+
+    assert "task 1: brush region's RLE cannot be decoded" in read_with(RegionError("brush region's RLE cannot be decoded")).skipped
+    for bug in (ValueError("bug"), TypeError("bug")):
+        with pytest.raises(type(bug)):
+            read_with(bug)

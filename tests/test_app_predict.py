@@ -9,7 +9,8 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from backend.protocol import mask_from_region, region_from_mask
-from backend.prompts import PromptKind
+from backend.prompts import PromptError, PromptKind
+from backend.segmenter_set import SegmenterSet
 from segmentation_fakes import CONFIG, IMAGE_URL, H, W, FakeImages, box_mask, extreme_points, keypoint, \
     make_app, predict_body, rectangle, setup_body, task
 
@@ -142,6 +143,33 @@ def outside_keypoint():
 def test_bad_interactive_prompts_are_422_with_the_reason(app, context, message):
     response, _ = interactive(app, context)
     assert response.status_code == 422 and message in response.get_json()["error"]
+
+
+class RaisingSegmenter:
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def segment(self, image, prompt):
+        raise self.error
+
+
+def test_a_prompt_error_is_the_annotators_and_a_bug_is_ours(tmp_path, caplog):
+    """PromptError answers 422 (interactive) or skips the prompt (batch) with its reason; any other
+    ValueError from a segmenter is a bug: 500 and a logged traceback, never a "bad prompt"."""
+    rect = rectangle(50, 20, 120, 70)
+    for error, status in ((PromptError("box (1, 2, 1, 2) has no area"), 422), (ValueError("bug"), 500)):
+        app, _, _ = make_app(tmp_path, segmenters=SegmenterSet(sam=RaisingSegmenter(error), sam_name="sam-fake"))
+        response, _ = interactive(app, [rect])
+        assert response.status_code == status
+        assert ("has no area" in response.get_json()["error"]) == (status == 422)
+    with caplog.at_level(logging.WARNING):
+        app, _, _ = make_app(tmp_path, segmenters=SegmenterSet(sam=RaisingSegmenter(PromptError("no area")),
+                                                               sam_name="sam-fake"))
+        client = app.test_client()
+        client.post("/setup", json=setup_body())
+        answer = client.post("/predict", json=predict_body([task(predictions=[{"result": [rect]}])]))
+    assert answer.status_code == 200 and answer.get_json()["results"] == [[]]
+    assert "skipped a box prompt: no area" in caplog.text
 
 
 def test_unloadable_image_is_422_in_interactive_mode(app):

@@ -25,6 +25,7 @@ import numpy as np
 from backend.active_learning.events import MASK_REGION_TYPES
 from backend.images import ImageError, ImageLoader
 from backend.labeling import LabelingConfig, LabelingError
+from backend.protocol import RegionError
 from backend.training.datasets import MIN_MASK_PIXELS, Sample, result_mask
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class LabelStudioProjectReader:
                     raise ImageError(f"no image URL under data.{config.image_key}")
                 image = self._images.load(url, task_id=task["id"]).array
                 item = annotated_task(task, annotation, config, image)
-            except (ImageError, ValueError) as exc:
+            except (ImageError, RegionError) as exc:
                 data.skipped.append(f"task {task.get('id')}: {exc}")
                 logger.warning("training data: skipping task %s: %s", task.get("id"), exc)
             else:
@@ -195,5 +196,5 @@ class LabelStudioApi:
         except (httpx.HTTPError, OSError) as exc:
             raise ProjectDataError(f"Label Studio at {self._server} could not be reached while {what} ({type(exc).__name__}); "
                                    "check LABEL_STUDIO_URL is reachable from the backend") from None
-        except ValueError:
+        except json.JSONDecodeError:
             raise ProjectDataError(f"Label Studio's answer while {what} is not valid JSON") from None

@@ -20,10 +20,14 @@ def task_hash(task_id: int) -> float:
     return zlib.crc32(f"task:{task_id}".encode()) / 2**32
 
 
+class NotEnoughTasks(ValueError):
+    """Too few annotated tasks to hold any out."""
+
+
 def split_tasks(tasks: Sequence[Task], task_id=lambda t: t.task_id, fraction: float = VALIDATION_FRACTION) -> tuple[list[Task], list[Task]]:
-    """(training tasks, held-out tasks). Raises ValueError with fewer than 2 tasks."""
+    """(training tasks, held-out tasks). Raises NotEnoughTasks with fewer than 2 tasks."""
     if len(tasks) < 2:
-        raise ValueError(f"need at least 2 annotated tasks (one to train on, one to hold out), have {len(tasks)}")
+        raise NotEnoughTasks(f"need at least 2 annotated tasks (one to train on, one to hold out), have {len(tasks)}")
     ranked = sorted(tasks, key=lambda t: task_hash(task_id(t)))
     held_out = sum(task_hash(task_id(t)) < fraction for t in ranked)
     held_out = min(max(held_out, 1), len(ranked) - 1)

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 from backend.active_learning.jobs import FINISHED, HEARTBEAT_INTERVAL_S, JobStore, outcome_summary
 from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError
-from backend.active_learning.split import split_tasks
+from backend.active_learning.split import NotEnoughTasks, split_tasks
 from backend.active_learning.trainer import ExtremeTrainer, Trainer
 from backend.active_learning.training_lock import TrainingLock
 from backend.active_learning.versions import VersionError, VersionRegistry, verify_files
@@ -36,7 +36,7 @@ STAGES = {"waiting": (0.0, 0.0), "fetching": (0.0, 0.2), "evaluating": (0.2, 0.3
           "checking": (0.9, 0.97), "publishing": (0.97, 1.0)}
 PROGRESS_WRITE_INTERVAL_S = 1.0
 # Errors whose messages are written for users; anything else is reported with its type too.
-EXPECTED_ERRORS = (ProjectDataError, VersionError, ImageError, ValueError)
+EXPECTED_ERRORS = (ProjectDataError, VersionError, ImageError, NotEnoughTasks)
 
 
 class Stopped(BaseException):

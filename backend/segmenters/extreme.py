@@ -24,7 +24,7 @@ from backend.networks.coarse import CoarseNet
 from backend.networks.prompt_crop import CropWindow, crop_window, network_input
 from backend.networks.refine import LOGIT_SCALE, RefineNet
 from backend.networks.weights import ModelConfig, load_weights
-from backend.prompts import Prompt, PromptKind, Segmentation
+from backend.prompts import Prompt, PromptError, PromptKind, Segmentation
 
 SCORE_BAND = 0.05
 
@@ -108,12 +108,12 @@ def prompt_geometry(prompt: Prompt) -> tuple[np.ndarray, tuple[float, float, flo
     if prompt.kind == PromptKind.EXTREME:
         points = np.asarray(prompt.points, np.float32).reshape(-1, 2)
         if len(points) != 4 or not np.isfinite(points).all():
-            raise ValueError(f"an extreme-point prompt needs 4 finite points, got {len(points)}")
+            raise PromptError(f"an extreme-point prompt needs 4 finite points, got {len(points)}")
         (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
         return points, (float(x0), float(y0), float(x1), float(y1))
     if prompt.kind == PromptKind.BOX:
         if prompt.box is None:
-            raise ValueError("a box prompt needs a box")
+            raise PromptError("a box prompt needs a box")
         x0, y0, x1, y1 = (float(v) for v in prompt.box)
         return np.zeros((0, 2), np.float32), (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-    raise ValueError(f"the extreme-point model takes EXTREME or BOX prompts, not {prompt.kind.value}")
+    raise PromptError(f"the extreme-point model takes EXTREME or BOX prompts, not {prompt.kind.value}")

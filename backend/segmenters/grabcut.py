@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from backend.images import LoadedImage
-from backend.prompts import Prompt, PromptKind, Segmentation
+from backend.prompts import Prompt, PromptError, PromptKind, Segmentation
 from backend.segmenters.extreme import prompt_geometry
 
 
@@ -32,7 +32,7 @@ class GrabCutSegmenter:
         """``image.array`` (H, W, 3) uint8 RGB; a BOX or EXTREME prompt in natural-image pixels.
         Returns a (H, W) bool mask."""
         if prompt.kind not in (PromptKind.BOX, PromptKind.EXTREME):
-            raise ValueError(f"GrabCut needs a box or extreme points, not {prompt.kind.value} prompts")
+            raise PromptError(f"GrabCut needs a box or extreme points, not {prompt.kind.value} prompts")
         _, box = prompt_geometry(prompt)
         pixels = image.array
         height, width = pixels.shape[:2]

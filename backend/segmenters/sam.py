@@ -29,7 +29,7 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from backend.images import LoadedImage
-from backend.prompts import Prompt, PromptKind, Segmentation
+from backend.prompts import Prompt, PromptError, PromptKind, Segmentation
 from backend.sam_checkpoints import CHECKPOINTS
 from backend.segmenters import sam21
 from backend.segmenters.embedding_cache import EmbeddingCache
@@ -253,43 +253,43 @@ def _sam_inputs(
     points = _points_inside(np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2), width, height)
     labels = np.asarray(prompt.point_labels, dtype=np.int64).reshape(-1)
     if len(labels) != len(points):
-        raise ValueError(f"{len(points)} points but {len(labels)} point labels")
+        raise PromptError(f"{len(points)} points but {len(labels)} point labels")
     if not np.isin(labels, (0, 1)).all():
-        raise ValueError("point labels must be 1 (positive click) or 0 (negative click)")
+        raise PromptError("point labels must be 1 (positive click) or 0 (negative click)")
     if prompt.kind == PromptKind.BOX:
         if prompt.box is None:
-            raise ValueError("a box prompt needs a box")
+            raise PromptError("a box prompt needs a box")
         box = _box_inside(np.asarray(prompt.box, dtype=np.float64), width, height)
         return box, (points if len(points) else None), (labels if len(points) else None)
     if prompt.kind == PromptKind.POINTS:
         if not (labels == 1).any():
-            raise ValueError("a click prompt needs at least one positive click")
+            raise PromptError("a click prompt needs at least one positive click")
         return None, points, labels
     if prompt.kind == PromptKind.EXTREME:
         if len(points) != 4:
-            raise ValueError(f"an extreme-point prompt needs exactly 4 points, got {len(points)}")
+            raise PromptError(f"an extreme-point prompt needs exactly 4 points, got {len(points)}")
         box = _box_inside(np.concatenate([points.min(axis=0), points.max(axis=0)]), width, height)
         return box, points, np.ones(4, dtype=np.int64)
-    raise ValueError(f"SAM cannot answer a {prompt.kind!r} prompt")
+    raise PromptError(f"SAM cannot answer a {prompt.kind!r} prompt")
 
 
 def _points_inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
     if not np.isfinite(points).all():
-        raise ValueError("point coordinates must be finite numbers")
+        raise PromptError("point coordinates must be finite numbers")
     low, high = -_EDGE_TOLERANCE_PX, np.array([width, height]) + _EDGE_TOLERANCE_PX
     outside = ((points < low) | (points > high)).any(axis=1)
     if outside.any():
         x, y = points[outside][0]
-        raise ValueError(f"point ({x:.1f}, {y:.1f}) lies outside the {width}x{height} image")
+        raise PromptError(f"point ({x:.1f}, {y:.1f}) lies outside the {width}x{height} image")
     return np.clip(points, 0, [width, height])
 
 
 def _box_inside(box: np.ndarray, width: int, height: int) -> np.ndarray:
     """``box`` (x0, y0, x1, y1) clipped to the image; ValueError if no area is left."""
     if box.shape != (4,) or not np.isfinite(box).all():
-        raise ValueError("a box must be 4 finite numbers (x0, y0, x1, y1)")
+        raise PromptError("a box must be 4 finite numbers (x0, y0, x1, y1)")
     clipped = np.clip(box, 0, [width, height, width, height])
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
         x0, y0, x1, y1 = box
-        raise ValueError(f"box ({x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}) has no area inside the {width}x{height} image")
+        raise PromptError(f"box ({x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}) has no area inside the {width}x{height} image")
     return clipped

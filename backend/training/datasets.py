@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 import cv2
 import numpy as np
 
-from backend.protocol import mask_from_region
+from backend.protocol import RegionError, mask_from_region
 from backend.training.synthetic import generate_scene
 
 Sample = tuple[np.ndarray, np.ndarray]
@@ -123,6 +123,8 @@ def result_mask(result: dict, image_shape: tuple[int, int]) -> np.ndarray:
     if result.get("type") == "polygonlabels":
         return mask_from_region(result, width, height)
     drawn_width, drawn_height = result.get("original_width", width), result.get("original_height", height)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (drawn_width, drawn_height)):
+        raise RegionError("brush region's original_width and original_height must be positive integers")
     mask = mask_from_region(result, drawn_width, drawn_height)
     if mask.shape != (height, width):
         mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
