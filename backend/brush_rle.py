@@ -15,7 +15,7 @@ a whole zero byte when they already are (as the SDK does).
 
 ``decode_brush_mask`` reads any brush RLE, including the editor's, whose RGBA pixels carry the
 label colour and so come as literal codes ("0", then n single values); it reads what the SDK's
-``decode_rle`` reads, 10-15x faster (a 1 Mpx mask drawn in the editor: 1 s instead of 14 s). It is
+``decode_rle`` reads, several times faster (``bench/brush_decode.py``). It is
 the one brush decoder: serving (masks on the annotator's screen) and training (annotations) read
 brushes with the same rule, ``MASK_ALPHA_MIN``.
 """
