@@ -3,8 +3,9 @@
 Label Studio sends the ML connection's Basic Auth on ``/health``, ``/setup``, ``/predict``,
 ``/versions`` and the "Start training" ``/webhook`` call, but **not** on the project event
 webhooks it creates for the backend (annotation created/updated/deleted, …). So ``/webhook`` is
-open by default (``WEBHOOK_REQUIRES_AUTH=false``): it only records events and never returns data.
-Set ``WEBHOOK_REQUIRES_AUTH=true`` to protect it too, and then add the header to Label Studio's
+open by default (``WEBHOOK_REQUIRES_AUTH=false``): it only records events and never returns data,
+and ``START_TRAINING`` (which starts a job that calls Label Studio with the token) still needs the
+credentials (``backend.app``). Set ``WEBHOOK_REQUIRES_AUTH=true`` to protect it too, and then add the header to Label Studio's
 webhook yourself (``PATCH /api/webhooks/{id}`` with ``{"headers": {"Authorization": "Basic …"}}``),
 or annotation events are silently lost.
 """
