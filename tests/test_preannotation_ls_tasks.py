@@ -10,9 +10,13 @@ import pytest
 
 from backend.active_learning.ls_data import ProjectDataError
 from backend.preannotation.ls_tasks import LabelStudioTasks
+from backend.request_shapes import check_task
 from backend.settings import Settings
 
 KEY = "legacy-test-key-123"
+RECTANGLE = {"id": "r1", "from_name": "box", "to_name": "image", "type": "rectanglelabels", "original_width": 200,
+             "original_height": 100, "image_rotation": 0,
+             "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 0, "rectanglelabels": ["Car"]}}
 TASKS = [{"id": i, "data": {"image": f"/data/upload/7/{i}.png"}, "project": 7, "is_labeled": i % 3 == 0,
           "total_annotations": int(i % 3 == 0)} for i in range(1, 151)]
 
@@ -35,9 +39,10 @@ class FakeServer:
             return httpx.Response(200, json={"tasks": tasks, "total": len(TASKS), "total_annotations": 50,
                                              "total_predictions": 0})
         if path == "/api/tasks/5/":
-            return httpx.Response(200, json={**TASKS[4], "annotations": [], "predictions": [
-                {"id": 9, "model_version": "detector", "result": [{"type": "rectanglelabels", "value": {"x": 1}}],
-                 "score": 0.5, "task": 5}]})
+            return httpx.Response(200, json={**TASKS[4], "annotations": [], "created_at": "2026-12-01T21:53:13.123456Z",
+                                             "predictions": [
+                {"id": 9, "model_version": "detector", "result": [RECTANGLE], "score": 0.5, "task": 5,
+                 "created_at": "2026-12-01T21:53:13.123456Z", "updated_at": "2026-12-01T21:53:13.123456Z"}]})
         if path == "/api/predictions/" and request.method == "POST":
             self.stored.append(json.loads(request.content))
             return httpx.Response(201, json={"id": 77, **self.stored[-1]})
@@ -64,12 +69,14 @@ def test_task_ids_read_every_page_and_can_leave_labeled_tasks_out(server_and_api
     assert [r.url.params["page"] for r in server.requests] == ["1", "2", "1", "2"]
 
 
-def test_a_task_comes_with_its_predictions_as_plain_dicts(server_and_api):
+def test_a_task_comes_as_label_studio_sent_it_and_passes_the_batch_paths_checks(server_and_api):
     _, api = server_and_api
     task = api.task(5)
     assert task["id"] == 5 and task["project"] == 7 and task["data"] == {"image": "/data/upload/7/5.png"}
     (prediction,) = task["predictions"]
-    assert prediction["model_version"] == "detector" and prediction["result"][0]["type"] == "rectanglelabels"
+    assert prediction["model_version"] == "detector" and prediction["result"] == [RECTANGLE]
+    assert prediction["created_at"] == "2026-12-01T21:53:13.123456Z"  # a string, as on the wire
+    check_task(task, "task")
 
 
 def test_predictions_are_posted_with_task_result_score_and_model_version(server_and_api):

@@ -36,12 +36,14 @@ class LabelStudioTasks:
     def task(self, task_id: int) -> dict:
         """The task as /predict receives it: ``id``, ``project``, ``data``, ``predictions`` and
         ``annotations`` (lists of dicts with ``result``, ``model_version``, ...)."""
+        from label_studio_sdk.core.jsonable_encoder import jsonable_encoder
+
         task = self._api.call(f"reading task {task_id}", lambda: self._client.tasks.get(id=str(task_id)))
-        value = task.dict()
+        value = jsonable_encoder(task)  # as Label Studio sent it: times as strings, nested objects as dicts
         if value.get("predictions") is None:  # a task serializer without them: ask for them
             predictions = self._api.call(f"reading task {task_id}'s predictions",
                                          lambda: self._client.predictions.list(task=task_id))
-            value["predictions"] = [prediction.dict() for prediction in predictions]
+            value["predictions"] = jsonable_encoder(predictions)
         return value
 
     def create_prediction(self, task_id: int, entry: dict) -> int:

@@ -53,12 +53,13 @@ def connect_project(api, backend, title: str) -> tuple[int, dict]:
     return project, ml
 
 
-def import_boxed_tasks(api, project: int, count: int, width: int, height: int) -> list[int]:
-    """Import ``count`` tasks, each with a detector's rectangle prediction around its object; their ids."""
+def import_boxed_tasks(api, project: int, count: int, width: int, height: int, offset: int = 0) -> list[int]:
+    """Import ``count`` tasks, each with a detector's rectangle prediction around its object; their
+    ids. Tasks ``offset`` to ``offset + count`` of the sequence (each a different picture)."""
     tasks = [{"data": {"image": image_uri(object_box(i, width, height), width, height)},
               "predictions": [{"model_version": "detector-v1", "score": 0.5,
                                "result": [rectangle(object_box(i, width, height), width, height)]}]}
-             for i in range(count)]
+             for i in range(offset, offset + count)]
     return api.post(f"/api/projects/{project}/import?return_task_ids=true", json=tasks)["task_ids"]
 
 
