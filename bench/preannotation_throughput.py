@@ -78,14 +78,24 @@ def measure(label_studio: LabelStudio, workers: int, tasks: int, checkpoint: Pat
         project, ml = connect_project(api, backend, f"throughput, {workers} worker(s)")
         started = time.monotonic()
         ids = import_boxed_tasks(api, project, tasks, WIDTH, HEIGHT, offset=offset)
+        def job() -> dict | None:
+            jobs = requests.get(f"{backend.url}/jobs", params={"project": project, "type": "preannotate"},
+                                auth=backend.auth, timeout=10).json()["jobs"]
+            return jobs[-1] if jobs else None
+
+        def hopeless() -> str | None:
+            current = job()
+            if current and current["state"] in ("finished", "failed") and current["progress"].get("predicted") != tasks:
+                return f"the job ended {current['state']}: {current['error'] or current['progress'].get('errors')}"
+            return None
+
         wait_until_predicted(api, project, ids, ml["model_version"], TIMEOUT_S,
-                             lambda: "\n".join(p.log_tail(20) for p in processes))
+                             lambda: "\n".join(p.log_tail(20) for p in processes), hopeless)
         elapsed = time.monotonic() - started
-        (job,) = requests.get(f"{backend.url}/jobs", params={"project": project, "type": "preannotate"},
-                              auth=backend.auth, timeout=10).json()["jobs"]
+        final = job()
         return {"workers": workers, "tasks": tasks, "seconds": round(elapsed, 1),
                 "tasks_per_min": round(tasks / elapsed * 60, 2), "model_version": ml["model_version"],
-                "job_rate_per_min": job["progress"].get("rate_per_min"), "job_failed": job["progress"].get("failed")}
+                "job_rate_per_min": final["progress"].get("rate_per_min"), "job_failed": final["progress"].get("failed")}
     finally:
         for process in processes:
             process.stop()

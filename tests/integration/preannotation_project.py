@@ -73,14 +73,16 @@ def predictions_by_task(api, project: int, model_version: str) -> dict[int, list
 
 
 def wait_until_predicted(api, project: int, tasks: list[int], model_version: str, timeout_s: float,
-                         on_timeout=lambda: "") -> float:
-    """Seconds until every task holds a prediction of ``model_version``; AssertionError after ``timeout_s``."""
+                         on_timeout=lambda: "", hopeless=lambda: None) -> float:
+    """Seconds until every task holds a prediction of ``model_version``; AssertionError after
+    ``timeout_s``, or as soon as ``hopeless()`` returns a reason (e.g. the job ended with failures)."""
     started = time.monotonic()
     while True:
         waiting = set(tasks) - set(predictions_by_task(api, project, model_version))
         if not waiting:
             return time.monotonic() - started
-        if time.monotonic() - started > timeout_s:
+        reason = hopeless()
+        if reason or time.monotonic() - started > timeout_s:
             raise AssertionError(f"{len(waiting)} of {len(tasks)} tasks without a {model_version} prediction after "
-                                 f"{timeout_s:.0f} s\n{on_timeout()}")
+                                 f"{time.monotonic() - started:.0f} s: {reason or 'timed out'}\n{on_timeout()}")
         time.sleep(0.5)
