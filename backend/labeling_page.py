@@ -23,20 +23,21 @@ So, for the extreme-point tool (4 clicks per object):
   in the annotation, and later requests skip them (``without_kept_points``);
 - a merged mask (policy ``merge_overlapping``) takes the id of a mask on screen of its own control
   (brush or polygon) that it absorbed, so it replaces that region; other absorbed masks come back
-  dynamic, so they are deleted.
+  dynamic, so they are deleted. Which masks a merge absorbed is decided once, by the policy
+  (``policies.Applied.absorbed``); a mask answered as several regions (one polygon per part) hands
+  each absorbed mask to the first of its parts that overlaps it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from backend.policies import Applied
 from backend.prompts import PromptKind, Segmentation
 from backend.routing import Routed
 
 # Extra-params key: keep the extreme points of finished objects in the annotation (read-only).
 KEEP_POINTS_KEY = "keep_extreme_points"
-# A mask on screen counts as absorbed by a merged mask when at least this share of it lies inside.
-ABSORBED_SHARE = 0.5
 
 _ECHO_KEYS = ("id", "from_name", "to_name", "type", "original_width", "original_height", "image_rotation", "value")
 
@@ -72,17 +73,6 @@ def finished_point_echoes(group: list[dict], keep: bool) -> list[dict]:
     return [echo_region(region, remove=True) for region in group if "is_positive" not in region]
 
 
-def absorbed(mask: np.ndarray, on_screen: list[tuple[dict, np.ndarray]]) -> list[dict]:
-    """The regions on screen (region, bool mask (H, W)) that the merged ``mask`` (H, W) absorbed,
-    i.e. that lie mostly inside it; in the order given."""
-    regions = []
-    for region, screen_mask in on_screen:
-        area = int(screen_mask.sum())
-        if area and int(np.logical_and(screen_mask, mask).sum()) >= ABSORBED_SHARE * area:
-            regions.append(region)
-    return regions
-
-
 def check_keep_points(extra_params: dict, source: str = "extra params") -> None:
     """Raises ValueError when ``extra_params`` sets ``keep_extreme_points`` to anything but a bool."""
     if not isinstance(extra_params.get(KEEP_POINTS_KEY, False), bool):
@@ -100,17 +90,26 @@ def keeps_points(*extra_params: dict | None) -> bool:
     return keep
 
 
-def page_answer(regions: list[dict], segmentations: list[Segmentation], routed: Routed,
-                on_screen: dict[str, list[tuple[dict, np.ndarray]]], keep_points: bool) -> list[dict]:
+def page_answer(regions: list[dict], covered: list[Segmentation], parents: list[int], applied: list[Applied],
+                routed: Routed, on_screen: dict[str, list[tuple[dict, np.ndarray]]], keep_points: bool) -> list[dict]:
     """The interactive answer's regions for the page.
 
-    regions: the mask regions (brush or polygon), each with the segmentation of what it covers in ``segmentations``.
+    regions: the mask regions (brush or polygon); ``covered[i]`` is the segmentation of what region i
+    covers, ``applied[parents[i]]`` the policy output it is (a part of).
     routed: the prompts the segmentations answer, with the regions that made them.
-    on_screen: label -> (region, bool mask (H, W)) of the masks already on screen that may merge.
+    on_screen: label -> (region, bool mask (H, W)) of the masks already on screen that may merge, in
+    the order ``PolicySet.apply`` got them as ``existing``.
     """
     answer = []
-    for region, segmentation in zip(regions, segmentations):
-        replaced = absorbed(segmentation.mask, on_screen.get(segmentation.label, []))
+    handed: set[tuple[str, int]] = set()  # (label, index on screen) already replaced by a region
+    for region, part, parent in zip(regions, covered, parents):
+        label = applied[parent].segmentation.label
+        screen = on_screen.get(label, [])
+        replaced = []
+        for index in applied[parent].absorbed:
+            if (label, index) not in handed and np.logical_and(part.mask, screen[index][1]).any():
+                handed.add((label, index))
+                replaced.append(screen[index][0])
         kept = next((other for other in replaced if other.get("from_name") == region["from_name"]), None)
         answer.append({**region, "id": kept["id"]} if kept else region)
         answer += [echo_region(other, remove=True) for other in replaced if other is not kept]

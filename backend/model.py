@@ -292,7 +292,7 @@ class SegmentationModel:
                 segmentations.append(self._segment(image, prompt, project.segmenters))
             except (RoutingError, PromptError) as exc:
                 skipped.append(f"skipped a {prompt.kind.value} prompt: {exc}")
-        entry, _ = self._entry(project.policies.apply(segmentations), routed, project)
+        entry, _, _ = self._entry([a.segmentation for a in project.policies.apply(segmentations)], routed, project)
         return BatchPrediction(entry if entry["result"] else None, skipped)
 
     def _interactive(self, task: dict, context: dict, project: ProjectContext) -> dict:
@@ -315,9 +315,9 @@ class SegmentationModel:
                 raise RequestError(str(exc), 422) from None
         on_screen = self._masks_on_screen(task, regions, config, policies, image.width, image.height)
         screen_masks = {label: [mask for _, mask in pairs] for label, pairs in on_screen.items()}
-        merged = policies.apply(segmentations, screen_masks)
-        entry, covered = self._entry(merged, routed, project)
-        entry["result"] = page_answer(entry["result"], covered, routed, on_screen, project.keep_points)
+        applied = policies.apply(segmentations, screen_masks)
+        entry, covered, parents = self._entry([a.segmentation for a in applied], routed, project)
+        entry["result"] = page_answer(entry["result"], covered, parents, applied, routed, on_screen, project.keep_points)
         return entry
 
     def _check_prompt_count(self, regions: list[dict], config: LabelingConfig) -> None:
@@ -381,14 +381,16 @@ class SegmentationModel:
         return masks
 
     def _entry(self, segmentations: list[Segmentation], routed: Routed,
-               project: ProjectContext) -> tuple[dict, list[Segmentation]]:
-        """The task's entry for finished segmentations, and for each of its regions the segmentation
-        of what the region covers (a polygon covers one part of its mask, holes filled)."""
+               project: ProjectContext) -> tuple[dict, list[Segmentation], list[int]]:
+        """The task's entry for finished segmentations; for each of its regions the segmentation of
+        what the region covers (a polygon covers one part of its mask, holes filled), and the index of
+        the segmentation it comes from."""
         for note in routed.pending:
             log.info("pending: %s", note)
-        regions = [pair for s in segmentations
-                   for pair in project.output.regions(s, project.config, routed.image_rotation)]
-        return task_entry([region for region, _ in regions], project.version), [covered for _, covered in regions]
+        regions = [(region, covered, parent) for parent, s in enumerate(segmentations)
+                   for region, covered in project.output.regions(s, project.config, routed.image_rotation)]
+        return (task_entry([region for region, _, _ in regions], project.version),
+                [covered for _, covered, _ in regions], [parent for _, _, parent in regions])
 
     # -- fit ------------------------------------------------------------------------------------
 

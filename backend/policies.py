@@ -216,6 +216,16 @@ def parse_policies(extra_params: dict | None, source: str = "extra params") -> d
     return section
 
 
+@dataclass(frozen=True)
+class Applied:
+    """One mask ``PolicySet.apply`` gives back, and which of the masks already in the task it took
+    in: ``absorbed`` indexes ``existing[segmentation.label]``. That is the one decision of what a
+    merge replaces; the labeling page removes exactly those regions (``backend.labeling_page``)."""
+
+    segmentation: Segmentation
+    absorbed: tuple[int, ...] = ()
+
+
 class PolicySet:
     """The policies of one project, from the server default and the project's extra params."""
 
@@ -234,26 +244,26 @@ class PolicySet:
         return LabelPolicy(**{**self._entries.get(WILDCARD, {}), **self._entries.get(label, {})})
 
     def apply(self, segmentations: list[Segmentation],
-              existing: dict[str, list[np.ndarray]] | None = None) -> list[Segmentation]:
+              existing: dict[str, list[np.ndarray]] | None = None) -> list[Applied]:
         """Cleans each mask, then merges overlapping masks of labels with ``merge_overlapping``,
         among themselves and with ``existing`` masks (label -> bool masks already in the task, which
-        are not returned themselves). A merged region keeps the lowest score of its new members.
-        Empty masks are dropped."""
+        are not returned themselves, but named in ``Applied.absorbed`` when a merge took them in). A
+        merged region keeps the lowest score of its new members. Empty masks are dropped."""
         cleaned = [replace(s, mask=self.for_label(s.label).clean(s.mask)) for s in segmentations]
-        result: list[Segmentation] = []
+        result: list[Applied] = []
         merged_labels: set[str] = set()
         for seg in cleaned:
             policy = self.for_label(seg.label)
             if not policy.merge_overlapping:
-                result.append(seg)
+                result.append(Applied(seg))
             elif seg.label not in merged_labels:
                 merged_labels.add(seg.label)
                 result += self._merge_label(seg.label, cleaned, (existing or {}).get(seg.label, []), policy)
-        return [s for s in result if s.mask.any()]
+        return [a for a in result if a.segmentation.mask.any()]
 
     @staticmethod
     def _merge_label(label: str, cleaned: list[Segmentation], existing: list[np.ndarray],
-                     policy: LabelPolicy) -> list[Segmentation]:
+                     policy: LabelPolicy) -> list[Applied]:
         new = [s for s in cleaned if s.label == label]
         masks = [s.mask for s in new] + [m.astype(bool) for m in existing]
         merged = []
@@ -262,9 +272,10 @@ class PolicySet:
             if not members:
                 continue  # only existing masks: already on screen
             if len(group) == 1:
-                merged.append(members[0])
+                merged.append(Applied(members[0]))
                 continue
             union = np.logical_or.reduce([masks[i] for i in group])
-            merged.append(replace(members[0], mask=policy.clean(union), score=min(s.score for s in members),
-                                  model="+".join(dict.fromkeys(s.model for s in members))))
+            absorbed = tuple(sorted(i - len(new) for i in group if i >= len(new)))
+            merged.append(Applied(replace(members[0], mask=policy.clean(union), score=min(s.score for s in members),
+                                          model="+".join(dict.fromkeys(s.model for s in members))), absorbed))
         return merged

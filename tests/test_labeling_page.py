@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend.labeling import LabelingConfig
-from backend.labeling_page import absorbed, echo_region, finished_point_echoes, keeps_points, without_kept_points
+from backend.labeling_page import echo_region, finished_point_echoes, keeps_points, page_answer, without_kept_points
 from backend.protocol import mask_from_region, region_from_mask
 from backend.routing import prompts_from_regions
 from segmentation_fakes import CONFIG, H, W, box_mask, extreme_points, keypoint, make_app, predict_body, \
@@ -62,10 +62,20 @@ def test_kept_points_are_not_prompts_again():
     assert without_kept_points(kept + new) == new
 
 
-def test_a_mask_on_screen_is_absorbed_when_mostly_inside_the_merged_mask():
-    merged = box_mask(50, 20, 160, 70)
-    inside, touching = ({"id": "a"}, box_mask(100, 20, 160, 70)), ({"id": "b"}, box_mask(155, 20, 195, 70))
-    assert absorbed(merged, [inside, touching]) == [{"id": "a"}]
+def test_the_page_replaces_exactly_what_the_policy_absorbed():
+    """A screen mask the policy did not absorb stays, even when the merged mask covers most of it;
+    an absorbed one goes, to the part (region) of the merged mask that overlaps it."""
+    from backend.policies import Applied
+    from backend.prompts import Segmentation
+    from backend.routing import Routed
+
+    merged = Segmentation(mask=box_mask(50, 20, 160, 70), score=1.0, label="Car", model="m")
+    left = ({"id": "a", "from_name": "mask"}, box_mask(100, 20, 160, 70))
+    inside = ({"id": "b", "from_name": "mask"}, box_mask(60, 30, 70, 40))
+    region = {"id": "new", "from_name": "mask", "type": "brushlabels"}
+    answer = page_answer([region], [merged], [0], [Applied(merged, absorbed=(0,))], Routed(),
+                         {"Car": [left, inside]}, keep_points=False)
+    assert answer == [{**region, "id": "a"}]  # takes left's place; "b" was not absorbed: not deleted
 
 
 def test_keeping_points_is_the_last_source_that_says_so():

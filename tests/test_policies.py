@@ -98,22 +98,26 @@ def square(y0, x0, size=10, shape=(40, 40)):
 
 def test_merge_overlapping_instances_of_a_label_only():
     policies = PolicySet(parse_policies({"policies": {"Car": {"merge_overlapping": True}}}))
-    result = policies.apply([seg(square(0, 0), score=0.9), seg(square(5, 5), score=0.6), seg(square(30, 30)),
-                             seg(square(0, 0), "Dog"), seg(square(5, 5), "Dog")])
+    result = [a.segmentation for a in policies.apply([seg(square(0, 0), score=0.9), seg(square(5, 5), score=0.6),
+                                                      seg(square(30, 30)), seg(square(0, 0), "Dog"),
+                                                      seg(square(5, 5), "Dog")])]
     assert [(s.label, int(s.mask.sum())) for s in result] == [("Car", 175), ("Car", 100), ("Dog", 100), ("Dog", 100)]
     assert result[0].score == 0.6
 
 
-def test_merge_with_existing_masks_returns_the_union_and_not_the_existing_mask():
+def test_merge_with_existing_masks_returns_the_union_and_names_what_it_absorbed():
     policies = PolicySet(parse_policies({"policies": {"*": {"merge_overlapping": True}}}))
-    existing = {"Car": [square(5, 5), square(30, 30)]}
+    existing = {"Car": [square(30, 30), square(5, 5), square(8, 8)]}
     [merged] = policies.apply([seg(square(0, 0))], existing)
-    assert merged.mask.sum() == 175 and merged.mask[14, 14]
+    assert merged.segmentation.mask.sum() == np.logical_or.reduce([square(0, 0), square(5, 5), square(8, 8)]).sum()
+    assert merged.absorbed == (1, 2)  # the square at (30, 30) touches nothing and stays as it is
+    [alone] = policies.apply([seg(square(20, 0))], existing)
+    assert alone.absorbed == ()
 
 
 def test_empty_masks_are_dropped():
     policies = PolicySet()
-    assert policies.apply([seg(np.zeros((5, 5), bool)), seg(np.ones((5, 5), bool))])[0].mask.all()
+    assert policies.apply([seg(np.zeros((5, 5), bool)), seg(np.ones((5, 5), bool))])[0].segmentation.mask.all()
 
 
 def test_label_entry_overrides_the_wildcard_and_project_overrides_default_key_by_key():
