@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from skimage.draw import polygon as fill_polygon
 
 _SQUARE = np.ones((3, 3), np.uint8)
+# A polygon whose edges cross more pixel rows than this in all is refused by ``polygon_mask``
+# (about 40 bytes of work arrays each): a traced outline crosses a row a few dozen times at most,
+# while a zigzag of many tall edges, e.g. from a crafted request, would cost gigabytes.
+MAX_ROW_CROSSINGS = 4_000_000
 
 
 def mask_polygons(mask: np.ndarray, tolerance_px: float) -> list[np.ndarray]:
@@ -66,9 +69,35 @@ def _simplify(contour: np.ndarray, epsilon: float) -> np.ndarray:
 
 def polygon_mask(points: np.ndarray, width: int, height: int) -> np.ndarray:
     """The bool mask (height, width) of the pixels whose centres lie inside the polygon ``points``
-    (N, 2) of (x, y) vertices in the frame above."""
+    (N, 2) of (x, y) vertices in the frame above, by the nonzero winding rule (the rule of the
+    browser canvas Label Studio draws polygons on). A scanline fill in whole-array numpy: time
+    grows with the image and the number of edge crossings, not with area times vertices.
+    Raises ValueError beyond ``MAX_ROW_CROSSINGS``."""
     points = np.asarray(points, np.float64).reshape(-1, 2)
-    rows, cols = fill_polygon(points[:, 1] - 0.5, points[:, 0] - 0.5, shape=(height, width))
-    mask = np.zeros((height, width), bool)
-    mask[rows, cols] = True
-    return mask
+    x0, y0 = points[:, 0], points[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    # Edge e crosses the centre lines y = row + 0.5 of rows first[e] <= row < last[e] (half-open,
+    # so a vertex on a centre line counts once and horizontal edges never).
+    first = np.clip(np.ceil(np.minimum(y0, y1) - 0.5), 0, height).astype(np.int64)
+    last = np.clip(np.ceil(np.maximum(y0, y1) - 0.5), 0, height).astype(np.int64)
+    counts = np.maximum(last - first, 0)
+    if counts.sum() > MAX_ROW_CROSSINGS:
+        raise ValueError(f"the polygon's {len(points)} edges cross pixel rows {counts.sum()} times, more than "
+                         f"{MAX_ROW_CROSSINGS}: too complex to rasterise")
+    edge = np.repeat(np.arange(len(points)), counts)
+    rows = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts - first, counts)
+    t = (rows + 0.5 - y0[edge]) / (y1[edge] - y0[edge])
+    xs = x0[edge] + t * (x1[edge] - x0[edge])
+    direction = np.where(y1[edge] > y0[edge], 1, -1)
+    order = np.lexsort((xs, rows))
+    rows, xs, direction = rows[order], xs[order], direction[order]
+    # Every row's crossings sum to zero winding, so one running sum serves all rows; the span after
+    # crossing i (up to crossing i + 1, same row) is inside when the winding there is not zero.
+    inside = np.flatnonzero(np.cumsum(direction)[:-1] != 0)
+    starts = np.clip(np.ceil(xs[inside] - 0.5), 0, width).astype(np.int64)
+    ends = np.clip(np.ceil(xs[inside + 1] - 0.5), 0, width).astype(np.int64)
+    # Spans do not overlap, so the running sum of +1 at a span's start and -1 at its end is 0 or 1.
+    marks = np.zeros((height, width + 1), np.int8)
+    np.add.at(marks, (rows[inside], starts), 1)
+    np.add.at(marks, (rows[inside], ends), -1)
+    return np.cumsum(marks, axis=1, dtype=np.int8)[:, :width] > 0

@@ -152,7 +152,10 @@ def mask_from_region(region: dict, width: int, height: int) -> np.ndarray:
     """
     value = region.get("value") or {}
     if region.get("type") == "polygonlabels":
-        return polygon_mask(polygon_px(value, width, height), width, height)
+        try:
+            return polygon_mask(polygon_px(value, width, height), width, height)
+        except ValueError as exc:  # too complex
+            raise RegionError(f"polygon region: {exc}") from None
     rle = value.get("rle")
     if value.get("format", "rle") != "rle" or not isinstance(rle, list) or len(rle) < 4:
         raise RegionError("brush region has no RLE mask")

@@ -141,9 +141,38 @@ def test_objects_at_the_image_border_reach_it_exactly():
     assert iou(polygon_mask(polygon, W, H), corner) >= 0.97
 
 
+def test_a_polygon_crossing_too_many_rows_is_refused():
+    zigzag = np.array([(x, 0 if x % 2 else 10_000) for x in range(1000)], float)  # 999 edges x 10000 rows
+    with pytest.raises(ValueError, match="too complex"):
+        polygon_mask(zigzag, 1000, 10_000)
+
+
 def test_empty_mask_and_bad_input():
     assert mask_polygons(np.zeros((H, W), bool), 1.0) == []
     with pytest.raises(ValueError, match="2-D"):
         mask_polygons(np.zeros((2, H, W), bool), 1.0)
     with pytest.raises(ValueError, match=">= 0"):
         mask_polygons(np.ones((H, W), bool), -1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rasterising_matches_a_pixel_centre_point_in_polygon_test(seed):
+    """Against skimage's polygon fill (pixel centres inside, even-odd) on simple polygons with
+    vertices anywhere, some outside the image."""
+    from skimage.draw import polygon as reference_fill
+
+    rng = np.random.default_rng(seed)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 40))
+    radii = rng.uniform(20, 200, 40)
+    points = np.stack([160 + radii * np.cos(angles), 120 + radii * np.sin(angles)], axis=1)
+    rows, cols = reference_fill(points[:, 1] - 0.5, points[:, 0] - 0.5, shape=(H, W))
+    expected = np.zeros((H, W), bool)
+    expected[rows, cols] = True
+    assert np.array_equal(polygon_mask(points, W, H), expected)
+
+
+def test_a_self_crossing_polygon_fills_by_the_nonzero_rule_as_the_canvas_does():
+    star = [(160 + 100 * np.sin(a), 120 - 100 * np.cos(a)) for a in np.arange(5) * 4 * np.pi / 5]  # a pentagram
+    mask = polygon_mask(np.array(star), W, H)
+    assert mask[120, 160]  # the inner pentagon, wound twice: inside (even-odd would leave it empty)
+    assert not polygon_mask(np.array([(0, 0), (10, 0), (10, 10)]), W, H)[9, 0]

@@ -133,3 +133,9 @@ def _box(x0, y0, x1, y1):
     mask = np.zeros((H, W), bool)
     mask[y0:y1, x0:x1] = True
     return mask
+
+
+def test_a_polygon_too_complex_to_rasterise_is_a_region_error():
+    zigzag = [[x / 500, 0 if x % 2 else 100] for x in range(50_000)]  # 50000 edges, each across all 100 rows
+    with pytest.raises(RegionError, match="too complex"):
+        mask_from_region({"type": "polygonlabels", "value": {"points": zigzag}}, W, H)
