@@ -3,7 +3,8 @@
 ``predict`` answers both Label Studio calls:
 
 - **interactive** (``params.context`` present): the smart-tool regions in the context are the
-  prompts; the answer is one entry whose ``result`` holds a brush region per prompt. Pending point
+  prompts; the answer is one entry whose ``result`` holds a mask region per prompt (a brush mask,
+  or a polygon per part of the mask: ``backend.mask_output``). Pending point
   groups (1-3 extreme points, only negative clicks) get no mask and no error. Unusable prompts
   (unknown label, outside the image, zero-area box) or a missing segmenter fail the request
   (``RequestError``, 422) with a message saying which. A context ``{"event": "prewarm"}`` (newer
@@ -21,7 +22,7 @@
   it too, so a job's masks are exactly what "Retrieve predictions" would store.
 
 Interactive merging (policy ``merge_overlapping``) joins a new mask with the masks already on the
-annotator's screen that Label Studio tells the backend about: brush regions in the context and in
+annotator's screen that Label Studio tells the backend about: brush and polygon regions in the context and in
 the annotator's latest draft of the task (Label Studio autosaves drafts and sends only the
 requesting user's). Submitted annotations are not used, since the request does not say which one
 is open. The merged mask comes back with the id of the region it absorbed, so the page replaces

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage
 from labeling_page import LabelingPage
 from ls_project import Project, iou
 from ls_server import PASSWORD, USERNAME
+from outputs import SCREENSHOTS
 from scenes import synthetic_objects
-from test_browser_flows import KEEP_LABEL, MIN_IOU, PROMPT_TYPES, SCREENSHOTS, draw_extreme_points
+from scipy import ndimage
+from test_browser_flows import KEEP_LABEL, MIN_IOU, PROMPT_TYPES, draw_extreme_points
 
 from backend.polygons import polygon_mask
 
