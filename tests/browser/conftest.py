@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from labeling_page import LabelingPage
+from ls_server import PASSWORD, USERNAME
 from outputs import CLICK_TO_MASK_FILE
 
 _click_to_mask: dict[str, float] = {}  # flow -> seconds, this run
@@ -50,6 +52,23 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         )
         yield context
         context.close()
+
+
+@pytest.fixture(scope="session")
+def open_labeling_page(chromium, label_studio) -> Iterator[Callable[[str], LabelingPage]]:
+    """Opens a new page, logged in, for a labeling config: ``open_labeling_page(config)``; the
+    pages close at the end of the session."""
+    pages = []
+
+    def open_page(label_config: str) -> LabelingPage:
+        pages.append(chromium.new_page())
+        labeling = LabelingPage(pages[-1], label_studio.url, label_config)
+        labeling.login(USERNAME, PASSWORD)
+        return labeling
+
+    yield open_page
+    for page in pages:
+        page.close()
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from labeling_page import LabelingPage
 from ls_project import Project, decoded_mask, iou, regions_by_id
-from ls_server import PASSWORD, USERNAME
 from outputs import SCREENSHOTS
 from scenes import SceneObject, overlapping_pair, synthetic_objects
 
@@ -46,12 +45,8 @@ def scene(project):
 
 
 @pytest.fixture(scope="module")
-def labeling(chromium, label_studio) -> LabelingPage:
-    page = chromium.new_page()
-    labeling = LabelingPage(page, label_studio.url, LABEL_CONFIG)
-    labeling.login(USERNAME, PASSWORD)
-    yield labeling
-    page.close()
+def labeling(open_labeling_page) -> LabelingPage:
+    return open_labeling_page(LABEL_CONFIG)
 
 
 def open_fresh_task(labeling: LabelingPage, project: Project, image_url: str, auto_accept: bool) -> int:

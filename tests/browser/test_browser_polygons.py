@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from labeling_page import LabelingPage
 from ls_project import Project, iou
-from ls_server import PASSWORD, USERNAME
 from outputs import SCREENSHOTS
 from scenes import synthetic_objects
 from scipy import ndimage
-from test_browser_flows import KEEP_LABEL, MIN_IOU, PROMPT_TYPES, draw_extreme_points
+from test_browser_flows import MIN_IOU, PROMPT_TYPES, draw_extreme_points, open_fresh_task
 
 from backend.polygons import polygon_mask
 
@@ -29,12 +28,8 @@ VERTEX_SHIFT_PX = 12  # how far the annotator drags a vertex
 
 
 @pytest.fixture(scope="module")
-def labeling(chromium, label_studio) -> LabelingPage:
-    page = chromium.new_page()
-    labeling = LabelingPage(page, label_studio.url, LABEL_CONFIG)
-    labeling.login(USERNAME, PASSWORD)
-    yield labeling
-    page.close()
+def labeling(open_labeling_page) -> LabelingPage:
+    return open_labeling_page(LABEL_CONFIG)
 
 
 def pixels(region: dict) -> np.ndarray:
@@ -42,24 +37,11 @@ def pixels(region: dict) -> np.ndarray:
     return np.array(region["value"]["points"]) * (region["original_width"] / 100, region["original_height"] / 100)
 
 
-def vertex_off_the_handles(points: np.ndarray) -> int:
-    """The vertex farthest from the handles the selected polygon's transformer shows (corners and
-    edge midpoints of its box), so that dragging it moves the vertex, not the whole polygon."""
-    (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
-    handles = np.array([(x, y) for x in (x0, (x0 + x1) / 2, x1) for y in (y0, (y0 + y1) / 2, y1)])
-    distances = np.linalg.norm(points[:, None] - handles[None], axis=2).min(axis=1)
-    return int(np.argmax(distances))
-
-
 def test_extreme_points_give_a_polygon_the_annotator_can_edit(labeling, label_studio, backend):
     project = Project.create(label_studio.api, "polygon project", LABEL_CONFIG, backend)
     image, objects = synthetic_objects()
     obj = objects[0]
-    task = project.new_task(project.upload("synthetic.png", image))
-    labeling.open_task(project.id, task)
-    labeling.set_auto_annotation(True)
-    labeling.set_auto_accept(True)
-    labeling.set_setting(KEEP_LABEL, True)
+    open_fresh_task(labeling, project, project.upload("synthetic.png", image), auto_accept=True)
     labeling.choose("extreme_points", "Cat")
     draw_extreme_points(labeling, obj, auto_accept=True)
     labeling.wait_for_counts(polygons=1, points=0)
@@ -71,12 +53,11 @@ def test_extreme_points_give_a_polygon_the_annotator_can_edit(labeling, label_st
     labeling.screenshot(SCREENSHOTS / "extreme_points_polygon.png")
 
     # The annotator edits it: a click selects the polygon (and shows its vertices), then a vertex is
-    # dragged outwards. (The Move tool, V, would drag or scale the whole polygon instead.)
+    # dragged elsewhere. (The Move tool, V, would drag or scale the whole polygon instead.)
     labeling.click(*obj.inside_point)
     labeling.page.wait_for_function("() => window.Htx.annotationStore.selected.regions.some((r) => r.selected)")
-    index = vertex_off_the_handles(before)
-    outwards = before[index] - before.mean(axis=0)
-    moved = before[index] + VERTEX_SHIFT_PX * outwards / np.linalg.norm(outwards)
+    index = int(np.argmin(before[:, 0]))  # the left-most vertex, dragged further left
+    moved = before[index] - (VERTEX_SHIFT_PX, 0)
     labeling.drag(*before[index], *moved)
     result = project.annotation(labeling.submit())
 
