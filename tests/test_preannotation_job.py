@@ -218,3 +218,33 @@ def test_a_chunk_lost_too_often_records_its_tasks_as_failed_and_the_job_ends(set
     assert job.state == FINISHED and job.result[FAILED] == 2
     assert "stopped 3 times" in job.progress["errors"]["1"]
     assert JobTasks(jobs.layout, PROJECT_ID, job.id).complete()
+
+
+class TrainingArrivesAt(FakeLabelStudio):
+    """Someone's annotations queue a training job while the job reads task ``task_id``."""
+
+    def __init__(self, tasks, task_id, jobs):
+        super().__init__(tasks)
+        self.task_id, self.jobs, self.training = task_id, jobs, None
+
+    def task(self, task_id):
+        if task_id == self.task_id:
+            self.training = self.jobs.create(PROJECT_ID, "10 new annotations")
+        return super().task(task_id)
+
+
+def test_in_the_embedded_worker_a_queued_training_job_goes_first(settings, model):
+    from backend.active_learning.queue import EmbeddedExecutor
+
+    jobs = JobStore(Layout(settings.model_dir))
+    ls = TrainingArrivesAt([box_task(i) for i in range(1, 6)], task_id=2, jobs=jobs)
+    job = new_job(settings, scope="all")
+    run_preannotation_job(settings, job.id, model=model, tasks_api=ls, yield_to_training=True)
+    job = jobs.get(job.id)
+    assert job.state == QUEUED and job.progress["done"] == 2 and job.attempts == 0, "pauses after its chunk"
+    assert "training" in job.progress["message"]
+    assert EmbeddedExecutor(settings, jobs)._next_job().id == ls.training.id  # the older job waits
+    jobs.finish(ls.training.id, {})
+    run_preannotation_job(settings, job.id, model=model, tasks_api=ls, yield_to_training=True)
+    job = jobs.get(job.id)
+    assert job.state == FINISHED and job.result[PREDICTED] == 5 and job.attempts == 1

@@ -211,6 +211,18 @@ class JobStore:
             shutil.rmtree(self.layout.staging_dir(job.project, job.id), ignore_errors=True)
         return job
 
+    def pause(self, job_id: str, message: str) -> Job:
+        """Put a running resumable job back in the queue by choice (another job goes first); unlike
+        ``abandon`` this does not count as a failed attempt."""
+
+        def change(job: Job) -> None:
+            if job.state == RUNNING:
+                job.state, job.pid, job.host = QUEUED, None, None
+                job.attempts = max(0, job.attempts - 1)  # its next start is this attempt's continuation
+                job.progress = {**job.progress, "message": message}
+
+        return self.update(job_id, change)
+
     def abandon(self, job_id: str, reason: str) -> Job:
         """A job whose process ended (or is ending) without reporting a result: a pre-annotation job
         goes back to the queue to resume from its progress on disk, unless it has used up

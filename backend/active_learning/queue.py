@@ -17,7 +17,7 @@ import multiprocessing
 import signal
 from typing import Callable, Protocol
 
-from backend.active_learning.jobs import PREANNOTATE, QUEUED, RUNNING, Job, JobStore, outcome_summary
+from backend.active_learning.jobs import PREANNOTATE, QUEUED, RUNNING, TRAIN, Job, JobStore, outcome_summary
 from backend.active_learning.layout import Layout
 from backend.active_learning.training_job import run_training_job
 from backend.log_config import configure_logging
@@ -46,7 +46,7 @@ def run_job(settings, job_id: str) -> None:
     if JobStore(Layout(settings.model_dir)).get(job_id).type == PREANNOTATE:
         from backend.preannotation.job import run_preannotation_job
 
-        run_preannotation_job(settings, job_id)
+        run_preannotation_job(settings, job_id, yield_to_training=True)
     else:
         run_training_job(settings, job_id)
 
@@ -91,9 +91,14 @@ class EmbeddedExecutor:
         return self._current[1].pid if self._current is not None else None
 
     def _next_job(self) -> Job | None:
+        """The oldest queued training job, else the oldest queued other job, of a project with
+        nothing running. Training goes first: it takes minutes, a pre-annotation job may take hours
+        (and pauses between chunks for queued training, see ``backend.preannotation.job``)."""
         jobs = self._jobs.list()
         busy = {job.project for job in jobs if job.state == RUNNING}
-        return next((job for job in jobs if job.state == QUEUED and job.project not in busy), None)
+        ready = sorted((job for job in jobs if job.state == QUEUED and job.project not in busy),
+                       key=lambda job: job.type != TRAIN)
+        return ready[0] if ready else None
 
 
 def exit_description(exitcode: int | None) -> str:

@@ -21,7 +21,7 @@ import os
 import time
 from typing import Protocol
 
-from backend.active_learning.jobs import FINISHED, RUNNING, Job, JobStore
+from backend.active_learning.jobs import FINISHED, QUEUED, RUNNING, TRAIN, Job, JobStore
 from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import ProjectDataError
 from backend.active_learning.training_job import Heartbeat, Stopped, failures_recorded
@@ -196,11 +196,13 @@ def outdated_predictions(task: dict, context: ProjectContext) -> list[dict]:
 
 
 def run_preannotation_job(settings, job_id: str, model: SegmentationModel | None = None, tasks_api=None,
-                          progress: Progress | None = None) -> None:
+                          progress: Progress | None = None, yield_to_training: bool = False) -> None:
     """Work job ``job_id`` to its end in this process; the outcome goes to the job file, never raised.
 
     ``model``: None loads the serving model here with bounded threads (the embedded worker's
-    spawned process). SIGTERM (shutdown) puts the job back in the queue, to resume."""
+    spawned process). SIGTERM (shutdown) puts the job back in the queue, to resume. With
+    ``yield_to_training`` (the embedded worker, which runs one job at a time), the job pauses after
+    a chunk when a training job is queued, and resumes after it."""
     jobs = JobStore(Layout(settings.model_dir))
     job = jobs.mark_running(job_id, os.getpid())
     run = JobRun(settings, jobs, job, tasks_api, progress)
@@ -208,9 +210,13 @@ def run_preannotation_job(settings, job_id: str, model: SegmentationModel | None
         try:
             with Heartbeat(jobs, job_id):
                 chunks = run.plan()
-                if any(chunks):
-                    model = model or serving_model(settings, job_threads(settings))
                 for chunk in range(len(chunks)):
+                    if not run.tasks.pending(chunk):
+                        continue
+                    if yield_to_training and any(j.type == TRAIN and j.state == QUEUED for j in jobs.list()):
+                        jobs.pause(job_id, "paused for a queued training job; resumes after it")
+                        return
+                    model = model or serving_model(settings, job_threads(settings))
                     run.work(chunk, model)
                 run.finish_if_complete()
         except Stopped:
