@@ -176,3 +176,14 @@ def test_a_self_crossing_polygon_fills_by_the_nonzero_rule_as_the_canvas_does():
     mask = polygon_mask(np.array(star), W, H)
     assert mask[120, 160]  # the inner pentagon, wound twice: inside (even-odd would leave it empty)
     assert not polygon_mask(np.array([(0, 0), (10, 0), (10, 10)]), W, H)[9, 0]
+
+
+@pytest.mark.parametrize("name", ["disc r=20", "star (concave)", "blob"])
+def test_pycocotools_rasterises_the_polygons_to_the_same_pixels(name):
+    """The vertex frame is COCO's: a COCO export of the polygons (pixel coordinates) decodes to the mask."""
+    from pycocotools import mask as coco_mask
+
+    mask = SOLID_SHAPES[name]
+    [polygon] = mask_polygons(mask, 0)
+    decoded = coco_mask.decode(coco_mask.frPyObjects([polygon.reshape(-1).tolist()], H, W))[:, :, 0] > 0
+    assert np.array_equal(decoded, mask)
