@@ -23,15 +23,16 @@ import io
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 import requests
 import urllib3
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from backend.deadline_http import DeadlineSession
 from backend.ls_auth import PAT_HINT, LabelStudioAuth, LabelStudioAuthError, NoCredentials
+from backend.pixels import natural_rgb
+from backend.prompts import LoadedImage
 from backend.settings import Settings
 from backend.urls import UrlError, install_log_redaction, origin, parse_http_url, redact
 
@@ -85,26 +86,6 @@ class ImageFetchError(ImageError):
 
 class ImageBusy(ImageError):
     """``IMAGE_DOWNLOADS`` downloads are already running in this process; try again."""
-
-
-@dataclass(frozen=True, eq=False)
-class LoadedImage:
-    """A decoded natural image.
-
-    array: (H, W, 3) uint8 RGB, EXIF orientation applied; read-only because the cache shares it.
-    key: a stable id of the image content (sha1 of the downloaded bytes), for caching embeddings.
-    """
-
-    array: np.ndarray
-    key: str
-
-    @property
-    def height(self) -> int:
-        return int(self.array.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.array.shape[1])
 
 
 class _ByteBoundedCache:
@@ -403,23 +384,8 @@ def _decode(data: bytes, max_pixels: int) -> LoadedImage:
     if width * height > max_pixels:
         raise ImageTooLarge(f"the image is {width}x{height} pixels, over the limit of {max_pixels} (IMAGE_MAX_PIXELS)")
     try:
-        array = _rgb_uint8(ImageOps.exif_transpose(image))
+        array = natural_rgb(image)
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, struct.error, …) on corrupt data
         raise NotAnImage(f"the {image.format or 'image'} data is corrupt or truncated ({type(exc).__name__})") from None
     array.flags.writeable = False
     return LoadedImage(array=array, key=hashlib.sha1(data).hexdigest())
-
-
-def _rgb_uint8(image: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of any Pillow mode. Alpha is dropped; 16-bit keeps the high byte;
-    32-bit int/float images (which browsers cannot show either) are stretched min..max to 0..255."""
-    if image.mode.startswith("I;16"):
-        gray = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
-    elif image.mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        gray = ((values - low) * scale).round().astype(np.uint8)
-    else:
-        return np.array(image.convert("RGB"), dtype=np.uint8)
-    return np.repeat(gray[:, :, None], 3, axis=2)

@@ -1,4 +1,5 @@
-"""Prompt and segmentation value types shared by routing, segmenters and policies.
+"""The value types shared by serving, training and evaluation: the image a segmenter works on
+(``LoadedImage``), the prompt, and the segmentation that answers it.
 
 Coordinate frame everywhere inside the backend: pixels of the *natural* image, i.e. after
 EXIF transpose, with x to the right and y down, (0, 0) the top-left corner of the top-left
@@ -18,6 +19,26 @@ class PromptKind(str, Enum):
     BOX = "box"  # a rectangle, optionally with clicks inside -> SAM (or custom model box mode)
     POINTS = "points"  # positive/negative clicks -> SAM
     EXTREME = "extreme"  # exactly 4 positive extreme points -> custom model
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """A decoded natural image (``backend.pixels`` makes one from any file or download).
+
+    array: (H, W, 3) uint8 RGB, EXIF orientation applied; read-only where a cache shares it.
+    key: a stable id of the image content (e.g. the sha1 of its bytes), for caching embeddings.
+    """
+
+    array: np.ndarray
+    key: str
+
+    @property
+    def height(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.array.shape[1])
 
 
 class PromptError(ValueError):

@@ -28,10 +28,9 @@ from scipy.ndimage import binary_fill_holes
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 
-from backend.images import LoadedImage  # noqa: E402
+from backend.prompts import LoadedImage, Prompt, PromptKind  # noqa: E402
 from backend.mask_output import DEFAULT_TOLERANCE_PX  # noqa: E402
 from backend.polygons import mask_polygons, polygon_mask  # noqa: E402
-from backend.prompts import Prompt, PromptKind  # noqa: E402
 from backend.training.mask_prompts import extreme_points  # noqa: E402
 from backend.training.synthetic import generate_scene  # noqa: E402
 from backend.training.validation import iou  # noqa: E402

@@ -40,8 +40,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from backend.images import LoadedImage  # noqa: E402
-from backend.prompts import Prompt, PromptKind  # noqa: E402
+from backend.prompts import LoadedImage, Prompt, PromptKind  # noqa: E402
 from backend.segmenters.embedding_cache import EmbeddingCache  # noqa: E402
 from backend.segmenters.sam import MODEL_TYPES, SAM1_TYPES, SamSegmenter, adapter_for  # noqa: E402
 

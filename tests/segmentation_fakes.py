@@ -11,8 +11,8 @@ import numpy as np
 
 from backend.app import create_app
 from backend.event_log import JsonlEventLog
-from backend.images import ImageNotFound, LoadedImage
-from backend.prompts import Prompt, Segmentation
+from backend.images import ImageNotFound
+from backend.prompts import LoadedImage, Prompt, Segmentation
 from backend.segmenter_set import SegmenterSet
 from backend.settings import Settings
 

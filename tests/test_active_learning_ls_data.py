@@ -11,7 +11,8 @@ from label_studio_sdk.converter.brush import mask2rle
 
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError, crop_sample
 from backend.active_learning.split import NotEnoughTasks, split_tasks
-from backend.images import ImageNotFound, LoadedImage
+from backend.images import ImageNotFound
+from backend.prompts import LoadedImage
 from backend.settings import Settings
 
 CONFIG = """<View><Image name="image" value="$image"/>

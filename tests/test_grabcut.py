@@ -5,8 +5,7 @@ import pytest
 
 from backend.segmenters.grabcut import GrabCutSegmenter
 from backend.training.validation import iou
-from backend.images import LoadedImage
-from backend.prompts import Prompt, PromptKind
+from backend.prompts import LoadedImage, Prompt, PromptKind
 
 
 def scene(height=90, width=120, rows=(30, 60), cols=(40, 90), seed=0):

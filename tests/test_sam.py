@@ -10,8 +10,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from backend.images import LoadedImage
-from backend.prompts import Prompt, PromptKind
+from backend.prompts import LoadedImage, Prompt, PromptKind
 from backend.segmenters.embedding_cache import EmbeddingCache
 from backend.segmenters.sam import SamSegmenter, SegmentAnything
 

@@ -15,8 +15,7 @@ import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from backend.embeddings import codec
-from backend.images import LoadedImage
-from backend.prompts import PromptKind
+from backend.prompts import LoadedImage, PromptKind
 from backend.segmenter_set import SegmenterSet
 from backend.segmenters.embedding_cache import EmbeddingCache
 from backend.segmenters.sam import SamSegmenter

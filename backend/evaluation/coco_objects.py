@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from backend.images import LoadedImage
+from backend.pixels import read_image, rgb_uint8
+from backend.prompts import LoadedImage
 
 
 @dataclass(frozen=True)
@@ -102,15 +103,15 @@ class CocoObjects:
         path = self.image_dir / info["file_name"]
         if not path.is_file():
             raise FileNotFoundError(f"image {image_id} not found: {path}")
-        with Image.open(path) as opened:
+        image = read_image(path)
+        if (image.width, image.height) != (info["width"], info["height"]):
             # Natural (EXIF-rotated) pixels as in the backend; COCO's own annotations may follow
             # the stored pixels instead, which the size then tells.
-            picture = ImageOps.exif_transpose(opened).convert("RGB")
-            if picture.size != (info["width"], info["height"]):
-                picture = opened.convert("RGB")
-        if picture.size != (info["width"], info["height"]):
+            with Image.open(path) as opened:
+                image = LoadedImage(rgb_uint8(opened), key=image.key)
+        if (image.width, image.height) != (info["width"], info["height"]):
             raise ValueError(
-                f"image {path} is {picture.size[0]}x{picture.size[1]} but the annotations say "
+                f"image {path} is {image.width}x{image.height} but the annotations say "
                 f"{info['width']}x{info['height']}"
             )
-        return LoadedImage(array=np.asarray(picture), key=f"file:{path.resolve()}")
+        return image

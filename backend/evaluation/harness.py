@@ -13,8 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backend.evaluation.coco_objects import EvalImage, EvalObject
-from backend.images import LoadedImage
-from backend.prompts import Prompt, PromptKind, Segmentation
+from backend.prompts import LoadedImage, Prompt, PromptKind, Segmentation
 from backend.training.mask_prompts import extreme_points, mask_box
 from backend.training.validation import iou
 

@@ -7,8 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from backend.images import LoadedImage
-from backend.prompts import Prompt, PromptError, PromptKind, Segmentation
+from backend.prompts import LoadedImage, Prompt, PromptError, PromptKind, Segmentation
 from backend.segmenters.extreme import prompt_geometry
 
 

@@ -28,8 +28,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from backend.images import LoadedImage
-from backend.prompts import Prompt, PromptError, PromptKind, Segmentation
+from backend.prompts import LoadedImage, Prompt, PromptError, PromptKind, Segmentation
 from backend.sam_checkpoints import CHECKPOINTS
 from backend.segmenters import sam21
 from backend.segmenters.embedding_cache import EmbeddingCache

@@ -14,22 +14,12 @@ from urllib.parse import unquote, urlparse
 import cv2
 import numpy as np
 
+from backend.pixels import read_image
 from backend.protocol import RegionError, mask_from_region
 from backend.training.synthetic import generate_scene
 
 Sample = tuple[np.ndarray, np.ndarray]
 MIN_MASK_PIXELS = 16
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB pixels of an image file (EXIF orientation applied, as browsers do)."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from None
 
 
 class _OneImageCache:
@@ -54,7 +44,7 @@ class CocoSamples(Sequence):
         self._image_dir = Path(image_dir)
         annotations = self._coco.loadAnns(self._coco.getAnnIds(iscrowd=False))
         self._annotations = [a for a in annotations if a.get("area", min_pixels) >= min_pixels]
-        self._images = _OneImageCache(lambda name: read_rgb(self._image_dir / name))
+        self._images = _OneImageCache(lambda name: read_image(self._image_dir / name).array)
 
     def __len__(self) -> int:
         return len(self._annotations)
@@ -94,7 +84,7 @@ class LabelStudioSamples(Sequence):
         if load_image is None:
             if image_dir is None:
                 raise ValueError("LabelStudioSamples needs image_dir or load_image")
-            load_image = lambda url: read_rgb(Path(image_dir) / Path(unquote(urlparse(url).path)).name)  # noqa: E731
+            load_image = lambda url: read_image(Path(image_dir) / Path(unquote(urlparse(url).path)).name).array  # noqa: E731
         self._images = _OneImageCache(load_image)
 
     def __len__(self) -> int:
