@@ -16,7 +16,9 @@ from collections.abc import Callable
 
 import requests
 
+from backend.deadline_http import DeadlineSession
 from backend.ls_auth import PAT_HINT, LabelStudioAuth, LabelStudioAuthError
+from backend.urls import redact
 
 OK = "ok"
 NOT_CONFIGURED = "not configured"
@@ -66,11 +68,14 @@ class LabelStudioCheck:
             return f"error: LABEL_STUDIO_API_KEY is not set; {PAT_HINT}"
         url = self.url + WHOAMI_PATH
         try:
-            response = requests.get(url, headers=self._auth.headers_for(url), timeout=self._timeout_s)
+            # Not redirected, with the token decided on the URL as sent (backend.ls_auth), in one deadline.
+            with DeadlineSession(self._timeout_s) as session:
+                response = session.request("GET", url, auth=self._auth)
+                response.content
         except LabelStudioAuthError as exc:
             return f"error: {exc}"
         except requests.RequestException as exc:
-            return (f"error: Label Studio at {self.url} is unreachable ({type(exc).__name__}); check that "
+            return (f"error: Label Studio at {redact(self.url)} is unreachable ({type(exc).__name__}); check that "
                     "LABEL_STUDIO_URL is the address the backend reaches Label Studio at")
         if response.status_code in (401, 403):
             if self._auth.uses_legacy_token:
@@ -78,7 +83,7 @@ class LabelStudioCheck:
                         f"a legacy token (HTTP {response.status_code}); {PAT_HINT}")
             return f"error: Label Studio refused the access token (HTTP {response.status_code} on {WHOAMI_PATH}); {PAT_HINT}"
         if response.status_code != 200 or not _is_json_object(response):
-            return (f"error: {self.url}{WHOAMI_PATH} answered HTTP {response.status_code}, not Label Studio's "
+            return (f"error: {redact(self.url)}{WHOAMI_PATH} answered HTTP {response.status_code}, not Label Studio's "
                     "current user: check LABEL_STUDIO_URL")
         return OK
 

@@ -108,3 +108,12 @@ def test_health_answers_at_once_while_label_studio_hangs(tmp_path, requests_mock
 def test_health_reports_not_configured_without_label_studio_url(tmp_path):
     app, _, _ = make_app(tmp_path)
     assert app.test_client().get("/health").get_json()["label_studio"] == NOT_CONFIGURED
+
+
+def test_a_redirect_is_not_followed_with_the_token(requests_mock):
+    requests_mock.get(WHOAMI, status_code=302, headers={"Location": "http://elsewhere.example/whoami"})
+    requests_mock.get("http://elsewhere.example/whoami", json={"id": 1})
+    legacy = "0123456789abcdef0123456789abcdef01234567"
+    answer = check_for(api_key=legacy).check()
+    assert "answered HTTP 302" in answer and legacy not in answer
+    assert [r.url for r in requests_mock.request_history] == [WHOAMI]
