@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from backend.evaluation import evaluate as evaluate_command
-from backend.evaluation.coco_objects import CocoObjects
+from backend.coco import CocoObjects
 from backend.segmenters.grabcut import GrabCutSegmenter
 from backend.evaluation.harness import METHODS, evaluate
 from backend.evaluation.report import ALL, summarize

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from backend.evaluation.coco_objects import EvalObject
+from backend.coco import EvalObject
 from backend.evaluation.harness import loose_box, object_prompts
 from backend.prompts import PromptKind
 

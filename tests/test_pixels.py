@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.evaluation.coco_objects import CocoObjects
+from backend.coco import CocoObjects
 from backend.images import ImageLoader
 from backend.pixels import read_image
 from backend.settings import Settings

@@ -16,7 +16,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from backend.evaluation.coco_objects import CocoObjects
+from backend.coco import CocoObjects
 from backend.segmenters.grabcut import GrabCutSegmenter
 from backend.evaluation.harness import METHODS, METHODS_BY_NAME, Method, ObjectResult, Segmenter, evaluate
 from backend.evaluation.report import markdown, summarize, write_report

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from backend.evaluation.coco_objects import EvalImage, EvalObject
+from backend.coco import EvalImage, EvalObject
 from backend.prompts import LoadedImage, Prompt, PromptKind, Segmentation
 from backend.training.mask_prompts import extreme_points, mask_box
 from backend.training.validation import iou

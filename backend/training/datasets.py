@@ -25,38 +25,32 @@ MIN_MASK_PIXELS = 16
 class _OneImageCache:
     """Consecutive samples usually share an image: keep the last one decoded."""
 
-    def __init__(self, load: Callable[[str], np.ndarray]):
+    def __init__(self, load: Callable[[object], np.ndarray]):
         self._load, self._key, self._image = load, None, None
 
-    def __call__(self, key: str) -> np.ndarray:
+    def __call__(self, key: object) -> np.ndarray:
         if key != self._key:
             self._image, self._key = self._load(key), key
         return self._image
 
 
 class CocoSamples(Sequence):
-    """Instances of a COCO instance-segmentation file (polygons or RLE; crowd annotations skipped)."""
+    """Instances of a COCO instance-segmentation file (polygons or RLE; crowd annotations skipped),
+    read by ``backend.coco.CocoObjects`` as evaluation reads them."""
 
     def __init__(self, annotation_file: str | Path, image_dir: str | Path, min_pixels: int = MIN_MASK_PIXELS):
-        from pycocotools.coco import COCO
+        from backend.coco import CocoObjects
 
-        self._coco = COCO(str(annotation_file))
-        self._image_dir = Path(image_dir)
-        annotations = self._coco.loadAnns(self._coco.getAnnIds(iscrowd=False))
-        self._annotations = [a for a in annotations if a.get("area", min_pixels) >= min_pixels]
-        self._images = _OneImageCache(lambda name: read_image(self._image_dir / name).array)
+        self._objects = CocoObjects(Path(annotation_file), Path(image_dir), min_area=min_pixels)
+        self._ids = self._objects.object_ids
+        self._images = _OneImageCache(lambda image_id: self._objects.image(image_id).array)
 
     def __len__(self) -> int:
-        return len(self._annotations)
+        return len(self._ids)
 
     def __getitem__(self, index: int) -> Sample:
-        annotation = self._annotations[index]
-        info = self._coco.imgs[annotation["image_id"]]
-        image = self._images(info["file_name"])
-        mask = self._coco.annToMask(annotation).astype(bool)
-        if mask.shape != image.shape[:2]:
-            raise ValueError(f"{info['file_name']}: mask {mask.shape} does not match image {image.shape[:2]}")
-        return image, mask
+        ann_id = self._ids[index]
+        return self._images(self._objects.image_of(ann_id)), self._objects.mask(ann_id)
 
 
 class LabelStudioSamples(Sequence):

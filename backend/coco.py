@@ -1,4 +1,5 @@
-"""The objects of a COCO-format instance dataset, served image by image for evaluation."""
+"""The one reader of COCO-format instance datasets: its objects image by image for evaluation
+(``python -m backend evaluate``), or one by one as training samples (``training.datasets.CocoSamples``)."""
 
 from __future__ import annotations
 
@@ -87,18 +88,30 @@ class CocoObjects:
 
     def __iter__(self) -> Iterator[EvalImage]:
         for image_id in sorted(self._by_image):
-            image = self._load_image(image_id)
+            image = self.image(image_id)
             objects = [
                 EvalObject(
                     annotation_id=ann_id,
                     category=self._coco.cats[self._coco.anns[ann_id]["category_id"]]["name"],
-                    mask=self._coco.annToMask(self._coco.anns[ann_id]).astype(bool),
+                    mask=self.mask(ann_id),
                 )
                 for ann_id in self._by_image[image_id]
             ]
             yield EvalImage(image_id=image_id, image=image, objects=objects)
 
-    def _load_image(self, image_id: int) -> LoadedImage:
+    @property
+    def object_ids(self) -> list[int]:
+        """The annotation ids of the objects, image by image (the order of iteration)."""
+        return [ann_id for image_id in sorted(self._by_image) for ann_id in self._by_image[image_id]]
+
+    def image_of(self, ann_id: int) -> int:
+        return self._coco.anns[ann_id]["image_id"]
+
+    def mask(self, ann_id: int) -> np.ndarray:
+        """The object's (H, W) bool mask in its image's natural pixels."""
+        return self._coco.annToMask(self._coco.anns[ann_id]).astype(bool)
+
+    def image(self, image_id: int) -> LoadedImage:
         info = self._coco.imgs[image_id]
         path = self.image_dir / info["file_name"]
         if not path.is_file():
