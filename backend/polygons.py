@@ -71,7 +71,7 @@ def polygon_mask(points: np.ndarray, width: int, height: int) -> np.ndarray:
     """The bool mask (height, width) of the pixels whose centres lie inside the polygon ``points``
     (N, 2) of (x, y) vertices in the frame above, by the nonzero winding rule (the rule of the
     browser canvas Label Studio draws polygons on). A scanline fill in whole-array numpy: time
-    grows with the image and the number of edge crossings, not with area times vertices.
+    grows with the polygon's box and its number of edge crossings, not with area times vertices.
     Raises ValueError beyond ``MAX_ROW_CROSSINGS``."""
     points = np.asarray(points, np.float64).reshape(-1, 2)
     x0, y0 = points[:, 0], points[:, 1]
@@ -96,8 +96,14 @@ def polygon_mask(points: np.ndarray, width: int, height: int) -> np.ndarray:
     inside = np.flatnonzero(np.cumsum(direction)[:-1] != 0)
     starts = np.clip(np.ceil(xs[inside] - 0.5), 0, width).astype(np.int64)
     ends = np.clip(np.ceil(xs[inside + 1] - 0.5), 0, width).astype(np.int64)
+    mask = np.zeros((height, width), bool)
+    if not inside.size:
+        return mask
+    # Filled within the spans' bounding box only, so a small part of a large image costs little.
     # Spans do not overlap, so the running sum of +1 at a span's start and -1 at its end is 0 or 1.
-    marks = np.zeros((height, width + 1), np.int8)
-    np.add.at(marks, (rows[inside], starts), 1)
-    np.add.at(marks, (rows[inside], ends), -1)
-    return np.cumsum(marks, axis=1, dtype=np.int8)[:, :width] > 0
+    top, left = int(rows[inside].min()), int(starts.min())
+    marks = np.zeros((int(rows[inside].max()) + 1 - top, int(ends.max()) + 1 - left), np.int8)
+    np.add.at(marks, (rows[inside] - top, starts - left), 1)
+    np.add.at(marks, (rows[inside] - top, ends - left), -1)
+    mask[top:top + marks.shape[0], left:left + marks.shape[1] - 1] = np.cumsum(marks, axis=1, dtype=np.int8)[:, :-1] > 0
+    return mask
