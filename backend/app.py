@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
     project_models = learning.project_models(segmenters.extreme) if learning is not None else None
     if embed_ahead is None and segmenters.sam is not None and segmenters.embeddings is not None:
         embed_ahead = EmbedAhead.from_settings(settings, segmenters.sam, images)
-    model = SegmentationModel(settings, segmenters, images, ProjectStore(settings.model_dir / "projects"), events,
+    model = SegmentationModel(settings, segmenters, images, ProjectStore.in_model_dir(settings.model_dir), events,
                               project_models, embed_ahead)
     auth = BasicAuth(settings.basic_auth_user, settings.basic_auth_pass)
     app = Flask(__name__)

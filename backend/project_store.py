@@ -28,6 +28,12 @@ def project_id(reference) -> str:
     return str(int(head))
 
 
+def project_dir(parent: Path, reference) -> Path:
+    """A project's own folder under ``parent``, named by its numeric id: every per-project tree under
+    ``MODEL_DIR`` (setups here, training state in ``active_learning.layout``) names it this way."""
+    return Path(parent) / project_id(reference)
+
+
 @dataclass(frozen=True)
 class ProjectSetup:
     """One project's ``/setup``: label config, extra params as given, and the model version answered."""
@@ -44,8 +50,13 @@ class ProjectStore:
         """``root``: the folder holding one sub-folder per project (``<MODEL_DIR>/projects``)."""
         self.root = Path(root)
 
+    @classmethod
+    def in_model_dir(cls, model_dir: Path) -> "ProjectStore":
+        """The store every process shares: ``MODEL_DIR/projects``."""
+        return cls(Path(model_dir) / "projects")
+
     def _path(self, pid: str) -> Path:
-        return self.root / project_id(pid) / "setup.json"
+        return project_dir(self.root, pid) / "setup.json"
 
     def save(self, setup: ProjectSetup) -> None:
         write_json_atomic(self._path(setup.project_id), asdict(setup) | {"updated_at": setup.updated_at or time.time()})

@@ -11,6 +11,8 @@ and training worker; nothing is kept only in memory):
         versions/<name>/              published weights + version.json (see versions.py)
         staging/<job id>/             a job's training output before it is published
         jobs/<job id>/                a pre-annotation job's plan and per-task outcomes
+
+(What ``/setup`` told about a project is in ``MODEL_DIR/projects/<project id>/``, ``ProjectStore``.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from backend.project_store import project_id
+from backend.project_store import project_dir
 
 _PROJECT_DIR = re.compile(r"^[0-9]+$")
 
@@ -40,7 +42,7 @@ class Layout:
         return self.root / "projects"
 
     def project_dir(self, project: str) -> Path:
-        return self.projects_dir / project_id(project)
+        return project_dir(self.projects_dir, project)
 
     def pending_file(self, project: str) -> Path:
         return self.project_dir(project) / "pending.json"

@@ -41,7 +41,7 @@ class ActiveLearning:
         self.pending = PendingStore(self.layout)
         self.jobs = JobStore(self.layout)
         self.registry = VersionRegistry.from_settings(settings)
-        self.projects = ProjectStore(settings.model_dir / "projects")
+        self.projects = ProjectStore.in_model_dir(settings.model_dir)
         self.executor = executor if executor is not None else make_executor(settings, self.jobs)
         self._event_log = event_log
         self._clock = clock

@@ -185,7 +185,7 @@ def _refresh_predictions(settings, jobs: JobStore, project: str, version: str) -
     from backend.preannotation.trigger import preannotates_on_import, request_preannotation
     from backend.project_store import ProjectStore
 
-    setup = ProjectStore(settings.model_dir / "projects").load(project)
+    setup = ProjectStore.in_model_dir(settings.model_dir).load(project)
     if not preannotates_on_import(settings.default_extra_params, setup.extra_params if setup else None):
         return {}
     try:

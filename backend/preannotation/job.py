@@ -51,7 +51,7 @@ def serving_model(settings, threads: int | None = None) -> SegmentationModel:
     from backend.segmenter_set import SegmenterSet
 
     segmenters = SegmenterSet.load(settings)
-    return SegmentationModel(settings, segmenters, ImageLoader(settings), ProjectStore(settings.model_dir / "projects"),
+    return SegmentationModel(settings, segmenters, ImageLoader(settings), ProjectStore.in_model_dir(settings.model_dir),
                              events=None, project_models=ProjectModels.for_settings(settings, segmenters.extreme))
 
 
