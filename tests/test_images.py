@@ -313,6 +313,7 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's own, looser limit
 def test_small_files_claiming_many_pixels_are_refused_from_the_header(requests_mock, monkeypatch):
     loader = ImageLoader(SETTINGS)  # the default limit: 50 Mpx
     requests_mock.get("http://images.example/claims.jpg", content=jpeg_claiming(10_000, 9_500))  # 95 Mpx
