@@ -42,6 +42,9 @@ MAX_REDIRECTS = 5
 # Formats browsers show (Label Studio displays the image in one); no other Pillow decoder runs.
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
 _CHUNK_BYTES = 64 * 1024
+# A Huffman-coded JPEG spends at least one bit on every 8x8 block of luma (its DC code), so it has at
+# least one byte per 512 pixels. (Arithmetic-coded JPEGs can be smaller, but browsers do not show them.)
+_JPEG_MIN_PIXELS_PER_BYTE = 512
 
 install_log_redaction()
 
@@ -383,6 +386,10 @@ def _decode(data: bytes, max_pixels: int) -> LoadedImage:
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(f"the image is {width}x{height} pixels, over the limit of {max_pixels} (IMAGE_MAX_PIXELS)")
+    if image.format in ("JPEG", "MPO") and len(data) * _JPEG_MIN_PIXELS_PER_BYTE < width * height:
+        # libjpeg decodes a cut-off file as grey, at full size: 600 bytes claiming 48 Mpx took 5 s and 0.9 GB.
+        raise NotAnImage(f"the JPEG claims {width}x{height} pixels but has only {len(data)} bytes, fewer than any "
+                         "complete JPEG of that size: it is truncated")
     try:
         array = natural_rgb(image)
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, struct.error, …) on corrupt data

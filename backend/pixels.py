@@ -16,8 +16,10 @@ from backend.prompts import LoadedImage
 
 
 def natural_rgb(image: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of ``image`` after its EXIF orientation."""
-    return rgb_uint8(ImageOps.exif_transpose(image))
+    """(H, W, 3) uint8 RGB of ``image`` after its EXIF orientation (applied to ``image`` itself: no
+    copy of a large photo when it needs no turning)."""
+    ImageOps.exif_transpose(image, in_place=True)
+    return rgb_uint8(image)
 
 
 def rgb_uint8(image: Image.Image) -> np.ndarray:
@@ -30,7 +32,7 @@ def rgb_uint8(image: Image.Image) -> np.ndarray:
         scale = 255.0 / (high - low) if high > low else 0.0
         gray = ((values - low) * scale).round().astype(np.uint8)
     else:
-        return np.array(image.convert("RGB"), dtype=np.uint8)
+        return np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 

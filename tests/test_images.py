@@ -348,3 +348,16 @@ def test_the_cache_is_bounded_in_bytes_not_entries(requests_mock):
     big = loader.load("http://images.example/big.png")  # larger than the whole cache: not kept
     assert loader.load("http://images.example/big.png") is not big
     assert loader._cache.bytes <= 3 * 10 * 10 * 3
+
+
+def test_a_jpeg_too_small_for_its_claimed_size_is_refused_before_decoding(requests_mock, monkeypatch):
+    requests_mock.get("http://images.example/cut.jpg", content=jpeg_claiming(8000, 6000))  # 48 Mpx in ~600 bytes
+    uniform = encode(Image.new("L", (2000, 1500), 0), "JPEG", progressive=True, optimize=True, quality=1)
+    requests_mock.get("http://images.example/uniform.jpg", content=uniform)  # the smallest a real JPEG gets
+    loader = ImageLoader(SETTINGS)
+    assert loader.load("http://images.example/uniform.jpg").width == 2000
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1))
+    with pytest.raises(NotAnImage, match="truncated"):
+        loader.load("http://images.example/cut.jpg")
+    assert decoded == []
