@@ -1,7 +1,7 @@
 """A real Label Studio server on localhost for integration tests.
 
 Label Studio lives in its own virtualenv (its dependencies clash with the backend's): ``$LS_VENV``,
-else ``<repo>/.lsvenv`` (what ``.ci/run`` creates; on a dev machine it may be a symlink to an
+else ``<repo>/.lsvenv`` (what ``scripts/install.sh --tests`` creates; on a dev machine it may be a symlink to an
 existing LS venv). The server gets a fresh data directory, an admin user, and the settings a
 backend on localhost needs (PROTOCOL.md): ``ML_BLOCK_LOCAL_IP=false``,
 ``SSRF_PROTECTION_ENABLED=false``, and prediction validation switched on.
@@ -51,7 +51,7 @@ def find_venv() -> Path:
     if not (candidate / "bin" / "label-studio").exists():
         raise LabelStudioUnavailable(
             f"no Label Studio at {candidate}: create it with "
-            f"`python3 -m venv .lsvenv && .lsvenv/bin/pip install label-studio==1.23.2` (as .ci/run does), "
+            f"`bash scripts/install.sh --tests` (or `python3 -m venv .lsvenv && .lsvenv/bin/pip install label-studio==1.23.2`), "
             f"or point LS_VENV at an existing one"
         )
     return candidate
