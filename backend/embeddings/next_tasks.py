@@ -10,6 +10,7 @@ import json
 
 import requests
 
+from backend.deadline_http import DeadlineSession
 from backend.ls_auth import LabelStudioAuth, LabelStudioAuthError
 
 TIMEOUT_S = 10.0
@@ -38,9 +39,10 @@ class NextTasks:
         ]}, "ordering": ["tasks:id"]}
         params = {"project": project, "page": 1, "page_size": count * 2, "fields": "task_only",
                   "query": json.dumps(query)}
-        try:
-            response = requests.get(f"{self._url}/api/tasks/", params=params, auth=self._auth, timeout=TIMEOUT_S,
-                                    allow_redirects=False)
+        try:  # within one deadline, not redirected (backend.deadline_http)
+            with DeadlineSession(TIMEOUT_S) as session:
+                response = session.request("GET", f"{self._url}/api/tasks/", params=params, auth=self._auth)
+                session.check()  # the deadline may have cut the answer short
         except requests.RequestException as exc:
             raise NextTasksError(f"Label Studio could not be reached for project {project}'s next tasks "
                                  f"({type(exc).__name__})") from None
