@@ -16,6 +16,7 @@ import time
 from backend.active_learning.jobs import outcome_summary
 from backend.labeling import LabelingConfig, LabelingError
 from backend.routing import tools_not_served
+from backend.urls import redact
 
 RECENT_JOBS = 10
 PROJECTS_SHOWN = 50
@@ -33,7 +34,7 @@ def collect(model, images, label_studio, learning=None, started_at: float | None
             **{f"{name}": status for name, status in segmenters.status.items()},
         },
         "Devices": _devices(settings),
-        "Label Studio": {"url": settings.label_studio_url or "(LABEL_STUDIO_URL not set)",
+        "Label Studio": {"url": redact(settings.label_studio_url) if settings.label_studio_url else "(not set)",
                          "connection": label_studio.status(wait_s=0)},
         "Projects seen": _projects(model),
         "Recent training jobs": _jobs(learning) if learning is not None else [],
