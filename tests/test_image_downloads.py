@@ -298,3 +298,28 @@ def test_too_large_is_refused_while_streaming_without_content_length(ls, foreign
     foreign.routes["/endless.png"] = endless
     with pytest.raises(ImageTooLarge, match="IMAGE_MAX_BYTES"):
         loader_for(ls, image_max_bytes=100_000, image_url_allowlist=("127.0.0.1",)).load(f"{foreign.url}/endless.png")
+
+
+# --- other calls with the token: one deadline, no redirects ------------------------------------------
+
+
+def test_the_next_tasks_page_is_read_with_the_token_within_its_deadline(ls, foreign, monkeypatch):
+    import json
+
+    import backend.embeddings.next_tasks as next_tasks
+
+    monkeypatch.setattr(next_tasks, "TIMEOUT_S", 0.3)
+    page = json.dumps({"tasks": [{"id": 8, "data": {"image": "/data/upload/1/x.png"}}]}).encode()
+    ls.routes["/api/tasks/"] = content(page, "application/json")
+    reader = next_tasks.NextTasks(ls.url, LabelStudioAuth(ls.url, TOKEN))
+    assert [task["id"] for task in reader.after("3", 7, 2)] == [8]
+    assert authorizations(ls) == [f"Token {TOKEN}"]
+    ls.routes["/api/tasks/"] = trickle_headers(0.02)
+    started = time.monotonic()
+    with pytest.raises(next_tasks.NextTasksError):
+        reader.after("3", 7, 2)
+    assert time.monotonic() - started < 1.5
+    ls.routes["/api/tasks/"] = redirect(f"{foreign.url}/api/tasks/")
+    with pytest.raises(next_tasks.NextTasksError, match="HTTP 302"):
+        reader.after("3", 7, 2)
+    assert foreign.seen == []
