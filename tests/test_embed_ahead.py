@@ -130,7 +130,7 @@ def test_failures_are_recorded_per_task_and_a_preempted_image_is_embedded_later(
     assert embed.order == ["busy", "missing", "ok"]  # busy gave way, then went first again
     [error] = status["errors"]
     assert error["task"] == 4 and "no image at" in error["error"]
-    assert status["queued"]["total"] == 0 and status["total"] == 3
+    assert status["queued"]["total"] == 0 and status["total"] == 3 and status["eta_s"] == 0
     scheduler.stop()
 
 

@@ -2,6 +2,7 @@
 LRU bounds in entries and bytes, restarts, Redis (a real redis-server), failures, preemption."""
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -137,6 +138,17 @@ def test_disk_store_is_bounded_in_bytes_and_evicts_the_least_recently_used(tmp_p
     assert stats["entries"] == 2 and stats["bytes"] == 2.5 * MIB <= stats["max_bytes"]
 
 
+def test_temporary_files_left_by_a_killed_writer_are_removed(tmp_path):
+    store = DiskEmbeddingStore(tmp_path, max_bytes=MIB)
+    left = tmp_path / "entries" / ".abc.tmp"
+    left.write_bytes(b"half an embedding")
+    os.utime(left, (time.time() - 7200, time.time() - 7200))
+    fresh = tmp_path / "entries" / ".def.tmp"  # another process is writing it right now
+    fresh.write_bytes(b"being written")
+    store.put("a", blob(0.1))
+    assert not left.exists() and fresh.exists()
+
+
 def test_a_restarted_backend_reads_the_stored_embedding_instead_of_computing(tmp_path):
     settings = Settings(model_dir=tmp_path, embedding_store_bytes=64 * MIB)
     value = {"image_embed": torch.randn(1, 8, 4, 4), "high_res_feats": [torch.randn(1, 2, 8, 8)], "size": (5, 7)}
@@ -191,7 +203,8 @@ COMPUTE_IN_A_PROCESS = textwrap.dedent("""
         time.sleep(1.5)
         return torch.full((4,), float(os.getpid() % 2048))
 
-    print(int(cache.get_or_compute("sam-vit_b:img", compute)[0].item()))
+    value = cache.get_or_compute("sam-vit_b:img", compute)
+    print(int(value[0].item()), "computed" if cache.computed_last() else "read")
 """)
 
 
@@ -210,7 +223,8 @@ def compute_in_two_processes(tmp_path, redis_url=""):
 def test_two_processes_asking_at_once_compute_once_on_disk(tmp_path):
     computed, answers = compute_in_two_processes(tmp_path)
     assert len(computed) == 1
-    assert answers == [computed[0], computed[0]]  # the other process waited and read the result
+    assert answers[0].split()[0] == answers[1].split()[0] == computed[0]  # the other waited and read it
+    assert sorted(answer.split()[1] for answer in answers) == ["computed", "read"]
 
 
 # --- the Redis store -----------------------------------------------------------------------------
@@ -220,7 +234,8 @@ def test_two_processes_asking_at_once_compute_once_on_disk(tmp_path):
 def test_two_processes_asking_at_once_compute_once_in_redis(tmp_path, redis_server):  # noqa: F811
     computed, answers = compute_in_two_processes(tmp_path, redis_server.url)
     assert len(computed) == 1
-    assert answers == [computed[0], computed[0]]
+    assert answers[0].split()[0] == answers[1].split()[0] == computed[0]
+    assert sorted(answer.split()[1] for answer in answers) == ["computed", "read"]
     assert not (tmp_path / "model_dir" / "embeddings").exists()  # nothing on disk with Redis
 
 

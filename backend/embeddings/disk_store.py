@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 _SUFFIX = ".emb"
 _COUNTERS = struct.Struct("<qq")  # hits, misses
 _USAGE_TTL_S = 2.0  # /health may ask often; a directory scan is reused this long
+_STALE_TMP_S = 3600.0  # a temporary file this old was left by a killed writer
 
 
 class DiskEmbeddingStore:
@@ -130,14 +131,17 @@ class DiskEmbeddingStore:
             self._usage = None
 
     def _scan(self) -> list[tuple[int, int, Path]]:
-        """(mtime ns, size, path) of every entry."""
+        """(mtime ns, size, path) of every entry; removes temporary files killed writers left."""
         files = []
+        stale_before = time.time() - _STALE_TMP_S
         with os.scandir(self._entries) as entries:
             for entry in entries:
-                if entry.name.endswith(_SUFFIX):
-                    with contextlib.suppress(FileNotFoundError):
-                        stat = entry.stat()
+                with contextlib.suppress(FileNotFoundError):
+                    stat = entry.stat()
+                    if entry.name.endswith(_SUFFIX):
                         files.append((stat.st_mtime_ns, stat.st_size, Path(entry.path)))
+                    elif entry.name.endswith(".tmp") and stat.st_mtime < stale_before:
+                        os.unlink(entry.path)
         return files
 
     def _path(self, key: str) -> Path:

@@ -20,7 +20,8 @@ class EmbedRequest:
 
 
 def embed_task_image(sam, images, request: EmbedRequest) -> str:
-    """EMBEDDED or STORED_ALREADY. ``sam``: a SAM segmenter (``embedding``, ``embedding_key``,
+    """EMBEDDED (computed here) or STORED_ALREADY (in the store, or computed meanwhile by another
+    process that this one waited for). ``sam``: a SAM segmenter (``embedding``, ``embedding_key``,
     ``embedding_cache``); ``images``: an ``ImageLoader``. Raises ``ImageError`` when the image cannot
     be loaded, ``Preempted`` when a request needed the encoder meanwhile (nothing stored)."""
     image = images.load(request.url, task_id=request.task_id)
@@ -28,4 +29,4 @@ def embed_task_image(sam, images, request: EmbedRequest) -> str:
         return STORED_ALREADY
     with background():
         sam.embedding(image, background=True)
-    return EMBEDDED
+    return EMBEDDED if sam.embedding_cache.computed_last() else STORED_ALREADY

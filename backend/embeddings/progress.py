@@ -25,6 +25,15 @@ def _summary(embedded: int, stored_already: int, failed: int, dropped: int, fini
             "done": embedded + stored_already + failed, "dropped": dropped, "rate_per_min": rate, "errors": errors}
 
 
+def work_status(runs_in: str, queued: dict, running: int, progress: dict) -> dict:
+    """What ``GET /jobs`` shows of embedding ahead: queue, counts, total, rate and ETA of the queued."""
+    waiting = queued.get("total", 0) + running
+    rate = progress["rate_per_min"]
+    eta_s = round(waiting / rate * 60) if rate and waiting else (0 if not waiting else None)
+    return {"runs_in": runs_in, "queued": queued, "running": running, **progress,
+            "total": progress["done"] + waiting, "eta_s": eta_s}
+
+
 class LocalProgress:
     def __init__(self):
         self._lock = threading.Lock()

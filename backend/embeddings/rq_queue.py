@@ -23,7 +23,7 @@ from rq.job import Job
 from rq.worker import SpawnWorker, WorkerStatus
 
 from backend.embeddings.embed_one import FAILED, EmbedRequest, embed_task_image
-from backend.embeddings.progress import RedisProgress
+from backend.embeddings.progress import RedisProgress, work_status
 from backend.embeddings.scheduler import CURRENT, PRIORITY_NAMES
 
 logger = logging.getLogger(__name__)
@@ -85,8 +85,7 @@ class RQEmbedQueue:
             running = sum(1 for queue in self.queues for _ in queue.started_job_registry.get_job_ids())
         except RedisError as exc:
             return {"runs_in": "rq workers", "error": f"Redis failed ({type(exc).__name__})"}
-        return {"runs_in": "rq workers", "queued": queued, "running": running, **progress,
-                "total": progress["done"] + queued.get("total", 0) + running}
+        return work_status("rq workers", queued, running, progress)
 
 
 _worker_models = None  # (sam, images) of this worker process, loaded at its first embedding job

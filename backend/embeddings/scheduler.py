@@ -31,7 +31,7 @@ from pathlib import Path
 from backend.files import file_lock
 from backend.embeddings.embed_one import FAILED, EmbedRequest
 from backend.embeddings.preemption import Preempted, foreground_busy
-from backend.embeddings.progress import LocalProgress
+from backend.embeddings.progress import LocalProgress, work_status
 from backend.images import ImageError
 
 logger = logging.getLogger(__name__)
@@ -81,13 +81,10 @@ class EmbedScheduler:
         return {**dict(zip(PRIORITY_NAMES, counts)), "total": sum(counts)}
 
     def status(self) -> dict:
-        """For ``GET /jobs``: queue, progress (done counts, rate, recent errors per task), drops."""
+        """For ``GET /jobs``: queue, progress (done counts, rate, ETA, recent errors per task), drops."""
         with self._lock:
             running = self._running is not None
-        queued = self.depth()
-        progress = self.progress.summary()
-        return {"runs_in": "backend process", "queued": queued, "running": int(running), **progress,
-                "total": progress["done"] + queued["total"] + int(running)}
+        return work_status("backend process", self.depth(), int(running), self.progress.summary())
 
     def stop(self) -> None:
         with self._lock:

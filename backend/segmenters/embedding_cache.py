@@ -59,6 +59,7 @@ class EmbeddingCache:
         self._lock = threading.Lock()  # guards _values and _pending
         self._store_skip_until = 0.0  # time.monotonic()
         self._local_hits = self._local_misses = 0  # without a store
+        self._thread = threading.local()  # .computed: whether this thread's last call computed
 
     @classmethod
     def from_settings(cls, settings, namespace: str = "") -> "EmbeddingCache":
@@ -80,6 +81,7 @@ class EmbeddingCache:
         or its exception. ``background``: a call ahead of any request (not counted in the hit rate);
         its computation may stop with ``Preempted`` when a request needs the encoder.
         """
+        self._thread.computed = False
         while True:
             with self._lock:
                 if key in self._values:
@@ -102,6 +104,11 @@ class EmbeddingCache:
             return self._own(key, compute, pending, background)
         self._count(hit=True, background=background)
         return value
+
+    def computed_last(self) -> bool:
+        """Whether this thread's last ``get_or_compute`` ran ``compute`` (rather than finding the value,
+        or waiting for another thread's or process's computation)."""
+        return getattr(self._thread, "computed", False)
 
     def contains(self, key: str) -> bool:
         """Whether ``key`` is embedded already (in this process or the store), without computing."""
@@ -169,6 +176,7 @@ class EmbeddingCache:
             return self._computed(compute, background)
 
     def _computed(self, compute: Callable[[], Any], background: bool) -> Any:
+        self._thread.computed = True
         if background:
             return compute()
         with foreground_waiting():  # background computations of this process give way

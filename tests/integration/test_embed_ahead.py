@@ -9,13 +9,19 @@ forwards the prompts, and its task API tells the backend the next unlabeled task
 
 from __future__ import annotations
 
+import base64
+import os
+import sys
 import threading
 import time
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from preannotation_project import LABEL_CONFIG, image_uri, object_box, rectangle
-from processes import free_port
+from processes import ServerProcess, free_port
+from redis_server import redis_server  # noqa: F401  (fixture)
 from werkzeug.serving import make_server
 
 from backend.active_learning.service import ActiveLearning
@@ -28,6 +34,7 @@ from backend.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WIDTH, HEIGHT = 120, 90
 TIMEOUT_S = 60.0
 
@@ -62,8 +69,8 @@ class InProcessBackend:
         self.app.extensions["segmentation_model"].embed_ahead.queue.stop()
 
 
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
+def wait_until(condition, what: str, timeout_s: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.1)
@@ -114,3 +121,71 @@ def test_imported_tasks_answer_their_first_prompt_from_the_store_also_after_a_re
         assert health["entries"] == 3 and health["hit_rate"] == 1.0, health
     finally:
         restarted.stop()
+
+
+class ImageServer(ThreadingHTTPServer):
+    """Serves ``files`` (path -> PNG bytes) on 127.0.0.1 from a daemon thread."""
+
+    def __init__(self, files: dict[str, bytes]):
+        files_ = files
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = files_.get(self.path)
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_port}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_two_workers_share_the_queue_and_compute_each_embedding_once(redis_server, tmp_path):  # noqa: F811
+    """Two ``python -m backend worker`` processes (SAM 2.1 hiera_tiny, random weights) take images from
+    the RQ queues; two URLs with the same picture make one embedding."""
+    import torch
+    from redis import Redis
+    from rq import Worker
+
+    from backend.embeddings.rq_queue import RQEmbedQueue
+    from backend.embeddings.scheduler import IMPORT
+    from backend.embeddings.embed_one import EmbedRequest
+    from backend.segmenters.sam21 import Sam21
+
+    Redis.from_url(redis_server.url).flushdb()
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": Sam21.build("sam2.1_hiera_tiny").state_dict()}, checkpoint)
+    pictures = {f"/{i}.png": base64.b64decode(image_uri(object_box(i, WIDTH, HEIGHT), WIDTH, HEIGHT).split(",")[1])
+                for i in range(4)}
+    pictures["/0-copy.png"], pictures["/1-copy.png"] = pictures["/0.png"], pictures["/1.png"]
+    server = ImageServer(pictures)
+    env = {**os.environ, "REDIS_URL": redis_server.url, "MODEL_DIR": str(tmp_path / "model_dir"), "DEVICE": "cpu",
+           "SAM_MODEL_TYPE": "sam2.1_hiera_tiny", "SAM_CHECKPOINT": str(checkpoint), "OMP_NUM_THREADS": "1"}
+    workers = [ServerProcess(f"worker {n}", [sys.executable, "-m", "backend", "worker", "--name", f"embed-w{n}"],
+                             env, cwd=REPO_ROOT, log_path=tmp_path / f"worker{n}.log") for n in (1, 2)]
+    queue = RQEmbedQueue(redis_server.url, max_queued=100)
+    try:
+        wait_until(lambda: len(Worker.all(connection=queue.connection)) == 2, "both workers listen")
+        paths = sorted(pictures)
+        assert queue.submit([EmbedRequest(server.url + path, n, "7") for n, path in enumerate(paths)], IMPORT) == 6
+        wait_until(lambda: queue.status()["done"] == 6, "every image was handled", timeout_s=600)
+        logs = [worker.log_tail(200) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.shutdown()
+    for log in logs:  # both workers took images
+        assert "Job OK" in log, log
+    status = queue.status()
+    assert (status["embedded"], status["stored_already"], status["failed"]) == (4, 2, 0), status
+    settings = replace(Settings(), redis_url=redis_server.url)
+    store_stats = EmbeddingCache.from_settings(settings).stats()
+    assert store_stats["entries"] == 4, store_stats
+    assert not (tmp_path / "model_dir" / "embeddings").exists()
