@@ -179,7 +179,7 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
 
     @app.get("/")
     def status():
-        sections = status_page.collect(model, images, label_studio, learning, started_at)
+        sections = status_page.collect(model, images, label_studio, learning, started_at, embed_ahead)
         return Response(status_page.render(sections), mimetype="text/html")
 
     @app.post("/setup")

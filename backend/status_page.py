@@ -23,9 +23,11 @@ PROJECTS_SHOWN = 50
 REFRESH_S = 10
 
 
-def collect(model, images, label_studio, learning=None, started_at: float | None = None) -> dict[str, dict | list]:
+def collect(model, images, label_studio, learning=None, started_at: float | None = None,
+            embed_ahead=None) -> dict[str, dict | list]:
     """The page's sections. ``model``: the app's ``SegmentationModel``; ``images``: its image loader;
-    ``label_studio``: a ``LabelStudioCheck``; ``learning``: ``ActiveLearning`` or None."""
+    ``label_studio``: a ``LabelStudioCheck``; ``learning``: ``ActiveLearning`` or None;
+    ``embed_ahead``: the ``EmbedAhead`` whose queue of images to embed is shown, or None."""
     segmenters = model.segmenters
     settings = model.settings
     return {
@@ -39,6 +41,7 @@ def collect(model, images, label_studio, learning=None, started_at: float | None
         "Projects seen": _projects(model),
         "Recent training jobs": _jobs(learning) if learning is not None else [],
         "Caches": _caches({"decoded images": images, "SAM embeddings": getattr(segmenters, "embeddings", None)}),
+        "Embedding ahead": {"queued images": embed_ahead.queue.depth()} if embed_ahead is not None else {"queued images": "not in use"},
         "Process": {"pid": os.getpid(), "up for": _duration(time.time() - started_at) if started_at else "?",
                     "MODEL_DIR": str(settings.model_dir)},
     }
@@ -139,4 +142,6 @@ th,td{{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:t
 
 
 def _esc(value) -> str:
+    if isinstance(value, dict):  # e.g. a queue's depth per priority
+        value = ", ".join(f"{key} {item}" for key, item in value.items())
     return html.escape("" if value is None else str(value))

@@ -108,3 +108,22 @@ def test_render_escapes_every_value():
     page = render({"A <b>": {"key": "<script>alert(1)</script>"}, "Rows": [{"x": "&"}], "Empty": []})
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "A &lt;b&gt;" in page and "<td>&amp;</td>" in page and "<p>none</p>" in page
+
+
+def test_status_page_shows_the_embedding_store_and_the_queue_ahead(tmp_path):
+    class Store:
+        def stats(self):
+            return {"store": "disk", "entries": 3, "hits": 9, "misses": 1, "hit_rate": 0.9}
+
+    class Queue:
+        def depth(self):
+            return {"now": 1, "soon": 2, "total": 3}
+
+    segmenters = SegmenterSet(sam=BoxSegmenter("sam-fake"), sam_name="sam-fake", embeddings=Store())
+    settings = Settings(model_dir=tmp_path)
+    app = create_app(settings, segmenters=segmenters, images=object(), events=ActiveLearning(settings, executor=Executor()),
+                     embed_ahead=type("EmbedAhead", (), {"queue": Queue()})())
+    page = app.test_client().get("/").get_data(as_text=True)
+    assert "<td>SAM embeddings</td>" in page and "<td>disk</td>" in page and "<td>0.9</td>" in page
+    assert "<td>decoded images</td><td>no figures reported</td>" in page  # a loader without stats()
+    assert "now 1, soon 2, total 3" in page
