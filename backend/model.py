@@ -51,7 +51,7 @@ from backend.policies import WILDCARD, PolicyError, PolicySet, parse_policies
 from backend.project_store import ProjectIdError, ProjectSetup, ProjectStore, project_id
 from backend.prompts import Prompt, PromptError, Segmentation
 from backend.protocol import RegionError, mask_from_region, task_entry
-from backend.request_shapes import ShapeError, check_context, check_task
+from backend.request_shapes import ShapeError, check_context, check_task, valid_task
 from backend.routing import Routed, RoutingError, choose_segmenter, has_prompt_regions, prompts_from_regions, \
     prompts_from_task, task_sources, tools_not_served
 from backend.segmenter_set import SegmenterSet
@@ -278,15 +278,16 @@ class SegmentationModel:
     def batch_prediction(self, task: dict, project: ProjectContext) -> BatchPrediction:
         """The masks for the rectangles and keypoints in a task's own predictions and annotations: the
         batch /predict path, also taken by pre-annotation jobs. Unusable prompts are skipped and said so
-        in ``skipped``. Raises ShapeError for a malformed task, RequestError when the task has more
-        prompts than MAX_PROMPT_REGIONS or its image cannot be loaded."""
-        check_task(task, "task")
+        in ``skipped``, as are malformed regions. Raises ShapeError for a malformed task, RequestError
+        when the task has more prompts than MAX_PROMPT_REGIONS or its image cannot be loaded."""
+        task, malformed = valid_task(task, "task")
+        malformed = [f"skipped a malformed region: {problem}" for problem in malformed]
         if not has_prompt_regions(task, project.config):
-            return BatchPrediction(None, [])
+            return BatchPrediction(None, malformed)
         self._check_prompt_count([r for source in task_sources(task) for r in source], project.config)
         image = self._load_image(task, project.config)
         routed = prompts_from_task(task, project.config, image.width, image.height)
-        skipped = [f"skipped a prompt: {error}" for error in routed.errors]
+        skipped = malformed + [f"skipped a prompt: {error}" for error in routed.errors]
         segmentations = []
         for prompt in routed.prompts:
             try:

@@ -81,6 +81,36 @@ def check_regions(regions, where: str) -> None:
 def check_task(task, where: str) -> None:
     """A task with the types the backend reads: id, data, and the regions of its annotations,
     predictions and drafts (items given by id only are allowed and not read)."""
+    for item, item_where in _task_items(task, where):
+        check_regions(item["result"], f"{item_where}.result")
+
+
+def valid_task(task, where: str) -> tuple[dict, list[str]]:
+    """``task`` (checked like ``check_task``) with its malformed regions left out, and a message per
+    region left out: in batch, one bad region costs only itself. Raises ShapeError for the task's
+    own fields."""
+    dropped: list[str] = []
+    kept_results: dict[int, list] = {}
+    for item, item_where in _task_items(task, where):
+        kept = []
+        for index, region in enumerate(item["result"]):
+            try:
+                check_region(region, f"{item_where}.result[{index}]")
+                kept.append(region)
+            except ShapeError as exc:
+                dropped.append(str(exc))
+        kept_results[id(item)] = kept
+    cleaned = dict(task)
+    for key in _TASK_SOURCES:
+        if isinstance(task.get(key), list):
+            cleaned[key] = [{**item, "result": kept_results[id(item)]} if id(item) in kept_results else item
+                            for item in task[key]]
+    return cleaned, dropped
+
+
+def _task_items(task, where: str) -> list[tuple[dict, str]]:
+    """The annotations, predictions and drafts of ``task`` that hold a ``result`` list, with their
+    paths, after checking the task's own fields (raises ShapeError)."""
     if not isinstance(task, dict):
         raise ShapeError(f"{where} must be an object")
     task_id = task.get("id")
@@ -88,13 +118,14 @@ def check_task(task, where: str) -> None:
         raise ShapeError(f"{where}.id must be an integer")
     if task.get("data") is not None and not isinstance(task["data"], dict):
         raise ShapeError(f"{where}.data must be an object")
+    items = []
     for key in _TASK_SOURCES:
-        items = task.get(key)
-        if items is None:
+        sources = task.get(key)
+        if sources is None:
             continue
-        if not isinstance(items, list):
+        if not isinstance(sources, list):
             raise ShapeError(f"{where}.{key} must be a list")
-        for index, item in enumerate(items):
+        for index, item in enumerate(sources):
             item_where = f"{where}.{key}[{index}]"
             if isinstance(item, int) and not isinstance(item, bool):
                 continue  # listed by id
@@ -104,7 +135,10 @@ def check_task(task, where: str) -> None:
                 if item.get(stamp) is not None and not isinstance(item[stamp], str):
                     raise ShapeError(f"{item_where}.{stamp} must be a string")
             if item.get("result") is not None:
-                check_regions(item["result"], f"{item_where}.result")
+                if not isinstance(item["result"], list):
+                    raise ShapeError(f"{item_where}.result must be a list of regions")
+                items.append((item, item_where))
+    return items
 
 
 def check_context(context, where: str = "params.context") -> None:

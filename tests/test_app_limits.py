@@ -109,11 +109,16 @@ def test_malformed_batch_tasks_get_a_per_task_error_and_the_others_their_masks(c
     good = task(1, predictions=[{"result": [rectangle(10, 10, 50, 50)]}])
     bad = task(2, predictions=[{"result": [with_field(rectangle(10, 10, 50, 50), "value.rotation", "x")]}])
     odd = task(3, annotations=[{"result": [rectangle(10, 10, 50, 50)], "updated_at": []}])
-    response = client.post("/predict", json=predict_body([good, bad, odd]))
+    mixed = task(4, predictions=[{"result": [with_field(rectangle(10, 10, 50, 50), "value", "x"),
+                                             rectangle(60, 10, 90, 50)]}])
+    response = client.post("/predict", json=predict_body([good, bad, odd, mixed]))
     assert response.status_code == 200
-    first, second, third = response.get_json()["results"]
+    first, second, third, fourth = response.get_json()["results"]
     assert first["result"] and second == [] and third == []
+    assert len(fourth["result"]) == 1  # the bad region costs only itself
     assert "task.predictions[0].result[0].value.rotation must be a number" in caplog.text
+    assert "task.annotations[0].updated_at must be a string" in caplog.text
+    assert "skipped a malformed region: task.predictions[0].result[0].value must be an object" in caplog.text
 
 
 WEBHOOKS = [
