@@ -5,7 +5,9 @@ The rest of the backend reads these payloads assuming the types Label Studio sen
 ``value`` is an object, labels are lists of strings, coordinates are numbers, …). Checking the fields
 it reads once, here, turns any other shape into a ``ShapeError`` naming the field
 (``tasks[0].drafts[1].result[3].value.x must be a number``) instead of a crash deep inside. Fields
-the backend never reads are not checked, so regions of other controls pass as they are.
+the backend never reads are not checked, so regions of other controls pass as they are. An
+interactive request is checked whole (``check_context``, ``check_task``: any bad field is a 400); a
+batch task keeps its well-formed regions (``valid_task``), so one bad region costs only itself.
 """
 
 from __future__ import annotations
