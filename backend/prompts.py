@@ -72,3 +72,4 @@ class Segmentation:
     score: float
     label: str
     model: str  # which segmenter produced it, e.g. "sam-vit_b" or "extreme-v3"
+    stage_ms: dict[str, float] = field(default_factory=dict)  # wall time of the segmenter's stages, where it has them

@@ -136,12 +136,15 @@ def test_a_perfect_segmenter_scores_one_and_the_loose_box_its_area_ratio(tmp_pat
     squares = [[("square", square(5, 5, 10))], [("square", square(20, 30, 15))]]
     path = write_coco(tmp_path, squares)
     fakes = {"extreme": BoxFiller(), "sam": BoxFiller(), "grabcut": BoxFiller()}
-    results = evaluate(CocoObjects(path, tmp_path / "images"), list(METHODS), fakes)
-    summary = summarize(results, [method.name for method in METHODS])
+    results = evaluate(CocoObjects(path, tmp_path / "images"), list(METHODS), fakes, boundary_tolerance_px=0)
+    summary = summarize(results, [method.name for method in METHODS], boundary_tolerance_px=0)
     for name in ("custom-extreme", "sam-box", "custom-box", "grabcut"):
-        assert summary.miou[ALL][name] == 1.0
+        assert summary.miou[ALL][name] == summary.boundary_f[ALL][name] == 1.0
+        assert summary.outside[ALL][name] == 0.0
     # 10 px -> 12 px and 15 px -> 18 px per side, none touching the border: IoU = 1 / 1.2**2
     assert summary.miou["square"]["sam-loose-box"] == pytest.approx(1 / 1.44)
+    assert summary.outside["square"]["sam-loose-box"] == pytest.approx(1 - 1 / 1.44)
+    assert summary.boundary_f["square"]["sam-loose-box"] == 0.0  # every outline pixel is a pixel off
     assert summary.counts == {"square": 2, ALL: 2}
 
 
@@ -180,6 +183,10 @@ def test_command_runs_grabcut_and_notes_the_missing_models(tmp_path, monkeypatch
     assert (out / "miou_by_category.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     latency = read_csv(out / "latency.csv")
     assert [row["method"] for row in latency] == ["grabcut"] and float(latency[0]["median_ms"]) > 0
+    boundary = {row["category"]: row for row in read_csv(out / "boundary_f.csv")}
+    assert list(boundary) == ["disc", "square", ALL] and 0 < float(boundary["square"]["grabcut"]) <= 1
+    assert list(read_csv(out / "outside.csv")[0]) == ["category", "objects", "grabcut"]
+    assert "boundary F-score (tolerance 2 px)" in printed and "outside the object" in printed
 
 
 def test_command_tables_agree_with_the_per_object_results(tmp_path, monkeypatch, capsys):
@@ -190,13 +197,14 @@ def test_command_tables_agree_with_the_per_object_results(tmp_path, monkeypatch,
     out = tmp_path / "out"
     per_object = read_csv(out / "per_object.csv")
     assert len(per_object) == 5 * len(METHODS)
-    table = {row["category"]: row for row in read_csv(out / "miou.csv")}
-    for method in METHODS:
-        for category in ("disc", "square", ALL):
-            ious = [
-                float(r["iou"]) for r in per_object if r["method"] == method.name and category in (ALL, r["category"])
-            ]
-            assert float(table[category][method.name]) == pytest.approx(np.mean(ious), abs=1e-4)
+    for metric, table_file in (("iou", "miou.csv"), ("boundary_f", "boundary_f.csv"), ("outside", "outside.csv")):
+        table = {row["category"]: row for row in read_csv(out / table_file)}
+        for method in METHODS:
+            for category in ("disc", "square", ALL):
+                values = [
+                    float(r[metric]) for r in per_object if r["method"] == method.name and category in (ALL, r["category"])
+                ]
+                assert float(table[category][method.name]) == pytest.approx(np.mean(values), abs=1e-4)
     assert "SAM computes one image embedding per image" in capsys.readouterr().out
 
 
@@ -240,3 +248,26 @@ def test_an_annotations_file_that_is_not_coco_is_a_clear_error(tmp_path, content
     (tmp_path / "instances.json").write_text(content)
     with pytest.raises(ValueError, match="instances.json is not a COCO instances JSON file"):
         CocoObjects(tmp_path / "instances.json", tmp_path / "images")
+
+
+class Staged(BoxFiller):
+    """A box filler that reports two stages, as the custom model does."""
+
+    def segment(self, image, prompt):
+        segmentation = super().segment(image, prompt)
+        segmentation.stage_ms = {"coarse": 3.0, "refine": 5.0 if prompt.kind is PromptKind.BOX else 7.0}
+        return segmentation
+
+
+def test_stage_times_reach_the_latency_table_and_the_per_object_rows(tmp_path, monkeypatch):
+    fakes = {"extreme": Staged(), "grabcut": GrabCutSegmenter()}
+    monkeypatch.setattr(evaluate_command, "load_segmenters", lambda args, needed, device: (fakes, []))
+    path = write_coco(tmp_path, SCENES)
+    assert evaluate_command.run(cli_args(tmp_path, path, "--methods", "custom-extreme,custom-box,grabcut")) == 0
+    out = tmp_path / "out"
+    latency = {row["method"]: row for row in read_csv(out / "latency.csv")}
+    assert float(latency["custom-extreme"]["refine_median_ms"]) == 7.0
+    assert float(latency["custom-box"]["refine_median_ms"]) == 5.0 and latency["grabcut"]["coarse_median_ms"] == ""
+    assert "| custom-extreme |" in (out / "report.md").read_text() and "coarse 3.0, refine 7.0" in (out / "report.md").read_text()
+    rows = [row for row in read_csv(out / "per_object.csv") if row["method"] == "custom-box"]
+    assert json.loads(rows[0]["stage_ms"]) == {"coarse": 3.0, "refine": 5.0}

@@ -90,6 +90,7 @@ def test_segment_from_box(segmenter):
     image, mask = scene((240, 320), (150, 120), (70, 40))
     result = segmenter.segment(Pixels(image), Prompt(kind=PromptKind.BOX, label="thing", box=mask_box(mask)))
     assert iou(result.mask, mask) > 0.8
+    assert list(result.stage_ms) == ["coarse", "refine", "paste"] and all(ms > 0 for ms in result.stage_ms.values())
 
 
 def test_bad_prompts_are_refused(segmenter):

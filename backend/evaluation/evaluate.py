@@ -2,10 +2,14 @@
 
 Every non-crowd object is segmented by each method from a prompt derived from its ground-truth
 mask: the custom model from 4 extreme points, SAM from the tight and the loose (+20% per side)
-box, the custom model in box mode and GrabCut from the tight box. Several SAM models (e.g. SAM 1
+box, the custom model in box mode and GrabCut from the tight box. Per object it records IoU, the
+boundary F-score (outline pixels within ``--boundary-tolerance`` px of the true outline) and the
+fraction of the mask outside the object (how far a box-mode mask floods the background), and the
+custom model's per-stage times (coarse, refine). Several SAM models (e.g. SAM 1
 vit_b and SAM 2.1 hiera_tiny) are compared in one run by repeating ``--sam-checkpoint`` and
-``--sam-model-type``; their methods are then named ``sam-box@<model>``. Writes report.md (mIoU per
-category, latency per method), miou.csv, latency.csv, per_object.csv and miou_by_category.png.
+``--sam-model-type``; their methods are then named ``sam-box@<model>``. Writes report.md (the three
+tables per category, latency per method), miou.csv, boundary_f.csv, outside.csv, latency.csv,
+per_object.csv and miou_by_category.png.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from backend.coco import CocoObjects
 from backend.segmenters.grabcut import GrabCutSegmenter
 from backend.evaluation.harness import METHODS, METHODS_BY_NAME, Method, ObjectResult, Segmenter, evaluate
+from backend.evaluation.mask_metrics import BOUNDARY_TOLERANCE_PX
 from backend.evaluation.report import markdown, summarize, write_report
 from backend.sam_checkpoints import CHECKPOINTS
 from backend.settings import REPO_ROOT, Settings
@@ -66,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="imprecise extreme clicks, seeded: each lands within this fraction of the object's larger side "
         "(e.g. 0.03; default 0 = exact extreme pixels)",
     )
+    parser.add_argument(
+        "--boundary-tolerance",
+        type=_non_negative_float,
+        default=BOUNDARY_TOLERANCE_PX,
+        help=f"pixels an outline may be off and still count in the boundary F-score (default {BOUNDARY_TOLERANCE_PX})",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "evaluate", help="output directory")
     parser.add_argument("--device", default=settings.device, help="cpu, cuda, cuda:N or auto (default: $DEVICE)")
     parser.add_argument("--seed", type=int, default=0, help="for --max-objects sampling, --jitter and GrabCut")
@@ -88,6 +99,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     wanted = [method for method in METHODS if method.name in args.methods]
     device = Settings(device=args.device).resolved_device()
@@ -106,12 +124,13 @@ def run(args: argparse.Namespace) -> int:
     if not len(dataset):
         print(f"error: no objects in {args.annotations} match (non-crowd, area >= {args.min_area})", file=sys.stderr)
         return 2
-    results = evaluate(dataset, methods, segmenters, len(dataset), args.jitter, args.seed)
-    summary = summarize(results, [method.name for method in methods])
+    results = evaluate(dataset, methods, segmenters, len(dataset), args.jitter, args.seed, args.boundary_tolerance)
+    summary = summarize(results, [method.name for method in methods], args.boundary_tolerance)
     notes = run_notes(args, dataset, segmenters, device) + notes + result_notes(results, methods)
     files = write_report(summary, results, args.out, notes)
     print(markdown(summary, notes))
-    print(f"wrote {files.markdown}, {files.miou_csv}, {files.latency_csv}, {files.results_csv}, {files.chart}")
+    print(f"wrote {files.markdown}, {files.miou_csv}, {files.boundary_csv}, {files.outside_csv}, {files.latency_csv}, "
+          f"{files.results_csv}, {files.chart}")
     return 0
 
 

@@ -1,18 +1,20 @@
 """The study's comparison: every method segments every object from a prompt derived from its
-ground-truth mask; IoU and wall-clock latency are recorded per object and method."""
+ground-truth mask; IoU, boundary F-score, the fraction of the mask outside the object and
+wall-clock latency (with the segmenter's own per-stage times) are recorded per object and method."""
 
 from __future__ import annotations
 
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from backend.coco import EvalImage, EvalObject
+from backend.evaluation.mask_metrics import BOUNDARY_TOLERANCE_PX, boundary_f_score, outside_fraction
 from backend.prompts import LoadedImage, Prompt, PromptKind, Segmentation
 from backend.training.mask_prompts import extreme_points, mask_box
 from backend.training.validation import iou
@@ -64,6 +66,9 @@ class ObjectResult:
     iou: float  # 0 when the method failed on the object
     latency_ms: float
     error: str = ""  # the exception's one-line summary when the method failed
+    boundary_f: float = 0.0  # outline F-score at the run's pixel tolerance; 0 when the method failed
+    outside: float = 0.0  # fraction of the predicted mask outside the object (flooding); 0 when it failed
+    stage_ms: dict[str, float] = field(default_factory=dict)  # e.g. {"coarse": 40.1, "refine": 80.3}
 
 
 def loose_box(box: Box, image_size: tuple[int, int], scale: float = LOOSE_BOX_SCALE) -> Box:
@@ -100,6 +105,7 @@ def evaluate(
     n_objects: int | None = None,
     jitter: float = 0.0,
     seed: int = 0,
+    boundary_tolerance_px: float = BOUNDARY_TOLERANCE_PX,
 ) -> list[ObjectResult]:
     """Run each method on each object of ``images``; ``segmenters`` maps Method.segmenter to an
     object with ``.segment(image, prompt)``.
@@ -115,27 +121,40 @@ def evaluate(
             for method in methods:
                 segmenter = segmenters[method.segmenter]
                 for obj, obj_prompts in zip(item.objects, prompts):
-                    results.append(_run_one(segmenter, method, item, obj, method.prompt(obj_prompts)))
+                    prompt = method.prompt(obj_prompts)
+                    results.append(_run_one(segmenter, method, item, obj, prompt, boundary_tolerance_px))
             progress.update(len(item.objects))
     return results
 
 
-def _run_one(segmenter: Segmenter, method: Method, item: EvalImage, obj: EvalObject, prompt: Prompt) -> ObjectResult:
+def _run_one(
+    segmenter: Segmenter, method: Method, item: EvalImage, obj: EvalObject, prompt: Prompt, tolerance_px: float
+) -> ObjectResult:
     start = time.perf_counter()
     try:
-        mask = segmenter.segment(item.image, prompt).mask
+        segmentation = segmenter.segment(item.image, prompt)
         error = ""
     except Exception as exc:  # noqa: BLE001 - recorded per object and reported, see evaluate()
-        mask, error = None, traceback.format_exception_only(exc)[-1].strip()
+        segmentation, error = None, traceback.format_exception_only(exc)[-1].strip()
     latency_ms = (time.perf_counter() - start) * 1000
-    if mask is not None and mask.shape != obj.mask.shape:  # a segmenter bug, not a hard object: stop
-        raise ValueError(f"{method.name} returned a {mask.shape} mask for a {obj.mask.shape} image")
-    return ObjectResult(
+    result = ObjectResult(
         image_id=item.image_id,
         annotation_id=obj.annotation_id,
         category=obj.category,
         method=method.name,
-        iou=0.0 if mask is None else iou(mask, obj.mask),
+        iou=0.0,
         latency_ms=latency_ms,
         error=error,
+    )
+    if segmentation is None:
+        return result
+    mask = segmentation.mask
+    if mask.shape != obj.mask.shape:  # a segmenter bug, not a hard object: stop
+        raise ValueError(f"{method.name} returned a {mask.shape} mask for a {obj.mask.shape} image")
+    return replace(
+        result,
+        iou=iou(mask, obj.mask),
+        boundary_f=boundary_f_score(mask, obj.mask, tolerance_px),
+        outside=outside_fraction(mask, obj.mask),
+        stage_ms=dict(segmentation.stage_ms),
     )

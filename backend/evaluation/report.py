@@ -1,9 +1,11 @@
 """Tables and chart of an evaluation: per-category mIoU (markdown, CSV, grouped bar chart PNG),
-latency per method, and the raw per-object results."""
+mean boundary F-score and mean fraction of the mask outside the object (markdown, CSV), latency
+per method with its stages, and the raw per-object results."""
 
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -23,80 +25,111 @@ class Latency:
     p90_ms: float
     objects: int
     failures: int
+    stage_median_ms: dict[str, float]  # per stage the segmenter reported (e.g. coarse, refine); may be empty
 
 
 @dataclass(frozen=True)
 class Summary:
-    """methods in column order; categories sorted, then ALL; miou[category][method]."""
+    """methods in column order; categories sorted, then ALL; miou[category][method], likewise the
+    mean boundary F-score (boundary_f) and mean fraction of the mask outside the object (outside)."""
 
     methods: list[str]
     categories: list[str]
     miou: dict[str, dict[str, float]]
     counts: dict[str, int]
     latency: dict[str, Latency]
+    boundary_f: dict[str, dict[str, float]]
+    outside: dict[str, dict[str, float]]
+    boundary_tolerance_px: float
 
 
-def summarize(results: list[ObjectResult], methods: list[str]) -> Summary:
+def summarize(results: list[ObjectResult], methods: list[str], boundary_tolerance_px: float) -> Summary:
     if not results:
         raise ValueError("no results to summarize: the dataset selection holds no objects")
     categories = sorted({result.category for result in results}) + [ALL]
-    miou: dict[str, dict[str, float]] = {category: {} for category in categories}
+    means = {metric: {category: {} for category in categories} for metric in ("iou", "boundary_f", "outside")}
     counts: dict[str, int] = {}
     latency: dict[str, Latency] = {}
     for method in methods:
         mine = [result for result in results if result.method == method]
         for category in categories:
-            ious = [result.iou for result in mine if category in (ALL, result.category)]
-            miou[category][method] = float(np.mean(ious))
-            counts[category] = len(ious)
+            selected = [result for result in mine if category in (ALL, result.category)]
+            for metric, table in means.items():
+                table[category][method] = float(np.mean([getattr(result, metric) for result in selected]))
+            counts[category] = len(selected)
         times = [result.latency_ms for result in mine]
+        stages = dict.fromkeys(stage for result in mine for stage in result.stage_ms)
         latency[method] = Latency(
             median_ms=float(np.median(times)),
             p90_ms=float(np.percentile(times, 90)),
             objects=len(mine),
             failures=sum(1 for result in mine if result.error),
+            stage_median_ms={
+                stage: float(np.median([r.stage_ms[stage] for r in mine if stage in r.stage_ms])) for stage in stages
+            },
         )
-    return Summary(methods=methods, categories=categories, miou=miou, counts=counts, latency=latency)
+    return Summary(
+        methods=methods, categories=categories, miou=means["iou"], counts=counts, latency=latency,
+        boundary_f=means["boundary_f"], outside=means["outside"], boundary_tolerance_px=boundary_tolerance_px,
+    )
 
 
 def markdown(summary: Summary, notes: Sequence[str] = ()) -> str:
-    """The mIoU table (rows categories + all, columns methods) and the latency table."""
-    lines = [
-        "| category | objects | " + " | ".join(summary.methods) + " |",
-        "|---|---:|" + "---:|" * len(summary.methods),
+    """The mIoU, boundary F-score and outside-fraction tables (rows categories + all, columns
+    methods) and the latency table."""
+    tolerance = f"{summary.boundary_tolerance_px:g} px"
+    lines = _metric_table(summary, summary.miou, "mIoU")
+    lines += [""] + _metric_table(summary, summary.boundary_f, f"boundary F-score (tolerance {tolerance})")
+    lines += [""] + _metric_table(summary, summary.outside, "fraction of the mask outside the object (flooding)")
+    lines += [
+        "",
+        "| method | median ms/object | p90 ms/object | stages (median ms) | objects | failures |",
+        "|---|---:|---:|---|---:|---:|",
     ]
-    for category in summary.categories:
-        name = f"**{category}**" if category == ALL else category
-        cells = [f"{summary.miou[category][method]:.3f}" for method in summary.methods]
-        lines.append(f"| {name} | {summary.counts[category]} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | median ms/object | p90 ms/object | objects | failures |", "|---|---:|---:|---:|---:|"]
     for method in summary.methods:
         timing = summary.latency[method]
+        stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in timing.stage_median_ms.items()) or "-"
         lines.append(
-            f"| {method} | {timing.median_ms:.1f} | {timing.p90_ms:.1f} | {timing.objects} | {timing.failures} |"
+            f"| {method} | {timing.median_ms:.1f} | {timing.p90_ms:.1f} | {stages} | {timing.objects} | {timing.failures} |"
         )
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
-def write_miou_csv(summary: Summary, path: Path) -> None:
+def _metric_table(summary: Summary, table: dict[str, dict[str, float]], title: str) -> list[str]:
+    lines = [
+        f"| {title}: category | objects | " + " | ".join(summary.methods) + " |",
+        "|---|---:|" + "---:|" * len(summary.methods),
+    ]
+    for category in summary.categories:
+        name = f"**{category}**" if category == ALL else category
+        cells = [f"{table[category][method]:.3f}" for method in summary.methods]
+        lines.append(f"| {name} | {summary.counts[category]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_metric_csv(summary: Summary, table: dict[str, dict[str, float]], path: Path) -> None:
+    """One metric's table (miou, boundary_f or outside of ``summary``): rows categories + all."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["category", "objects", *summary.methods])
         for category in summary.categories:
-            row = [f"{summary.miou[category][method]:.4f}" for method in summary.methods]
+            row = [f"{table[category][method]:.4f}" for method in summary.methods]
             writer.writerow([category, summary.counts[category], *row])
 
 
 def write_latency_csv(summary: Summary, path: Path) -> None:
+    """Per method: median and p90 of the whole call, failures, and each stage's median (``<stage>_median_ms``)."""
+    stages = list(dict.fromkeys(stage for timing in summary.latency.values() for stage in timing.stage_median_ms))
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "median_ms", "p90_ms", "objects", "failures"])
+        writer.writerow(["method", "median_ms", "p90_ms", "objects", "failures", *(f"{s}_median_ms" for s in stages)])
         for method in summary.methods:
             timing = summary.latency[method]
+            per_stage = [f"{timing.stage_median_ms[s]:.2f}" if s in timing.stage_median_ms else "" for s in stages]
             writer.writerow(
-                [method, f"{timing.median_ms:.2f}", f"{timing.p90_ms:.2f}", timing.objects, timing.failures]
+                [method, f"{timing.median_ms:.2f}", f"{timing.p90_ms:.2f}", timing.objects, timing.failures, *per_stage]
             )
 
 
@@ -104,7 +137,8 @@ def write_results_csv(results: list[ObjectResult], path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[field.name for field in fields(ObjectResult)])
         writer.writeheader()
-        writer.writerows(asdict(result) for result in results)
+        for result in results:
+            writer.writerow({**asdict(result), "stage_ms": json.dumps(result.stage_ms)})
 
 
 def plot_miou(summary: Summary, path: Path, title: str = "mIoU by category") -> None:
@@ -136,6 +170,8 @@ def plot_miou(summary: Summary, path: Path, title: str = "mIoU by category") -> 
 class ReportFiles:
     markdown: Path
     miou_csv: Path
+    boundary_csv: Path
+    outside_csv: Path
     latency_csv: Path
     results_csv: Path
     chart: Path
@@ -148,12 +184,16 @@ def write_report(
     files = ReportFiles(
         markdown=out_dir / "report.md",
         miou_csv=out_dir / "miou.csv",
+        boundary_csv=out_dir / "boundary_f.csv",
+        outside_csv=out_dir / "outside.csv",
         latency_csv=out_dir / "latency.csv",
         results_csv=out_dir / "per_object.csv",
         chart=out_dir / "miou_by_category.png",
     )
     files.markdown.write_text(markdown(summary, notes))
-    write_miou_csv(summary, files.miou_csv)
+    write_metric_csv(summary, summary.miou, files.miou_csv)
+    write_metric_csv(summary, summary.boundary_f, files.boundary_csv)
+    write_metric_csv(summary, summary.outside, files.outside_csv)
     write_latency_csv(summary, files.latency_csv)
     write_results_csv(results, files.results_csv)
     plot_miou(summary, files.chart)

@@ -12,6 +12,7 @@ computed in crop pixels, so it does not depend on the photo's resolution.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -52,27 +53,48 @@ class ExtremeSegmenter:
         return f"extreme-{self.version}"
 
     def segment(self, image: HasPixels, prompt: Prompt) -> Segmentation:
-        """Mask (H, W) bool of the natural image for an EXTREME prompt (4 points, any order) or a BOX prompt."""
+        """Mask (H, W) bool of the natural image for an EXTREME prompt (4 points, any order) or a BOX
+        prompt; ``stage_ms`` holds the wall time of the coarse stage, the refinement and the paste-back."""
         points, box = prompt_geometry(prompt)
-        window, crop = self.predict_crop(image.array, points, box)
+        stage_ms: dict[str, float] = {}
+        window, crop = self.predict_crop(image.array, points, box, stage_ms)
+        start = time.perf_counter()
         mask = window.paste(crop, image.array.shape[:2], threshold=0.5)
-        return Segmentation(mask=mask, score=certainty_score(crop), label=prompt.label, model=self.model_name)
+        stage_ms["paste"] = (time.perf_counter() - start) * 1000
+        return Segmentation(
+            mask=mask, score=certainty_score(crop), label=prompt.label, model=self.model_name, stage_ms=stage_ms
+        )
 
     @torch.no_grad()
     def predict_crop(
-        self, image: np.ndarray, points: np.ndarray, box: tuple[float, float, float, float]
+        self,
+        image: np.ndarray,
+        points: np.ndarray,
+        box: tuple[float, float, float, float],
+        stage_ms: dict[str, float] | None = None,
     ) -> tuple[CropWindow, np.ndarray]:
         """The crop window and its (R, R) float32 foreground probabilities for natural-pixel points
-        (4, 2), or (0, 2) for a box prompt, and the prompt box."""
+        (4, 2), or (0, 2) for a box prompt, and the prompt box. Each stage's wall time (its input
+        crop included) goes into ``stage_ms`` ("coarse", "refine") when given."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        stage_ms = {} if stage_ms is None else stage_ms
         window = crop_window(box, self.config.margin)
+        start = time.perf_counter()
         # The crop and its mirror image in one batch; averaging the two cancels any left/right bias.
         coarse_logits = self.coarse(_with_mirror(self._input(image, window, points, box, self.config.crop_size)))
+        stage_ms["coarse"], start = self._since(start), time.perf_counter()
         refine_input = _with_mirror(self._input(image, window, points, box, self.config.refine_size))
         probabilities = torch.sigmoid(self.refine(refine_stage_input(refine_input, coarse_logits)))
-        averaged = (probabilities[0, 0] + probabilities[1, 0].flip(-1)) / 2
-        return window, averaged.float().cpu().numpy()
+        averaged = ((probabilities[0, 0] + probabilities[1, 0].flip(-1)) / 2).float().cpu().numpy()
+        stage_ms["refine"] = self._since(start)
+        return window, averaged
+
+    def _since(self, start: float) -> float:
+        """Milliseconds since ``start``, after the device's queued work is done (CUDA runs asynchronously)."""
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+        return (time.perf_counter() - start) * 1000
 
     def _input(self, image, window: CropWindow, points, box, size: int) -> torch.Tensor:
         array = network_input(window.extract(image, size), window.to_crop(points, size), window.box_to_crop(box, size))
