@@ -36,7 +36,7 @@ _WAITING = ("queued", "deferred", "scheduled")
 
 class RQEmbedQueue:
     def __init__(self, redis_url: str, max_queued: int):
-        self.connection = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=10)
+        self.connection = Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=10)
         self.queues = [Queue(name, connection=self.connection) for name in EMBED_QUEUES]
         self.max_queued = max_queued
         self.progress = RedisProgress(self.connection)
