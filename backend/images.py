@@ -151,7 +151,8 @@ class ImageLoader:
         self._settings = settings
         self._auth = auth if auth is not None else LabelStudioAuth.from_settings(settings)
         self._allowlist = check_allowlist(settings.image_url_allowlist)
-        self._ls_host = origin(settings.label_studio_url)[1] if settings.label_studio_url else None
+        if settings.label_studio_url:
+            origin(settings.label_studio_url)  # a malformed LABEL_STUDIO_URL fails at start-up
         self._cache = _ByteBoundedCache(settings.image_cache_bytes)
         self._cache_lock = threading.Lock()  # guards _cache and the counters
         self._hits = self._misses = 0
@@ -237,9 +238,10 @@ class ImageLoader:
         except UrlError:
             return False
 
-    def _host_allowed(self, host: str) -> bool:
-        """Label Studio's host always; any host without an allowlist; else the allowlisted ones."""
-        return not self._allowlist or host == self._ls_host or host_allowed(host, self._allowlist)
+    def _allowed(self, url: str, host: str) -> bool:
+        """Label Studio's own address (scheme, host and port: not other services on its host) always;
+        any host without an allowlist; else the allowlisted ones."""
+        return not self._allowlist or self._is_label_studio_url(url) or host_allowed(host, self._allowlist)
 
     def _trusted(self, url: str) -> bool:
         """Whether failures at ``url`` may be described in answers: Label Studio, allowlisted hosts."""
@@ -294,7 +296,7 @@ class ImageLoader:
             host = origin(url)[1]
         except UrlError as exc:
             raise ImageSourceError(f"a redirect pointed to a malformed URL: {exc}" if redirected else str(exc)) from None
-        if not self._host_allowed(host):
+        if not self._allowed(url, host):
             where = "was redirected to a host" if redirected else f"is on host '{host}', which is"
             raise ImageSourceError(f"the image {where} not in IMAGE_URL_ALLOWLIST",
                                    detail=f"{what}: host '{host}' is not in IMAGE_URL_ALLOWLIST")

@@ -218,7 +218,10 @@ def test_the_allowlist_refuses_other_hosts_before_connecting(ls, foreign):
     with pytest.raises(ImageSourceError, match="not in IMAGE_URL_ALLOWLIST"):
         loader.load(f"http://localhost:{foreign.port}/x.png")
     assert foreign.seen == []
-    assert loader.load("/data/upload/1/x.png").width == 8  # Label Studio's host is always allowed
+    assert loader.load("/data/upload/1/x.png").width == 8  # Label Studio's address is always allowed
+    with pytest.raises(ImageSourceError, match="not in IMAGE_URL_ALLOWLIST"):  # not other ports on its host
+        loader.load(f"http://127.0.0.1:{foreign.port}/x.png")
+    assert foreign.seen == []
 
 
 def test_the_allowlist_applies_to_redirect_targets(ls, foreign):
