@@ -1,17 +1,23 @@
 """Synthetic composites with exact instance masks, deterministic by seed.
 
 A scene is a real-photo background with several objects pasted on it. Each object is a random
-shape (concave outlines, thin limbs, holes) filled with a real-photo texture, with its own
-lighting gradient; some objects are made of two or three parts with different textures, as
-real objects are (a shirt and trousers, a wheel and its frame), and some carry enclosed inlays
-of another texture (markings, windows, eyes) that belong to the object, unlike holes, which show
-what lies behind it. So the prompt, not one uniform texture, defines the object. Later objects
-occlude earlier ones, so each instance mask is exactly the pixels where that object is visible.
-The whole image then gets global lighting, blur and noise.
+shape (concave outlines, thin limbs, branching trees of thin stems, holes) filled with a
+real-photo texture, with its own lighting gradient; some objects are made of two or three parts
+with different textures, as real objects are (a shirt and trousers, a wheel and its frame), and
+some carry enclosed inlays of another texture (markings, windows, eyes, irises) that belong to
+the object, unlike holes, which show the scene behind it (the background's own texture going on
+through the hole: the cue that tells the two apart). So the prompt, not one uniform texture,
+defines the object. Some objects have soft, matte-like edges: the object is alpha-blended over
+the scene with a blurred alpha and its mask is where alpha >= 0.5, as a matted photo's object
+mask is. Some are pushed against an image side, so the frame cuts them. Later objects occlude
+earlier ones, so each instance mask is exactly the pixels where that object is visible. The
+whole image then gets global lighting, blur and noise.
 
 Photos are scikit-image's bundled CC0 images, split by name into ``train`` and ``heldout``
-photo sets; the held-out split also draws its shapes from a disjoint seed stream and adds a
-shape family (the skimage ``horse`` silhouette) that training never sees.
+photo sets; the held-out split also draws its shapes from a disjoint seed stream and adds shape
+families that training never sees: the skimage ``horse`` silhouette (a detailed outline with
+thin legs) and ``plant`` (curved thin stems from one base, each ending in a leaf blade; the
+training's thin-and-branching family is ``tree``, drawn differently).
 """
 
 from __future__ import annotations
@@ -30,18 +36,25 @@ PHOTOS = {
     "heldout": ("chelsea", "rocket", "retina", "gravel", "clock", "page"),
 }
 _SPLIT_STREAM = {"train": 0, "heldout": 1}  # disjoint seed streams, so held-out shapes are new shapes
-_SHAPES = {"train": ("blob", "polygon", "limbs", "ring"), "heldout": ("blob", "polygon", "limbs", "ring", "horse")}
+SHAPE_FAMILIES = {
+    "train": ("blob", "polygon", "limbs", "ring", "tree"),
+    "heldout": ("blob", "polygon", "limbs", "ring", "tree", "horse", "plant"),
+}
 MIN_VISIBLE_PIXELS = 150
 MULTI_PART_FRACTION = 0.3
 INLAY_FRACTION = 0.4
 DARK_INLAY_FRACTION = 0.5  # dark enclosed parts must not read as holes
 HOLE_FRACTION = 0.15  # of non-ring shapes; a hole shows what lies behind the object
+SOFT_EDGE_FRACTION = 0.3  # objects alpha-blended over the scene with a blurred alpha
+SOFT_EDGE_SIGMA = (0.6, 2.5)  # px, the blur of a soft edge's alpha
+BORDER_FRACTION = 0.15  # objects pushed against an image side, up to MAX_BORDER_CUT of them outside
+MAX_BORDER_CUT = 0.35
 
 
 @dataclass
 class Scene:
     """image: (H, W, 3) uint8 RGB; masks: list of (H, W) bool visible-instance masks (non-overlapping);
-    families: each mask's shape family ("blob", "polygon", "limbs", "ring", "horse")."""
+    families: each mask's shape family (one of ``SHAPE_FAMILIES[split]``)."""
 
     image: np.ndarray
     masks: list[np.ndarray]
@@ -62,9 +75,7 @@ def _photo(name: str) -> np.ndarray:
 def _horse() -> np.ndarray:
     import skimage.data
 
-    horse = ~skimage.data.horse()  # the bundled image is a black horse on white
-    ys, xs = np.nonzero(horse)
-    return horse[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.uint8)
+    return _tight(~skimage.data.horse()).astype(np.uint8)  # the bundled image is a black horse on white
 
 
 def generate_scene(seed: int, index: int, split: str = "train") -> Scene:
@@ -80,18 +91,24 @@ def generate_scene(seed: int, index: int, split: str = "train") -> Scene:
     for obj in range(count):
         family, shape = _shape(rng, split, height, width)
         families.append(family)
-        x, y, mask = _place(rng, shape, height, width)
+        alpha = soft_alpha(shape, rng.uniform(*SOFT_EDGE_SIGMA)) if rng.random() < SOFT_EDGE_FRACTION else shape
+        x, y, alpha = _place(rng, alpha.astype(np.float32), height, width)
+        mask = alpha >= 0.5
         region = (slice(y, y + mask.shape[0]), slice(x, x + mask.shape[1]))
         parts = _parts(rng, mask) if rng.random() < MULTI_PART_FRACTION else [mask]
         inlay = None
         if rng.random() < INLAY_FRACTION:  # markings, windows, eyes: enclosed, differently textured, still the object
             inlay = _interior_ellipses(rng, mask, 0.3) & mask
             parts = [part & ~inlay for part in parts] + [inlay]
-        for part in parts:
+        colour = np.empty(mask.shape + (3,), np.float32)
+        for index, part in enumerate(parts):
             texture = _texture(rng, split, *mask.shape) * _lighting(rng, *mask.shape)[..., None]
             if part is inlay and rng.random() < DARK_INLAY_FRACTION:  # visors, pupils, screens, windows
                 texture *= rng.uniform(0.05, 0.3)
-            image[region][part] = texture[part]
+            if index == 0:  # a soft edge's fringe, outside every part, takes the first part's texture
+                colour[...] = texture
+            colour[part] = texture[part]
+        image[region] = alpha[..., None] * colour + (1 - alpha[..., None]) * image[region]
         owner[region][mask] = obj
     image = _global_effects(rng, image)
     visible = [obj for obj in range(count) if (owner == obj).sum() >= MIN_VISIBLE_PIXELS]
@@ -143,15 +160,33 @@ def _lighting(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return (gain * (1 + gx * (xs / max(width, 1) - 0.5) + gy * (ys / max(height, 1) - 0.5))).astype(np.float32)
 
 
+def soft_alpha(shape: np.ndarray, sigma: float) -> np.ndarray:
+    """(h + 2p, w + 2p) float32 alpha in [0, 1]: the {0, 1} shape padded by p = 3 sigma and blurred,
+    a matte-like soft edge; the object's mask is ``alpha >= 0.5`` (parts thinner than about a
+    sigma fade below it, as a matte's wisps do)."""
+    pad = int(np.ceil(3 * sigma))
+    padded = np.pad(shape.astype(np.float32), pad)
+    return np.clip(cv2.GaussianBlur(padded, (0, 0), sigma), 0.0, 1.0)
+
+
 def _shape(rng: np.random.Generator, split: str, image_h: int, image_w: int) -> tuple[str, np.ndarray]:
-    """(family, uint8 {0, 1} shape mask whose bounding box is its array)."""
+    """(family, uint8 {0, 1} shape mask of about the array's size)."""
     size = int(rng.uniform(0.12, 0.9) * min(image_h, image_w))
     aspect = rng.uniform(0.4, 2.5)
     h, w = max(8, int(size / np.sqrt(aspect))), max(8, int(size * np.sqrt(aspect)))
-    family = str(rng.choice(_SHAPES[split]))
+    family = str(rng.choice(SHAPE_FAMILIES[split]))
+    return family, draw_family(rng, family, h, w)
+
+
+def draw_family(rng: np.random.Generator, family: str, h: int, w: int) -> np.ndarray:
+    """(h, w) uint8 {0, 1} mask of a random shape of ``family`` (one of the SHAPE_FAMILIES)."""
+    if family == "tree":
+        return _tree(rng, h, w)
+    if family == "plant":
+        return _plant(rng, h, w)
     if family == "horse":
         mask = cv2.resize(_horse(), (w, h), interpolation=cv2.INTER_NEAREST)
-        return family, (mask[:, ::-1].copy() if rng.random() < 0.5 else mask)
+        return mask[:, ::-1].copy() if rng.random() < 0.5 else mask
     mask = np.zeros((h, w), np.uint8)
     centre = np.array([w / 2, h / 2])
     radii = np.array([w / 2, h / 2]) * 0.95
@@ -174,7 +209,64 @@ def _shape(rng: np.random.Generator, split: str, image_h: int, image_w: int) -> 
         mask[inner > 0] = 0
     if family != "ring" and rng.random() < HOLE_FRACTION:
         mask[_interior_ellipses(rng, mask, 0.15)] = 0
-    return family, mask
+    return mask
+
+
+def _tree(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A branching tree of straight tapering limbs (twigs, antlers, a bare shrub, cables at a pole):
+    a trunk growing up forks 2-3 ways at every level, each child shorter and thinner, down to
+    1-2 px twigs; some tips carry a small leaf. About max(h, w) across, cut to what was drawn."""
+    size = max(h, w)
+    canvas = np.zeros((3 * size, 3 * size), np.uint8)  # room to grow any way; cut to the tree's box
+    levels = int(rng.integers(3, 6))
+    trunk = (np.array([1.5 * size, 2.2 * size]), -np.pi / 2 + rng.normal(0, 0.2), rng.uniform(0.25, 0.4) * size)
+    stack = [(*trunk, max(2.0, rng.uniform(0.03, 0.08) * size), 0)]
+    while stack:
+        start, angle, length, thickness, level = stack.pop()
+        end = start + length * np.array([np.cos(angle), np.sin(angle)])
+        cv2.line(canvas, _pixel(start), _pixel(end), 1, max(1, int(round(thickness))))
+        if level + 1 < levels:
+            for _ in range(int(rng.integers(2, 4))):
+                child = (angle + rng.uniform(-0.9, 0.9), length * rng.uniform(0.55, 0.8), thickness * rng.uniform(0.5, 0.75))
+                stack.append((end, *child, level + 1))
+        elif rng.random() < 0.3:
+            radius = max(2, int(rng.uniform(0.02, 0.05) * size))
+            cv2.ellipse(canvas, _pixel(end), (radius, max(1, radius // 2)), float(np.degrees(angle)), 0, 360, 1, -1)
+    return _tight(canvas)
+
+
+def _plant(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Held-out only: a potted-plant-like fan of curved 1-4 px stems from one base near the bottom,
+    each ending in a pointed leaf blade along the stem's last direction; cut to what was drawn."""
+    side = min(h, w)
+    pad = int(0.35 * side) + 2  # leaves may grow past the stems' (h, w) frame
+    canvas = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
+    base = pad + np.array([rng.uniform(0.35, 0.65) * w, h * rng.uniform(0.85, 1.0)])
+    for _ in range(int(rng.integers(3, 9))):
+        tip = pad + np.array([rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.6) * h])
+        bend = (base + tip) / 2 + rng.normal(0, 0.15, 2) * [w, h]
+        t = np.linspace(0, 1, 24)[:, None]
+        stem = (1 - t) ** 2 * base + 2 * (1 - t) * t * bend + t**2 * tip  # a quadratic Bezier curve
+        cv2.polylines(canvas, [np.round(stem).astype(np.int32)], False, 1, int(rng.integers(1, 5)))
+        direction = (stem[-1] - stem[-3]) / max(float(np.linalg.norm(stem[-1] - stem[-3])), 1e-6)
+        normal = np.array([-direction[1], direction[0]])
+        length = rng.uniform(0.12, 0.3) * side
+        along = np.linspace(0, 1, 12)[:, None]
+        spine = tip + along * length * direction
+        bulge = length * rng.uniform(0.12, 0.3) * np.sin(np.pi * along)  # pointed at both ends
+        blade = np.concatenate([spine + bulge * normal, (spine - bulge * normal)[::-1]])
+        cv2.fillPoly(canvas, [np.round(blade).astype(np.int32)], 1)
+    return _tight(canvas)
+
+
+def _tight(mask: np.ndarray) -> np.ndarray:
+    """The mask cut to its nonzero bounding box (unchanged when empty)."""
+    ys, xs = np.nonzero(mask)
+    return mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(ys) else mask
+
+
+def _pixel(point: np.ndarray) -> tuple[int, int]:
+    return int(round(float(point[0]))), int(round(float(point[1])))
 
 
 def _fill_radial(rng, mask, centre, radii, harmonics: int, roughness: float) -> None:
@@ -206,13 +298,24 @@ def _interior_ellipses(rng: np.random.Generator, mask: np.ndarray, max_axis: flo
 
 
 def _place(rng: np.random.Generator, shape: np.ndarray, height: int, width: int) -> tuple[int, int, np.ndarray]:
-    """Random top-left (x, y) for the shape, sometimes partly outside the image; returns the clipped shape."""
+    """Random top-left (x, y) for the shape (an alpha array), sometimes partly outside the image,
+    sometimes pushed against one side so the frame cuts it; returns the part inside the image."""
     h, w = shape.shape
     x = int(rng.integers(-w // 4, max(width - 3 * w // 4, -w // 4 + 1)))
     y = int(rng.integers(-h // 4, max(height - 3 * h // 4, -h // 4 + 1)))
+    if rng.random() < BORDER_FRACTION:
+        side, cut = int(rng.integers(4)), rng.uniform(0, MAX_BORDER_CUT)
+        if side == 0:
+            x = -int(cut * w)
+        elif side == 1:
+            x = width - w + int(cut * w)
+        elif side == 2:
+            y = -int(cut * h)
+        else:
+            y = height - h + int(cut * h)
     x0, y0 = max(x, 0), max(y, 0)
-    x1, y1 = min(x + w, width), min(y + h, height)
-    return x0, y0, shape[y0 - y : y1 - y, x0 - x : x1 - x].astype(bool)
+    x1, y1 = max(min(x + w, width), x0), max(min(y + h, height), y0)
+    return x0, y0, shape[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
 def _global_effects(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
@@ -233,7 +336,7 @@ def write_coco(out_dir: Path, count: int, seed: int, split: str = "heldout") -> 
 
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    category_ids = {family: i + 1 for i, family in enumerate(_SHAPES[split])}
+    category_ids = {family: i + 1 for i, family in enumerate(SHAPE_FAMILIES[split])}
     images, annotations = [], []
     for index in range(count):
         scene = generate_scene(seed, index, split)
