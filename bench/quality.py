@@ -3,11 +3,14 @@
     .venv/bin/python bench/quality.py                     # offline methods, 100 held-out scenes
     .venv/bin/python bench/quality.py --sam-checkpoint model_weights/sam_vit_b_01ec64.pth
 
-Writes the held-out set once under runs/bench/ (COCO format, reused afterwards), then runs
+Writes the held-out set once under runs/bench/ (COCO format, reused afterwards while the
+generator's source is unchanged: its hash is in the folder's name), then runs
 ``python -m backend evaluate`` on it: the custom model from 4 extreme points and from the tight
 box, GrabCut from the tight box, and SAM from the tight and loose boxes when a checkpoint is given.
-Prints the tables and writes report.md, miou.csv, latency.csv, per_object.csv and
-miou_by_category.png to bench/results/quality/ (the README quotes the table and shows the chart).
+Prints the tables (per shape family: mIoU, boundary F-score, fraction of the mask outside the
+object; latency with the custom model's stages) and writes report.md, miou.csv, boundary_f.csv,
+outside.csv, latency.csv, per_object.csv and miou_by_category.png to bench/results/quality/ (the
+README quotes the tables and shows the chart).
 
 The held-out split uses photos and shape families the training never saw (see
 ``backend.training.synthetic``); scene seed 1 is the stream of the manifest's held-out report
@@ -17,6 +20,7 @@ The held-out split uses photos and shape families the training never saw (see
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -26,7 +30,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 
 from backend.evaluation import evaluate  # noqa: E402
 from backend.sam_checkpoints import CHECKPOINTS  # noqa: E402
-from backend.training.synthetic import write_coco  # noqa: E402
+from backend.training import synthetic  # noqa: E402
 
 
 def main() -> int:
@@ -47,11 +51,13 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    data_dir = REPO_ROOT / "runs" / "bench" / f"heldout-seed{args.data_seed}-{args.scenes}"
+    # The generator's source in the name: a set written by an older generator is never reused.
+    generator = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:10]
+    data_dir = REPO_ROOT / "runs" / "bench" / f"heldout-seed{args.data_seed}-{args.scenes}-{generator}"
     annotations = data_dir / "instances.json"
     if not annotations.is_file():  # write_coco writes instances.json last: present means complete
         print(f"writing {args.scenes} held-out synthetic scenes to {data_dir}")
-        write_coco(data_dir, args.scenes, args.data_seed, split="heldout")
+        synthetic.write_coco(data_dir, args.scenes, args.data_seed, split="heldout")
     # Relative paths keep the machine's directory layout out of the committed report.
     command = [os.path.relpath(annotations), os.path.relpath(data_dir / "images"), "--out", str(args.out)]
     command += ["--device", args.device]

@@ -236,6 +236,13 @@ def test_a_mask_of_the_wrong_size_stops_the_run(tmp_path):
         evaluate(CocoObjects(path, tmp_path / "images"), grabcut, {"grabcut": WrongSize()})
 
 
+@pytest.mark.parametrize("tolerance", ["-1", "nan"])
+def test_a_negative_boundary_tolerance_is_refused(tmp_path, capsys, tolerance):
+    with pytest.raises(SystemExit):
+        cli_args(tmp_path, tmp_path / "instances.json", "--boundary-tolerance", tolerance)
+    assert "--boundary-tolerance: must be at least 0" in capsys.readouterr().err
+
+
 def test_unknown_method_names_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_args(tmp_path, tmp_path / "instances.json", "--methods", "grabcut,sam-tight")
