@@ -17,7 +17,7 @@ import numpy as np
 from backend.training.mask_prompts import extreme_points, mask_box
 from backend.training.synthetic import generate_scene
 
-SCENE_SEED, SCENE_INDEX = 7, 41  # two separate objects (a polygon, a limbs shape), well inside the frame
+SCENE_SEED, SCENE_INDEX = 7, 1208  # the two largest objects apart, their extreme points >= 20 px apart and from the frame
 
 
 @dataclass(frozen=True)
