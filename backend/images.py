@@ -23,6 +23,7 @@ import io
 import re
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import requests
@@ -158,9 +159,12 @@ class ImageLoader:
         self._hits = self._misses = 0
         self._download_slots = threading.BoundedSemaphore(max(1, settings.image_downloads))
 
-    def load(self, url: str, task_id: int | None = None) -> LoadedImage:
+    def load(self, url: str, task_id: int | None = None, background: bool = False) -> LoadedImage:
         """The image at ``url`` (a task's image value). ``task_id`` is needed only for cloud
         storage URIs (s3://, gs://, azure-blob://), which Label Studio resolves per task.
+        ``background``: the caller is a background thread of its own (embedding ahead), not a request
+        thread, so its download does not take one of the ``IMAGE_DOWNLOADS`` slots that keep request
+        threads free (it would only make an annotator's request busy).
 
         Raises an ImageError subclass on any failure.
         """
@@ -176,7 +180,7 @@ class ImageLoader:
             self._misses += cached is None
         if cached is not None:
             return cached
-        data, final_url = self._download(absolute)
+        data, final_url = self._download(absolute, background)
         try:
             image = _decode(data, self._settings.image_max_pixels)
         except ImageError as exc:
@@ -260,7 +264,7 @@ class ImageLoader:
         generic = f"the image at {redact(requested)} could not be loaded; the reason is in the ML backend's log"
         return type(exc)(generic, detail=f"{exc.detail} (at {redact(url)})")
 
-    def _download(self, url: str) -> tuple[bytes, str]:
+    def _download(self, url: str, background: bool = False) -> tuple[bytes, str]:
         """The body of GET ``url`` after at most MAX_REDIRECTS redirects, and the URL it came from.
 
         The Label Studio token is decided per hop on the URL as sent (``LabelStudioAuth`` as
@@ -268,10 +272,8 @@ class ImageLoader:
         once a chain has left Label Studio, no later hop carries it either (a foreign redirect back to
         Label Studio must not fetch its data with the backend's token).
         """
-        if not self._download_slots.acquire(blocking=False):
-            raise ImageBusy(f"{self._settings.image_downloads} image downloads are already running "
-                            "(IMAGE_DOWNLOADS); try again in a moment")
-        try:
+        slots = nullcontext() if background else self._download_slot()
+        with slots:
             with DeadlineSession(self._settings.image_timeout_s) as session:
                 hop_url, on_label_studio = url, self._auth is not None
                 for hop in range(MAX_REDIRECTS + 1):
@@ -286,6 +288,16 @@ class ImageLoader:
                     hop_url = target
                 raise self._shown(ImageFetchError(f"downloading '{redact(url)}' was redirected more than "
                                                   f"{MAX_REDIRECTS} times"), hop_url, url)
+
+    @contextmanager
+    def _download_slot(self):
+        """One of the ``IMAGE_DOWNLOADS`` slots of a request thread, or ImageBusy at once: a request
+        thread waiting for a slot would be one more thread kept from /health and other requests."""
+        if not self._download_slots.acquire(blocking=False):
+            raise ImageBusy(f"{self._settings.image_downloads} image downloads are already running "
+                            "(IMAGE_DOWNLOADS); try again in a moment")
+        try:
+            yield
         finally:
             self._download_slots.release()
 

@@ -65,7 +65,7 @@ class FakeImages:
         self.sizes = sizes or {IMAGE_URL: (W, H)}
         self.loaded: list[str] = []
 
-    def load(self, url: str, task_id: int | None = None) -> LoadedImage:
+    def load(self, url: str, task_id: int | None = None, background: bool = False) -> LoadedImage:
         if url not in self.sizes:
             raise ImageNotFound(f"no image at {url}")
         self.loaded.append(url)

@@ -202,6 +202,20 @@ def test_downloads_beyond_the_limit_fail_at_once_instead_of_waiting(ls, foreign)
     assert loader.load(f"{foreign.url}/x.png").width == 8  # slots are given back
 
 
+def test_background_downloads_take_no_request_slot(ls, foreign):
+    # Embedding ahead runs on a thread of its own: it must not make an annotator's request busy,
+    # nor be refused because requests hold every slot.
+    foreign.routes["/slow.png"] = trickle_headers(0.02)
+    loader = loader_for(ls, image_timeout_s=1.0, image_downloads=1)
+    holder = threading.Thread(target=lambda: _error_of(loader, f"{foreign.url}/slow.png"))
+    holder.start()
+    time.sleep(0.2)  # the request holds the only slot
+    assert loader.load(f"{foreign.url}/x.png", background=True).width == 8
+    with pytest.raises(ImageBusy):
+        loader.load(f"{foreign.url}/y.png")
+    holder.join()
+
+
 def _error_of(loader, url):
     try:
         loader.load(url)

@@ -24,7 +24,7 @@ def embed_task_image(sam, images, request: EmbedRequest) -> str:
     process that this one waited for). ``sam``: a SAM segmenter (``embedding``, ``embedding_key``,
     ``embedding_cache``); ``images``: an ``ImageLoader``. Raises ``ImageError`` when the image cannot
     be loaded, ``Preempted`` when a request needed the encoder meanwhile (nothing stored)."""
-    image = images.load(request.url, task_id=request.task_id)
+    image = images.load(request.url, task_id=request.task_id, background=True)
     if sam.embedding_cache.contains(sam.embedding_key(image)):
         return STORED_ALREADY
     with background():
