@@ -1,10 +1,11 @@
 # Segmentation-assist ML backend for Label Studio: `gunicorn backend.wsgi:app` on port 9090.
 #
-#   CPU (default):  docker build -t segmentation-backend .
+#   CPU (default):  docker build -t segmentation-backend .   (SAM 2.1 hiera_tiny: the CPU choice, see README)
 #   NVIDIA GPU:     docker build -t segmentation-backend --build-arg TORCH_INDEX_URL= .
 #                   (torch from the default index, PyPI, whose Linux wheels are the CUDA builds;
 #                   run with `docker run --gpus all …`)
-#   Other SAM:      --build-arg SAM_MODEL_TYPE=vit_l (any type `python -m backend download-sam` knows)
+#   Other SAM:      --build-arg SAM_MODEL_TYPE=sam2.1_hiera_large on a GPU, vit_b for SAM 1 (any type
+#                   `python -m backend download-sam` knows)
 #   No SAM inside:  --build-arg SAM_MODEL_TYPE=none (no download, e.g. offline); mount a checkpoint
 #                   at run time: -v /path/sam_vit_b_01ec64.pth:/opt/sam/checkpoint:ro -e SAM_MODEL_TYPE=vit_b
 #
@@ -37,7 +38,7 @@ RUN /venv/bin/pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL
  && /venv/bin/pip install -r /tmp/requirements.txt
 
 FROM deps AS sam
-ARG SAM_MODEL_TYPE=vit_b
+ARG SAM_MODEL_TYPE=sam2.1_hiera_tiny
 # Only what `download-sam` imports (tests/test_dockerfile.py checks the list), so that code changes
 # don't download the checkpoint again.
 WORKDIR /src
@@ -50,7 +51,7 @@ RUN mkdir /opt/sam \
     fi
 
 FROM ${PYTHON_IMAGE}
-ARG SAM_MODEL_TYPE=vit_b
+ARG SAM_MODEL_TYPE=sam2.1_hiera_tiny
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/venv/bin:$PATH
