@@ -1,7 +1,7 @@
 """The retraining loop and background jobs as the web app sees it.
 
 ``ActiveLearning`` is the app's webhook event sink (``handle``), its source of job and version
-listings, the one place background jobs are requested (``request_preannotation``; ``TASKS_CREATED``
+listings, the one place pre-annotation jobs are requested (``request_preannotation``; ``TASKS_CREATED``
 goes through ``tasks_created``), and — in one process per MODEL_DIR — the dispatcher: a background
 thread that, about twice a second, reaps dead jobs (failed, or requeued to resume), turns settled
 pending annotations into jobs and lets the executor start them. Which process dispatches is decided by a non-blocking flock on
@@ -70,9 +70,10 @@ class ActiveLearning:
         return answer
 
     def tasks_created(self, payload: dict) -> dict:
-        """An import (``TASKS_CREATED``): the one place work ahead of the annotator starts for new
-        tasks. With ``preannotate_on_import`` on for the project, a pre-annotation job is queued for
-        them (or the project's queued one takes them on). Raises EventError for a malformed payload."""
+        """An import (``TASKS_CREATED``), pre-annotation's side (``SegmentationModel.fit`` also hands
+        the event to embedding ahead): with ``preannotate_on_import`` on for the project, a
+        pre-annotation job is queued for the new tasks (or the project's queued one takes them on).
+        Raises EventError for a malformed payload."""
         project = project_of(payload)
         setup = self.projects.load(project)
         if not preannotates_on_import(self.settings.default_extra_params, setup.extra_params if setup else None):
