@@ -39,14 +39,14 @@ def rectangle(box, width: int, height: int) -> dict:
                       "height": 100 * (y1 - y0) / height, "rotation": 0, "rectanglelabels": ["Cat"]}}
 
 
-def connect_project(api, backend, title: str) -> tuple[int, dict]:
+def connect_project(api, backend, title: str, preannotate_on_import: bool = True) -> tuple[int, dict]:
     """(project id, ML backend record): a new project with the backend connected (Basic Auth) and
-    ``{"preannotate_on_import": true}`` as its extra params."""
+    ``{"preannotate_on_import": <preannotate_on_import>}`` as its extra params."""
     project = api.post("/api/projects/", json={"title": title, "label_config": LABEL_CONFIG.read_text()})["id"]
     ml = api.post("/api/ml/", json={
         "project": project, "url": backend.url, "title": "segmentation assist", "is_interactive": True,
         "auth_method": "BASIC_AUTH", "basic_auth_user": backend.auth[0], "basic_auth_pass": backend.auth[1],
-        "extra_params": {"preannotate_on_import": True},
+        "extra_params": {"preannotate_on_import": preannotate_on_import},
     })
     ml = api.get(f"/api/ml/{ml['id']}")
     assert ml["readable_state"] == "Connected", f"backend not connected: {ml.get('error_message')}"

@@ -11,6 +11,7 @@ mode, which is fast on a CPU; the masks are checked for size and frame, not qual
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -96,6 +97,23 @@ def test_imported_boxes_become_brush_predictions_without_retrieve_predictions(la
     assert answer.status_code == 202, answer.text
     job = wait_for_job(backend, answer.json()["job"]["id"])
     assert job["state"] == "finished" and job["result"]["already_predicted"] == 4, job
+
+
+def test_the_command_line_pre_annotates_a_project_that_does_not_on_import(label_studio, embedded_backend):
+    api, backend = label_studio.api, embedded_backend
+    project, ml = connect_project(api, backend, "pre-annotation from the command line", preannotate_on_import=False)
+    tasks = import_boxed_tasks(api, project, 3, WIDTH, HEIGHT)
+    assert preannotation_jobs(backend, project) == []  # the import started nothing
+    env = {**os.environ, "MODEL_DIR": str(backend.model_dir), "DEVICE": "cpu", "LABEL_STUDIO_URL": label_studio.url,
+           "LABEL_STUDIO_API_KEY": label_studio.personal_access_token, "SAM_CHECKPOINT": "", "REDIS_URL": ""}
+    command = [sys.executable, "-m", "backend", "preannotate", "--project", str(project), "--tasks",
+               ",".join(map(str, tasks[:2]))]
+    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 tasks, 2 predicted" in done.stdout and "pre-annotating" in done.stderr  # the summary; tqdm's bar
+    assert sorted(predictions_by_task(api, project, ml["model_version"])) == sorted(tasks[:2])
+    (job,) = preannotation_jobs(backend, project)
+    assert job["state"] == "finished" and job["trigger"] == "python -m backend preannotate"
 
 
 @pytest.fixture(scope="module")
