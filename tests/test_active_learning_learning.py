@@ -26,7 +26,7 @@ def test_retraining_learns_the_projects_fill_holes_policy(capsys):
     weights = Settings.from_env().extreme_weights
     if not (weights / "manifest.json").is_file():
         pytest.skip(f"no default weights at {weights} yet")
-    result = load_bench().run(weights, tasks=16, steps=12, threads=1)
+    result = load_bench().run(weights, tasks=16, steps=20, threads=1)
     with capsys.disabled():
         print(f"\nfill-holes policy, held-out mIoU {result['miou_before']:.3f} -> {result['miou_after']:.3f}; "
               f"exact masks {result['exact_miou_before']:.3f} -> {result['exact_miou_after']:.3f}")
