@@ -92,3 +92,15 @@ def slow_fake_job(settings, job_id: str) -> None:
 
 def quick_fake_job(settings, job_id: str) -> None:
     run_training_job(settings, job_id, trainer=FakeTrainer(), reader=FakeReader())
+
+
+def wait_for(condition, timeout_s: float, tick=lambda: None):
+    """``condition()``'s first truthy value, calling ``tick()`` before each try; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        tick()
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")

@@ -5,6 +5,7 @@ the geometric fake segmenters."""
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from segmentation_fakes import CONFIG, IMAGE_URL, BoxSegmenter, FakeImages, rect
 
 from backend.active_learning.ls_data import ProjectDataError
 from backend.model import SegmentationModel
+from backend.preannotation.job import run_preannotation_job
 from backend.project_store import ProjectStore
 from backend.segmenter_set import SegmenterSet
 from backend.settings import Settings
@@ -76,3 +78,24 @@ def fake_model(model_dir: Path, images: FakeImages | None = None, **settings) ->
                               sam_name="sam-fake", extreme_version="v1")
     config = replace(Settings(), model_dir=model_dir, **settings)
     return SegmentationModel(config, segmenters, images or FakeImages(), ProjectStore(model_dir / "projects"), events=None)
+
+
+class SlowLabelStudio(FakeLabelStudio):
+    """Each task takes ``delay_s`` to read: a job long enough to be killed in the middle."""
+
+    def __init__(self, tasks, delay_s: float):
+        super().__init__(tasks)
+        self.delay_s = delay_s
+
+    def task(self, task_id: int) -> dict:
+        time.sleep(self.delay_s)
+        return super().task(task_id)
+
+
+SLOW_TASKS = 20
+
+
+def slow_fake_preannotation(settings, job_id: str) -> None:
+    """An embedded-worker target (spawned): pre-annotates SLOW_TASKS box tasks at 0.2 s each."""
+    ls = SlowLabelStudio([box_task(i) for i in range(1, SLOW_TASKS + 1)], delay_s=0.2)
+    run_preannotation_job(settings, job_id, model=fake_model(settings.model_dir), tasks_api=ls)

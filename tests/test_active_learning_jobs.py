@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from active_learning_fakes import FakeReader, FakeTrainer, quick_fake_job, slow_fake_job, write_fake_weights
+from active_learning_fakes import FakeReader, FakeTrainer, quick_fake_job, slow_fake_job, wait_for, write_fake_weights
 
 from backend.files import sha256_of_files
 from backend.active_learning.jobs import FAILED, FINISHED, RUNNING, JobStore
@@ -122,17 +122,6 @@ def test_a_job_left_running_by_a_dead_process_is_marked_failed(settings):
     assert jobs.get(alive.id).state == RUNNING
     stale = jobs.reap_dead(now=time.time() + 3600)  # no heartbeat for an hour: dead wherever it ran
     assert [j.id for j in stale] == [alive.id] and "no heartbeat" in jobs.get(alive.id).error
-
-
-def wait_for(condition, timeout_s: float, tick=lambda: None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        tick()
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def test_embedded_executor_runs_a_job_in_its_own_process(settings):

@@ -248,3 +248,30 @@ def test_in_the_embedded_worker_a_queued_training_job_goes_first(settings, model
     run_preannotation_job(settings, job.id, model=model, tasks_api=ls, yield_to_training=True)
     job = jobs.get(job.id)
     assert job.state == FINISHED and job.result[PREDICTED] == 5 and job.attempts == 1
+
+
+@pytest.mark.slow
+def test_a_killed_pre_annotation_process_is_resumed_at_its_first_task_without_an_outcome(settings, model):
+    import os
+    import signal
+
+    from active_learning_fakes import wait_for
+    from preannotation_fakes import SLOW_TASKS, slow_fake_preannotation
+
+    from backend.active_learning.queue import EmbeddedExecutor
+
+    jobs = JobStore(Layout(settings.model_dir))
+    executor = EmbeddedExecutor(settings, jobs, slow_fake_preannotation)
+    job = new_job(settings, scope="all")
+    executor.poll()  # spawns the first process
+    first = executor.running_pid()
+    wait_for(lambda: (jobs.get(job.id).progress.get("done") or 0) >= 3, 60)
+    os.kill(first, signal.SIGKILL)
+    job = wait_for(lambda: (j := jobs.get(job.id)).state == FINISHED and j, 90, executor.poll)
+    assert job.attempts == 2 and job.result[PREDICTED] == SLOW_TASKS
+    tasks = JobTasks(jobs.layout, PROJECT_ID, job.id)
+    workers = [tasks.outcomes(chunk)[task]["worker"] for chunk, ids in enumerate(tasks.chunks()) for task in ids]
+    pids = [int(worker.rsplit(":", 1)[1]) for worker in workers]
+    second = pids[-1]
+    assert second != first and first in pids
+    assert pids == sorted(pids, key=lambda pid: pid == second), "the second process redid none of the first's tasks"
