@@ -71,11 +71,12 @@ def _load_sam(settings: Settings, device: str) -> tuple[object | None, str]:
 
         # The store outlives the process: its keys name the checkpoint, not just the architecture.
         cache = EmbeddingCache.from_settings(settings, namespace=file_fingerprint(checkpoint))
-        sam = SamSegmenter.from_checkpoint(settings.sam_model_type, checkpoint, device, cache)
+        sam = SamSegmenter.from_checkpoint(settings.sam_model_type, checkpoint, device, cache, settings.sam_precision)
     except Exception as exc:  # a broken checkpoint must not keep the server down
         log.exception("SAM failed to load from %s", checkpoint)
         return None, f"failed to load {checkpoint}: {type(exc).__name__}: {exc}"
-    return sam, f"loaded ({sam.model_name} from {checkpoint.name} on {device})"
+    precision = str(sam.encoder_dtype).removeprefix("torch.")
+    return sam, f"loaded ({sam.model_name} from {checkpoint.name} on {device}, {precision} encoder)"
 
 
 def _load_extreme(settings: Settings, device: str) -> tuple[object | None, str]:

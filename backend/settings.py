@@ -43,6 +43,8 @@ class Settings:
     sam_model_type: str = "vit_b"
     sam_checkpoint: Path | None = None
     device: str = "auto"  # "auto" picks cuda when available
+    # SAM's image encoder: "auto" (bfloat16 for SAM 2.1 where the device has it natively), "float32", "bfloat16".
+    sam_precision: str = "auto"
     # LS -> backend Basic Auth (optional); whether /webhook demands it too (LS event webhooks send none).
     basic_auth_user: str = ""
     basic_auth_pass: str = ""
@@ -109,6 +111,7 @@ class Settings:
             sam_model_type=env.get("SAM_MODEL_TYPE") or defaults.sam_model_type,
             sam_checkpoint=Path(checkpoint) if checkpoint else None,
             device=env.get("DEVICE") or defaults.device,
+            sam_precision=env.get("SAM_PRECISION") or defaults.sam_precision,
             basic_auth_user=env.get("BASIC_AUTH_USER", ""),
             basic_auth_pass=env.get("BASIC_AUTH_PASS", ""),
             webhook_requires_auth=_bool(env.get("WEBHOOK_REQUIRES_AUTH"), False),

@@ -55,7 +55,7 @@ def real_segmenters(monkeypatch, tmp_path):
     torch.set_num_threads(1)
     calls = {}
 
-    def sam_from_checkpoint(model_type, checkpoint_path, device, cache):
+    def sam_from_checkpoint(model_type, checkpoint_path, device, cache, precision):
         calls.setdefault("sams", []).append((model_type, checkpoint_path, device))
         name = adapter_for(model_type).model_name(model_type)
         return SamSegmenter(SegmentAnything(tiny_sam()), name, EmbeddingCache(capacity=1))

@@ -12,6 +12,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from backend.prompts import LoadedImage, Prompt, PromptKind
 from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.segmenters import sam as sam_module
 from backend.segmenters.sam import SamSegmenter, SegmentAnything
 
 WIDTH, HEIGHT = 600, 400  # non-square: input frame 1024 x 683 (683 = round(400 * 1024 / 600))
@@ -319,3 +320,39 @@ def test_from_checkpoint_errors(tmp_path, monkeypatch):
     (tmp_path / "page.pth").write_text("<html>Access denied</html>")
     with pytest.raises(ValueError, match="cannot be read as a PyTorch checkpoint"):
         SamSegmenter.from_checkpoint("vit_b", tmp_path / "page.pth", "cpu", cache)
+
+
+# --- the encoder's precision (SAM_PRECISION) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model_type, precision, native, expected",
+    [
+        ("sam2.1_hiera_tiny", "auto", True, torch.bfloat16),  # Meta's own SAM 2 precision, where it is fast
+        ("sam2.1_hiera_large", "auto", False, torch.float32),  # emulated bfloat16 would be slower
+        ("vit_b", "auto", True, torch.float32),  # Meta runs SAM 1 in float32
+        ("vit_b", "bfloat16", True, torch.bfloat16),
+        ("sam2.1_hiera_tiny", "float32", True, torch.float32),
+    ],
+)
+def test_encoder_precision(monkeypatch, model_type, precision, native, expected):
+    monkeypatch.setattr(sam_module, "native_bfloat16", lambda device: native)
+    assert sam_module.encoder_dtype(model_type, precision, "cpu") == expected
+
+
+def test_encoder_precision_errors(monkeypatch, tmp_path):
+    monkeypatch.setattr(sam_module, "native_bfloat16", lambda device: False)
+    with pytest.raises(ValueError, match="no native bfloat16 arithmetic .*use auto or float32"):
+        sam_module.encoder_dtype("sam2.1_hiera_tiny", "bfloat16", "cpu")
+    with pytest.raises(ValueError, match="unknown SAM_PRECISION 'fp8'; expected one of auto, float32, bfloat16"):
+        SamSegmenter.from_checkpoint("vit_b", tmp_path / "sam.pth", "cpu", EmbeddingCache(1), precision="fp8")
+
+
+def test_a_bfloat16_encoder_hands_over_float32_features_under_their_own_key():
+    sam = SegmentAnything(tiny_sam())
+    full, reduced = (SamSegmenter(sam, "sam-tiny", EmbeddingCache(1), dtype) for dtype in (torch.float32, torch.bfloat16))
+    photo = LoadedImage(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8), key="photo")
+    features = reduced.embedding(photo)
+    assert features.dtype == torch.float32
+    torch.testing.assert_close(features, full.embedding(photo), atol=0.05, rtol=0.05)
+    assert reduced.embedding_key(photo) != full.embedding_key(photo)  # a shared store keeps both apart

@@ -142,6 +142,27 @@ def test_masks_from_float16_features_match_float32_ones(segmenter, prompt):
     assert iou(full.mask, half.mask) >= 0.99 and abs(full.score - half.score) < 0.01
 
 
+@pytest.mark.parametrize("prompt", [box(60, 40, 300, 200), clicks([[200, 150]], [1]), box(0, 0, 600, 400)],
+                         ids=["box", "click", "whole image"])
+def test_masks_from_a_bfloat16_encoder_match_float32_ones(segmenter, bfloat16_features, prompt):
+    """SAM_PRECISION=auto encodes SAM 2.1 images in bfloat16 where the device has it natively."""
+    full = segmenter.segment(IMAGE, prompt)
+    reduced = sharing_features(segmenter, IMAGE, features=bfloat16_features).segment(IMAGE, prompt)
+    assert full.mask.sum() > 100
+    assert iou(full.mask, reduced.mask) >= 0.99 and abs(full.score - reduced.score) < 0.01
+
+
+@pytest.fixture(scope="module")
+def bfloat16_features(segmenter):
+    """IMAGE's features from the same network with its encoder under bfloat16 autocast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return SamSegmenter(segmenter.model, NAME, EmbeddingCache(1), torch.bfloat16).embedding(IMAGE)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize(
     "prompt, reference_inputs",
     [
@@ -314,9 +335,11 @@ def test_a_missing_checkpoint_says_how_to_download_it(tmp_path):
 
 
 def test_the_server_names_sam21_in_health_setup_and_predictions(segmenter, checkpoint, tmp_path):
-    settings = replace(Settings(), sam_model_type=TYPE, sam_checkpoint=checkpoint, extreme_weights=tmp_path)
+    settings = replace(Settings(), sam_model_type=TYPE, sam_checkpoint=checkpoint, extreme_weights=tmp_path,
+                       sam_precision="float32")
     loaded = SegmenterSet.load(settings)
-    assert loaded.sam_name == NAME and loaded.status["sam"] == f"loaded ({NAME} from {checkpoint.name} on cpu)"
+    assert loaded.sam_name == NAME
+    assert loaded.status["sam"] == f"loaded ({NAME} from {checkpoint.name} on cpu, float32 encoder)"
 
     fake_image = LoadedImage(np.zeros((H, W, 3), np.uint8), key=IMAGE_URL)  # what the app's FakeImages loads
     segmenters = SegmenterSet(sam=sharing_features(segmenter, fake_image), sam_name=NAME)

@@ -164,7 +164,8 @@ def load_segmenters(args: argparse.Namespace, needed: set[str], device: str) -> 
 
         for model_type, checkpoint in sams:
             # Objects come image by image: one cached embedding serves both methods of a SAM model.
-            sam = SamSegmenter.from_checkpoint(model_type, checkpoint, device, EmbeddingCache(capacity=1))
+            sam = SamSegmenter.from_checkpoint(model_type, checkpoint, device, EmbeddingCache(capacity=1),
+                                               settings.sam_precision)  # as the server runs it
             segmenters["sam" if len(sams) == 1 else f"sam@{sam.model_name}"] = sam
     if "grabcut" in needed:
         segmenters["grabcut"] = GrabCutSegmenter(seed=args.seed)
