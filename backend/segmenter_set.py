@@ -75,8 +75,7 @@ def _load_sam(settings: Settings, device: str) -> tuple[object | None, str]:
     except Exception as exc:  # a broken checkpoint must not keep the server down
         log.exception("SAM failed to load from %s", checkpoint)
         return None, f"failed to load {checkpoint}: {type(exc).__name__}: {exc}"
-    precision = str(sam.encoder_dtype).removeprefix("torch.")
-    return sam, f"loaded ({sam.model_name} from {checkpoint.name} on {device}, {precision} encoder)"
+    return sam, f"loaded ({sam.model_name} from {checkpoint.name} on {device}, {sam.precision} encoder)"
 
 
 def _load_extreme(settings: Settings, device: str) -> tuple[object | None, str]:

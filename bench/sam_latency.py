@@ -143,7 +143,7 @@ def measure_model(model_type: str, image_name: str, repeats: int, device: str, p
     decoder = {name: median_p90_ms(time_decoder(segmenter, image, prompt, repeats))
                for name, prompt in example_prompts(image).items()}
     return {"type": model_type, "parameters_m": parameters / 1e6, "encoder_s": encoder_s, "decoder_ms": decoder,
-            "precision": str(segmenter.encoder_dtype).removeprefix("torch."),
+            "precision": segmenter.precision,
             "rss_start_mb": rss_start, "rss_model_mb": rss_model, "peak_rss_mb": peak_rss_mb()}
 
 

@@ -145,7 +145,7 @@ class SamSegmenter:
 
         with torch.no_grad():
             low_res_logits, predicted_iou = self.model.decode(
-                _on_device(self.embedding(image), device),
+                _each_tensor(self.embedding(image), lambda tensor: tensor.to(device)),
                 box=None if box is None else input_frame(box.reshape(2, 2)).reshape(4),
                 points=None if points is None else input_frame(points),
                 labels=None if labels is None else torch.as_tensor(labels, device=device),
@@ -166,10 +166,15 @@ class SamSegmenter:
         return self.embedding_cache.get_or_compute(self.embedding_key(image), lambda: self._encode(image.array),
                                                    background=background)
 
+    @property
+    def precision(self) -> str:
+        """The image encoder's precision by name: "float32" or "bfloat16"."""
+        return str(self.encoder_dtype).removeprefix("torch.")
+
     def embedding_key(self, image: LoadedImage) -> str:
         """The cache key of ``image``'s features: this model, its encoder's precision (bfloat16
         features differ a little from float32 ones) and the image's content."""
-        precision = "" if self.encoder_dtype == torch.float32 else "-bfloat16"
+        precision = "" if self.encoder_dtype == torch.float32 else f"-{self.precision}"
         return f"{self.model_name}{precision}:{image.key}"
 
     def _encode(self, array: np.ndarray) -> Features:
@@ -178,7 +183,7 @@ class SamSegmenter:
             self.model.device.type, dtype=self.encoder_dtype, enabled=reduced
         ):
             features = self.model.encode(array)
-        return _float32(features)  # the decoder and the embedding store take float32
+        return _each_tensor(features, torch.Tensor.float)  # the decoder and the embedding store take float32
 
 
 class SegmentAnything:
@@ -279,16 +284,11 @@ def native_bfloat16(device: str) -> bool:
     return device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def _float32(features: Features) -> Features:
+def _each_tensor(features: Features, function) -> Features:
+    """``function`` applied to the tensor, or to each named tensor (SAM 2.1)."""
     if isinstance(features, dict):
-        return {name: tensor.float() for name, tensor in features.items()}
-    return features.float()
-
-
-def _on_device(features: Features, device: torch.device) -> Features:
-    if isinstance(features, dict):
-        return {name: tensor.to(device) for name, tensor in features.items()}
-    return features.to(device)
+        return {name: function(tensor) for name, tensor in features.items()}
+    return function(features)
 
 
 def _sam_inputs(
