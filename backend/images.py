@@ -24,6 +24,7 @@ import re
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
+from urllib.parse import unquote_to_bytes
 
 import numpy as np
 import requests
@@ -385,7 +386,10 @@ def _data_uri_bytes(uri: str, max_bytes: int) -> bytes:
             return base64.b64decode(payload, validate=True)
         except binascii.Error:
             raise ImageSourceError("malformed data: URI (invalid base64)") from None
-    return unquote_to_bytes(payload)
+    data = unquote_to_bytes(payload)  # percent-encoded: up to 3 characters a byte, so checked once decoded
+    if len(data) > max_bytes:
+        raise ImageTooLarge(f"the data: URI holds over {max_bytes} bytes (IMAGE_MAX_BYTES)")
+    return data
 
 
 def _decode(data: bytes, max_pixels: int) -> LoadedImage:

@@ -2,15 +2,20 @@
 interactive (rectangle, clicks, 1/3/4/8 extreme points, fallbacks, merging, errors) and batch
 (order, empty entries, per-task failures, deduplication, policies)."""
 
+import io
 import logging
+from urllib.parse import quote_from_bytes
 
 import numpy as np
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
+from PIL import Image
 
+from backend.images import ImageLoader
 from backend.protocol import mask_from_region, region_from_mask
 from backend.prompts import PromptError, PromptKind
 from backend.segmenter_set import SegmenterSet
+from backend.settings import Settings
 from segmentation_fakes import CONFIG, IMAGE_URL, H, W, FakeImages, box_mask, extreme_points, keypoint, \
     make_app, predict_body, rectangle, setup_body, task
 
@@ -175,6 +180,18 @@ def test_a_prompt_error_is_the_annotators_and_a_bug_is_ours(tmp_path, caplog):
 def test_unloadable_image_is_422_in_interactive_mode(app):
     response, _ = interactive(app, [rectangle(50, 20, 120, 70)], the_task=task(url="http://images.test/gone.jpg"))
     assert response.status_code == 422 and "image not loaded: no image at" in response.get_json()["error"]
+
+
+def test_data_uri_images_through_the_real_loader(tmp_path):
+    """A percent-encoded data: URI is an image like any other; a malformed one is 422, not 500."""
+    app, _, _ = make_app(tmp_path, images=ImageLoader(Settings()))
+    png = io.BytesIO()
+    Image.new("RGB", (W, H)).save(png, format="PNG")
+    response, _ = interactive(app, [rectangle(50, 20, 120, 70)],
+                              the_task=task(url="data:image/png," + quote_from_bytes(png.getvalue())))
+    assert response.status_code == 200 and len(response.get_json()["results"][0]["result"]) == 1
+    response, _ = interactive(app, [rectangle(50, 20, 120, 70)], the_task=task(url="data:image/png,%ZZ"))
+    assert response.status_code == 422 and "image not loaded: the 3 bytes" in response.get_json()["error"]
 
 
 @pytest.mark.parametrize("body, message", [

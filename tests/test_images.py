@@ -6,6 +6,7 @@ import io
 import time
 import zlib
 from dataclasses import replace
+from urllib.parse import quote_from_bytes
 
 import numpy as np
 import pytest
@@ -128,6 +129,23 @@ def test_data_uri():
     assert image.array.shape == (3, 4, 3) and image.key == hashlib.sha1(data).hexdigest()
     with pytest.raises(ImageSourceError, match="base64"):
         ImageLoader(Settings()).load("data:image/png;base64,@@@")
+
+
+def test_percent_encoded_data_uri():
+    data = rgb_png(4, 3)
+    image = ImageLoader(Settings()).load("data:image/png," + quote_from_bytes(data))
+    assert image.array.shape == (3, 4, 3) and image.key == hashlib.sha1(data).hexdigest()
+
+
+@pytest.mark.parametrize("uri, error, message", [
+    ("data:image/png,%89PNG%0D%0A%ZZnot-an-image", NotAnImage, "not an image"),
+    ("data:image/png", ImageSourceError, "no ','"),
+    ("data:image/png," + "%00" * 40, ImageTooLarge, "over 39 bytes"),  # 120 characters, 40 bytes once decoded
+    ("data:image/png," + "A" * 50, ImageTooLarge, "over 39 bytes"),  # 50 bytes: more than base64's 3/4 per character
+])
+def test_malformed_percent_encoded_data_uri_is_an_image_error(uri, error, message):
+    with pytest.raises(error, match=message):
+        ImageLoader(replace(Settings(), image_max_bytes=39)).load(uri)
 
 
 # --- HTTP errors -----------------------------------------------------------------------------
