@@ -18,6 +18,7 @@ import requests
 
 from backend.deadline_http import DeadlineSession
 from backend.ls_auth import PAT_HINT, LabelStudioAuth, LabelStudioAuthError
+from backend.process_thread import ProcessThread
 from backend.urls import redact
 
 OK = "ok"
@@ -40,7 +41,7 @@ class LabelStudioCheck:
         self._lock = threading.Lock()
         self._answer: str | None = None
         self._checked_at = float("-inf")
-        self._thread: threading.Thread | None = None
+        self._checker = ProcessThread(self._refresh, "label-studio-check")
 
     def status(self, wait_s: float = 0.5) -> str:
         """The latest answer; starts a new check in the background when it is older than ``interval_s``."""
@@ -48,13 +49,10 @@ class LabelStudioCheck:
             return NOT_CONFIGURED
         with self._lock:
             due = self._clock() - self._checked_at >= self._interval_s
-            started = due and (self._thread is None or not self._thread.is_alive())
-            if started:
-                self._thread = threading.Thread(target=self._refresh, name="label-studio-check", daemon=True)
-                self._thread.start()
-            thread, answer = self._thread, self._answer
+            started = due and self._checker.ensure_running()
+            answer = self._answer
         if answer is None and started:
-            thread.join(wait_s)
+            self._checker.join(wait_s)
         return self._answer or CHECKING
 
     def _refresh(self) -> None:

@@ -28,9 +28,9 @@ class TrainingLock:
 
     def __enter__(self) -> "TrainingLock":
         if self._redis_url:
-            import redis
+            from backend.redis_connection import redis_client
 
-            client = redis.Redis.from_url(self._redis_url)
+            client = redis_client(self._redis_url)
             self._redis_lock = client.lock(
                 f"segmentation-backend:train:{self.project}", timeout=HEARTBEAT_STALE_S, sleep=0.5, thread_local=False
             )

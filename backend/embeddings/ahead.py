@@ -15,15 +15,14 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict, deque
 
 from backend.embeddings.embed_one import EmbedRequest, embed_task_image
 from backend.embeddings.next_tasks import NextTasks, NextTasksError
 from backend.embeddings.scheduler import CURRENT, IMPORT, NEXT, EmbedScheduler
+from backend.process_thread import ProcessThread
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +47,11 @@ class EmbedAhead:
         self._next_tasks = next_tasks
         self._embed_ahead = embed_ahead
         self._next_count = next_count
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._looked_up: OrderedDict[tuple[str, int], float] = OrderedDict()  # (project, task) -> time
-        self._lookups: ThreadPoolExecutor | None = None
-        self._lookups_pid: int | None = None
-        self._lookups_waiting = 0
+        self._lookups: deque[tuple[str, int, str]] = deque()  # (project, task, image key) to look up
+        self._lookups_waiting = 0  # queued or running
+        self._lookup_thread = ProcessThread(self._look_up_next, "next-tasks")
 
     @classmethod
     def from_settings(cls, settings, sam, images) -> "EmbedAhead":
@@ -94,15 +93,18 @@ class EmbedAhead:
             while len(self._looked_up) > _REMEMBERED_LOOKUPS:
                 self._looked_up.popitem(last=False)
             self._lookups_waiting += 1
-            executor = self._executor()
-        executor.submit(self._queue_next, project, task_id, image_key)
+            self._lookups.append((project, task_id, image_key))
+            self._lock.notify()
+        self._lookup_thread.ensure_running()
 
-    def _executor(self) -> ThreadPoolExecutor:
-        """One lookup thread per process (made after a gunicorn fork, where threads do not survive)."""
-        if self._lookups is None or self._lookups_pid != os.getpid():
-            self._lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-tasks")
-            self._lookups_pid = os.getpid()
-        return self._lookups
+    def _look_up_next(self) -> None:
+        """The lookup thread, one per process: Label Studio's answers never hold up a request."""
+        while True:
+            with self._lock:
+                while not self._lookups:
+                    self._lock.wait()
+                lookup = self._lookups.popleft()
+            self._queue_next(*lookup)
 
     def _queue_next(self, project: str, task_id: int, image_key: str) -> None:
         try:

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 
 import redis
 
+from backend.redis_connection import redis_client
+
 LOCK_TTL_S = 60.0
 _LOCK_POLL_S = 0.1
 
@@ -65,7 +67,7 @@ class RedisEmbeddingStore:
 
     def __init__(self, url: str, max_bytes: int, prefix: str = "segmentation-backend:embeddings:"):
         self.max_bytes = max_bytes
-        self._client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=10)
+        self._client = redis_client(url)
         self._prefix = prefix
         self._lru, self._sizes, self._bytes = prefix + "lru", prefix + "sizes", prefix + "bytes"
         self._put = self._client.register_script(_PUT)

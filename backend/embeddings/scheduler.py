@@ -20,7 +20,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -33,6 +32,7 @@ from backend.embeddings.embed_one import FAILED, EmbedRequest
 from backend.embeddings.preemption import Preempted, foreground_busy
 from backend.embeddings.progress import LocalProgress, work_status
 from backend.images import ImageError
+from backend.process_thread import ProcessThread
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ class EmbedScheduler:
         self._seq = itertools.count()
         self._running: str | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()  # urls embedded or found stored lately
-        self._thread: threading.Thread | None = None
-        self._thread_pid: int | None = None
+        self._thread = ProcessThread(self._run, "embed-ahead")
         self._stop = False
 
     def submit(self, requests: list[EmbedRequest], priority: int) -> int:
@@ -69,7 +68,7 @@ class EmbedScheduler:
                 queued += self._add(request, priority, next(self._seq))
             self._lock.notify()
         if queued:
-            self._ensure_thread()
+            self._thread.ensure_running()
         return queued
 
     def depth(self) -> dict:
@@ -90,8 +89,7 @@ class EmbedScheduler:
         with self._lock:
             self._stop = True
             self._lock.notify_all()
-        if self._thread is not None and self._thread_pid == os.getpid():
-            self._thread.join()
+        self._thread.join()
 
     # -- the queue ------------------------------------------------------------------------------------
 
@@ -130,14 +128,6 @@ class EmbedScheduler:
         return None
 
     # -- the thread ---------------------------------------------------------------------------------
-
-    def _ensure_thread(self) -> None:
-        with self._lock:
-            if self._thread is not None and self._thread_pid == os.getpid() and self._thread.is_alive():
-                return
-            self._thread_pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="embed-ahead", daemon=True)
-            self._thread.start()
 
     def _run(self) -> None:
         while True:
