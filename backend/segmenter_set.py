@@ -66,7 +66,7 @@ def _load_sam(settings: Settings, device: str) -> tuple[object | None, str]:
         return None, f"missing: SAM_CHECKPOINT {checkpoint} does not exist; {SAM_HOW_TO}"
     try:
         from backend.checksums import file_fingerprint
-        from backend.segmenters.embedding_cache import EmbeddingCache
+        from backend.embeddings.cache import EmbeddingCache
         from backend.segmenters.sam import SamSegmenter
 
         # The store outlives the process: its keys name the checkpoint, not just the architecture.

@@ -46,7 +46,7 @@ from backend.embeddings import codec  # noqa: E402
 from backend.images import ImageLoader  # noqa: E402
 from backend.prompts import Prompt, PromptKind  # noqa: E402
 from backend.segmenter_set import SegmenterSet  # noqa: E402
-from backend.segmenters.embedding_cache import EmbeddingCache  # noqa: E402
+from backend.embeddings.cache import EmbeddingCache  # noqa: E402
 from backend.segmenters.sam import SamSegmenter, SegmentAnything  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.training.validation import iou  # noqa: E402

@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from backend.prompts import LoadedImage, Prompt, PromptKind  # noqa: E402
-from backend.segmenters.embedding_cache import EmbeddingCache  # noqa: E402
+from backend.embeddings.cache import EmbeddingCache  # noqa: E402
 from backend.segmenters.sam import MODEL_TYPES, PRECISIONS, SAM1_TYPES, SamSegmenter, adapter_for, \
     encoder_dtype  # noqa: E402
 

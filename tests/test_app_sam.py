@@ -8,7 +8,7 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from backend.protocol import mask_from_region
 from backend.segmenter_set import SegmenterSet
-from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.embeddings.cache import EmbeddingCache
 from backend.segmenters.sam import SamSegmenter, SegmentAnything
 from segmentation_fakes import CONFIG, FakeImages, IMAGE_URL, make_app, predict_body, rectangle, task
 from test_sam import RectangleDecoder, tiny_sam

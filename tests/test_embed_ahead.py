@@ -21,7 +21,7 @@ from backend.embeddings.preemption import Preempted
 from backend.embeddings.scheduler import CURRENT, IMPORT, NEXT, EmbedScheduler
 from backend.images import ImageNotFound
 from backend.segmenter_set import SegmenterSet
-from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.embeddings.cache import EmbeddingCache
 from backend.segmenters.sam import SamSegmenter, SegmentAnything
 from backend.settings import Settings
 

@@ -19,7 +19,7 @@ from backend.embeddings import codec
 from backend.embeddings.disk_store import DiskEmbeddingStore
 from backend.embeddings.preemption import Preempted, background
 from backend.embeddings.redis_store import RedisEmbeddingStore
-from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.embeddings.cache import EmbeddingCache
 from backend.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -189,7 +189,7 @@ COMPUTE_IN_A_PROCESS = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     import torch
-    from backend.segmenters.embedding_cache import EmbeddingCache
+    from backend.embeddings.cache import EmbeddingCache
     from backend.settings import Settings
 
     settings = Settings(model_dir=Path(sys.argv[1]), redis_url=sys.argv[2])

@@ -7,7 +7,7 @@ import torch
 from test_sam import box, clicks, image, tiny_sam
 
 from backend.embeddings import codec
-from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.embeddings.cache import EmbeddingCache
 from backend.segmenters.sam import SamSegmenter, SegmentAnything
 from backend.training.validation import iou
 

@@ -12,7 +12,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from backend.evaluation import evaluate as evaluate_command
 from backend.evaluation.harness import METHODS
 from backend.networks.weights import ModelConfig
-from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.embeddings.cache import EmbeddingCache
 from backend.segmenters.extreme import ExtremeSegmenter
 from backend.segmenters.sam import SamSegmenter, SegmentAnything, adapter_for
 from backend.training.synthetic import write_coco

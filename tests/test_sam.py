@@ -11,7 +11,7 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from backend.prompts import LoadedImage, Prompt, PromptKind
-from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.embeddings.cache import EmbeddingCache
 from backend.segmenters import sam as sam_module
 from backend.segmenters.sam import SamSegmenter, SegmentAnything
 

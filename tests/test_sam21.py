@@ -17,7 +17,7 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 from backend.embeddings import codec
 from backend.prompts import LoadedImage, PromptKind
 from backend.segmenter_set import SegmenterSet
-from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.embeddings.cache import EmbeddingCache
 from backend.segmenters.sam import SamSegmenter
 from backend.segmenters.sam21 import Sam21
 from backend.settings import Settings

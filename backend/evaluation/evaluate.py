@@ -159,7 +159,7 @@ def load_segmenters(args: argparse.Namespace, needed: set[str], device: str) -> 
         for model_type, checkpoint in sams:
             if not checkpoint.is_file():
                 raise FileNotFoundError(f"SAM checkpoint not found: {checkpoint}")
-        from backend.segmenters.embedding_cache import EmbeddingCache
+        from backend.embeddings.cache import EmbeddingCache
         from backend.segmenters.sam import SamSegmenter
 
         for model_type, checkpoint in sams:

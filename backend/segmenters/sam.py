@@ -31,7 +31,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from backend.prompts import LoadedImage, Prompt, PromptError, PromptKind, Segmentation
 from backend.sam_checkpoints import CHECKPOINTS
 from backend.segmenters import sam21
-from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.embeddings.cache import EmbeddingCache
 
 SAM1_TYPES = ("vit_b", "vit_l", "vit_h")
 MODEL_TYPES = SAM1_TYPES + tuple(sam21.CONFIGS)

@@ -28,7 +28,7 @@ from backend.active_learning.service import ActiveLearning
 from backend.app import create_app
 from backend.images import ImageLoader
 from backend.segmenter_set import SegmenterSet
-from backend.segmenters.embedding_cache import EmbeddingCache
+from backend.embeddings.cache import EmbeddingCache
 from backend.segmenters.sam import SamSegmenter, SegmentAnything
 from backend.settings import Settings
 
