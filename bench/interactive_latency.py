@@ -39,10 +39,10 @@ from sam_latency import cpu_description, example_prompts, median_p90_ms, officia
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tests" / "integration"))
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # for tests/support
 
 from backend.prompts import Prompt, PromptKind  # noqa: E402
-from backend_server import BackendServer  # noqa: E402
+from support.backend_server import BackendServer  # noqa: E402
 
 LABEL = "Cat"  # a label of every tool in examples/labeling_config_sam.xml
 PROJECT = "1.1700000000"  # Label Studio's "<id>.<created timestamp>"

@@ -36,13 +36,13 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tests" / "integration"))
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # for tests/support
 
-from backend_server import BackendServer  # noqa: E402
-from ls_server import LabelStudio, find_venv  # noqa: E402
-from preannotation_project import connect_project, import_boxed_tasks, wait_until_predicted  # noqa: E402
-from processes import ServerProcess  # noqa: E402
-from redis_server import RedisServer  # noqa: E402
+from support.backend_server import BackendServer  # noqa: E402
+from support.ls_server import LabelStudio, find_venv  # noqa: E402
+from support.preannotation_project import connect_project, import_boxed_tasks, wait_until_predicted  # noqa: E402
+from support.processes import ServerProcess  # noqa: E402
+from support.redis_server import RedisServer  # noqa: E402
 from sam_latency import cpu_description  # noqa: E402
 
 WIDTH, HEIGHT = 600, 400

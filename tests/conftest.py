@@ -1,22 +1,29 @@
-"""Session fixtures shared by tests/integration and tests/browser: one real Label Studio and one
-backend on localhost per test run (the helpers live in tests/integration).
+"""Fixtures shared across the suite: one real Label Studio and one backend on localhost per test run
+(tests/integration and tests/browser), a throw-away redis-server per module (the helpers live in
+tests/support).
 
-Without a Label Studio installation the tests are skipped locally (with the reason) but fail on CI
-(``CI=true``), where a silent skip would hide that nothing was tested.
+Without a Label Studio installation or the ``redis-server`` binary (Debian package ``redis-server``)
+the tests that need them are skipped locally (with the reason) but fail on CI (``CI=true``), where a
+silent skip would hide that nothing was tested.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.backend_server import BackendServer
+from support.ls_server import LabelStudio, LabelStudioUnavailable, find_venv
+from support.redis_server import RedisServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
-from backend_server import BackendServer  # noqa: E402
-from ls_server import LabelStudio, LabelStudioUnavailable, find_venv  # noqa: E402
+
+def skip_locally_fail_on_ci(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +31,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
     try:
         venv = find_venv()
     except LabelStudioUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but Label Studio is unavailable: {exc}", pytrace=False)
-        pytest.skip(str(exc))
+        skip_locally_fail_on_ci(f"Label Studio is unavailable: {exc}")
     server = LabelStudio(venv, tmp_path_factory.mktemp("label_studio"))
     yield server
     server.stop()
@@ -53,6 +58,16 @@ def backend(
     server = BackendServer(
         tmp_path_factory.mktemp("backend"), sam_checkpoint, label_studio.url, label_studio.personal_access_token
     )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        skip_locally_fail_on_ci("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
 

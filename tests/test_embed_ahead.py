@@ -8,8 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from redis_server import redis_server  # noqa: F401  (fixture)
-from segmentation_fakes import CONFIG, PROJECT, FakeImages, predict_body, rectangle, setup_body, task
+from segmentation_fakes import CONFIG, FakeImages, predict_body, rectangle, setup_body, task
 from test_sam import tiny_sam
 
 from backend.active_learning.service import ActiveLearning

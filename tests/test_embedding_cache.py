@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from redis_server import redis_server  # noqa: F401  (fixture: a real redis-server on a free port)
 
 from backend.embeddings import codec
 from backend.embeddings.disk_store import DiskEmbeddingStore

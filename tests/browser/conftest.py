@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from labeling_page import LabelingPage
-from ls_server import PASSWORD, USERNAME
+from support.ls_server import PASSWORD, USERNAME
 from outputs import CLICK_TO_MASK_FILE
 
 _click_to_mask: dict[str, float] = {}  # flow -> seconds, this run

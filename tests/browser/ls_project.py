@@ -14,7 +14,7 @@ from PIL import Image
 
 @dataclass
 class Project:
-    api: object  # tests/integration/ls_api.LabelStudioApi
+    api: object  # tests/support/ls_api.LabelStudioApi
     id: int
     ml_backend: int
 

@@ -17,7 +17,6 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,11 +25,10 @@ import pytest
 import requests
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from processes import free_port  # noqa: E402
+from support.processes import free_port
 
-from backend.protocol import mask_from_region  # noqa: E402
-from backend.training.mask_prompts import extreme_points  # noqa: E402
+from backend.protocol import mask_from_region
+from backend.training.mask_prompts import extreme_points
 
 pytestmark = pytest.mark.docker
 

@@ -19,9 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from preannotation_project import LABEL_CONFIG, image_uri, object_box, rectangle
-from processes import ServerProcess, free_port
-from redis_server import redis_server  # noqa: F401  (fixture)
+from support.preannotation_project import LABEL_CONFIG, image_uri, object_box, rectangle
+from support.processes import ServerProcess, free_port
 from werkzeug.serving import make_server
 
 from backend.active_learning.service import ActiveLearning

@@ -1,6 +1,6 @@
 """A polygon project against a real Label Studio 1.23: "Retrieve predictions" on a task whose
 imported prediction holds a cat's four extreme points stores ``polygonlabels`` regions (through
-Label Studio's prediction validation, which tests/integration/ls_server.py switches on)."""
+Label Studio's prediction validation, which tests/support/ls_server.py switches on)."""
 
 from __future__ import annotations
 

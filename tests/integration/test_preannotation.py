@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from backend_server import BackendServer
+from support.backend_server import BackendServer
 from label_studio_sdk.converter.brush import decode_rle
-from preannotation_project import connect_project, import_boxed_tasks, predictions_by_task, wait_until_predicted
-from processes import ServerProcess
-from redis_server import redis_server  # noqa: F401  (fixture)
+from support.preannotation_project import connect_project, import_boxed_tasks, predictions_by_task, wait_until_predicted
+from support.processes import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -28,9 +28,8 @@ import requests
 import torch
 from label_studio_sdk.converter.brush import mask2rle
 from PIL import Image
-from backend_server import BackendServer
-from processes import ServerProcess
-from redis_server import redis_server  # noqa: F401  (fixture)
+from support.backend_server import BackendServer
+from support.processes import ServerProcess
 
 from backend.networks.weights import ModelConfig, save_weights
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 import requests
-from backend_server import BackendServer
-from processes import free_port
+from support.backend_server import BackendServer
+from support.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from redis_server import redis_server  # noqa: F401  (fixture)
 
 from backend.active_learning.jobs import FAILED
 from backend.active_learning.layout import Layout

@@ -1,19 +1,13 @@
-"""A throw-away ``redis-server`` on a free localhost port, for the scale-out (RQ) tests.
-
-Without the ``redis-server`` binary (Debian package ``redis-server``) the tests are skipped locally
-with that reason, but fail on CI (``CI=true``), where a silent skip would hide that nothing ran.
-"""
+"""A throw-away ``redis-server`` on a free localhost port, for the scale-out (RQ) tests (the
+``redis_server`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from processes import ServerProcess, ServerStartError, free_port
+from support.processes import ServerProcess, ServerStartError, free_port
 
 STARTUP_TIMEOUT_S = 20.0
 
@@ -44,16 +38,3 @@ class RedisServer:
 
     def stop(self) -> None:
         self.process.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        reason = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {reason}", pytrace=False)
-        pytest.skip(reason)
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()

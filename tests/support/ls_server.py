@@ -19,8 +19,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ls_api import LabelStudioApi
-from processes import ServerProcess, free_port
+from support.ls_api import LabelStudioApi
+from support.processes import ServerProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ls-segmentation-backend-tests"

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from processes import ServerProcess, free_port
+from support.processes import ServerProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASIC_AUTH = ("ls-backend", "integration-basic-auth")
