@@ -26,7 +26,6 @@ from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from urllib.parse import unquote_to_bytes
 
-import numpy as np
 import requests
 import urllib3
 from PIL import Image, UnidentifiedImageError

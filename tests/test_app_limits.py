@@ -5,14 +5,12 @@ on-screen mask limits (422), label configs parsed once per content, START_TRAINI
 import base64
 import copy
 import io
-import logging
 
-import numpy as np
 import pytest
 
 import backend.model
 from backend.protocol import region_from_mask
-from segmentation_fakes import CONFIG, W, H, box_mask, extreme_points, keypoint, make_app, predict_body, rectangle, \
+from segmentation_fakes import CONFIG, box_mask, extreme_points, keypoint, make_app, predict_body, rectangle, \
     setup_body, task
 
 MERGE = {"policies": {"Car": {"merge_overlapping": True}}}

@@ -17,7 +17,7 @@ from backend.app import create_app
 from backend.images import ImageLoader
 from backend.settings import Settings
 from backend.status_page import render
-from segmentation_fakes import CONFIG, PROJECT, BoxSegmenter, setup_body
+from segmentation_fakes import PROJECT, BoxSegmenter, setup_body
 from backend.segmenter_set import SegmenterSet
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"ls:pw").decode()}
