@@ -4,9 +4,13 @@ Every image is returned as the *natural* image of ``backend.prompts``: EXIF orie
 RGB uint8, (H, W, 3). Downloads are bounded in bytes, pixels and total time (one deadline for
 connecting, every redirect hop, headers and body, ``IMAGE_TIMEOUT``), follow at most
 ``MAX_REDIRECTS`` redirects, each hop re-deciding the Label Studio token (``backend.ls_auth``) and
-checked against ``IMAGE_URL_ALLOWLIST``, and at most ``IMAGE_DOWNLOADS`` run at once per process
-(one more fails at once, so slow image hosts never occupy every server thread). Decoded images are
-cached by URL in an LRU bounded in bytes (``IMAGE_CACHE_BYTES``).
+checked against ``IMAGE_URL_ALLOWLIST``, through the one Label Studio client
+(``backend.label_studio_client``: 429/503 tried again after ``Retry-After`` within the deadline).
+Concurrent loads of one URL share one download; at most ``IMAGE_DOWNLOADS`` downloads of request
+threads run at once per process, at most half of them (at least one) from one host, so slow hosts
+cannot hold every slot; a request waits for a slot within its deadline and is answered busy only
+when the deadline passes. Decoded images are cached by URL in an LRU bounded in bytes
+(``IMAGE_CACHE_BYTES``).
 
 Every failure is an ``ImageError``: its message is safe for answers (URLs redacted by
 ``backend.urls.redact``), and says what went wrong for Label Studio's own host, allowlisted hosts and
@@ -22,8 +26,9 @@ import hashlib
 import io
 import re
 import threading
+import time
 from collections import OrderedDict
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from urllib.parse import unquote_to_bytes
 
 import requests
@@ -31,10 +36,13 @@ import urllib3
 from PIL import Image, UnidentifiedImageError
 
 from backend.deadline_http import DeadlineSession
-from backend.ls_auth import PAT_HINT, LabelStudioAuth, LabelStudioAuthError, NoCredentials
+from backend.download_slots import DownloadSlots, NoSlot
+from backend.label_studio_client import LabelStudioClient
+from backend.ls_auth import PAT_HINT, LabelStudioAuthError
 from backend.pixels import natural_rgb
 from backend.prompts import LoadedImage
 from backend.settings import Settings
+from backend.single_flight import SingleFlight
 from backend.urls import UrlError, install_log_redaction, origin, parse_http_url, redact
 
 # URI schemes of Label Studio cloud storages; Label Studio resolves them for a task.
@@ -89,7 +97,7 @@ class ImageFetchError(ImageError):
 
 
 class ImageBusy(ImageError):
-    """``IMAGE_DOWNLOADS`` downloads are already running in this process; try again."""
+    """No download slot (``IMAGE_DOWNLOADS``) came free within ``IMAGE_TIMEOUT``; try again."""
 
 
 class _ByteBoundedCache:
@@ -144,27 +152,28 @@ def host_allowed(host: str, allowlist: tuple[str, ...]) -> bool:
 class ImageLoader:
     """Loads images by URL with limits from ``settings`` and a byte-bounded LRU of decoded images.
 
-    ``auth`` authorizes requests to Label Studio; by default it is built from
-    ``settings.label_studio_url`` and ``settings.label_studio_api_key``. Thread-safe.
+    ``client`` makes the requests (the token for Label Studio's URLs); by default it is built from
+    ``settings.label_studio_url`` and ``settings.label_studio_api_key`` (a malformed URL fails here,
+    at start-up). Thread-safe.
     """
 
-    def __init__(self, settings: Settings, auth: LabelStudioAuth | None = None):
+    def __init__(self, settings: Settings, client: LabelStudioClient | None = None):
         self._settings = settings
-        self._auth = auth if auth is not None else LabelStudioAuth.from_settings(settings)
+        self._client = client if client is not None else LabelStudioClient.from_settings(settings)
         self._allowlist = check_allowlist(settings.image_url_allowlist)
-        if settings.label_studio_url:
-            origin(settings.label_studio_url)  # a malformed LABEL_STUDIO_URL fails at start-up
         self._cache = _ByteBoundedCache(settings.image_cache_bytes)
         self._cache_lock = threading.Lock()  # guards _cache and the counters
         self._hits = self._misses = 0
-        self._download_slots = threading.BoundedSemaphore(max(1, settings.image_downloads))
+        self._slots = DownloadSlots(settings.image_downloads, per_host=settings.image_downloads // 2)
+        self._in_flight: SingleFlight[LoadedImage] = SingleFlight()
 
     def load(self, url: str, task_id: int | None = None, background: bool = False) -> LoadedImage:
         """The image at ``url`` (a task's image value). ``task_id`` is needed only for cloud
         storage URIs (s3://, gs://, azure-blob://), which Label Studio resolves per task.
         ``background``: the caller is a background thread of its own (embedding ahead), not a request
         thread, so its download does not take one of the ``IMAGE_DOWNLOADS`` slots that keep request
-        threads free (it would only make an annotator's request busy).
+        threads free (it would only make an annotator's request wait). Concurrent loads of one URL
+        share one download and its outcome.
 
         Raises an ImageError subclass on any failure.
         """
@@ -180,13 +189,24 @@ class ImageLoader:
             self._misses += cached is None
         if cached is not None:
             return cached
-        data, final_url = self._download(absolute, background)
+        timeout_s = self._settings.image_timeout_s
+        return self._in_flight.run(absolute, lambda: self._fetch(absolute, background), wait_s=timeout_s,
+                                   on_timeout=lambda: ImageTimeout(f"loading '{redact(absolute)}' took longer than "
+                                                                   f"{timeout_s:g} s (IMAGE_TIMEOUT)"))
+
+    def _fetch(self, url: str, background: bool) -> LoadedImage:
+        """Downloads, decodes and caches the image at ``url`` (absolute)."""
+        with self._cache_lock:
+            cached = self._cache.get(url)  # a load that finished since this one looked
+        if cached is not None:
+            return cached
+        data, final_url = self._download(url, background)
         try:
             image = _decode(data, self._settings.image_max_pixels)
         except ImageError as exc:
-            raise self._shown(exc, final_url, absolute) from None
+            raise self._shown(exc, final_url, url) from None
         with self._cache_lock:
-            self._cache.put(absolute, image)
+            self._cache.put(url, image)
         return image
 
     def stats(self) -> dict:
@@ -234,13 +254,7 @@ class ImageLoader:
         return self._settings.label_studio_url.rstrip("/") + path
 
     def _is_label_studio_url(self, url: str) -> bool:
-        if self._auth is not None:
-            return self._auth.is_label_studio_url(url)
-        base = self._settings.label_studio_url
-        try:
-            return bool(base) and origin(url) == origin(base)
-        except UrlError:
-            return False
+        return self._client.is_label_studio_url(url)
 
     def _allowed(self, url: str, host: str) -> bool:
         """Label Studio's own address (scheme, host and port: not other services on its host) always;
@@ -267,41 +281,37 @@ class ImageLoader:
     def _download(self, url: str, background: bool = False) -> tuple[bytes, str]:
         """The body of GET ``url`` after at most MAX_REDIRECTS redirects, and the URL it came from.
 
-        The Label Studio token is decided per hop on the URL as sent (``LabelStudioAuth`` as
-        ``requests`` auth), so a redirect to a presigned URL or anywhere else never carries it; and
-        once a chain has left Label Studio, no later hop carries it either (a foreign redirect back to
-        Label Studio must not fetch its data with the backend's token).
+        The Label Studio token is decided per hop on the URL as sent (``LabelStudioClient.send``),
+        so a redirect to a presigned URL or anywhere else never carries it; and once a chain has left
+        Label Studio, no later hop carries it either (a foreign redirect back to Label Studio must not
+        fetch its data with the backend's token). Waiting for a slot counts against the deadline.
         """
-        slots = nullcontext() if background else self._download_slot()
-        with slots:
-            with DeadlineSession(self._settings.image_timeout_s) as session:
-                hop_url, on_label_studio = url, self._auth is not None
-                for hop in range(MAX_REDIRECTS + 1):
-                    on_label_studio = on_label_studio and self._is_label_studio_url(hop_url)
-                    auth = self._auth if on_label_studio else NoCredentials()
-                    try:
-                        target, body = self._get(session, hop_url, auth, redirected=hop > 0)
-                    except ImageError as exc:
-                        raise self._shown(exc, hop_url, url) from None
-                    if target is None:
-                        return body, hop_url
-                    hop_url = target
-                raise self._shown(ImageFetchError(f"downloading '{redact(url)}' was redirected more than "
-                                                  f"{MAX_REDIRECTS} times"), hop_url, url)
-
-    @contextmanager
-    def _download_slot(self):
-        """One of the ``IMAGE_DOWNLOADS`` slots of a request thread, or ImageBusy at once: a request
-        thread waiting for a slot would be one more thread kept from /health and other requests."""
-        if not self._download_slots.acquire(blocking=False):
-            raise ImageBusy(f"{self._settings.image_downloads} image downloads are already running "
-                            "(IMAGE_DOWNLOADS); try again in a moment")
+        timeout_s = self._settings.image_timeout_s
+        started = time.monotonic()
         try:
-            yield
-        finally:
-            self._download_slots.release()
+            slot = nullcontext() if background else self._slots.slot(origin(url), wait_s=timeout_s)
+            with slot:
+                return self._download_within(url, timeout_s - (time.monotonic() - started))
+        except NoSlot:
+            raise ImageBusy(f"{self._settings.image_downloads} image downloads kept running for {timeout_s:g} s "
+                            "(IMAGE_DOWNLOADS, IMAGE_TIMEOUT); try again in a moment") from None
 
-    def _get(self, session: DeadlineSession, url: str, auth, redirected: bool) -> tuple[str | None, bytes]:
+    def _download_within(self, url: str, timeout_s: float) -> tuple[bytes, str]:
+        with DeadlineSession(timeout_s) as session:
+            hop_url, on_label_studio = url, self._client.auth is not None
+            for hop in range(MAX_REDIRECTS + 1):
+                on_label_studio = on_label_studio and self._is_label_studio_url(hop_url)
+                try:
+                    target, body = self._get(session, hop_url, on_label_studio, redirected=hop > 0)
+                except ImageError as exc:
+                    raise self._shown(exc, hop_url, url) from None
+                if target is None:
+                    return body, hop_url
+                hop_url = target
+            raise self._shown(ImageFetchError(f"downloading '{redact(url)}' was redirected more than "
+                                              f"{MAX_REDIRECTS} times"), hop_url, url)
+
+    def _get(self, session: DeadlineSession, url: str, with_token: bool, redirected: bool) -> tuple[str | None, bytes]:
         """One hop: (redirect target, b"") or (None, body)."""
         what = f"'{redact(url)}'"
         try:
@@ -314,8 +324,7 @@ class ImageLoader:
                                    detail=f"{what}: host '{host}' is not in IMAGE_URL_ALLOWLIST")
         timeout_s = self._settings.image_timeout_s
         try:
-            with session.request("GET", url, auth=auth, stream=True) as response:
-                session.check()  # the deadline may have cut the headers short
+            with self._client.send(session, "GET", url, with_token=with_token, stream=True) as response:
                 if response.is_redirect:
                     target = session.get_redirect_target(response)
                     return (target, b"") if target else (None, b"")
@@ -361,7 +370,7 @@ class ImageLoader:
             return
         if code in (401, 403):
             if self._is_label_studio_url(url):
-                missing = "" if self._auth is not None else " (no LABEL_STUDIO_API_KEY is set)"
+                missing = "" if self._client.auth is not None else " (no LABEL_STUDIO_API_KEY is set)"
                 raise ImageAuthError(f"Label Studio refused {what} (HTTP {code}){missing}: {PAT_HINT}")
             host = origin(url)[1]
             raise ImageAuthError(

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import requests
 
-from backend.deadline_http import DeadlineSession
-from backend.ls_auth import PAT_HINT, LabelStudioAuth, LabelStudioAuthError
+from backend.label_studio_client import LabelStudioClient
+from backend.ls_auth import PAT_HINT, LabelStudioAuthError
 from backend.process_thread import ProcessThread
 from backend.urls import redact
 
@@ -34,9 +34,9 @@ class LabelStudioCheck:
     def __init__(self, settings, interval_s: float = 30.0, timeout_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
         self.url = settings.label_studio_url
-        self._auth = LabelStudioAuth.from_settings(settings)
+        self._client = LabelStudioClient.from_settings(settings, timeout_s=timeout_s)
+        self._auth = self._client.auth
         self._interval_s = interval_s
-        self._timeout_s = timeout_s
         self._clock = clock
         self._lock = threading.Lock()
         self._answer: str | None = None
@@ -66,10 +66,8 @@ class LabelStudioCheck:
             return f"error: LABEL_STUDIO_API_KEY is not set; {PAT_HINT}"
         url = self.url + WHOAMI_PATH
         try:
-            # Not redirected, with the token decided on the URL as sent (backend.ls_auth), in one deadline.
-            with DeadlineSession(self._timeout_s) as session:
-                response = session.request("GET", url, auth=self._auth)
-                response.content
+            # Not redirected, with the token decided on the URL as sent, in one deadline.
+            response = self._client.fetch("GET", url)
         except LabelStudioAuthError as exc:
             return f"error: {exc}"
         except requests.RequestException as exc:

@@ -39,7 +39,12 @@ PAT_HINT = (
 
 
 class LabelStudioAuthError(Exception):
-    """The API key could not be turned into an access token. Messages never contain the key."""
+    """The API key could not be turned into an access token. Messages never contain the key.
+    ``transient``: Label Studio could not answer (unreachable, 5xx), rather than refusing the key."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class NoCredentials(requests.auth.AuthBase):
@@ -161,7 +166,7 @@ class LabelStudioAuth(requests.auth.AuthBase):
         except requests.RequestException as exc:
             raise LabelStudioAuthError(
                 f"could not reach Label Studio at {where} to refresh the access token "
-                f"({type(exc).__name__}); check LABEL_STUDIO_URL is reachable from the backend"
+                f"({type(exc).__name__}); check LABEL_STUDIO_URL is reachable from the backend", transient=True
             ) from None
         if response.is_redirect or 300 <= response.status_code < 400:
             raise LabelStudioAuthError(
@@ -176,7 +181,8 @@ class LabelStudioAuth(requests.auth.AuthBase):
             )
         if response.status_code != 200:
             raise LabelStudioAuthError(
-                f"Label Studio answered HTTP {response.status_code} to the access-token refresh at {where}"
+                f"Label Studio answered HTTP {response.status_code} to the access-token refresh at {where}",
+                transient=response.status_code >= 500,
             )
         try:
             access = response.json()["access"]

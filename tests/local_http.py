@@ -78,6 +78,16 @@ def content(body: bytes, content_type: str = "image/png"):
     return lambda handler: respond(handler, 200, body, {"Content-Type": content_type})
 
 
+def delayed(route, delay_s: float):
+    """``route``, answered after ``delay_s`` seconds."""
+
+    def slow_route(handler):
+        time.sleep(delay_s)
+        route(handler)
+
+    return slow_route
+
+
 def redirect(location: str, status: int = 302, delay_s: float = 0.0):
     def route(handler):
         time.sleep(delay_s)

@@ -12,6 +12,7 @@ from label_studio_sdk.converter.brush import mask2rle
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError, crop_sample
 from backend.active_learning.split import NotEnoughTasks, split_tasks
 from backend.images import ImageNotFound
+from backend.label_studio_client import LabelStudioAuthRefused
 from backend.prompts import LoadedImage
 from backend.settings import Settings
 
@@ -54,22 +55,20 @@ EXPORT = [
 
 
 class FakeClient:
-    """The two SDK calls the reader makes."""
+    """The two Label Studio calls the reader makes."""
+
+    configured = True
 
     def __init__(self, export):
-        export_bytes = json.dumps(export).encode()
-        self.projects = self
-        self.exports = self
-        self._export = export_bytes
+        self._export = export
 
-    def get(self, id):
-        assert id == 9
-        return type("Project", (), {"label_config": CONFIG})()
+    def label_config(self, project):
+        assert project == "9"
+        return CONFIG
 
-    def download_sync(self, id, export_type):
-        assert (id, export_type) == (9, "JSON")
-        yield self._export[:10]
-        yield self._export[10:]
+    def export(self, project):
+        assert project == "9"
+        return json.loads(json.dumps(self._export))
 
 
 class FakeImages:
@@ -97,17 +96,22 @@ def test_reader_needs_label_studio_credentials():
         LabelStudioProjectReader(Settings())
 
 
-def test_reader_reports_label_studio_http_errors_without_the_token():
-    from label_studio_sdk.core.api_error import ApiError
-
-    class Refusing(FakeClient):
-        def get(self, id):
-            raise ApiError(status_code=401, headers={}, body={"detail": "bad token"})
-
+def test_reader_reports_label_studio_http_errors_without_the_token(requests_mock):
+    requests_mock.get("http://ls:8080/api/projects/9/", status_code=401, json={"detail": "bad token"})
     settings = Settings(label_studio_url="http://ls:8080", label_studio_api_key="pat-secret")
     with pytest.raises(ProjectDataError) as error:
-        LabelStudioProjectReader(settings, client=Refusing(EXPORT), image_loader=FakeImages()).read("9")
+        LabelStudioProjectReader(settings, image_loader=FakeImages()).read("9")
     assert "HTTP 401" in str(error.value) and "pat-secret" not in str(error.value)
+    assert isinstance(error.value, LabelStudioAuthRefused)
+
+
+def test_reader_reads_the_config_and_the_json_export_over_http(requests_mock):
+    requests_mock.get("http://ls:8080/api/projects/9/", json={"id": 9, "label_config": CONFIG})
+    requests_mock.get("http://ls:8080/api/projects/9/export?export_type=JSON", json=EXPORT)
+    settings = Settings(label_studio_url="http://ls:8080", label_studio_api_key="pat-secret")
+    data = LabelStudioProjectReader(settings, image_loader=FakeImages()).read("9")
+    assert [t.task_id for t in data.tasks] == [1]
+    assert [r.headers["Authorization"] for r in requests_mock.request_history] == ["Token pat-secret"] * 2
 
 
 def test_crop_keeps_the_mask_with_a_margin_and_bounds_the_size():

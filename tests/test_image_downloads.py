@@ -17,13 +17,16 @@ from backend.images import (
     ImageError,
     ImageFetchError,
     ImageLoader,
+    ImageNotFound,
     ImageSourceError,
     ImageTimeout,
     ImageTooLarge,
 )
 from backend.ls_auth import LabelStudioAuth, LabelStudioAuthError
+from backend.label_studio_client import LabelStudioClient
 from backend.settings import Settings
-from local_http import LocalServer, content, redirect, respond, trickle_headers
+from backend.urls import origin
+from local_http import LocalServer, content, delayed, redirect, respond, trickle_headers
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"  # a legacy token: sent as "Token …" without refresh
 
@@ -183,37 +186,106 @@ def test_at_most_five_redirects(ls, foreign):
     assert f"more than {MAX_REDIRECTS}" in str(error.value)
 
 
-def test_downloads_beyond_the_limit_fail_at_once_instead_of_waiting(ls, foreign):
-    foreign.routes["/slow.png"] = trickle_headers(0.02)
-    loader = loader_for(ls, image_timeout_s=1.0, image_downloads=2)
+def test_a_request_waits_for_a_download_slot_instead_of_failing(ls, foreign):
+    foreign.routes["/slow.png"] = delayed(content(png()), 0.4)
+    loader = loader_for(ls, image_downloads=1)
+    holder = threading.Thread(target=lambda: loader.load(f"{foreign.url}/slow.png"))
+    holder.start()
+    time.sleep(0.1)  # the holder has the only slot
+    started = time.monotonic()
+    assert loader.load("/data/upload/1/x.png").width == 8  # waited for the slot, then loaded
+    assert time.monotonic() - started >= 0.2
+    holder.join()
+
+
+def test_busy_only_when_no_slot_comes_free_within_the_deadline(ls):
+    loader = loader_for(ls, image_timeout_s=0.5, image_downloads=1)
+    with loader._slots.slot(origin(ls.url), wait_s=0):  # another request holds the only slot throughout
+        started = time.monotonic()
+        with pytest.raises(ImageBusy, match="IMAGE_DOWNLOADS"):
+            loader.load("/data/upload/1/x.png")
+        assert 0.45 <= time.monotonic() - started < 1.0
+    assert ls.seen == []
+    assert loader.load("/data/upload/1/x.png").width == 8  # slots are given back
+
+
+def test_a_slow_host_cannot_hold_every_slot(ls, foreign):
+    foreign.routes["/slow1.png"] = foreign.routes["/slow2.png"] = trickle_headers(0.02)
+    loader = loader_for(ls, image_timeout_s=1.0, image_downloads=2)  # at most 1 per host
     errors = []
-    slow = [threading.Thread(target=lambda: errors.append(_error_of(loader, f"{foreign.url}/slow.png")))
-            for _ in range(2)]
+    slow = [threading.Thread(target=lambda path=path: errors.append(_error_of(loader, f"{foreign.url}{path}")))
+            for path in ("/slow1.png", "/slow2.png")]
     for thread in slow:
         thread.start()
-    time.sleep(0.2)  # both hold their slot
+    time.sleep(0.2)  # one slow download runs, the other waits for the slow host's slot
     started = time.monotonic()
-    with pytest.raises(ImageBusy, match="IMAGE_DOWNLOADS"):
-        loader.load(f"{foreign.url}/x.png")
-    assert time.monotonic() - started < 0.1
+    assert loader.load("/data/upload/1/x.png").width == 8  # the fast host still gets a slot
+    assert time.monotonic() - started < 0.5
     for thread in slow:
         thread.join()
-    assert [type(e) for e in errors] == [ImageTimeout, ImageTimeout]
-    assert loader.load(f"{foreign.url}/x.png").width == 8  # slots are given back
+    assert all(isinstance(error, (ImageTimeout, ImageBusy)) for error in errors), errors
+    assert len(foreign.seen) == 1  # the second slow download never got the host's slot
+
+
+def test_concurrent_loads_of_one_url_share_one_download(ls):
+    ls.routes["/data/upload/1/new.png"] = delayed(content(png(16, 12)), 0.3)
+    loader = loader_for(ls, image_downloads=1)
+    images, errors = [], []
+
+    def load(url):
+        try:
+            images.append(loader.load(url))
+        except ImageError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=("/data/upload/1/new.png",)) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(images) == 12 and len({id(image) for image in images}) == 1
+    assert [seen.path for seen in ls.seen] == ["/data/upload/1/new.png"]
+    ls.routes["/data/upload/1/gone.png"] = delayed(lambda handler: respond(handler, 404, b"no"), 0.3)
+    threads = [threading.Thread(target=load, args=("/data/upload/1/gone.png",)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [type(error) for error in errors] == [ImageNotFound] * 6  # one failure, everyone told
+    assert len({id(error) for error in errors}) == 6 and len(ls.seen) == 2
 
 
 def test_background_downloads_take_no_request_slot(ls, foreign):
-    # Embedding ahead runs on a thread of its own: it must not make an annotator's request busy,
-    # nor be refused because requests hold every slot.
+    # Embedding ahead runs on a thread of its own: it must not make an annotator's request wait,
+    # nor wait because requests hold every slot.
     foreign.routes["/slow.png"] = trickle_headers(0.02)
     loader = loader_for(ls, image_timeout_s=1.0, image_downloads=1)
     holder = threading.Thread(target=lambda: _error_of(loader, f"{foreign.url}/slow.png"))
     holder.start()
     time.sleep(0.2)  # the request holds the only slot
+    started = time.monotonic()
     assert loader.load(f"{foreign.url}/x.png", background=True).width == 8
-    with pytest.raises(ImageBusy):
-        loader.load(f"{foreign.url}/y.png")
+    assert time.monotonic() - started < 0.5
     holder.join()
+
+
+def test_label_studio_rate_limiting_is_waited_out_within_the_deadline(ls):
+    answers = iter([(429, {"Retry-After": "1"}), (503, {"Retry-After": "0"})])
+
+    def limited(handler):
+        status, headers = next(answers, (200, {"Content-Type": "image/png"}))
+        respond(handler, status, png() if status == 200 else b"slow down", headers)
+
+    ls.routes["/data/upload/1/limited.png"] = limited
+    started = time.monotonic()
+    assert loader_for(ls).load("/data/upload/1/limited.png").width == 8
+    assert time.monotonic() - started >= 1.0 and len(ls.seen) == 3
+    assert authorizations(ls) == [f"Token {TOKEN}"] * 3
+    ls.routes["/data/upload/1/later.png"] = lambda handler: respond(handler, 429, b"", {"Retry-After": "30"})
+    started = time.monotonic()
+    with pytest.raises(ImageFetchError, match="HTTP 429"):  # 30 s would pass the deadline: no wait
+        loader_for(ls, image_timeout_s=2.0).load("/data/upload/1/later.png")
+    assert time.monotonic() - started < 1.0
 
 
 def _error_of(loader, url):
@@ -320,15 +392,14 @@ def test_too_large_is_refused_while_streaming_without_content_length(ls, foreign
 # --- other calls with the token: one deadline, no redirects ------------------------------------------
 
 
-def test_the_next_tasks_page_is_read_with_the_token_within_its_deadline(ls, foreign, monkeypatch):
+def test_the_next_tasks_page_is_read_with_the_token_within_its_deadline(ls, foreign):
     import json
 
     import backend.embeddings.next_tasks as next_tasks
 
-    monkeypatch.setattr(next_tasks, "TIMEOUT_S", 0.3)
     page = json.dumps({"tasks": [{"id": 8, "data": {"image": "/data/upload/1/x.png"}}]}).encode()
     ls.routes["/api/tasks/"] = content(page, "application/json")
-    reader = next_tasks.NextTasks(ls.url, LabelStudioAuth(ls.url, TOKEN))
+    reader = next_tasks.NextTasks(LabelStudioClient(ls.url, LabelStudioAuth(ls.url, TOKEN), timeout_s=0.3))
     assert [task["id"] for task in reader.after("3", 7, 2)] == [8]
     assert authorizations(ls) == [f"Token {TOKEN}"]
     ls.routes["/api/tasks/"] = trickle_headers(0.02)

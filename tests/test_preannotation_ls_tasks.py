@@ -1,14 +1,13 @@
-"""The Label Studio calls of a pre-annotation job, through the real ``label_studio_sdk`` client over
-a mock HTTP transport: paths, query parameters and bodies as Label Studio 1.23 receives them."""
+"""The Label Studio calls of a pre-annotation job, through ``backend.label_studio_client`` over a mock
+HTTP transport: paths, query parameters and bodies as Label Studio 1.23 receives them."""
 
 from __future__ import annotations
 
-import json
-
-import httpx
 import pytest
+from requests_mock import create_response
 
 from backend.active_learning.ls_data import ProjectDataError
+from backend.label_studio_client import LabelStudioRefused
 from backend.preannotation.ls_tasks import LabelStudioTasks
 from backend.request_shapes import check_task
 from backend.settings import Settings
@@ -22,51 +21,55 @@ TASKS = [{"id": i, "data": {"image": f"/data/upload/7/{i}.png"}, "project": 7, "
 
 
 class FakeServer:
+    """Label Studio's answers to the calls a job makes (a requests_mock matcher)."""
+
     def __init__(self):
-        self.requests: list[httpx.Request] = []
+        self.requests: list = []
         self.stored: list[dict] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request):
         self.requests.append(request)
         assert request.headers["Authorization"] == f"Token {KEY}"
-        path, params = request.url.path, request.url.params
+        path, params = request.path, {key: values[0] for key, values in request.qs.items()}
         if path == "/api/tasks/" and request.method == "GET":
             page, size = int(params["page"]), int(params["page_size"])
             assert params["project"] == "7"
             tasks = TASKS[(page - 1) * size:page * size]
             if not tasks:
-                return httpx.Response(404, json={"detail": "Invalid page."})
-            return httpx.Response(200, json={"tasks": tasks, "total": len(TASKS), "total_annotations": 50,
-                                             "total_predictions": 0})
+                return create_response(request, status_code=404, json={"detail": "Invalid page."})
+            return create_response(request, json={"tasks": tasks, "total": len(TASKS), "total_annotations": 50,
+                                                  "total_predictions": 0})
         if path == "/api/tasks/5/":
-            return httpx.Response(200, json={**TASKS[4], "annotations": [], "created_at": "2026-12-01T21:53:13.123456Z",
-                                             "predictions": [
-                {"id": 9, "model_version": "detector", "result": [RECTANGLE], "score": 0.5, "task": 5,
-                 "created_at": "2026-12-01T21:53:13.123456Z", "updated_at": "2026-12-01T21:53:13.123456Z"}]})
+            return create_response(request, json={
+                **TASKS[4], "annotations": [], "created_at": "2026-12-01T21:53:13.123456Z", "predictions": [
+                    {"id": 9, "model_version": "detector", "result": [RECTANGLE], "score": 0.5, "task": 5,
+                     "created_at": "2026-12-01T21:53:13.123456Z", "updated_at": "2026-12-01T21:53:13.123456Z"}]})
+        if path == "/api/tasks/6/":  # a serializer without predictions: they are asked for
+            return create_response(request, json={**TASKS[5], "annotations": []})
+        if path == "/api/predictions/" and request.method == "GET":
+            assert params == {"task": "6"}
+            return create_response(request, json=[{"id": 3, "model_version": "x", "result": [], "task": 6}])
         if path == "/api/predictions/" and request.method == "POST":
-            self.stored.append(json.loads(request.content))
-            return httpx.Response(201, json={"id": 77, **self.stored[-1]})
+            self.stored.append(request.json())
+            return create_response(request, status_code=201, json={"id": 77, **self.stored[-1]})
         if path == "/api/predictions/77/" and request.method == "DELETE":
-            return httpx.Response(204)
-        return httpx.Response(404, json={"detail": "Not found."})
+            return create_response(request, status_code=204)
+        return create_response(request, status_code=404, json={"detail": "Not found."})
 
 
 @pytest.fixture
-def server_and_api():
-    from label_studio_sdk import LabelStudio
-
+def server_and_api(requests_mock):
     server = FakeServer()
-    client = LabelStudio(base_url="http://ls.test:8080", api_key=KEY,
-                         httpx_client=httpx.Client(transport=httpx.MockTransport(server)))
+    requests_mock.add_matcher(server)
     settings = Settings(label_studio_url="http://ls.test:8080", label_studio_api_key=KEY)
-    return server, LabelStudioTasks(settings, client=client)
+    return server, LabelStudioTasks(settings)
 
 
 def test_task_ids_read_every_page_and_can_leave_labeled_tasks_out(server_and_api):
     server, api = server_and_api
     assert api.task_ids("7") == list(range(1, 151))
     assert api.task_ids("7", unlabeled_only=True) == [i for i in range(1, 151) if i % 3]
-    assert [r.url.params["page"] for r in server.requests] == ["1", "2", "1", "2"]
+    assert [r.qs["page"] for r in server.requests] == [["1"], ["2"], ["1"], ["2"]]
 
 
 def test_a_task_comes_as_label_studio_sent_it_and_passes_the_batch_paths_checks(server_and_api):
@@ -77,6 +80,7 @@ def test_a_task_comes_as_label_studio_sent_it_and_passes_the_batch_paths_checks(
     assert prediction["model_version"] == "detector" and prediction["result"] == [RECTANGLE]
     assert prediction["created_at"] == "2026-12-01T21:53:13.123456Z"  # a string, as on the wire
     check_task(task, "task")
+    assert api.task(6)["predictions"] == [{"id": 3, "model_version": "x", "result": [], "task": 6}]
 
 
 def test_predictions_are_posted_with_task_result_score_and_model_version(server_and_api):
@@ -85,7 +89,7 @@ def test_predictions_are_posted_with_task_result_score_and_model_version(server_
     assert api.create_prediction(5, {"result": result, "score": 0.8, "model_version": "segassist-v1+nosam"}) == 77
     assert server.stored == [{"task": 5, "result": result, "score": 0.8, "model_version": "segassist-v1+nosam"}]
     api.delete_prediction(77)
-    assert server.requests[-1].method == "DELETE"
+    assert server.requests[-1].method == "DELETE" and server.requests[-1].path == "/api/predictions/77/"
 
 
 def test_failures_say_what_failed_without_the_key(server_and_api):
@@ -93,6 +97,7 @@ def test_failures_say_what_failed_without_the_key(server_and_api):
     with pytest.raises(ProjectDataError) as error:
         api.task(404)
     assert "HTTP 404 while reading task 404" in str(error.value) and KEY not in str(error.value)
+    assert isinstance(error.value, LabelStudioRefused) and error.value.status == 404  # about this task
 
 
 def test_without_label_studio_settings_the_job_says_what_to_set():

@@ -1,7 +1,7 @@
 """A project's annotated masks, read from Label Studio: tasks -> one image + instance masks each.
 
-Reads through ``label_studio_sdk.LabelStudio`` with ``LABEL_STUDIO_URL`` and the personal access
-token ``LABEL_STUDIO_API_KEY`` (the SDK refreshes it into a JWT), using the project's JSON export,
+Reads through ``backend.label_studio_client`` with ``LABEL_STUDIO_URL`` and the Personal Access
+Token ``LABEL_STUDIO_API_KEY``, using the project's JSON export,
 which lists annotated tasks with their current annotations: deleted annotations are simply absent.
 Per task the most recently updated annotation that is not cancelled and holds masks is used (it
 reflects the project's current labeling policy); each brush region (RLE) and polygon region
@@ -13,17 +13,16 @@ crops tighter around its prompt anyway), downscaled if still large.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
-from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
 from backend.active_learning.events import MASK_REGION_TYPES
 from backend.images import ImageError, ImageLoader
+from backend.label_studio_client import SETTINGS_HINT, LabelStudioClient, LabelStudioError
 from backend.labeling import LabelingConfig, LabelingError
 from backend.protocol import RegionError
 from backend.training.datasets import MIN_MASK_PIXELS, Sample, result_mask
@@ -35,8 +34,9 @@ CROP_MIN_MARGIN_PX = 16
 CROP_MAX_SIDE = 1024
 
 
-class ProjectDataError(Exception):
-    """The project's data cannot be read; the message is safe to show (no secrets)."""
+# The project's data cannot be read: every Label Studio failure (its subclasses say whether it is
+# transient, the token, or about what was asked); the message is safe to show (no secrets).
+ProjectDataError = LabelStudioError
 
 
 @dataclass
@@ -113,17 +113,19 @@ def annotated_task(task: dict, annotation: dict, config: LabelingConfig, image: 
 class LabelStudioProjectReader:
     """Reads projects from the Label Studio at ``settings.label_studio_url``."""
 
-    def __init__(self, settings, client=None, image_loader: ImageLoader | None = None):
-        self._api = LabelStudioApi(settings, "training reads annotations", client)
-        self._client = self._api.client
+    def __init__(self, settings, client: LabelStudioClient | None = None, image_loader: ImageLoader | None = None):
+        self._client = client or LabelStudioClient.from_settings(settings)
+        if not self._client.configured:
+            raise ProjectDataError(f"training reads annotations from Label Studio: {SETTINGS_HINT}")
         self._images = image_loader or ImageLoader(settings)
         self._extreme_tool_prefix = settings.extreme_tool_prefix
 
     def read(self, project: str, progress: Callable[[int, int], None] = lambda done, total: None) -> ProjectData:
         """Every annotated task of ``project`` with usable masks. ``progress(done, total)`` after each task."""
         config = self._labeling_config(project)
-        tasks = self._export(project)
-        chosen = [(task, latest_usable_annotation(task, frozenset(config.mask_tools), config.image_name)) for task in tasks]
+        tasks = self._client.export(project)
+        chosen = [(task, latest_usable_annotation(task, frozenset(config.mask_tools), config.image_name))
+                  for task in tasks if isinstance(task, dict)]
         chosen = [(task, annotation) for task, annotation in chosen if annotation is not None]
         data = ProjectData(tasks=[], skipped=[])
         for done, (task, annotation) in enumerate(chosen, start=1):
@@ -144,57 +146,6 @@ class LabelStudioProjectReader:
 
     def _labeling_config(self, project: str) -> LabelingConfig:
         try:
-            xml = self._call(f"reading project {project}", lambda: self._client.projects.get(id=int(project)).label_config)
-            return LabelingConfig.parse(xml, self._extreme_tool_prefix)
+            return LabelingConfig.parse(self._client.label_config(project), self._extreme_tool_prefix)
         except LabelingError as exc:
             raise ProjectDataError(f"project {project}'s labeling config: {exc}") from None
-
-    def _export(self, project: str) -> list[dict]:
-        def download() -> list:
-            chunks = self._client.projects.exports.download_sync(int(project), export_type="JSON")
-            return json.loads(b"".join(chunks))
-
-        tasks = self._call(f"exporting project {project}'s annotations", download)
-        if not isinstance(tasks, list):
-            raise ProjectDataError(f"Label Studio's export of project {project} is not a list of tasks")
-        return tasks
-
-    def _call(self, what: str, call: Callable):
-        return self._api.call(what, call)
-
-
-class LabelStudioApi:
-    """The SDK client for ``settings.label_studio_url`` with the Personal Access Token (the SDK
-    refreshes it into short-lived JWTs), and ``call``, which turns SDK failures into
-    ProjectDataError messages saying what to check, never containing the token.
-    ``purpose`` says in the error why Label Studio is needed (e.g. "training reads annotations")."""
-
-    def __init__(self, settings, purpose: str, client=None):
-        if client is None:
-            if not settings.label_studio_url or not settings.label_studio_api_key:
-                raise ProjectDataError(
-                    f"{purpose} from Label Studio: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
-                    "(a Personal Access Token, Label Studio: Account & Settings)"
-                )
-            from label_studio_sdk import LabelStudio
-
-            client = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key)
-        self.client = client
-        parts = urlsplit(settings.label_studio_url)
-        self._server = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)  # no credentials
-
-    def call(self, what: str, call: Callable):
-        """Run an SDK call; failures become ProjectDataError saying what to check, never with the token."""
-        import httpx
-        from label_studio_sdk.core.api_error import ApiError
-
-        try:
-            return call()
-        except ApiError as exc:
-            hint = " (check LABEL_STUDIO_API_KEY is a valid Personal Access Token)" if exc.status_code in (401, 403) else ""
-            raise ProjectDataError(f"Label Studio answered HTTP {exc.status_code} while {what}{hint}") from None
-        except (httpx.HTTPError, OSError) as exc:
-            raise ProjectDataError(f"Label Studio at {self._server} could not be reached while {what} ({type(exc).__name__}); "
-                                   "check LABEL_STUDIO_URL is reachable from the backend") from None
-        except json.JSONDecodeError:
-            raise ProjectDataError(f"Label Studio's answer while {what} is not valid JSON") from None
