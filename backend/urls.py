@@ -99,11 +99,10 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-# Loggers that format URLs into their lines: urllib3 (image downloads; at DEBUG every request's path
-# and query, at WARNING retries with the URL) and httpx/httpcore (the Label Studio SDK; at INFO every
-# request's URL).
+# Loggers that format URLs into their lines: urllib3 and requests (every HTTP call of the backend; at
+# DEBUG every request's path and query, at WARNING retries with the URL).
 _HTTP_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.poolmanager", "urllib3.connection",
-                 "urllib3.response", "urllib3.util.retry", "requests", "httpx", "httpcore")
+                 "urllib3.response", "urllib3.util.retry", "requests")
 _FILTER = RedactingFilter()
 
 
@@ -111,7 +110,7 @@ def install_log_redaction() -> None:
     """Attach the redacting filter to the HTTP libraries' loggers (a logger's filters see only its own
     records, so each one gets it). Idempotent."""
     names = set(_HTTP_LOGGERS) | {name for name in logging.root.manager.loggerDict
-                                  if name.startswith(("urllib3.", "requests.", "httpx.", "httpcore."))}
+                                  if name.startswith(("urllib3.", "requests."))}
     for name in names:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
