@@ -39,7 +39,7 @@ from backend.event_log import EventSink, JsonlEventLog
 from backend.label_studio_check import LabelStudioCheck
 from backend.labeling import LabelingError
 from backend.model import RequestError, SegmentationModel
-from backend.policies import PolicyError
+from backend.project_options import OptionError
 from backend.project_store import ProjectIdError, ProjectStore, project_id
 from backend.request_shapes import ShapeError
 from backend.segmenter_set import SegmenterSet
@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
         return error_response(exc.status, str(exc))
 
     @app.errorhandler(LabelingError)
-    @app.errorhandler(PolicyError)
+    @app.errorhandler(OptionError)
     def config_error(exc: ValueError):
         log.warning("%s %s: %s", request.method, request.path, exc)
         return error_response(422, str(exc))

@@ -19,8 +19,8 @@ So, for the extreme-point tool (4 clicks per object):
   request still carries them;
 - a finished group is answered with its mask plus the points that are no longer dynamic, now
   marked dynamic, so accepting the mask clears every point of the object. A project that keeps the
-  points (extra params ``"keep_extreme_points": true``) gets them back read-only instead: they stay
-  in the annotation, and later requests skip them (``without_kept_points``);
+  points (project option ``keep_extreme_points``) gets them back read-only instead: they stay in
+  the annotation, and later requests skip them (``without_kept_points``);
 - a merged mask (policy ``merge_overlapping``) takes the id of a mask on screen of its own control
   (brush or polygon) that it absorbed, so it replaces that region; other absorbed masks come back
   dynamic, so they are deleted. Which masks a merge absorbed is decided once, by the policy
@@ -35,9 +35,6 @@ import numpy as np
 from backend.policies import Applied
 from backend.prompts import PromptKind, Segmentation
 from backend.routing import Routed
-
-# Extra-params key: keep the extreme points of finished objects in the annotation (read-only).
-KEEP_POINTS_KEY = "keep_extreme_points"
 
 _ECHO_KEYS = ("id", "from_name", "to_name", "type", "original_width", "original_height", "image_rotation", "value")
 
@@ -71,23 +68,6 @@ def finished_point_echoes(group: list[dict], keep: bool) -> list[dict]:
     if keep:
         return [echo_region(region, read_only=True) for region in group]
     return [echo_region(region, remove=True) for region in group if "is_positive" not in region]
-
-
-def check_keep_points(extra_params: dict, source: str = "extra params") -> None:
-    """Raises ValueError when ``extra_params`` sets ``keep_extreme_points`` to anything but a bool."""
-    if not isinstance(extra_params.get(KEEP_POINTS_KEY, False), bool):
-        raise ValueError(f'{source}: "{KEEP_POINTS_KEY}" must be true or false, '
-                         f"got {extra_params[KEEP_POINTS_KEY]!r}")
-
-
-def keeps_points(*extra_params: dict | None) -> bool:
-    """Whether finished objects keep their extreme points: the last of ``extra_params`` (e.g. the
-    server default, then the project's) that sets ``keep_extreme_points``; False when none does."""
-    keep = False
-    for params in extra_params:
-        if params and KEEP_POINTS_KEY in params:
-            keep = params[KEEP_POINTS_KEY] is True
-    return keep
 
 
 def page_answer(regions: list[dict], covered: list[Segmentation], parents: list[int], applied: list[Applied],

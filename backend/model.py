@@ -33,7 +33,6 @@ the page: extreme points stay on screen until their object's mask arrives).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -42,12 +41,11 @@ import numpy as np
 
 from backend.event_log import EventSink
 from backend.labeling import LabelingConfig
-from backend.labeling_page import KEEP_POINTS_KEY, check_keep_points, keeps_points, page_answer, \
-    without_kept_points
+from backend.labeling_page import page_answer, without_kept_points
 from backend.images import ImageBusy, ImageError
-from backend.mask_output import MASK_TYPE_KEY, TOLERANCE_KEY, MaskOutput, check_mask_output
-from backend.preannotation.trigger import PREANNOTATE_KEY, check_preannotate_param
-from backend.policies import WILDCARD, PolicyError, PolicySet, parse_policies
+from backend.mask_output import MaskOutput
+from backend.policies import WILDCARD, PolicySet
+from backend.project_options import OptionError, ProjectOptions, json_object
 from backend.project_store import ProjectIdError, ProjectSetup, ProjectStore, project_id
 from backend.prompts import Prompt, PromptError, Segmentation
 from backend.protocol import RegionError, mask_from_region, task_entry
@@ -63,8 +61,6 @@ TASKS_CREATED = "TASKS_CREATED"
 # Newer labeling pages send this context when a task opens, before any prompt.
 PREWARM = "prewarm"
 
-# Top-level keys the ML connection's extra params may carry; others are reported as typos.
-EXTRA_PARAM_KEYS = {"policies", KEEP_POINTS_KEY, MASK_TYPE_KEY, TOLERANCE_KEY, PREANNOTATE_KEY}
 # Every model version this backend gives starts so (how pre-annotation tells its own predictions).
 MODEL_VERSION_PREFIX = "segassist-"
 
@@ -84,41 +80,14 @@ def parse_label_config(xml: str, extreme_tool_prefix: str) -> LabelingConfig:
     return LabelingConfig.parse(xml, extreme_tool_prefix)
 
 
-def _extra_params(value) -> dict:
-    """The ML connection's extra params as a dict (Label Studio sends an object, or null)."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise PolicyError(f"extra params are not valid JSON: {exc.msg} at position {exc.pos}") from None
-        except (ValueError, RecursionError):  # a number of thousands of digits, nesting thousands deep
-            raise PolicyError("extra params are not valid JSON (a number too long or nesting too deep)") from None
-    if not isinstance(value, dict):
-        raise PolicyError("extra params must be a JSON object")
-    unknown = sorted(set(value) - EXTRA_PARAM_KEYS)
-    if unknown:
-        raise PolicyError(f"extra params: unknown key(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(EXTRA_PARAM_KEYS))})")
-    try:
-        check_keep_points(value)
-        check_mask_output(value)
-        check_preannotate_param(value)
-    except ValueError as exc:
-        raise PolicyError(str(exc)) from None
-    return value
-
-
 @dataclass(frozen=True)
 class ProjectContext:
     """What serving one project takes, resolved once per request (or per pre-annotation chunk)."""
 
     config: LabelingConfig
-    policies: PolicySet
+    options: ProjectOptions  # the server default's and the project's
     segmenters: SegmenterSet
     version: str  # the model version /setup answers and every prediction carries
-    keep_points: bool
     output: MaskOutput  # brush masks or polygons
 
 
@@ -145,8 +114,6 @@ class SegmentationModel:
         self.images = images
         self.store = store
         self.events = events
-        parse_policies(settings.default_extra_params, "default policies (POLICIES)")  # fail at start-up
-        check_mask_output(settings.default_extra_params, "default policies (POLICIES)")
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -180,13 +147,14 @@ class SegmentationModel:
         """Validates and stores what Label Studio tells about a project; returns the /setup answer:
         ``model_version``, and ``tools_not_served`` (tool name -> why) for prompt tools of the config
         that no loaded segmenter can answer (also logged; Label Studio reads only the version).
-        Raises ProjectIdError, LabelingError or PolicyError with a message for the user."""
+        Raises ProjectIdError, LabelingError or OptionError with a message for the user."""
         pid = project_id(project_ref)
         config = parse_label_config(label_config, self.settings.extreme_tool_prefix)
-        params = _extra_params(extra_params)
-        unknown = sorted(set(parse_policies(params)) - {WILDCARD} - config.mask_labels)
+        params = json_object(extra_params, "extra params")
+        options = ProjectOptions.parse(params, "extra params")
+        unknown = sorted(options.policies.labels - {WILDCARD} - config.mask_labels)
         if unknown:
-            raise PolicyError(f"extra params: policies for unknown label(s) {', '.join(unknown)} "
+            raise OptionError(f"extra params: policies for unknown label(s) {', '.join(unknown)} "
                               f"(mask labels: {', '.join(sorted(config.mask_labels))})")
         version = self.model_version_for(pid)
         self.store.save(ProjectSetup(pid, label_config, params, version))
@@ -207,14 +175,12 @@ class SegmentationModel:
             if stored is None:
                 raise RequestError(f"no label_config in the request and no /setup seen for project {pid}")
             label_config = stored.label_config
-        extra_params = stored.extra_params if stored else None
+        options = ProjectOptions.for_project(self.settings.default_options, stored)
         segmenters = self.segmenters_for(pid)
         return ProjectContext(
             config=parse_label_config(label_config, self.settings.extreme_tool_prefix),
-            policies=PolicySet.from_extra_params(self.settings.default_extra_params, extra_params),
-            segmenters=segmenters, version=_version_of(segmenters),
-            keep_points=keeps_points(self.settings.default_extra_params, extra_params),
-            output=MaskOutput.from_extra_params(self.settings.default_extra_params, extra_params))
+            options=options, segmenters=segmenters, version=_version_of(segmenters),
+            output=MaskOutput(options.mask_type, options.polygon_tolerance_px))
 
     def predict(self, tasks: list, project_ref, label_config: str | None, context: dict | None) -> list:
         """One entry per task (see the module docstring)."""
@@ -294,12 +260,13 @@ class SegmentationModel:
                 segmentations.append(self._segment(image, prompt, project.segmenters))
             except (RoutingError, PromptError) as exc:
                 skipped.append(f"skipped a {prompt.kind.value} prompt: {exc}")
-        entry, _, _ = self._entry([a.segmentation for a in project.policies.apply(segmentations)], routed, project)
+        applied = project.options.policies.apply(segmentations)
+        entry, _, _ = self._entry([a.segmentation for a in applied], routed, project)
         return BatchPrediction(entry if entry["result"] else None, skipped)
 
     def _interactive(self, task: dict, context: dict, project: ProjectContext) -> dict:
         """The answer to a smart tool, shaped for the labeling page (``backend.labeling_page``)."""
-        config, policies, version = project.config, project.policies, project.version
+        config, policies, version = project.config, project.options.policies, project.version
         regions = without_kept_points(context["result"])
         if not any(r.get("from_name") in config.tools for r in regions):
             return task_entry([], version)
@@ -319,7 +286,8 @@ class SegmentationModel:
         screen_masks = {label: [mask for _, mask in pairs] for label, pairs in on_screen.items()}
         applied = policies.apply(segmentations, screen_masks)
         entry, covered, parents = self._entry([a.segmentation for a in applied], routed, project)
-        entry["result"] = page_answer(entry["result"], covered, parents, applied, routed, on_screen, project.keep_points)
+        entry["result"] = page_answer(entry["result"], covered, parents, applied, routed, on_screen,
+                                     project.options.keep_extreme_points)
         return entry
 
     def _check_prompt_count(self, regions: list[dict], config: LabelingConfig) -> None:

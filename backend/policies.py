@@ -9,8 +9,8 @@ the server default (env ``POLICIES`` as JSON, or ``POLICIES_FILE``), in this sha
     }}
 
 ``"*"`` applies to every label; a label's own entry overrides it key by key. Both sources are
-merged per label and key, the project's extra params winning over the server default; then the
-label entry overrides ``"*"``. Keys:
+merged per label and key, the project's extra params winning over the server default
+(``backend.project_options``); then the label entry overrides ``"*"``. Keys:
 
 - ``fill_holes``: ``true`` fills every hole, an integer N fills holes of at most N px, ``false`` none.
 - ``min_island_px``: removes parts (8-connected) smaller than N px, except the largest part.
@@ -23,7 +23,7 @@ label entry overrides ``"*"``. Keys:
 Per-mask policies run in the order fill_holes, min_island_px, keep_largest, dilate_px, on each
 model mask and again on every merged union, so each returned mask obeys its label's policy. They
 run on the mask's bounding box (grown by the dilation), not the whole image: the cost follows the
-object, not the photo. Every value is range-checked when ``/setup`` stores it (``parse_policies``).
+object, not the photo. Every value is range-checked when ``/setup`` stores it (``PolicySet.parse``).
 """
 
 from __future__ import annotations
@@ -198,22 +198,16 @@ def _shown(value) -> str:
     return text if len(text) <= 40 else text[:40] + "…"
 
 
-def parse_policies(extra_params: dict | None, source: str = "extra params") -> dict[str, dict]:
-    """The validated ``policies`` section of an extra-params dict: {label or "*": {key: value}}."""
-    if extra_params is None:
-        return {}
-    if not isinstance(extra_params, dict):
-        raise PolicyError(f"{source} must be a JSON object")
-    section = extra_params.get("policies", {})
+def _check_section(section, name: str) -> None:
+    """Raises PolicyError naming the label and key when ``section`` (the ``policies`` value) is malformed."""
     if not isinstance(section, dict):
-        raise PolicyError(f'{source}: "policies" must be an object of labels ("*" for all) to policies')
+        raise PolicyError(f'"{name}" must be an object of labels ("*" for all) to policies')
     for label, entry in section.items():
-        where = f'{source}: policies["{label}"]'
+        where = f'{name}["{label}"]'
         if not isinstance(entry, dict):
             raise PolicyError(f"{where} must be an object of policies, e.g. {{\"fill_holes\": true}}")
         for key, value in entry.items():
             _check_value(where, key, value)
-    return section
 
 
 @dataclass(frozen=True)
@@ -227,18 +221,30 @@ class Applied:
 
 
 class PolicySet:
-    """The policies of one project, from the server default and the project's extra params."""
+    """The policies of one project (``ProjectOptions.policies``: the server default's and the project's)."""
 
-    def __init__(self, *sources: dict[str, dict]):
-        """``sources``: parsed policy sections (``parse_policies``), later ones winning per label and key."""
-        self._entries: dict[str, dict] = {}
-        for section in sources:
-            for label, entry in section.items():
-                self._entries.setdefault(label, {}).update(entry)
+    def __init__(self, entries: dict[str, dict] | None = None):
+        """``entries``: {label or "*": {policy key: value}}, checked (``PolicySet.parse``)."""
+        self._entries: dict[str, dict] = {label: dict(entry) for label, entry in (entries or {}).items()}
 
     @classmethod
-    def from_extra_params(cls, default: dict | None, project: dict | None) -> "PolicySet":
-        return cls(parse_policies(default, "default policies (POLICIES)"), parse_policies(project, "extra params"))
+    def parse(cls, section, name: str = "policies") -> "PolicySet":
+        """The policies of an extra-params ``policies`` value; raises PolicyError naming the label
+        and key (under ``name``) when a value is malformed or out of range."""
+        _check_section(section, name)
+        return cls(section)
+
+    def updated(self, later: "PolicySet") -> "PolicySet":
+        """These policies with ``later``'s over them, per label and policy key."""
+        entries = {label: dict(entry) for label, entry in self._entries.items()}
+        for label, entry in later._entries.items():
+            entries.setdefault(label, {}).update(entry)
+        return PolicySet(entries)
+
+    @property
+    def labels(self) -> set[str]:
+        """The labels with policies of their own, and "*" when there are policies for every label."""
+        return set(self._entries)
 
     def for_label(self, label: str) -> LabelPolicy:
         return LabelPolicy(**{**self._entries.get(WILDCARD, {}), **self._entries.get(label, {})})

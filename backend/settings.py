@@ -6,6 +6,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backend.project_options import ProjectOptions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +37,25 @@ def _json(value: str | None, name: str) -> dict:
     return parsed
 
 
+def _default_options(env) -> "ProjectOptions | None":
+    """The server default project options from ``POLICIES_FILE`` (a path) or else ``POLICIES`` (JSON);
+    raises OptionError naming the variable and the key when they cannot be used."""
+    path, text = env.get("POLICIES_FILE"), env.get("POLICIES")
+    if not path and not text:
+        return None
+    # Imported here: the options pull in OpenCV and the Label Studio SDK, which commands that serve
+    # nothing (download-sam) need not load.
+    from backend.project_options import OptionError, ProjectOptions
+
+    if not path:
+        return ProjectOptions.parse(text, "POLICIES")
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OptionError(f"POLICIES_FILE {path}: cannot be read ({type(exc).__name__}: {exc})") from None
+    return ProjectOptions.parse(text, f"POLICIES_FILE {path}")
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where per-project state, model versions and training jobs live (shared by all workers/replicas).
@@ -56,8 +79,9 @@ class Settings:
     redis_url: str = ""
     # KeyPointLabels controls whose name starts with this prefix collect extreme points.
     extreme_tool_prefix: str = "extreme"
-    # Default project policies, same shape as the ML connection's extra params.
-    default_extra_params: dict = field(default_factory=dict)
+    # The server default project options (POLICIES / POLICIES_FILE: the shape of the ML connection's
+    # extra params), under every project's own; None when neither is set.
+    default_options: "ProjectOptions | None" = None
     # Batch /predict stops starting new tasks after this many seconds (Label Studio gives up at 100 s
     # and then stores nothing); the tasks left get empty entries and are predicted on the next call.
     predict_budget_s: float = 80.0
@@ -100,10 +124,6 @@ class Settings:
     def from_env(cls, env: dict | None = None) -> "Settings":
         env = os.environ if env is None else env
         defaults = cls()
-        extra = _json(env.get("POLICIES"), "POLICIES")
-        policies_file = env.get("POLICIES_FILE")
-        if policies_file:
-            extra = _json(Path(policies_file).read_text(), f"POLICIES_FILE {policies_file}")
         checkpoint = env.get("SAM_CHECKPOINT")
         return cls(
             model_dir=Path(env.get("MODEL_DIR") or defaults.model_dir),
@@ -119,7 +139,7 @@ class Settings:
             label_studio_api_key=env.get("LABEL_STUDIO_API_KEY", ""),
             redis_url=env.get("REDIS_URL", ""),
             extreme_tool_prefix=env.get("EXTREME_TOOL_PREFIX") or defaults.extreme_tool_prefix,
-            default_extra_params=extra,
+            default_options=_default_options(env),
             predict_budget_s=float(env.get("PREDICT_BUDGET_S") or defaults.predict_budget_s),
             image_max_bytes=int(env.get("IMAGE_MAX_BYTES") or defaults.image_max_bytes),
             image_max_pixels=int(env.get("IMAGE_MAX_PIXELS") or defaults.image_max_pixels),

@@ -3,6 +3,12 @@
 
 from backend.app import create_app
 from backend.log_config import configure_logging
+from backend.project_options import OptionError
 
 configure_logging()
-app = create_app()
+try:
+    app = create_app()
+except OptionError as exc:
+    # A bad server default (POLICIES, POLICIES_FILE) stops the start with its message: gunicorn
+    # prints a RuntimeError's as "Error: …" (preloading), or halts on a worker that fails to boot.
+    raise RuntimeError(f"cannot start: {exc}") from None

@@ -29,8 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 
 from backend.prompts import LoadedImage, Prompt, PromptKind  # noqa: E402
-from backend.mask_output import DEFAULT_TOLERANCE_PX  # noqa: E402
 from backend.polygons import mask_polygons, polygon_mask  # noqa: E402
+from backend.project_options import ProjectOptions  # noqa: E402
 from backend.training.mask_prompts import extreme_points  # noqa: E402
 from backend.training.synthetic import generate_scene  # noqa: E402
 from backend.training.validation import iou  # noqa: E402
@@ -110,7 +110,8 @@ def main() -> int:
         predicted, truths_again, version = model_masks(scenes, args.threads)
         results["model"] = {"version": version,
                             "brush_miou": float(np.mean([iou(p, t) for p, t in zip(predicted, truths_again)])),
-                            "polygons": polygon_stats(predicted, truths_again, DEFAULT_TOLERANCE_PX)}
+                            "polygons": polygon_stats(predicted, truths_again,
+                                                ProjectOptions().polygon_tolerance_px)}
     print(results["data"])
     print("| masks | tolerance px | vertices of the largest polygon: median (p90, max) | polygons per object "
           "(objects with more than one) | mIoU vs mask, holes filled | mIoU vs mask | ms per object |")

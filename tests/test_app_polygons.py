@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
+from backend.project_options import ProjectOptions
 from backend.protocol import mask_from_region, region_from_mask, region_from_polygon
 from backend.segmenter_set import SegmenterSet
 from segmentation_fakes import H, W, BoxSegmenter, box_mask, extreme_points, keypoint, \
@@ -135,7 +136,8 @@ def test_extra_params_choose_brush_or_polygon_for_a_label_on_both(tmp_path, extr
 
 
 def test_the_server_default_chooses_when_the_project_does_not(tmp_path):
-    app, _, _ = make_app(tmp_path, default_extra_params={"mask_type": "polygon", "polygon_tolerance_px": 0})
+    app, _, _ = make_app(tmp_path, default_options=ProjectOptions.parse(
+        {"mask_type": "polygon", "polygon_tolerance_px": 0}, "POLICIES"))
     [entry], _ = post(app, [rectangle(10, 10, 60, 60)], None, config=BOTH_CONFIG)
     assert [r["type"] for r in entry["result"]] == ["polygonlabels"]
     [entry], _ = post(app, [rectangle(10, 10, 60, 60)], {"mask_type": "brush"}, config=BOTH_CONFIG)
@@ -199,17 +201,12 @@ def test_a_polygon_copied_onto_a_prompt_tool_is_not_a_prompt(tmp_path):
     ({"polygon_tolerance_px": -1}, '"polygon_tolerance_px" must be a number of pixels from 0 to 50'),
     ({"polygon_tolerance_px": "1"}, '"polygon_tolerance_px" must be a number'),
     ({"polygon_tolerance_px": True}, '"polygon_tolerance_px" must be a number'),
-    ({"polygon_tolerance": 1}, "unknown key(s) polygon_tolerance"),
+    ({"polygon_tolerance": 1}, 'unknown key "polygon_tolerance" (did you mean "polygon_tolerance_px"?)'),
 ])
 def test_bad_polygon_extra_params_are_422_naming_the_key(tmp_path, extra_params, message):
     app, _, _ = make_app(tmp_path)
     response = app.test_client().post("/setup", json=setup_body(extra_params, schema=POLYGON_CONFIG))
     assert response.status_code == 422 and message in response.get_json()["error"]
-
-
-def test_bad_server_default_polygon_params_stop_the_server_at_start(tmp_path):
-    with pytest.raises(ValueError, match="POLICIES"):
-        make_app(tmp_path, default_extra_params={"mask_type": "outline"})
 
 
 def test_unknown_policy_labels_are_checked_against_polygon_labels_too(tmp_path):

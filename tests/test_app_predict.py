@@ -12,6 +12,7 @@ from label_studio_sdk.label_interface import LabelInterface
 from PIL import Image
 
 from backend.images import ImageLoader
+from backend.project_options import ProjectOptions
 from backend.protocol import mask_from_region, region_from_mask
 from backend.prompts import PromptError, PromptKind
 from backend.segmenter_set import SegmenterSet
@@ -304,7 +305,8 @@ def test_batch_without_any_segmenter_answers_empty_entries(tmp_path):
 
 
 def test_batch_applies_project_policies(tmp_path):
-    app, _, _ = make_app(tmp_path, default_extra_params={"policies": {"*": {"merge_overlapping": True}}})
+    app, _, _ = make_app(tmp_path, default_options=ProjectOptions.parse(
+        {"policies": {"*": {"merge_overlapping": True}}}, "POLICIES"))
     client = app.test_client()
     client.post("/setup", json=setup_body({"policies": {"Dog": {"merge_overlapping": False}}}))
     the_task = task(predictions=[prediction(rectangle(10, 10, 60, 60), rectangle(40, 40, 90, 90),
@@ -314,9 +316,3 @@ def test_batch_applies_project_policies(tmp_path):
     assert labels == ["Car", "Dog", "Dog"]
     assert np.array_equal(masks(entry)[0], box_mask(10, 10, 60, 60) | box_mask(40, 40, 90, 90))
 
-
-def test_invalid_server_default_policies_stop_the_server_at_start(tmp_path):
-    from backend.policies import PolicyError
-
-    with pytest.raises(PolicyError, match="POLICIES"):
-        make_app(tmp_path, default_extra_params={"policies": {"*": {"fill_holes": -1}}})

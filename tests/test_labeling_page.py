@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend.labeling import LabelingConfig
-from backend.labeling_page import echo_region, finished_point_echoes, keeps_points, page_answer, without_kept_points
+from backend.labeling_page import echo_region, finished_point_echoes, page_answer, without_kept_points
 from backend.protocol import mask_from_region, region_from_mask
 from backend.routing import prompts_from_regions
 from segmentation_fakes import CONFIG, H, W, box_mask, extreme_points, keypoint, make_app, predict_body, \
@@ -76,12 +76,6 @@ def test_the_page_replaces_exactly_what_the_policy_absorbed():
     answer = page_answer([region], [merged], [0], [Applied(merged, absorbed=(0,))], Routed(),
                          {"Car": [left, inside]}, keep_points=False)
     assert answer == [{**region, "id": "a"}]  # takes left's place; "b" was not absorbed: not deleted
-
-
-def test_keeping_points_is_the_last_source_that_says_so():
-    assert keeps_points(None, {}) is False
-    assert keeps_points({"keep_extreme_points": True}, None) is True
-    assert keeps_points({"keep_extreme_points": True}, {"keep_extreme_points": False}) is False
 
 
 def test_a_tool_label_copied_onto_an_accepted_mask_is_not_a_prompt():

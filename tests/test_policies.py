@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from backend.policies import LabelPolicy, PolicyError, PolicySet, dilate, fill_holes, keep_largest, \
-    overlap_groups, parse_policies, remove_islands
+    overlap_groups, remove_islands
 from backend.prompts import Segmentation
 
 
@@ -97,7 +97,7 @@ def square(y0, x0, size=10, shape=(40, 40)):
 
 
 def test_merge_overlapping_instances_of_a_label_only():
-    policies = PolicySet(parse_policies({"policies": {"Car": {"merge_overlapping": True}}}))
+    policies = PolicySet.parse({"Car": {"merge_overlapping": True}})
     result = [a.segmentation for a in policies.apply([seg(square(0, 0), score=0.9), seg(square(5, 5), score=0.6),
                                                       seg(square(30, 30)), seg(square(0, 0), "Dog"),
                                                       seg(square(5, 5), "Dog")])]
@@ -106,7 +106,7 @@ def test_merge_overlapping_instances_of_a_label_only():
 
 
 def test_merge_with_existing_masks_returns_the_union_and_names_what_it_absorbed():
-    policies = PolicySet(parse_policies({"policies": {"*": {"merge_overlapping": True}}}))
+    policies = PolicySet.parse({"*": {"merge_overlapping": True}})
     existing = {"Car": [square(30, 30), square(5, 5), square(8, 8)]}
     [merged] = policies.apply([seg(square(0, 0))], existing)
     assert merged.segmentation.mask.sum() == np.logical_or.reduce([square(0, 0), square(5, 5), square(8, 8)]).sum()
@@ -121,28 +121,27 @@ def test_empty_masks_are_dropped():
 
 
 def test_label_entry_overrides_the_wildcard_and_project_overrides_default_key_by_key():
-    default = parse_policies({"policies": {"*": {"fill_holes": True, "min_island_px": 50}, "Car": {"dilate_px": 2}}})
-    project = parse_policies({"policies": {"*": {"min_island_px": 10}, "Car": {"fill_holes": 100}}})
-    policies = PolicySet(default, project)
+    default = PolicySet.parse({"*": {"fill_holes": True, "min_island_px": 50}, "Car": {"dilate_px": 2}})
+    project = PolicySet.parse({"*": {"min_island_px": 10}, "Car": {"fill_holes": 100}})
+    policies = default.updated(project)
     assert policies.for_label("Car") == LabelPolicy(fill_holes=100, min_island_px=10, dilate_px=2)
     assert policies.for_label("Dog") == LabelPolicy(fill_holes=True, min_island_px=10)
 
 
 @pytest.mark.parametrize("extra, message", [
-    ([], "must be a JSON object"),
-    ({"policies": []}, '"policies" must be an object'),
-    ({"policies": {"*": True}}, 'policies["*"] must be an object'),
-    ({"policies": {"*": {"fill_hole": True}}}, 'unknown policy "fill_hole"'),
-    ({"policies": {"Car": {"fill_holes": 0}}}, "fill_holes must be true, false or a maximum hole area"),
-    ({"policies": {"Car": {"fill_holes": "yes"}}}, "fill_holes"),
-    ({"policies": {"Car": {"min_island_px": -1}}}, "min_island_px must be a whole number"),
-    ({"policies": {"Car": {"dilate_px": 1.5}}}, "dilate_px must be a whole number of pixels from 0 to 100"),
-    ({"policies": {"Car": {"keep_largest": 1}}}, "keep_largest must be true or false"),
-    ({"policies": {"Car": {"merge_overlapping": "true"}}}, "merge_overlapping must be true or false"),
+    ([], '"policies" must be an object'),
+    ({"*": True}, 'policies["*"] must be an object'),
+    ({"*": {"fill_hole": True}}, 'unknown policy "fill_hole"'),
+    ({"Car": {"fill_holes": 0}}, "fill_holes must be true, false or a maximum hole area"),
+    ({"Car": {"fill_holes": "yes"}}, "fill_holes"),
+    ({"Car": {"min_island_px": -1}}, "min_island_px must be a whole number"),
+    ({"Car": {"dilate_px": 1.5}}, "dilate_px must be a whole number of pixels from 0 to 100"),
+    ({"Car": {"keep_largest": 1}}, "keep_largest must be true or false"),
+    ({"Car": {"merge_overlapping": "true"}}, "merge_overlapping must be true or false"),
 ])
 def test_config_errors_name_the_key(extra, message):
     with pytest.raises(PolicyError) as raised:
-        parse_policies(extra)
+        PolicySet.parse(extra)
     assert message in str(raised.value)
 
 
@@ -150,7 +149,7 @@ def test_config_errors_name_the_key(extra, message):
                                         ("fill_holes", 10**12), ("dilate_px", -1), ("min_island_px", "50")])
 def test_values_out_of_range_are_refused_naming_the_key(key, value):
     with pytest.raises(PolicyError, match=f'policies\\["Car"\\].{key} must be'):
-        parse_policies({"policies": {"Car": {key: value}}})
+        PolicySet.parse({"Car": {key: value}})
 
 
 def test_dilation_is_a_euclidean_disk_whatever_its_size():

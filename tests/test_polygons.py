@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from backend.mask_output import DEFAULT_TOLERANCE_PX
 from backend.polygons import mask_polygons, polygon_mask
+from backend.project_options import ProjectOptions
 
 W, H = 320, 240
 ROWS, COLS = np.mgrid[0:H, 0:W] + 0.5  # pixel centres
+DEFAULT_TOLERANCE_PX = ProjectOptions().polygon_tolerance_px
 
 
 def iou(a, b):

@@ -16,6 +16,7 @@ from backend.active_learning.layout import Layout
 from backend.active_learning.service import ActiveLearning
 from backend.active_learning.training_job import run_training_job
 from backend.app import create_app
+from backend.project_options import ProjectOptions
 from backend.segmenter_set import SegmenterSet
 from backend.settings import Settings
 
@@ -66,7 +67,7 @@ def test_an_import_without_preannotate_on_import_queues_nothing(app):
 
 
 def test_the_server_default_can_switch_it_on_for_every_project(settings):
-    learning = ActiveLearning(replace(settings, default_extra_params={"preannotate_on_import": True}),
+    learning = ActiveLearning(replace(settings, default_options=ProjectOptions.parse({"preannotate_on_import": True}, "POLICIES")),
                               executor=RecordingExecutor())
     assert learning.handle("TASKS_CREATED", imported(1))["merged"] is False
     bad = create_app(settings, segmenters=SegmenterSet(), images=object(), events=learning).test_client().post(

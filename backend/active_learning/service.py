@@ -23,7 +23,8 @@ from backend.active_learning.layout import Layout
 from backend.active_learning.queue import Executor, make_executor
 from backend.active_learning.serving import ProjectModels
 from backend.active_learning.versions import VersionRegistry
-from backend.preannotation.trigger import preannotates_on_import, request_preannotation
+from backend.preannotation.trigger import request_preannotation
+from backend.project_options import ProjectOptions
 from backend.project_store import ProjectStore
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class ActiveLearning:
         Raises EventError for a malformed payload."""
         project = project_of(payload)
         setup = self.projects.load(project)
-        if not preannotates_on_import(self.settings.default_extra_params, setup.extra_params if setup else None):
+        if not ProjectOptions.for_project(self.settings.default_options, setup).preannotate_on_import:
             return {"preannotation": "off"}
         tasks = payload.get("tasks")
         ids = [t["id"] for t in tasks if isinstance(t, dict) and isinstance(t.get("id"), int)] if isinstance(tasks, list) else []

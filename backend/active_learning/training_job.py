@@ -182,11 +182,12 @@ def _refresh_predictions(settings, jobs: JobStore, project: str, version: str) -
     """With ``preannotate_on_import`` on, a published version queues pre-annotation of the project's
     unlabeled tasks, so their predictions come from it without a click. What happened, for the result."""
     from backend.active_learning.queue import make_executor
-    from backend.preannotation.trigger import preannotates_on_import, request_preannotation
+    from backend.preannotation.trigger import request_preannotation
+    from backend.project_options import ProjectOptions
     from backend.project_store import ProjectStore
 
     setup = ProjectStore.in_model_dir(settings.model_dir).load(project)
-    if not preannotates_on_import(settings.default_extra_params, setup.extra_params if setup else None):
+    if not ProjectOptions.for_project(settings.default_options, setup).preannotate_on_import:
         return {}
     try:
         job, _ = request_preannotation(jobs, make_executor(settings, jobs), project, f"new model version {version}",

@@ -1,6 +1,6 @@
-"""Starting pre-annotation jobs: the ``preannotate_on_import`` switch in a project's extra params,
-and ``request_preannotation``, which every trigger (TASKS_CREATED, ``POST /jobs``, a newly
-published model version) goes through.
+"""Starting pre-annotation jobs: ``request_preannotation``, which every trigger (TASKS_CREATED with
+the project option ``preannotate_on_import`` on, ``POST /jobs``, a newly published model version)
+goes through.
 
 The queue is bounded per project: a request while the project already has a queued pre-annotation
 job is merged into it (its task list grows, or it covers every task), so a project has at most one
@@ -15,25 +15,6 @@ from backend.files import file_lock
 from backend.active_learning.jobs import PREANNOTATE, QUEUED, Job, JobStore
 
 logger = logging.getLogger(__name__)
-
-PREANNOTATE_KEY = "preannotate_on_import"
-
-
-def check_preannotate_param(extra_params: dict, source: str = "extra params") -> None:
-    """Raises ValueError when ``extra_params`` sets ``preannotate_on_import`` to anything but a bool."""
-    if not isinstance(extra_params.get(PREANNOTATE_KEY, False), bool):
-        raise ValueError(f'{source}: "{PREANNOTATE_KEY}" must be true or false, got {extra_params[PREANNOTATE_KEY]!r}')
-
-
-def preannotates_on_import(*extra_params: dict | None) -> bool:
-    """Whether imports start pre-annotation: the last of ``extra_params`` (the server default, then
-    the project's) that sets ``preannotate_on_import``; False when none does."""
-    enabled = False
-    for params in extra_params:
-        if params and PREANNOTATE_KEY in params:
-            enabled = params[PREANNOTATE_KEY] is True
-    return enabled
-
 
 # What a job covers besides its listed tasks: nothing, the project's tasks without annotations, or all.
 SCOPES = (None, "unlabeled", "all")
