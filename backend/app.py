@@ -173,7 +173,7 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
             "model_version": model.model_version_for(),
             "loaded": segmenters.loaded,
             **segmenters.status,
-            **({"embeddings": embedding_health(segmenters.embeddings, embed_ahead)} if segmenters.embeddings else {}),
+            **({"embeddings": embedding_health(segmenters.embeddings, embed_ahead)} if segmenters.embeddings is not None else {}),
             "label_studio": label_studio.status(),
         })
 

@@ -97,6 +97,7 @@ class Settings:
     # MODEL_DIR/embeddings, or Redis with REDIS_URL), float32 stored as float16 unless switched off.
     embedding_cache_size: int = 8
     embedding_store_bytes: int = 2 * 1024**3
+    embedding_store_min_free_bytes: int = 1024**3  # the disk store stops short of filling the disk
     embedding_store_half: bool = True
     # Embed ahead: images queued per TASKS_CREATED event, next tasks queued per interactive call,
     # and the most images waiting at once.
@@ -149,6 +150,8 @@ class Settings:
             image_url_allowlist=_list(env.get("IMAGE_URL_ALLOWLIST")),
             embedding_cache_size=int(env.get("EMBEDDING_CACHE_SIZE") or defaults.embedding_cache_size),
             embedding_store_bytes=int(env.get("EMBEDDING_STORE_BYTES") or defaults.embedding_store_bytes),
+            embedding_store_min_free_bytes=int(env.get("EMBEDDING_STORE_MIN_FREE_BYTES")
+                                               or defaults.embedding_store_min_free_bytes),
             embedding_store_half=_bool(env.get("EMBEDDING_STORE_FP16"), defaults.embedding_store_half),
             embed_ahead=int(env.get("EMBED_AHEAD") or defaults.embed_ahead),
             embed_next_tasks=int(env.get("EMBED_NEXT_TASKS") or defaults.embed_next_tasks),

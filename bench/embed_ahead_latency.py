@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             full = SamSegmenter(SegmentAnything(sam_model), "sam-vit_b-fp32", EmbeddingCache(1))
             full_mask = full.segment(image, Prompt(PromptKind.BOX, "Cat", box=(0.2 * w, 0.2 * h, 0.7 * w, 0.8 * h))).mask
             half = SamSegmenter(SegmentAnything(sam_model), "sam-vit_b-fp16", EmbeddingCache(1))
-            half.embedding_cache.get_or_compute(half.embedding_key(image), lambda: codec.decode(codec.encode(stored)))
+            half.embedding_cache.get_or_compute(half.embedding_key(image), lambda: codec.decode(codec.encode(stored, "k"), "k"))
             half_mask = half.segment(image, Prompt(PromptKind.BOX, "Cat", box=(0.2 * w, 0.2 * h, 0.7 * w, 0.8 * h))).mask
             ious.append(float(iou(full_mask, half_mask)))
 

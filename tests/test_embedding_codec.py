@@ -17,30 +17,58 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_nested_values_round_trip_with_float32_restored():
     value = {"image_embed": torch.randn(1, 4, 8, 8), "high_res_feats": [torch.randn(1, 2, 16, 16)],
              "ids": torch.arange(3), "size": (683, 1024), "name": "x"}
-    back = codec.decode(codec.encode(value, half=True))
+    back = codec.decode(codec.encode(value, "k", half=True), "k")
     assert back["image_embed"].dtype == torch.float32 and back["ids"].dtype == torch.int64
     assert torch.allclose(back["image_embed"], value["image_embed"], rtol=1e-3, atol=1e-3)
     assert isinstance(back["high_res_feats"], list) and back["high_res_feats"][0].shape == (1, 2, 16, 16)
     assert back["size"] == (683, 1024) and back["name"] == "x"
-    assert torch.equal(codec.decode(codec.encode(value, half=False))["image_embed"], value["image_embed"])
+    assert torch.equal(codec.decode(codec.encode(value, "k", half=False), "k")["image_embed"], value["image_embed"])
 
 
 def test_half_storage_halves_the_bytes_and_keeps_values_float16_cannot_hold():
     embedding = torch.randn(1, 256, 64, 64)
-    assert len(codec.encode(embedding, half=True)) < 0.55 * len(codec.encode(embedding, half=False))
+    assert len(codec.encode(embedding, "k", half=True)) < 0.55 * len(codec.encode(embedding, "k", half=False))
     huge = torch.tensor([1e6, -3.0])
-    assert torch.equal(codec.decode(codec.encode(huge, half=True)), huge)
+    assert torch.equal(codec.decode(codec.encode(huge, "k", half=True), "k"), huge)
 
 
-def test_foreign_bytes_are_a_codec_error():
-    with pytest.raises(codec.CodecError):
-        codec.decode(b"not a torch file")
+def test_foreign_and_older_entries_are_a_codec_error():
+    with pytest.raises(codec.CodecError, match="older backend"):
+        codec.decode(b"not a torch file", "k")
     import io
 
     buffer = io.BytesIO()
-    torch.save(torch.ones(2), buffer)  # a tensor, but not in the store's format
-    with pytest.raises(codec.CodecError):
-        codec.decode(buffer.getvalue())
+    torch.save({"format": 1, "value": torch.ones(2)}, buffer)  # what the previous format wrote
+    with pytest.raises(codec.CodecError, match="older backend"):
+        codec.decode(buffer.getvalue(), "k")
+    with pytest.raises(codec.CodecError, match="truncated"):
+        codec.decode(codec.MAGIC + b"\x01", "k")
+
+
+def test_a_flipped_byte_anywhere_is_a_codec_error():
+    entry = codec.encode(torch.randn(1, 4, 8, 8), "sam:img")
+    for position in (len(codec.MAGIC) + 1, len(codec.MAGIC) + 10, len(entry) // 2, len(entry) - 1):
+        flipped = bytearray(entry)
+        flipped[position] ^= 0x10
+        with pytest.raises(codec.CodecError):
+            codec.decode(bytes(flipped), "sam:img")
+
+
+def test_another_keys_entry_is_a_codec_error():
+    entry = codec.encode(torch.randn(1, 4, 8, 8), "sam:other-image")
+    with pytest.raises(codec.CodecError, match="another key"):
+        codec.decode(entry, "sam:img")
+
+
+def test_shapes_the_model_does_not_take_are_a_codec_error():
+    value = {"image_embed": torch.randn(1, 4, 8, 8), "high_res": [torch.randn(1, 2, 16, 16)]}
+    entry = codec.encode(value, "k")
+    assert codec.shapes_of(value) == {"image_embed": (1, 4, 8, 8), "high_res": [(1, 2, 16, 16)]}
+    assert codec.decode(entry, "k", shapes=codec.shapes_of(value))["high_res"][0].shape == (1, 2, 16, 16)
+    with pytest.raises(codec.CodecError, match="shapes"):
+        codec.decode(entry, "k", shapes={"image_embed": (1, 4, 8, 8), "high_res": [(1, 2, 8, 8)]})
+    with pytest.raises(codec.CodecError, match="shapes"):
+        codec.decode(codec.encode(torch.randn(1, 4, 8, 8), "k"), "k", shapes=(1, 4, 16, 16))
 
 
 def structured_image():
@@ -65,7 +93,7 @@ def test_masks_from_float16_embeddings_match_float32_ones(prompt):
     embedding = SamSegmenter(SegmentAnything(sam), "sam-tiny", EmbeddingCache(capacity=1)).embedding(photo)
     halved = SamSegmenter(SegmentAnything(sam), "sam-tiny", EmbeddingCache(capacity=1))
     halved.embedding_cache.get_or_compute(halved.embedding_key(photo),
-                                          lambda: codec.decode(codec.encode(embedding, half=True)))
+                                          lambda: codec.decode(codec.encode(embedding, "k", half=True), "k"))
     half = halved.segment(photo, prompt)
     assert full.mask.sum() > 100  # a real mask, not an empty one that trivially matches
     assert iou(full.mask, half.mask) >= 0.99

@@ -127,7 +127,7 @@ def test_features_are_what_metas_predictor_computes_and_survive_serialisation(se
     torch.testing.assert_close(features["image_embed"], expected["image_embed"])
     torch.testing.assert_close(features["high_res_s0"], expected["high_res_feats"][0])
     torch.testing.assert_close(features["high_res_s1"], expected["high_res_feats"][1])
-    restored = codec.decode(codec.encode(features, half=False))  # how the embedding store keeps them
+    restored = codec.decode(codec.encode(features, "k", half=False), "k")  # how the embedding store keeps them
     assert all(torch.equal(restored[name], features[name]) for name in features)
 
 
@@ -136,7 +136,7 @@ def test_features_are_what_metas_predictor_computes_and_survive_serialisation(se
 def test_masks_from_float16_features_match_float32_ones(segmenter, prompt):
     """The embedding store keeps float32 as float16 by default."""
     full = segmenter.segment(IMAGE, prompt)
-    halved = codec.decode(codec.encode(segmenter.embedding(IMAGE), half=True))
+    halved = codec.decode(codec.encode(segmenter.embedding(IMAGE), "k", half=True), "k")
     half = sharing_features(segmenter, IMAGE, features=halved).segment(IMAGE, prompt)
     assert full.mask.sum() > 100
     assert iou(full.mask, half.mask) >= 0.99 and abs(full.score - half.score) < 0.01

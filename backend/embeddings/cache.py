@@ -16,12 +16,21 @@ rounded through float16 when ``half`` (see ``backend.embeddings.codec``), so eve
 the very same numbers. Keys are the segmenter's (``<model name>:<image content key>``), put under
 ``namespace``, which tells apart checkpoints of the same architecture.
 
-If the store fails (Redis unreachable, disk full), the cache logs a warning and works in-process
-only for a while instead of failing requests. Thread-safe.
+Entries are checked before use (``backend.embeddings.codec``): an entry changed after writing,
+another key's entry, an older backend's entry or, given ``shapes``, one of shapes the model does not
+take is dropped, logged and counted (``bad_entries``) and the embedding computed again. An entry the
+store does not keep (a full disk) is counted (``writes_skipped``); the request gets its embedding.
+
+Requests are counted once each (every process's, with a store): ``hits`` found the embedding ready,
+``misses`` computed it, ``waits`` waited for a computation another request or process was doing.
+
+If the store fails (Redis unreachable, an unreadable disk), the cache logs a warning and works
+in-process only for a while instead of failing requests. Thread-safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -45,8 +54,8 @@ _STORE_ERRORS = (redis.RedisError, OSError)
 class EmbeddingCache:
     """``get_or_compute(key, compute)``: the value for ``key``, computed at most once.
 
-    ``store``: a ``DiskEmbeddingStore``/``RedisEmbeddingStore`` (``get``, ``put``, ``contains``,
-    ``lock``, ``record``, ``stats``), or None for an in-process cache only.
+    ``store``: a ``DiskEmbeddingStore``/``RedisEmbeddingStore`` (``get``, ``put`` -> stored?,
+    ``delete``, ``contains``, ``lock``, ``count``, ``stats``), or None for an in-process cache only.
     """
 
     def __init__(self, capacity: int, store=None, namespace: str = "", half: bool = True):
@@ -58,7 +67,7 @@ class EmbeddingCache:
         self._pending: dict[str, Future] = {}  # keys being computed or read -> their result, for waiters
         self._lock = threading.Lock()  # guards _values and _pending
         self._store_skip_until = 0.0  # time.monotonic()
-        self._local_hits = self._local_misses = 0  # without a store
+        self._local_counts = {"hits": 0, "misses": 0, "waits": 0}  # without a store
         self._thread = threading.local()  # .computed: whether this thread's last call computed
 
     @classmethod
@@ -71,15 +80,19 @@ class EmbeddingCache:
         else:
             from backend.embeddings.disk_store import DiskEmbeddingStore
 
-            store = DiskEmbeddingStore(settings.model_dir / "embeddings", settings.embedding_store_bytes)
+            store = DiskEmbeddingStore(settings.model_dir / "embeddings", settings.embedding_store_bytes,
+                                       settings.embedding_store_min_free_bytes)
         return cls(settings.embedding_cache_size, store, namespace, half=settings.embedding_store_half)
 
-    def get_or_compute(self, key: str, compute: Callable[[], Any], background: bool = False) -> Any:
+    def get_or_compute(self, key: str, compute: Callable[[], Any], background: bool = False,
+                       shapes: Any = None) -> Any:
         """The value for ``key``: from memory, else from the store, else ``compute()`` (then stored).
 
         Concurrent calls for the same key wait for the first caller's computation and get its value
         or its exception. ``background``: a call ahead of any request (not counted in the hit rate);
-        its computation may stop with ``Preempted`` when a request needs the encoder.
+        its computation may stop with ``Preempted`` when a request needs the encoder. ``shapes``:
+        the tensor shapes the caller takes (``codec.shapes_of``); a stored entry of others is
+        computed again.
         """
         self._thread.computed = False
         while True:
@@ -99,10 +112,10 @@ class EmbeddingCache:
                     if background:
                         raise
                     continue  # the computation we waited for gave way: this request computes it
-                self._count(hit=False, background=background)
+                self._count("waits", background)
                 return value
-            return self._own(key, compute, pending, background)
-        self._count(hit=True, background=background)
+            return self._own(key, compute, pending, background, shapes)
+        self._count("hits", background)
         return value
 
     def computed_last(self) -> bool:
@@ -122,28 +135,26 @@ class EmbeddingCache:
         (every process's, for a store)."""
         with self._lock:
             local = {"in_process_entries": len(self._values)}
+            if self.store is None:
+                local.update(self._local_counts)
         if self.store is None:
-            hits, misses = self._local_hits, self._local_misses
-            stats = {"store": "in-process", **local, "hits": hits, "misses": misses}
+            stats = {"store": "in-process", **local}
         else:
             shared = self._shared("read", lambda store: store.stats())
             stats = {"store": self.store.kind, **local, **(shared or {"error": "store unavailable, see the log"})}
-        hits, misses = stats.get("hits", 0), stats.get("misses", 0)
-        stats["hit_rate"] = round(hits / (hits + misses), 4) if hits + misses else None
+        requests = sum(stats.get(name, 0) for name in ("hits", "misses", "waits"))
+        stats["hit_rate"] = round(stats.get("hits", 0) / requests, 4) if requests else None
         return stats
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._values)
 
     # -- the owner of a key's computation --------------------------------------------------------
 
-    def _own(self, key: str, compute: Callable[[], Any], pending: Future, background: bool) -> Any:
+    def _own(self, key: str, compute: Callable[[], Any], pending: Future, background: bool, shapes: Any) -> Any:
         try:
-            value = self._read(key)
-            hit = value is not None
-            if not hit:
-                value = self._compute_once_per_cluster(key, compute, background)
+            value = self._read(key, shapes)
+            outcome = "hits"
+            if value is None:
+                value = self._compute_once_per_cluster(key, compute, background, shapes)
+                outcome = "misses" if self.computed_last() else "waits"  # waits: another process computed it
         except BaseException as exc:
             with self._lock:
                 del self._pending[key]
@@ -156,24 +167,26 @@ class EmbeddingCache:
                 while len(self._values) > self.capacity:
                     self._values.popitem(last=False)
         pending.set_result(value)
-        self._count(hit=hit, background=background)
+        self._count(outcome, background)
         return value
 
-    def _compute_once_per_cluster(self, key: str, compute: Callable[[], Any], background: bool) -> Any:
+    def _compute_once_per_cluster(self, key: str, compute: Callable[[], Any], background: bool, shapes: Any) -> Any:
         if self.store is None or not self._store_usable():
             return self._computed(compute, background)
         store_key = self._store_key(key)
-        try:
-            with self.store.lock(store_key):
-                value = self._read(key)  # another process computed it while we waited
-                if value is not None:
-                    return value
-                data = codec.encode(self._computed(compute, background), self._half)
-                self._shared("write", lambda store: store.put(store_key, data))
-                return codec.decode(data)
-        except _STORE_ERRORS as exc:  # the lock itself failed: compute without it
-            self._store_failed("lock", exc)
-            return self._computed(compute, background)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.store.lock(store_key))
+            except _STORE_ERRORS as exc:  # the lock itself failed: compute without it
+                self._store_failed("lock", exc)
+                return self._computed(compute, background)
+            value = self._read(key, shapes)  # another process computed it while we waited
+            if value is not None:
+                return value
+            data = codec.encode(self._computed(compute, background), store_key, self._half)
+            if self._shared("write", lambda store: store.put(store_key, data)) is False:
+                self._shared("write", lambda store: store.count("writes_skipped"))
+            return codec.decode(data, store_key)  # what every process reads from the store
 
     def _computed(self, compute: Callable[[], Any], background: bool) -> Any:
         self._thread.computed = True
@@ -182,25 +195,28 @@ class EmbeddingCache:
         with foreground_waiting():  # background computations of this process give way
             return compute()
 
-    def _read(self, key: str) -> Any | None:
-        data = self._shared("read", lambda store: store.get(self._store_key(key)))
+    def _read(self, key: str, shapes: Any = None) -> Any | None:
+        store_key = self._store_key(key)
+        data = self._shared("read", lambda store: store.get(store_key))
         if data is None:
             return None
         try:
-            return codec.decode(data)
-        except codec.CodecError as exc:  # a foreign or truncated entry: computed again and overwritten
-            logger.warning("ignoring an unreadable embedding-store entry (%s)", exc)
+            return codec.decode(data, store_key, shapes)
+        except codec.CodecError as exc:  # never served: dropped, so it is logged once, and computed again
+            logger.warning("embedding store: dropping the entry of %s (%s); computing it again", key, exc)
+            self._shared("write", lambda store: store.delete(store_key))
+            self._shared("write", lambda store: store.count("bad_entries"))
             return None
 
-    def _count(self, hit: bool, background: bool) -> None:
+    def _count(self, outcome: str, background: bool) -> None:
+        """Count one request's ``outcome`` ("hits", "misses", "waits"); background work is not counted."""
         if background:
             return
         if self.store is None:
             with self._lock:
-                self._local_hits += hit
-                self._local_misses += not hit
+                self._local_counts[outcome] += 1
             return
-        self._shared("write", lambda store: store.record(hit))
+        self._shared("write", lambda store: store.count(outcome))
 
     # -- store failures ----------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import redis
 
+from backend.embeddings.disk_store import COUNTERS
 from backend.redis_connection import redis_client
 
 LOCK_TTL_S = 60.0
@@ -48,14 +49,15 @@ end
 return evicted
 """
 
-# KEYS: lru, sizes, bytes. ARGV: key. Forgets an entry whose bytes are gone (e.g. deleted by hand).
-_FORGET = """
-local size = redis.call('HGET', KEYS[2], ARGV[1])
+# KEYS: lru, sizes, bytes. ARGV: entry prefix, key. Deletes an entry (if there) and forgets it.
+_DROP = """
+redis.call('DEL', ARGV[1] .. ARGV[2])
+local size = redis.call('HGET', KEYS[2], ARGV[2])
 if size then
-  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[2])
   redis.call('DECRBY', KEYS[3], size)
 end
-redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[2])
 """
 
 
@@ -71,13 +73,13 @@ class RedisEmbeddingStore:
         self._prefix = prefix
         self._lru, self._sizes, self._bytes = prefix + "lru", prefix + "sizes", prefix + "bytes"
         self._put = self._client.register_script(_PUT)
-        self._forget = self._client.register_script(_FORGET)
+        self._drop = self._client.register_script(_DROP)
 
     def get(self, key: str) -> bytes | None:
         data = self._client.get(self._entry(key))
         if data is None:
-            if self._client.zscore(self._lru, key) is not None:
-                self._forget(keys=[self._lru, self._sizes, self._bytes], args=[key])
+            if self._client.zscore(self._lru, key) is not None:  # its bytes are gone (e.g. deleted by hand)
+                self.delete(key)
             return None
         self._client.zadd(self._lru, {key: time.time()}, xx=True)
         return data
@@ -85,9 +87,13 @@ class RedisEmbeddingStore:
     def contains(self, key: str) -> bool:
         return bool(self._client.exists(self._entry(key)))
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes) -> bool:
         self._put(keys=[self._lru, self._sizes, self._bytes],
                   args=[self._prefix + "e:", key, data, time.time(), self.max_bytes])
+        return True
+
+    def delete(self, key: str) -> None:
+        self._drop(keys=[self._lru, self._sizes, self._bytes], args=[self._prefix + "e:", key])
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -111,15 +117,18 @@ class RedisEmbeddingStore:
             with contextlib.suppress(redis.RedisError, redis.exceptions.LockError):
                 lock.release()  # a lock that expired meanwhile is someone else's now
 
-    def record(self, hit: bool) -> None:
-        self._client.hincrby(self._prefix + "stats", "hits" if hit else "misses", 1)
+    def count(self, counter: str) -> None:
+        """Add one to ``counter`` (one of ``COUNTERS``), shared by every replica."""
+        if counter not in COUNTERS:
+            raise ValueError(f"unknown counter {counter!r}")
+        self._client.hincrby(self._prefix + "stats", counter, 1)
 
     def stats(self) -> dict:
         pipe = self._client.pipeline(transaction=False)
-        pipe.get(self._bytes).zcard(self._lru).hmget(self._prefix + "stats", "hits", "misses")
-        size, entries, (hits, misses) = pipe.execute()
+        pipe.get(self._bytes).zcard(self._lru).hmget(self._prefix + "stats", *COUNTERS)
+        size, entries, counts = pipe.execute()
         return {"bytes": int(size or 0), "entries": int(entries), "max_bytes": self.max_bytes,
-                "hits": int(hits or 0), "misses": int(misses or 0)}
+                **{name: int(count or 0) for name, count in zip(COUNTERS, counts)}}
 
     def _entry(self, key: str) -> str:
         return self._prefix + "e:" + key

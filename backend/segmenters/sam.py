@@ -62,6 +62,10 @@ class PromptableModel(Protocol):
     def encode(self, array: np.ndarray) -> Features:
         """The image features of an (H, W, 3) uint8 RGB image (seconds on a CPU)."""
 
+    def feature_shapes(self) -> tuple | dict[str, tuple]:
+        """The shapes ``encode`` returns (``codec.shapes_of`` of its features): a stored embedding of
+        other shapes is not served."""
+
     def decode(
         self,
         features: Features,
@@ -164,7 +168,7 @@ class SamSegmenter:
         cache, which may hand them back on the CPU. ``background``: computed ahead of any request
         (``EmbeddingCache.get_or_compute``)."""
         return self.embedding_cache.get_or_compute(self.embedding_key(image), lambda: self._encode(image.array),
-                                                   background=background)
+                                                   background=background, shapes=self.model.feature_shapes())
 
     @property
     def precision(self) -> str:
@@ -216,6 +220,10 @@ class SegmentAnything:
     def input_scale(self, height: int, width: int) -> np.ndarray:
         input_h, input_w = self._input_size(height, width)
         return np.array([input_w / width, input_h / height])
+
+    def feature_shapes(self) -> tuple:
+        encoder = self.sam.prompt_encoder
+        return (1, encoder.embed_dim, *encoder.image_embedding_size)
 
     def encode(self, array: np.ndarray) -> torch.Tensor:
         resized = self._resize.apply_image(array)  # (input_h, input_w, 3) uint8, longest side img_size

@@ -36,6 +36,7 @@ class Sam21:
 
     def __init__(self, model: SAM2Base):
         self.model = model.eval()
+        self._feature_shapes = _feature_shapes(model)  # fixed by the architecture
 
     @staticmethod
     def build(model_type: str) -> SAM2Base:
@@ -57,6 +58,9 @@ class Sam21:
 
     def input_scale(self, height: int, width: int) -> np.ndarray:
         return np.array([self.model.image_size / width, self.model.image_size / height])
+
+    def feature_shapes(self) -> dict[str, tuple]:
+        return self._feature_shapes
 
     def encode(self, array: np.ndarray) -> dict[str, torch.Tensor]:
         # SAM2Transforms' steps (it would torch.jit.script them, which torch now warns about).
@@ -99,3 +103,15 @@ class Sam21:
 
     def upscale(self, low_res_logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return F.interpolate(low_res_logits.float(), (height, width), mode="bilinear", align_corners=False)
+
+
+def _feature_shapes(model: SAM2Base) -> dict[str, tuple]:
+    """What ``Sam21.encode`` returns: the embedding at the prompt encoder's size and, with high-res
+    features, the two finer maps ``forward_image`` projects to the mask decoder's widths."""
+    channels, (height, width) = model.sam_prompt_encoder.embed_dim, model.sam_prompt_encoder.image_embedding_size
+    shapes = {"image_embed": (1, channels, height, width)}
+    if model.use_high_res_features_in_sam:
+        decoder = model.sam_mask_decoder
+        shapes["high_res_s0"] = (1, decoder.conv_s0.out_channels, 4 * height, 4 * width)
+        shapes["high_res_s1"] = (1, decoder.conv_s1.out_channels, 2 * height, 2 * width)
+    return shapes
