@@ -361,3 +361,133 @@ def test_lock_files_do_not_pile_up(tmp_path):
     for key in "abc":
         cache.get_or_compute(key, lambda: torch.ones(1))
     assert list((tmp_path / "locks").iterdir()) == []
+
+
+# --- entries are checked before use (issue 20, finding 9) --------------------------------------------
+
+
+def stored_cache(store, shapes=(1, 4, 8, 8)):
+    """A cache on ``store`` whose "img" entry holds ones (computed once, then read back from the store)."""
+    cache = EmbeddingCache(capacity=0, store=store, namespace="ckpt")
+    cache.get_or_compute("img", lambda: torch.ones(shapes), shapes=shapes)
+    return cache
+
+
+@pytest.fixture(params=["disk", "redis"])
+def any_store(request, tmp_path):
+    if request.param == "disk":
+        return DiskEmbeddingStore(tmp_path, max_bytes=64 * MIB)
+    server = request.getfixturevalue("redis_server")
+    return RedisEmbeddingStore(server.url, max_bytes=64 * MIB, prefix=f"test-check-{time.monotonic_ns()}:")
+
+
+def test_a_flipped_byte_inside_an_entry_is_dropped_and_recomputed(any_store, caplog):
+    cache = stored_cache(any_store)
+    entry = bytearray(any_store.get("ckpt/img"))
+    entry[len(entry) - 100] ^= 0x01  # inside the tensor data: still a loadable torch file
+    any_store.put("ckpt/img", bytes(entry))
+    with caplog.at_level(logging.WARNING):
+        value = cache.get_or_compute("img", lambda: torch.full((1, 4, 8, 8), 2.0), shapes=(1, 4, 8, 8))
+    assert torch.equal(value, torch.full((1, 4, 8, 8), 2.0))  # recomputed, not the damaged ones
+    assert caplog.text.count("checksum mismatch") == 1
+    assert codec.decode(any_store.get("ckpt/img"), "ckpt/img").eq(2.0).all()  # replaced in the store
+    assert cache.stats()["bad_entries"] == 1
+
+
+def test_another_images_entry_copied_over_is_not_served_as_this_image(any_store):
+    cache = stored_cache(any_store)
+    cache.get_or_compute("other", lambda: torch.full((1, 4, 8, 8), 7.0), shapes=(1, 4, 8, 8))
+    any_store.put("ckpt/img", any_store.get("ckpt/other"))
+    value = cache.get_or_compute("img", lambda: torch.full((1, 4, 8, 8), 3.0), shapes=(1, 4, 8, 8))
+    assert value.eq(3.0).all()
+    assert cache.stats()["bad_entries"] == 1
+
+
+def test_an_entry_of_shapes_the_model_does_not_take_is_recomputed(any_store):
+    cache = stored_cache(any_store, shapes=(1, 4, 16, 16))  # e.g. written by another architecture
+    value = cache.get_or_compute("img", lambda: torch.zeros(1, 4, 8, 8), shapes=(1, 4, 8, 8))
+    assert value.shape == (1, 4, 8, 8)
+    assert cache.stats()["bad_entries"] == 1
+    assert cache.get_or_compute("img", lambda: pytest.fail("stored now"), shapes=(1, 4, 8, 8)).shape == (1, 4, 8, 8)
+
+
+def test_an_entry_of_the_previous_format_is_a_miss(any_store):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"format": 1, "value": torch.ones(1, 4, 8, 8)}, buffer)  # what the previous backend stored
+    any_store.put("ckpt/img", buffer.getvalue())
+    cache = EmbeddingCache(capacity=0, store=any_store, namespace="ckpt")
+    assert cache.get_or_compute("img", lambda: torch.zeros(1, 4, 8, 8), shapes=(1, 4, 8, 8)).eq(0).all()
+    stats = cache.stats()
+    assert (stats["misses"], stats["bad_entries"]) == (1, 1)
+
+
+def test_a_request_waiting_for_anothers_computation_is_a_wait_not_a_miss(tmp_path):
+    cache = EmbeddingCache(capacity=4, store=DiskEmbeddingStore(tmp_path, max_bytes=MIB))
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(5)
+        return torch.ones(2)
+
+    owner = threading.Thread(target=cache.get_or_compute, args=("img", slow))
+    owner.start()
+    started.wait(5)
+    waiter = threading.Thread(target=cache.get_or_compute, args=("img", lambda: pytest.fail("computed twice")))
+    waiter.start()
+    time.sleep(0.2)
+    release.set()
+    owner.join(5)
+    waiter.join(5)
+    cache.get_or_compute("img", lambda: pytest.fail("in memory"))
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["waits"]) == (1, 1, 1)
+    assert stats["hit_rate"] == round(1 / 3, 4)
+
+
+# --- the disk stays usable (issue 20, finding 7) ------------------------------------------------------
+
+
+def test_a_full_disk_serves_the_embedding_without_storing_it(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import backend.embeddings.disk_store as disk_store
+
+    store = DiskEmbeddingStore(tmp_path, max_bytes=64 * MIB)
+    cache = EmbeddingCache(capacity=0, store=store)
+    cache.get_or_compute("kept", lambda: torch.ones(2))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(disk_store, "write_atomic", disk_full)
+    with caplog.at_level(logging.WARNING):
+        assert cache.get_or_compute("new", lambda: torch.full((2,), 5.0)).eq(5.0).all()
+    assert not store.contains("new") and cache.stats()["writes_skipped"] == 1
+    assert "full" in caplog.text
+    # The store still serves what it has (a full disk is not a failed store).
+    assert cache.get_or_compute("kept", lambda: pytest.fail("stored")).eq(1.0).all()
+
+
+def test_the_disk_store_leaves_the_free_space_floor_evicting_its_own_entries_first(tmp_path, monkeypatch):
+    import shutil
+
+    import backend.embeddings.disk_store as disk_store
+
+    free = {"bytes": 10 * MIB}
+    monkeypatch.setattr(disk_store.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(100 * MIB, 90 * MIB, free["bytes"]))
+    store = DiskEmbeddingStore(tmp_path, max_bytes=64 * MIB, min_free_bytes=8 * MIB)
+    assert store.put("a", blob(1)) is True
+    time.sleep(0.01)
+    assert store.put("b", blob(1)) is True
+    free["bytes"] = 8.5 * MIB  # something else filled the disk
+    assert store.put("c", blob(1)) is True  # room made by evicting the least recently used ("a")
+    assert not store.contains("a") and store.contains("b") and store.contains("c")
+    free["bytes"] = 5 * MIB
+    assert store.put("d", blob(1)) is False  # even an empty store would leave less than the floor
+    assert store.contains("b") and store.contains("c")  # so nothing was evicted for it
+    stats = store.stats()
+    assert stats["min_free_bytes"] == 8 * MIB and stats["writing"].startswith("no")

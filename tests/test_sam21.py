@@ -352,3 +352,8 @@ def test_the_server_names_sam21_in_health_setup_and_predictions(segmenter, check
     [region] = entry["result"]
     assert entry["model_version"] == version and region["meta"] == {"text": [NAME]}
     assert (region["original_width"], region["original_height"]) == (W, H)
+
+
+def test_the_encoder_returns_the_shapes_the_store_checks_for(segmenter):
+    assert codec.shapes_of(segmenter.embedding(IMAGE)) == segmenter.model.feature_shapes() == {
+        "image_embed": (1, 256, 64, 64), "high_res_s0": (1, 32, 256, 256), "high_res_s1": (1, 64, 128, 128)}
