@@ -1,5 +1,5 @@
 """gunicorn settings for ``gunicorn backend.wsgi:app`` (read automatically from the working
-directory). Environment: PORT (9090), WORKERS (1), THREADS (4), GUNICORN_TIMEOUT (seconds, 300),
+directory). Environment: PORT (9090), WORKERS (1), THREADS (32), GUNICORN_TIMEOUT (seconds, 300),
 PRELOAD (see below)."""
 
 import os
@@ -7,7 +7,11 @@ from pathlib import Path
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '9090')}"
 workers = int(os.environ.get("WORKERS", "1"))
-threads = int(os.environ.get("THREADS", "4"))
+# A request for a new image waits for its SAM encoding (seconds; one at a time per process) and holds
+# its thread meanwhile, idle. gthread hands connections to threads in arrival order, so /health
+# (Label Studio gives it 1 s, before every batch predict) answers at once only while a thread is
+# free: threads must outnumber the annotators opening new images at once. Idle threads are cheap.
+threads = int(os.environ.get("THREADS", "32"))
 worker_class = "gthread"
 # Label Studio waits up to 100 s for /predict (ML_TIMEOUT_PREDICT); a batch may take that long.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
