@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from backend.segmenters.sam_types import DEFAULT_SAM_TYPE, SAM_TYPES
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SAM_HOW_TO = ("set SAM_CHECKPOINT to a SAM checkpoint file and SAM_MODEL_TYPE to its type (sam2.1_hiera_tiny, "
-              "sam2.1_hiera_small, sam2.1_hiera_base_plus, sam2.1_hiera_large, vit_b, vit_l, vit_h), or run "
-              "python -m backend download-sam sam2.1_hiera_tiny, which prints both")
+SAM_HOW_TO = (f"set SAM_CHECKPOINT to a SAM checkpoint file and SAM_MODEL_TYPE to its type ({', '.join(SAM_TYPES)}), "
+              f"or run python -m backend download-sam {DEFAULT_SAM_TYPE}, which prints both")
 SAM_MISSING = "missing: " + SAM_HOW_TO
 
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from backend.project_options import ProjectOptions
 
+from backend.segmenters.sam_types import DEFAULT_SAM_TYPE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -63,7 +65,7 @@ class Settings:
     # Custom extreme-point model weights (directory with manifest.json); default: the committed ones.
     extreme_weights: Path = REPO_ROOT / "model_weights" / "extreme"
     # SAM: checkpoint path (None or missing file -> SAM disabled, box fallback to the custom model).
-    sam_model_type: str = "vit_b"
+    sam_model_type: str = DEFAULT_SAM_TYPE  # one of backend.segmenters.sam_types.SAM_TYPES
     sam_checkpoint: Path | None = None
     device: str = "auto"  # "auto" picks cuda when available
     # SAM's image encoder: "auto" (bfloat16 for SAM 2.1 where the device has it natively), "float32", "bfloat16".

@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 
 from backend.evaluation import evaluate  # noqa: E402
-from backend.sam_checkpoints import CHECKPOINTS  # noqa: E402
+from backend.segmenters.sam_types import SAM_TYPES  # noqa: E402
 from backend.training import synthetic  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main() -> int:
     parser.add_argument("--scenes", type=int, default=100, help="held-out scenes (2-5 objects each; default 100)")
     parser.add_argument("--data-seed", type=int, default=1, help="held-out scene stream (default 1)")
     parser.add_argument("--sam-checkpoint", type=Path, help="add SAM's tight/loose box methods")
-    parser.add_argument("--sam-model-type", default="vit_b", choices=list(CHECKPOINTS))
+    parser.add_argument("--sam-model-type", default="vit_b", choices=list(SAM_TYPES))
     parser.add_argument("--extreme-weights", type=Path, help="default: the committed model_weights/extreme")
     parser.add_argument("--device", default="cpu", help="cpu (default, for CPU latency), cuda or auto")
     # One thread by default: on a small shared machine, two torch threads stall whenever another

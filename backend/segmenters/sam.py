@@ -29,12 +29,10 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from backend.prompts import LoadedImage, Prompt, PromptError, PromptKind, Segmentation
-from backend.sam_checkpoints import CHECKPOINTS
 from backend.segmenters import sam21
 from backend.embeddings.cache import EmbeddingCache
+from backend.segmenters.sam_types import SAM1, SAM21, SAM_TYPES, sam_type
 
-SAM1_TYPES = ("vit_b", "vit_l", "vit_h")
-MODEL_TYPES = SAM1_TYPES + tuple(sam21.CONFIGS)
 # SAM_PRECISION: the image encoder's arithmetic (the decoder is cheap and stays float32).
 PRECISIONS = ("auto", "float32", "bfloat16")
 # Points this far outside the image (percent rounding in Label Studio) are moved onto its edge.
@@ -107,14 +105,13 @@ class SamSegmenter:
         precision: str = "float32",
     ) -> "SamSegmenter":
         """A segmenter with the weights in ``checkpoint_path``, an official checkpoint file of
-        ``model_type`` (one of ``MODEL_TYPES``), its image encoder at ``precision`` (one of
+        ``model_type`` (one of ``sam_types.SAM_TYPES``), its image encoder at ``precision`` (one of
         ``PRECISIONS``, see ``encoder_dtype``); never downloads.
 
         Raises ValueError for an unknown model type or precision, an unreadable file or a checkpoint
         of another architecture, FileNotFoundError when the file is missing.
         """
-        if model_type not in MODEL_TYPES:
-            raise ValueError(f"unknown SAM model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
+        sam_type(model_type)  # ValueError naming the known types
         dtype = encoder_dtype(model_type, precision, device)
         path = Path(checkpoint_path)
         if not path.is_file():
@@ -203,7 +200,7 @@ class SegmentAnything:
     @staticmethod
     def build(model_type: str) -> Sam:
         """SAM ``model_type`` with random weights, on the CPU."""
-        return sam_model_registry[model_type]()
+        return sam_model_registry[SAM_TYPES[model_type].config]()
 
     @staticmethod
     def state_dict_of(checkpoint: dict) -> dict:
@@ -253,16 +250,16 @@ class SegmentAnything:
 
 def adapter_for(model_type: str) -> type[SegmentAnything] | type[sam21.Sam21]:
     """The adapter class of ``model_type``'s family (``build``, ``state_dict_of``, ``model_name``)."""
-    return SegmentAnything if model_type in SAM1_TYPES else sam21.Sam21
+    return SegmentAnything if SAM_TYPES[model_type].family == SAM1 else sam21.Sam21
 
 
 def _mismatch_hint(path: Path, model_type: str) -> str:
     """Why a checkpoint may not fit, and which setting fixes it when its file name says."""
     reason = "its weights do not fit that architecture"
-    named_for = [other for other, official in CHECKPOINTS.items() if official.filename == path.name]
+    named_for = [other for other, official in SAM_TYPES.items() if official.filename == path.name]
     if named_for and named_for[0] != model_type:
         return f"{reason}; it is named like the {named_for[0]} file: set SAM_MODEL_TYPE={named_for[0]}"
-    return f"{reason}; the official file is {CHECKPOINTS[model_type].filename}"
+    return f"{reason}; the official file is {SAM_TYPES[model_type].filename}"
 
 
 def encoder_dtype(model_type: str, precision: str, device: str) -> torch.dtype:
@@ -280,7 +277,7 @@ def encoder_dtype(model_type: str, precision: str, device: str) -> torch.dtype:
     if precision == "bfloat16" and not native:
         raise ValueError(f"SAM_PRECISION=bfloat16, but {device} has no native bfloat16 arithmetic "
                          "(it would be slower than float32); use auto or float32")
-    if precision == "bfloat16" or (precision == "auto" and native and model_type in sam21.CONFIGS):
+    if precision == "bfloat16" or (precision == "auto" and native and SAM_TYPES[model_type].family == SAM21):
         return torch.bfloat16
     return torch.float32
 

@@ -17,17 +17,10 @@ from sam2.build_sam import build_sam2
 from sam2.modeling.sam2_base import SAM2Base
 from torchvision.transforms import functional as TF
 
+from backend.segmenters.sam_types import SAM_TYPES
+
 # The ImageNet statistics SAM 2's encoder was trained with (sam2.utils.transforms.SAM2Transforms).
 _PIXEL_MEAN, _PIXEL_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# SAM_MODEL_TYPE -> the model's config in the sam2 package (the official checkpoints' architectures).
-CONFIGS = {
-    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
-    "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
-}
-
-
 class Sam21:
     """Image features: ``{"image_embed": (1, 256, 64, 64), "high_res_s0": (1, 32, 256, 256),
     "high_res_s1": (1, 64, 128, 128)}`` (float32, 16 MiB per image; SAM 1's embedding is 4 MiB)."""
@@ -42,7 +35,7 @@ class Sam21:
     def build(model_type: str) -> SAM2Base:
         """SAM 2.1 ``model_type`` with random weights, on the CPU, with the decoder settings of
         Meta's image predictor (a single mask falls back to the best proposal when unstable)."""
-        return build_sam2(CONFIGS[model_type], ckpt_path=None, device="cpu", apply_postprocessing=True)
+        return build_sam2(SAM_TYPES[model_type].config, ckpt_path=None, device="cpu", apply_postprocessing=True)
 
     @staticmethod
     def state_dict_of(checkpoint: dict) -> dict:
