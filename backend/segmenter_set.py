@@ -69,8 +69,11 @@ def _load_sam(settings: Settings, device: str) -> tuple[object | None, str]:
         from backend.embeddings.cache import EmbeddingCache
         from backend.segmenters.sam import SamSegmenter
 
-        # The store outlives the process: its keys name the checkpoint, not just the architecture.
-        cache = EmbeddingCache.from_settings(settings, namespace=file_fingerprint(checkpoint))
+        # The store outlives the process: its keys name the checkpoint, not just the architecture. It is
+        # made once the checkpoint has loaded: a server without SAM keeps no embedding store.
+        def cache():
+            return EmbeddingCache.from_settings(settings, namespace=file_fingerprint(checkpoint))
+
         sam = SamSegmenter.from_checkpoint(settings.sam_model_type, checkpoint, device, cache, settings.sam_precision)
     except Exception as exc:  # a broken checkpoint must not keep the server down
         log.exception("SAM failed to load from %s", checkpoint)

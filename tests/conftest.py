@@ -26,6 +26,35 @@ def skip_locally_fail_on_ci(reason: str) -> None:
     pytest.skip(reason)
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# What a test run may leave in the checkout: bytecode caches, the virtualenvs, and the browser tests'
+# screenshots and timings (README "Tests"). Anything else belongs under tmp_path.
+RUN_LEAVES = {"__pycache__", ".pytest_cache", ".git", ".venv", ".lsvenv", "lsvenv"}
+RUN_OUTPUTS = ("var/browser/",)
+
+
+def checkout_files() -> set[str]:
+    """Every file under the repository root, ignored ones too, less ``RUN_LEAVES`` and ``RUN_OUTPUTS``."""
+    files = set()
+    for folder, subfolders, names in os.walk(REPO_ROOT):
+        subfolders[:] = [name for name in subfolders if name not in RUN_LEAVES]
+        relative = Path(folder).relative_to(REPO_ROOT).as_posix() + "/"
+        if not relative.startswith(RUN_OUTPUTS):
+            files.update(relative + name for name in names if not name.endswith(".pyc"))
+    return files
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_clean() -> Iterator[None]:
+    """Fails the run when a test wrote into the checkout (git-ignored places such as var/ included)."""
+    before = checkout_files()
+    yield
+    written = sorted(checkout_files() - before)
+    if written:
+        pytest.fail(f"the test run wrote into the checkout ({len(written)} new files; tests must use tmp_path): "
+                    + ", ".join(written[:10]), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudio]:
     try:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from backend.app import create_app
-from backend.event_log import JsonlEventLog
 from backend.images import ImageNotFound
 from backend.prompts import LoadedImage, Prompt, Segmentation
 from backend.segmenter_set import SegmenterSet
@@ -75,8 +74,8 @@ class FakeImages:
 
 def make_app(tmp_path: Path, sam: bool = True, extreme: bool = True, images: FakeImages | None = None,
              segmenters: SegmenterSet | None = None, **settings):
-    """(app, segmenters, images): the real app on ``tmp_path`` as MODEL_DIR with fake models
-    (``BoxSegmenter``s unless ``segmenters`` is given)."""
+    """(app, segmenters, images): the app as production wires it (``backend.wsgi``), on ``tmp_path``
+    as MODEL_DIR, with fake models (``BoxSegmenter``s unless ``segmenters`` is given) and images."""
     segmenters = segmenters or SegmenterSet(
         sam=BoxSegmenter("sam-fake", score=0.9) if sam else None,
         extreme=BoxSegmenter("extreme-fake", score=0.7) if extreme else None,
@@ -84,8 +83,12 @@ def make_app(tmp_path: Path, sam: bool = True, extreme: bool = True, images: Fak
         extreme_version="v1" if extreme else "",
     )
     images = images or FakeImages()
-    config = replace(Settings(), model_dir=tmp_path, **settings)
-    app = create_app(config, segmenters=segmenters, images=images, events=JsonlEventLog(tmp_path / "events.jsonl"))
+    # Production reads the extreme-point model's version and its weights from one folder: the fake's is "v1".
+    weights = tmp_path / "extreme_weights"
+    weights.mkdir(exist_ok=True)
+    (weights / "manifest.json").write_text('{"version": "v1"}')
+    config = replace(Settings(), **{"model_dir": tmp_path, "extreme_weights": weights, **settings})
+    app = create_app(config, segmenters=segmenters, images=images)
     return app, segmenters, images
 
 

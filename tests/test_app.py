@@ -43,8 +43,10 @@ def test_segmenters_that_are_missing_or_broken_are_reported_not_fatal(tmp_path):
     for checkpoint, status in ((None, "missing: set SAM_CHECKPOINT"),
                                (absent, f"missing: SAM_CHECKPOINT {absent} does not exist"),
                                (broken, f"failed to load {broken}")):
-        segmenters = SegmenterSet.load(replace(Settings(), sam_checkpoint=checkpoint, extreme_weights=tmp_path))
+        settings = replace(Settings(), sam_checkpoint=checkpoint, extreme_weights=tmp_path, model_dir=tmp_path / "var")
+        segmenters = SegmenterSet.load(settings)
         assert segmenters.loaded == [] and segmenters.status["sam"].startswith(status)
+        assert not settings.model_dir.exists()  # no embedding store for a SAM that did not load
         assert segmenters.status["extreme"].startswith(f"missing: no {tmp_path / 'manifest.json'}")
 
 
@@ -56,7 +58,7 @@ def test_setup_returns_the_model_version_and_stores_the_project(client, tmp_path
     stored = ProjectStore(tmp_path / "projects").load("7")
     assert stored.label_config == CONFIG and stored.model_version == version
     assert stored.extra_params == {"policies": {"*": {"fill_holes": True}}}
-    assert client.get("/versions").get_json() == {"versions": [version]}
+    assert client.get("/versions").get_json()["versions"] == [version]
 
 
 def test_setup_is_visible_to_another_worker_and_after_a_restart(tmp_path):
@@ -164,14 +166,16 @@ def test_basic_auth_guards_every_route_but_the_event_webhook(tmp_path):
         assert getattr(client, method)(path, json={}, headers=basic("LS", "pa:ss")).status_code == 401
     assert client.get("/health", headers=basic("ls", "pa:ss")).status_code == 200
     assert client.post("/setup", json=setup_body(), headers=basic("ls", "pa:ss")).status_code == 200
-    assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}).status_code == 200
+    action, payload, _, _ = EVENTS[0]
+    assert client.post("/webhook", json={"action": action, **payload}).status_code == 200
 
 
 def test_webhook_can_require_auth(tmp_path):
     app, _, _ = make_app(tmp_path, basic_auth_user="ls", basic_auth_pass="pw", webhook_requires_auth=True)
     client = app.test_client()
-    assert client.post("/webhook", json={"action": "START_TRAINING"}).status_code == 401
-    assert client.post("/webhook", json={"action": "START_TRAINING"}, headers=basic("ls", "pw")).status_code == 200
+    event = {"action": "PROJECT_UPDATED", "project": {"id": 7}}
+    assert client.post("/webhook", json=event).status_code == 401
+    assert client.post("/webhook", json=event, headers=basic("ls", "pw")).status_code == 200
 
 
 def test_auth_off_when_not_configured(client):

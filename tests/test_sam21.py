@@ -336,7 +336,7 @@ def test_a_missing_checkpoint_says_how_to_download_it(tmp_path):
 
 def test_the_server_names_sam21_in_health_setup_and_predictions(segmenter, checkpoint, tmp_path):
     settings = replace(Settings(), sam_model_type=TYPE, sam_checkpoint=checkpoint, extreme_weights=tmp_path,
-                       sam_precision="float32")
+                       model_dir=tmp_path, sam_precision="float32")
     loaded = SegmenterSet.load(settings)
     assert loaded.sam_name == NAME
     assert loaded.status["sam"] == f"loaded ({NAME} from {checkpoint.name} on cpu, float32 encoder)"

@@ -19,6 +19,7 @@ pixel indices and move them to pixel centres), so a natural point p is passed as
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, Union
 
@@ -101,12 +102,13 @@ class SamSegmenter:
 
     @classmethod
     def from_checkpoint(
-        cls, model_type: str, checkpoint_path: str | Path, device: str, cache: EmbeddingCache,
-        precision: str = "float32",
+        cls, model_type: str, checkpoint_path: str | Path, device: str,
+        cache: EmbeddingCache | Callable[[], EmbeddingCache], precision: str = "float32",
     ) -> "SamSegmenter":
         """A segmenter with the weights in ``checkpoint_path``, an official checkpoint file of
         ``model_type`` (one of ``sam_types.SAM_TYPES``), its image encoder at ``precision`` (one of
-        ``PRECISIONS``, see ``encoder_dtype``); never downloads.
+        ``PRECISIONS``, see ``encoder_dtype``); never downloads. ``cache``, or a function making it,
+        called once the checkpoint has loaded (so that no store is created for a file that fails).
 
         Raises ValueError for an unknown model type or precision, an unreadable file or a checkpoint
         of another architecture, FileNotFoundError when the file is missing.
@@ -128,7 +130,8 @@ class SamSegmenter:
             network.load_state_dict(family.state_dict_of(checkpoint))
         except (RuntimeError, TypeError, AttributeError, KeyError, ValueError):
             raise ValueError(f"{path} is not a {model_type} checkpoint ({_mismatch_hint(path, model_type)})") from None
-        return cls(family(network.to(device)), family.model_name(model_type), cache, dtype)
+        return cls(family(network.to(device)), family.model_name(model_type), cache() if callable(cache) else cache,
+                   dtype)
 
     def segment(self, image: LoadedImage, prompt: Prompt) -> Segmentation:
         """The mask for ``prompt`` on ``image``: bool (H, W) at the natural image size.
