@@ -44,6 +44,7 @@ ARG SAM_MODEL_TYPE=sam2.1_hiera_tiny
 WORKDIR /src
 COPY backend/__init__.py backend/__main__.py backend/cli.py backend/settings.py backend/checksums.py backend/files.py \
      backend/sam_checkpoints.py backend/
+COPY backend/segmenters/__init__.py backend/segmenters/sam_types.py backend/segmenters/
 RUN mkdir /opt/sam \
  && if [ "$SAM_MODEL_TYPE" != none ]; then \
         /venv/bin/python -m backend download-sam "$SAM_MODEL_TYPE" --dir /opt/sam \
@@ -60,7 +61,11 @@ RUN useradd --create-home --uid 1000 backend \
 COPY --from=deps /venv /venv
 COPY --from=sam /opt/sam /opt/sam
 WORKDIR /app
-COPY . .
+# Only what the server runs, never the whole build context: an .env next to docker-compose.yml holds
+# the Label Studio token and the passwords (.dockerignore keeps .env* and local SAM checkpoints out too).
+COPY gunicorn.conf.py requirements.txt ./
+COPY model_weights/ model_weights/
+COPY backend/ backend/
 
 # State shared by every worker and replica (project setups, training jobs, model versions).
 VOLUME /data

@@ -78,7 +78,7 @@ class Settings:
     label_studio_url: str = ""
     label_studio_api_key: str = field(default="", repr=False)
     # Scale-out: RQ job queues and the SAM embedding store in Redis.
-    redis_url: str = ""
+    redis_url: str = field(default="", repr=False)  # may hold Redis's password
     # KeyPointLabels controls whose name starts with this prefix collect extreme points.
     extreme_tool_prefix: str = "extreme"
     # The server default project options (POLICIES / POLICIES_FILE: the shape of the ML connection's

@@ -166,10 +166,19 @@ def test_status_page_is_html(server):
     assert "Segmentation backend for Label Studio" in response.text and "loaded (" in response.text
 
 
-def test_compose_file_is_valid():
+def test_compose_file_is_valid(tmp_path):
     compose = shutil.which("docker-compose")
     if compose is None:
         _unavailable("docker-compose is not installed (Debian package docker-compose)")
-    result = subprocess.run([compose, "-f", str(REPO_ROOT / "docker-compose.yml"), "config", "-q"],
-                            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    secrets = {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pw", "REDIS_PASSWORD": "0123abcd"}
+    # An empty --env-file: a developer's .env must not hide what compose does without one.
+    (tmp_path / "empty.env").write_text("")
+    command = [compose, "-f", str(REPO_ROOT / "docker-compose.yml"), "--env-file", str(tmp_path / "empty.env"), "config"]
+    env = {key: value for key, value in os.environ.items() if key not in secrets}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env={**env, **secrets})
     assert result.returncode == 0, result.stderr
+    assert "redis://:0123abcd@redis:6379/0" in result.stdout and "127.0.0.1:9090:9090" in result.stdout
+    for missing in secrets:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+                                env={**env, **{k: v for k, v in secrets.items() if k != missing}})
+        assert result.returncode != 0 and missing in result.stderr.rsplit(": set ", 1)[-1]  # named in our message
