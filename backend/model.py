@@ -158,7 +158,7 @@ class SegmentationModel:
                               f"(mask labels: {', '.join(sorted(config.mask_labels))})")
         version = self.model_version_for(pid)
         self.store.save(ProjectSetup(pid, label_config, params, version))
-        not_served = tools_not_served(config, self.segmenters)
+        not_served = tools_not_served(config, self.segmenters, self.settings.extreme_tool_prefix)
         for tool, reason in not_served.items():
             log.warning("project %s: tool %s cannot be served: %s", pid, tool, reason)
         return {"model_version": version, "tools_not_served": not_served}

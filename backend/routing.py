@@ -218,17 +218,32 @@ _TOOL_PROMPTS = {ToolKind.RECTANGLE: PromptKind.BOX, ToolKind.CLICK: PromptKind.
                  ToolKind.EXTREME: PromptKind.EXTREME}
 
 
-def tools_not_served(config: LabelingConfig, segmenters: SegmenterChoice) -> dict[str, str]:
+def tools_not_served(config: LabelingConfig, segmenters: SegmenterChoice,
+                     extreme_tool_prefix: str = "extreme") -> dict[str, str]:
     """The prompt tools of ``config`` whose every prompt would be answered with an error, because
-    no loaded segmenter takes their prompts: tool name -> why, and what to do about it."""
+    no loaded segmenter takes their prompts: tool name -> why, and what to do about it.
+    ``extreme_tool_prefix``: the one ``config`` was parsed with (``EXTREME_TOOL_PREFIX``)."""
     not_served = {}
     for tool in config.tools.values():
         try:
             segmenter_for(_TOOL_PROMPTS[tool.kind], segmenters)
         except RoutingError as exc:
-            not_served[tool.name] = (f"{tool.kind.value} tool: {exc}, so each of its prompts is answered with an "
-                                     "error; load it (see /health) or remove the tool from the labeling config")
+            why = (f"{tool.kind.value} tool: {exc}, so each of its prompts is answered with an error; load it "
+                   "(see /health) or remove the tool from the labeling config")
+            if tool.kind is ToolKind.CLICK and _serves(PromptKind.EXTREME, segmenters) and extreme_tool_prefix:
+                # A KeyPointLabels is a click tool by its name alone: one meant for extreme points was misnamed.
+                why += (f'; if it is meant for extreme points (4 clicks per object), rename it to start with '
+                        f'"{extreme_tool_prefix}" (EXTREME_TOOL_PREFIX), e.g. "{extreme_tool_prefix}_points"')
+            not_served[tool.name] = why
     return not_served
+
+
+def _serves(kind: PromptKind, segmenters: SegmenterChoice) -> bool:
+    try:
+        segmenter_for(kind, segmenters)
+    except RoutingError:
+        return False
+    return True
 
 
 def _label(region: dict, config: LabelingConfig, what: str) -> str:

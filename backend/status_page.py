@@ -14,6 +14,7 @@ import os
 import time
 
 from backend.active_learning.jobs import outcome_summary
+from backend.label_studio_check import NOT_CONFIGURED, OK
 from backend.labeling import LabelingConfig, LabelingError
 from backend.routing import tools_not_served
 from backend.urls import redact
@@ -36,14 +37,37 @@ def collect(model, images, label_studio, learning=None, started_at: float | None
             **{f"{name}": status for name, status in segmenters.status.items()},
         },
         "Devices": _devices(settings),
-        "Label Studio": {"url": redact(settings.label_studio_url) if settings.label_studio_url else "(not set)",
-                         "connection": label_studio.status(wait_s=0)},
+        "Label Studio": _label_studio(settings, label_studio.status(wait_s=0)),
         "Projects seen": _projects(model),
         "Recent training jobs": _jobs(learning) if learning is not None else [],
         "Caches": _caches({"decoded images": images, "SAM embeddings": getattr(segmenters, "embeddings", None)}),
         "Embedding ahead": {"queued images": embed_ahead.queue.depth()} if embed_ahead is not None else {"queued images": "not in use"},
         "Process": {"pid": os.getpid(), "up for": _duration(time.time() - started_at) if started_at else "?",
                     "MODEL_DIR": str(settings.model_dir)},
+    }
+
+
+def _label_studio(settings, connection: str) -> dict:
+    """The connection as ``LabelStudioCheck`` tells it, the variables that set it up, and what an
+    answer other than "ok" costs (no secret: only whether the token is set)."""
+    if connection == OK:
+        meaning = "images from Label Studio, retraining and pre-annotation can reach it"
+    elif connection == NOT_CONFIGURED:
+        meaning = ("LABEL_STUDIO_URL is not set: images uploaded to Label Studio (/data/upload/…), local files and "
+                   "cloud storage cannot be downloaded, and retraining and pre-annotation cannot read or write tasks")
+    elif connection.startswith("error"):
+        meaning = ("the backend cannot use Label Studio until this is fixed (the message says what to change): "
+                   "images served by Label Studio fail to load, retraining and pre-annotation fail")
+    else:
+        meaning = "the first check is running"
+    return {
+        "url": redact(settings.label_studio_url) if settings.label_studio_url else "(not set)",
+        "connection": connection,
+        "what it means": meaning,
+        "set with": ("LABEL_STUDIO_URL: the address the backend reaches Label Studio at (e.g. http://localhost:8080); "
+                     "LABEL_STUDIO_API_KEY: a Personal Access Token (Label Studio → Account & Settings → "
+                     "Personal Access Token; legacy tokens are off by default in 1.23)"),
+        "LABEL_STUDIO_API_KEY": "set" if settings.label_studio_api_key else "not set",
     }
 
 
@@ -64,7 +88,8 @@ def _projects(model) -> list[dict]:
         try:
             config = _parsed(setup.label_config, model.settings.extreme_tool_prefix)
             tools = ", ".join(f"{tool.name} ({tool.kind.value})" for tool in config.tools.values())
-            not_served = "; ".join(f"{name}: {why}" for name, why in tools_not_served(config, model.segmenters).items())
+            not_served = "; ".join(f"{name}: {why}" for name, why in tools_not_served(
+                config, model.segmenters, model.settings.extreme_tool_prefix).items())
         except LabelingError as exc:  # stored before a config rule changed
             tools, not_served = "", f"labeling config no longer accepted: {exc}"
         rows.append({"project": setup.project_id, "last /setup": _time(setup.updated_at),
@@ -96,10 +121,26 @@ def _caches(components: dict) -> list[dict]:
         if component is None:
             rows.append({"cache": name, "entries": "not in use"})
         elif callable(getattr(component, "stats", None)):
-            rows.append({"cache": name, **component.stats()})
+            stats = {key: _bytes(value) if key in _BYTE_FIGURES and isinstance(value, int) else value
+                     for key, value in component.stats().items()}
+            rows.append({"cache": name, **stats})
         else:
             rows.append({"cache": name, "entries": "no figures reported"})
     return rows
+
+
+# Figures of a cache's stats() that count bytes (/health keeps them raw; people read binary units).
+_BYTE_FIGURES = ("bytes", "capacity", "max_bytes")
+
+
+def _bytes(count: int) -> str:
+    """1536 -> "1.5 KiB", 268435456 -> "256 MiB"."""
+    value, unit = float(count), "B"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{count} B" if unit == "B" else f"{value:.1f}".removesuffix(".0") + f" {unit}"
 
 
 def _time(timestamp) -> str:

@@ -39,3 +39,15 @@ def test_the_sam_config_adds_clicks_which_need_sam():
 def test_nothing_is_served_without_any_model(name):
     config = parse(name)
     assert set(tools_not_served(config, SegmenterSet())) == set(config.tools)
+
+
+def test_a_misnamed_extreme_point_tool_is_told_both_fixes():
+    """A KeyPointLabels not named with the extreme prefix is a click tool: without SAM it cannot be
+    served, and the message also says how to make it an extreme-point tool."""
+    xml = (EXAMPLES / "labeling_config.xml").read_text().replace('name="extreme_points"', 'name="corners"')
+    config = LabelingConfig.parse(xml, "extreme")
+    why = tools_not_served(config, WITHOUT_SAM, "extreme")["corners"]
+    assert why.startswith("click tool: SAM (set SAM_CHECKPOINT) is not loaded")
+    assert 'rename it to start with "extreme" (EXTREME_TOOL_PREFIX), e.g. "extreme_points"' in why
+    # With no model at all renaming would not help, so it is not suggested.
+    assert "rename" not in tools_not_served(config, SegmenterSet(), "extreme")["corners"]

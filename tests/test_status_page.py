@@ -16,7 +16,7 @@ from backend.active_learning.service import ActiveLearning
 from backend.app import create_app
 from backend.images import ImageLoader
 from backend.settings import Settings
-from backend.status_page import render
+from backend.status_page import _bytes, _label_studio, render
 from segmentation_fakes import PROJECT, BoxSegmenter, setup_body
 from backend.segmenter_set import SegmenterSet
 
@@ -58,6 +58,8 @@ def test_setup_names_the_tools_it_cannot_serve_and_logs_them(served, caplog):
     assert answer["model_version"] == "segassist-base-v0+nosam"
     assert list(answer["tools_not_served"]) == ["click"]
     assert "SAM (set SAM_CHECKPOINT) is not loaded" in answer["tools_not_served"]["click"]
+    assert 'meant for extreme points (4 clicks per object), rename it to start with "extreme"' in \
+        answer["tools_not_served"]["click"]
     assert any(r.levelno == logging.WARNING and "project 7: tool click cannot be served" in r.getMessage()
                for r in caplog.records)
 
@@ -95,7 +97,10 @@ def test_status_page_shows_models_projects_jobs_and_caches(served):
     assert "not published: held-out mIoU fell from 0.7200 to 0.7000" in page
     assert "failed: LABEL_STUDIO_URL is not set" in page
     assert "45% step 90/300" in page and "<td>running</td>" in page
-    assert "<td>decoded images</td><td>1</td><td>600</td><td>268435456</td><td>1</td><td>1</td><td>0.5</td>" in page
+    assert "<td>decoded images</td><td>1</td><td>600 B</td><td>256 MiB</td><td>1</td><td>1</td><td>0.5</td>" in page
+    assert "LABEL_STUDIO_URL is not set: images uploaded to Label Studio" in page
+    assert "LABEL_STUDIO_API_KEY: a Personal Access Token" in page
+    assert "<th>LABEL_STUDIO_API_KEY</th><td>set</td>" in page
     assert "pat-never-shown" not in page
 
 
@@ -127,3 +132,17 @@ def test_status_page_shows_the_embedding_store_and_the_queue_ahead(tmp_path):
     assert "<td>SAM embeddings</td>" in page and "<td>disk</td>" in page and "<td>0.9</td>" in page
     assert "<td>decoded images</td><td>no figures reported</td>" in page  # a loader without stats()
     assert "now 1, soon 2, total 3" in page
+
+
+def test_the_label_studio_row_says_what_an_error_means():
+    refused = "error: Label Studio refused the access token (HTTP 401 on /api/current-user/whoami)"
+    section = _label_studio(Settings(label_studio_url="http://ls.example:8080"), refused)
+    assert section["connection"] == refused
+    assert section["what it means"].startswith("the backend cannot use Label Studio until this is fixed")
+    assert section["LABEL_STUDIO_API_KEY"] == "not set"
+
+
+@pytest.mark.parametrize("count, shown", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
+                                          (512 * 1024**2, "512 MiB"), (3 * 1024**3 + 1, "3 GiB")])
+def test_cache_sizes_show_in_binary_units(count, shown):
+    assert _bytes(count) == shown
