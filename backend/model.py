@@ -94,10 +94,12 @@ class ProjectContext:
 @dataclass(frozen=True)
 class BatchPrediction:
     """One task's batch prediction: the entry ({"result", "score", "model_version"}), or None when no
-    mask came out (no prompts, or none usable); ``skipped`` says which prompts were left out and why."""
+    mask came out (no prompts, or none usable); ``skipped`` says which prompts were left out and why;
+    ``empty_because`` why there is no entry ("" when there is one)."""
 
     entry: dict | None
     skipped: list[str]
+    empty_because: str = ""
 
 
 class SegmentationModel:
@@ -232,13 +234,15 @@ class SegmentationModel:
         try:
             prediction = self.batch_prediction(task, project)
         except (RequestError, ShapeError) as exc:
-            log.warning("task %s: %s", task_id, exc)
+            log.warning("task %s: no prediction stored: %s", task_id, exc)
             return []
         except Exception:
-            log.exception("task %s: prediction failed", task_id)
+            log.exception("task %s: prediction failed, no prediction stored", task_id)
             return []
         for note in prediction.skipped:
             log.warning("task %s: %s", task_id, note)
+        if prediction.entry is None:
+            log.info("task %s: no prediction stored: %s", task_id, prediction.empty_because)
         return prediction.entry or []
 
     def batch_prediction(self, task: dict, project: ProjectContext) -> BatchPrediction:
@@ -249,7 +253,8 @@ class SegmentationModel:
         task, malformed = valid_task(task, "task")
         malformed = [f"skipped a malformed region: {problem}" for problem in malformed]
         if not has_prompt_regions(task, project.config):
-            return BatchPrediction(None, malformed)
+            tools = ", ".join(project.config.tools)
+            return BatchPrediction(None, malformed, f"no prompt in its predictions or annotations (regions of {tools})")
         self._check_prompt_count([r for source in task_sources(task) for r in source], project.config)
         image = self._load_image(task, project.config)
         routed = prompts_from_task(task, project.config, image.width, image.height)
@@ -262,7 +267,15 @@ class SegmentationModel:
                 skipped.append(f"skipped a {prompt.kind.value} prompt: {exc}")
         applied = project.options.policies.apply(segmentations)
         entry, _, _ = self._entry([a.segmentation for a in applied], routed, project)
-        return BatchPrediction(entry if entry["result"] else None, skipped)
+        if entry["result"]:
+            return BatchPrediction(entry, skipped)
+        if segmentations:
+            why = "every mask came out empty after the project's policies"
+        elif routed.pending and not skipped:
+            why = "unfinished prompts: " + "; ".join(routed.pending)
+        else:
+            why = "no prompt was usable (the warnings before say why)"
+        return BatchPrediction(None, skipped, why)
 
     def _interactive(self, task: dict, context: dict, project: ProjectContext) -> dict:
         """The answer to a smart tool, shaped for the labeling page (``backend.labeling_page``)."""

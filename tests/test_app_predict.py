@@ -249,6 +249,27 @@ def test_batch_answers_every_task_in_order(tmp_path, caplog):
         assert LabelInterface(CONFIG).validate_prediction(entry, return_errors=True) == []
 
 
+def test_each_batch_task_that_stores_nothing_logs_one_line_with_the_reason(tmp_path, caplog):
+    app, _, _ = make_app(tmp_path)
+    client = app.test_client()
+    client.post("/setup", json=setup_body())
+    tasks = [
+        task(1),
+        task(2, url="http://images.test/gone.jpg", predictions=[prediction(rectangle(0, 0, 50, 50))]),
+        task(3, predictions=[prediction(keypoint(10, 10, label="Unicorn"))]),
+        task(4, predictions=[prediction(*extreme_points(50, 20, 120, 70)[:3])]),
+    ]
+    caplog.set_level(logging.INFO)
+    assert client.post("/predict", json=predict_body(tasks)).get_json()["results"] == [[], [], [], []]
+    lines = [r.getMessage() for r in caplog.records if "no prediction stored" in r.getMessage()]
+    assert len(lines) == 4, lines
+    assert lines[0] == "task 1: no prediction stored: no prompt in its predictions or annotations (regions of " \
+                       "extreme, click, box)"
+    assert lines[1].startswith("task 2: no prediction stored: image not loaded")
+    assert lines[2] == "task 3: no prediction stored: no prompt was usable (the warnings before say why)"
+    assert lines[3] == 'task 4: no prediction stored: unfinished prompts: "extreme" "Car": 3 of 4 extreme points'
+
+
 def test_batch_uses_each_prompt_once_and_skips_cancelled_annotations(tmp_path):
     app, segmenters, _ = make_app(tmp_path)
     box = rectangle(50, 20, 120, 70)
