@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from backend.files import write_atomic
 from backend.networks.weights import ModelConfig, load_weights, save_weights, write_manifest
+from backend.progress_output import progress_bar
 from backend.prompts import PromptKind
 from backend.segmenters.extreme import ExtremeSegmenter, refine_stage_input
 from backend.training.datasets import CocoSamples, LabelStudioSamples, Sample, SyntheticSamples
@@ -110,7 +111,7 @@ def train(
 
     examples = TrainingExamples(samples_train, config, seed)
     batches_per_epoch = max(1, len(samples_train) // batch_size)
-    bar = tqdm(total=steps, initial=state["step"], desc="train", mininterval=10, dynamic_ncols=True)
+    bar = progress_bar(total=steps, initial=state["step"], desc="train", unit="step")  # lines when stderr is a log
     started = time.monotonic() - state["seconds"]
     while state["step"] < steps:
         epoch, skip = divmod(state["step"], batches_per_epoch)
@@ -130,8 +131,8 @@ def train(
             state["losses"] = (state["losses"] + [loss.item()])[-50:]
             state["seconds"] = time.monotonic() - started
             metrics = {"loss": loss.item(), **parts, "lr": scheduler.get_last_lr()[0]}
+            bar.set_postfix(loss=f"{np.mean(state['losses']):.4f}", refresh=False)
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(state['losses']):.4f}")
             if state["step"] % eval_every == 0 and state["step"] < steps:
                 evaluation = validate()
                 state["history"].append({"step": state["step"], **evaluation})
