@@ -144,8 +144,11 @@ class LabelingPage:
 
     def _toggle(self, test_id: str, on: bool) -> None:
         toggle = self.page.locator(f"input[data-testid={test_id}]")
-        if toggle.is_checked() != on:
+        for _ in range(3):  # a click while the page is still settling after loading can get lost
+            if toggle.is_checked() == on:
+                break
             toggle.click(force=True)  # the input sits under its styled indicator
+            self.page.wait_for_timeout(300)
         expect(toggle).to_be_checked(checked=on)
 
     def set_auto_annotation(self, on: bool) -> None:
@@ -166,6 +169,21 @@ class LabelingPage:
             self.page.wait_for_timeout(300)
         expect(switch).to_be_checked(checked=on)
         self.close_settings()
+
+    def off_screen(self) -> list[str]:
+        """The image and the labels controls (by name) not wholly inside the window: what the
+        annotator would have to scroll to."""
+        size = self.page.viewport_size
+        parts = {"image": self.page.locator(".lsf-image img[alt=image]")}
+        rows = self.page.locator(".lsf-labels")
+        parts.update({control.get("name"): rows.nth(index) for index, control in enumerate(self._labels_controls)})
+        outside = []
+        for name, locator in parts.items():
+            box = locator.bounding_box()
+            if (box is None or box["x"] < 0 or box["y"] < 0 or box["x"] + box["width"] > size["width"]
+                    or box["y"] + box["height"] > size["height"]):
+                outside.append(name)
+        return outside
 
     # -- tools and labels -------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ def open_fresh_task(labeling: LabelingPage, project: Project, image_url: str, au
     labeling.set_auto_annotation(True)
     labeling.set_auto_accept(auto_accept)
     labeling.set_setting(KEEP_LABEL, True)
+    assert labeling.off_screen() == [], "the annotator would scroll to reach these"
     return task
 
 
