@@ -40,8 +40,8 @@ if preload_app:
 
 
 def post_worker_init(worker):
-    """Start the training dispatcher in each worker (after the fork: threads do not survive one); the
-    workers elect one dispatcher per MODEL_DIR among themselves (backend.active_learning.service)."""
-    learning = worker.wsgi.extensions.get("active_learning")
-    if learning is not None:
-        learning.start()
+    """Start the job dispatcher in each worker (after the fork: threads do not survive one); the
+    workers elect one dispatcher per MODEL_DIR among themselves (backend.jobs.dispatcher)."""
+    dispatcher = worker.wsgi.extensions.get("dispatcher")
+    if dispatcher is not None:
+        dispatcher.start()

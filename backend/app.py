@@ -30,20 +30,20 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from backend import status_page
-from backend.active_learning.events import START_TRAINING, EventError
-from backend.active_learning.routes import jobs_blueprint
-from backend.active_learning.service import ActiveLearning
+from backend.active_learning.events import START_TRAINING
 from backend.basic_auth import REALM, BasicAuth
+from backend.components import Components
 from backend.embeddings.ahead import EmbedAhead
-from backend.event_log import EventSink, JsonlEventLog
+from backend.jobs.routes import jobs_blueprint
 from backend.label_studio_check import LabelStudioCheck
 from backend.labeling import LabelingError
-from backend.model import RequestError, SegmentationModel
+from backend.model import RequestError
 from backend.project_options import OptionError
-from backend.project_store import ProjectIdError, ProjectStore, project_id
+from backend.project_store import ProjectIdError, project_id
 from backend.request_shapes import ShapeError
 from backend.segmenter_set import SegmenterSet
 from backend.settings import Settings
+from backend.webhooks import EventError
 
 log = logging.getLogger("backend.app")
 
@@ -79,42 +79,37 @@ def embedding_health(cache, embed_ahead: EmbedAhead | None) -> dict:
 
 
 def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None = None, images=None,
-               events: EventSink | None = None, embed_ahead: EmbedAhead | None = None,
+               components: Components | None = None, embed_ahead: EmbedAhead | None = None,
                label_studio: LabelStudioCheck | None = None) -> Flask:
-    """The Flask app. Anything not given is built from ``settings`` (default: the environment):
-    ``segmenters`` loaded from the configured checkpoints, ``images`` an ``ImageLoader``, ``events``
-    the retraining loop (``ActiveLearning``, also writing a ``JsonlEventLog`` under ``MODEL_DIR``),
-    ``label_studio`` the check of ``LABEL_STUDIO_URL`` and its token for ``/health``.
-    Tests pass fakes. With ``ActiveLearning`` as ``events``, projects are served their own
-    extreme-point versions and ``GET /jobs`` shows training jobs; its dispatcher is started per
-    worker process by ``gunicorn.conf.py`` (``app.extensions["active_learning"].start()``). With SAM
-    loaded, ``embed_ahead`` computes embeddings before the annotator asks (default: from
-    ``settings``); ``/health`` and ``GET /jobs`` show the store and that work."""
-    settings = settings or Settings.from_env()
-    if segmenters is None:
-        segmenters = SegmenterSet.load(settings)
-    if images is None:
-        from backend.images import ImageLoader
-
-        images = ImageLoader(settings)
-    if events is None:
-        events = ActiveLearning(settings, event_log=JsonlEventLog(settings.model_dir / "events.jsonl"))
+    """The Flask app, on ``components`` (default: built from ``settings``, ``segmenters`` and
+    ``images``, anything not given from the environment: ``backend.components``). Tests pass fakes.
+    With background work (``components.background``), projects are served their own extreme-point
+    versions, webhooks reach retraining and pre-annotation, and ``/jobs`` shows and takes jobs; the
+    dispatcher is started per worker process by ``gunicorn.conf.py``
+    (``app.extensions["dispatcher"].start()``). With SAM loaded, ``embed_ahead`` computes embeddings
+    before the annotator asks (default: from the settings); ``/health`` and ``GET /jobs`` show the
+    store and that work. ``label_studio``: the check of ``LABEL_STUDIO_URL`` and its token for
+    ``/health``."""
+    if components is None:
+        components = Components(settings, segmenters=segmenters, images=images)
+    elif settings is not None or segmenters is not None or images is not None:
+        raise ValueError("give settings, segmenters and images to Components, not beside them")
+    settings, segmenters, images = components.settings, components.segmenters, components.images
     if label_studio is None:
         label_studio = LabelStudioCheck(settings)
-    learning = events if isinstance(events, ActiveLearning) else None
-    project_models = learning.project_models(segmenters.extreme) if learning is not None else None
     if embed_ahead is None and segmenters.sam is not None and segmenters.embeddings is not None:
-        embed_ahead = EmbedAhead.from_settings(settings, segmenters.sam, images)
-    model = SegmentationModel(settings, segmenters, images, ProjectStore.in_model_dir(settings.model_dir), events,
-                              project_models, embed_ahead)
+        embed_ahead = EmbedAhead.from_settings(settings, segmenters.sam, images, components.project_store)
+    components.embed_ahead = embed_ahead
+    model = components.model
     auth = BasicAuth(settings.basic_auth_user, settings.basic_auth_pass)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     started_at = time.time()
     app.extensions["segmentation_model"] = model
-    app.extensions["active_learning"] = learning
-    if learning is not None:
-        app.register_blueprint(jobs_blueprint(learning, embed_ahead.queue if embed_ahead is not None else None))
+    app.extensions["dispatcher"] = components.dispatcher
+    if components.jobs is not None:
+        app.register_blueprint(jobs_blueprint(components.jobs, components.executor,
+                                              embed_ahead.queue if embed_ahead is not None else None))
 
     @app.before_request
     def start():
@@ -179,7 +174,7 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
 
     @app.get("/")
     def status():
-        sections = status_page.collect(model, images, label_studio, learning, started_at, embed_ahead)
+        sections = status_page.collect(model, images, label_studio, components.jobs, started_at, embed_ahead)
         return Response(status_page.render(sections), mimetype="text/html")
 
     @app.post("/setup")

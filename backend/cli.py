@@ -15,7 +15,7 @@ COMMANDS = {
     "train": ("backend.training.train", "train the custom extreme-point model"),
     "evaluate": ("backend.evaluation.evaluate", "compare extreme points, SAM boxes and GrabCut on a COCO dataset"),
     "download-sam": ("backend.sam_checkpoints", "download an official SAM checkpoint (sha256-verified)"),
-    "worker": ("backend.active_learning.worker", "run training and pre-annotation jobs from the RQ queues (REDIS_URL)"),
+    "worker": ("backend.jobs.worker", "run embeddings ahead, training and pre-annotation jobs from the RQ queues (REDIS_URL)"),
     "preannotate": ("backend.preannotation.command", "store mask predictions in Label Studio for a project's tasks"),
 }
 

@@ -39,14 +39,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from backend.event_log import EventSink
 from backend.labeling import LabelingConfig
 from backend.labeling_page import page_answer, without_kept_points
 from backend.images import ImageBusy, ImageError
 from backend.mask_output import MaskOutput
 from backend.policies import WILDCARD, PolicySet
 from backend.project_options import OptionError, ProjectOptions, json_object
-from backend.project_store import ProjectIdError, ProjectSetup, ProjectStore, project_id
+from backend.project_store import ProjectSetup, ProjectStore, project_id
 from backend.prompts import Prompt, PromptError, Segmentation
 from backend.protocol import RegionError, mask_from_region, task_entry
 from backend.request_shapes import ShapeError, check_context, check_task, valid_task
@@ -57,7 +56,6 @@ from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TASKS_CREATED = "TASKS_CREATED"
 # Newer labeling pages send this context when a task opens, before any prompt.
 PREWARM = "prewarm"
 
@@ -103,19 +101,20 @@ class BatchPrediction:
 
 
 class SegmentationModel:
-    def __init__(self, settings: Settings, segmenters: SegmenterSet, images, store: ProjectStore, events: EventSink,
+    def __init__(self, settings: Settings, segmenters: SegmenterSet, images, store: ProjectStore, webhooks=None,
                  project_models=None, embed_ahead=None):
         """``images``: an ``ImageLoader`` (``load(url, task_id) -> LoadedImage``, raising ``ImageError``).
         ``project_models``: per-project extreme-point versions (``active_learning.serving.ProjectModels``),
         or None to serve ``segmenters.extreme`` to every project. ``embed_ahead``: SAM embeddings ahead
-        of the annotator (``backend.embeddings.ahead.EmbedAhead``), or None (no SAM)."""
+        of the annotator (``backend.embeddings.ahead.EmbedAhead``), or None (no SAM). ``webhooks``: where
+        ``fit`` hands events (``backend.webhooks.Webhooks``), or None in a job's process."""
         self.settings = settings
         self.embed_ahead = embed_ahead
         self.segmenters = segmenters
         self.project_models = project_models
         self.images = images
         self.store = store
-        self.events = events
+        self.webhooks = webhooks
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -378,29 +377,9 @@ class SegmentationModel:
     # -- fit ------------------------------------------------------------------------------------
 
     def fit(self, action: str, payload: dict) -> dict:
-        """Hands a webhook event to the event sink (which records or queues it) and returns its answer.
-        This is the one place ``TASKS_CREATED`` fans out: to the sink (pre-annotation jobs) and to
-        embedding the new tasks' images ahead."""
-        answer = self.events.handle(action, payload)
-        if action == TASKS_CREATED and self.embed_ahead is not None:
-            answer = {**answer, **self._embed_imported(payload)}
-        return answer
-
-    def _embed_imported(self, payload: dict) -> dict:
-        tasks = payload.get("tasks")
-        if not isinstance(tasks, list):
-            return {"embeddings_queued": 0}
-        project = payload.get("project")
-        try:
-            pid = project_id(project.get("id") if isinstance(project, dict) else project)
-        except ProjectIdError:
-            return {"embeddings_queued": 0}
-        stored = self.store.load(pid)
-        if stored is None:  # no /setup seen: which data key holds the image is unknown
-            log.info("TASKS_CREATED for project %s, which sent no /setup yet: its images are embedded on use", pid)
-            return {"embeddings_queued": 0}
-        image_key = LabelingConfig.parse(stored.label_config, self.settings.extreme_tool_prefix).image_key
-        return self.embed_ahead.tasks_created(pid, tasks, image_key)
+        """Hands a webhook event to the sinks that want it (``backend.webhooks``: the event log,
+        retraining, pre-annotation, embedding ahead) and returns their answer."""
+        return self.webhooks.handle(action, payload)
 
 
 def _first_label(region: dict) -> str | None:

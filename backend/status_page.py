@@ -13,7 +13,7 @@ import html
 import os
 import time
 
-from backend.active_learning.jobs import outcome_summary
+from backend.jobs.store import outcome_summary
 from backend.label_studio_check import NOT_CONFIGURED, OK
 from backend.labeling import LabelingConfig, LabelingError
 from backend.routing import tools_not_served
@@ -24,10 +24,10 @@ PROJECTS_SHOWN = 50
 REFRESH_S = 10
 
 
-def collect(model, images, label_studio, learning=None, started_at: float | None = None,
+def collect(model, images, label_studio, jobs=None, started_at: float | None = None,
             embed_ahead=None) -> dict[str, dict | list]:
     """The page's sections. ``model``: the app's ``SegmentationModel``; ``images``: its image loader;
-    ``label_studio``: a ``LabelStudioCheck``; ``learning``: ``ActiveLearning`` or None;
+    ``label_studio``: a ``LabelStudioCheck``; ``jobs``: the ``JobStore`` or None;
     ``embed_ahead``: the ``EmbedAhead`` whose queue of images to embed is shown, or None."""
     segmenters = model.segmenters
     settings = model.settings
@@ -39,7 +39,7 @@ def collect(model, images, label_studio, learning=None, started_at: float | None
         "Devices": _devices(settings),
         "Label Studio": _label_studio(settings, label_studio.status(wait_s=0)),
         "Projects seen": _projects(model),
-        "Recent training jobs": _jobs(learning) if learning is not None else [],
+        "Recent jobs": _jobs(jobs) if jobs is not None else [],
         "Caches": _caches({"decoded images": images, "SAM embeddings": getattr(segmenters, "embeddings", None)}),
         "Embedding ahead": {"queued images": embed_ahead.queue.depth()} if embed_ahead is not None else {"queued images": "not in use"},
         "Process": {"pid": os.getpid(), "up for": _duration(time.time() - started_at) if started_at else "?",
@@ -105,11 +105,11 @@ def _parsed(xml: str, extreme_tool_prefix: str) -> LabelingConfig:
     return LabelingConfig.parse(xml, extreme_tool_prefix)
 
 
-def _jobs(learning) -> list[dict]:
+def _jobs(jobs) -> list[dict]:
     rows = []
-    for job in reversed(learning.jobs.list()[-RECENT_JOBS:]):
+    for job in reversed(jobs.list()[-RECENT_JOBS:]):
         progress = job.progress or {}
-        rows.append({"job": job.id, "project": job.project, "state": job.state,
+        rows.append({"job": job.id, "type": job.kind, "project": job.project, "state": job.state,
                      "progress": f"{100 * progress.get('fraction', 0):.0f}% {progress.get('message', '')}".strip(),
                      "outcome": outcome_summary(job), "queued": _time(job.created_at), "trigger": job.trigger})
     return rows

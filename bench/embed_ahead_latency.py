@@ -40,7 +40,6 @@ from sam_latency import cpu_description
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from backend.active_learning.service import ActiveLearning  # noqa: E402
 from backend.app import create_app  # noqa: E402
 from backend.embeddings import codec  # noqa: E402
 from backend.images import ImageLoader  # noqa: E402
@@ -74,7 +73,7 @@ def box_region(width: int, height: int) -> dict:
 def app_on(settings: Settings, sam_model):
     cache = EmbeddingCache.from_settings(settings, namespace="random-vit_b")
     segmenters = SegmenterSet(sam=SamSegmenter(SegmentAnything(sam_model), "sam-vit_b", cache), sam_name="sam-vit_b", embeddings=cache)
-    app = create_app(settings, segmenters=segmenters, images=ImageLoader(settings), events=ActiveLearning(settings))
+    app = create_app(settings, segmenters=segmenters, images=ImageLoader(settings))
     client = app.test_client()
     assert client.post("/setup", json={"project": PROJECT, "schema": CONFIG}).status_code == 200
     return app, client, segmenters.sam

@@ -31,7 +31,7 @@ from scipy.ndimage import binary_fill_holes
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 
-from backend.active_learning.jobs import JobStore  # noqa: E402
+from backend.jobs.store import JobStore  # noqa: E402
 from backend.active_learning.layout import Layout  # noqa: E402
 from backend.active_learning.ls_data import AnnotatedTask, ProjectData, crop_sample  # noqa: E402
 from backend.active_learning.split import split_tasks  # noqa: E402

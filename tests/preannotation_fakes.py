@@ -77,7 +77,7 @@ def fake_model(model_dir: Path, images: FakeImages | None = None, **settings) ->
     segmenters = SegmenterSet(sam=BoxSegmenter("sam-fake", score=0.9), extreme=BoxSegmenter("extreme-fake", score=0.7),
                               sam_name="sam-fake", extreme_version="v1")
     config = replace(Settings(), model_dir=model_dir, **settings)
-    return SegmentationModel(config, segmenters, images or FakeImages(), ProjectStore(model_dir / "projects"), events=None)
+    return SegmentationModel(config, segmenters, images or FakeImages(), ProjectStore(model_dir / "projects"))
 
 
 class SlowLabelStudio(FakeLabelStudio):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from active_learning_fakes import FakeReader
 
-from backend.active_learning.jobs import FINISHED, JobStore
+from backend.jobs.store import FINISHED, JobStore
 from backend.active_learning.layout import Layout
-from backend.active_learning.service import ActiveLearning
+from backend.active_learning.serving import ProjectModels
 from backend.active_learning.trainer import ExtremeTrainer
 from backend.active_learning.training_job import run_training_job
 from backend.networks.weights import ModelConfig, save_weights
@@ -73,7 +73,7 @@ def test_a_job_fine_tunes_the_real_model_and_the_project_serves_the_result(tmp_p
     assert done.result["version"] == "p3-v1" and done.result["parent"] == "tiny-v0"
 
     default = ExtremeSegmenter.load(tiny_weights)
-    models = ActiveLearning(settings, executor=object()).project_models(default)
+    models = ProjectModels.for_settings(settings, default)
     segmenter, version = models.segmenter_for("3")
     assert version.name == "p3-v1" and segmenter.version == "p3-v1" and segmenter is not default
     assert models.segmenter_for("4") == (default, models.registry.default)

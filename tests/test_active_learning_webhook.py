@@ -8,7 +8,7 @@ import time
 import pytest
 from active_learning_fakes import RecordingExecutor, write_fake_weights
 
-from backend.active_learning.service import ActiveLearning
+from backend.components import Components
 from backend.app import create_app
 from backend.segmenter_set import SegmenterSet
 from backend.settings import Settings
@@ -32,8 +32,8 @@ def setup(tmp_path):
     settings = Settings(model_dir=tmp_path / "model_dir", extreme_weights=weights,
                         train_min_new_annotations=10, train_debounce_s=5.0)
     clock, executor = Clock(), RecordingExecutor()
-    learning = ActiveLearning(settings, executor=executor, clock=clock)
-    app = create_app(settings, segmenters=SegmenterSet(), images=object(), events=learning)
+    learning = Components(settings, segmenters=SegmenterSet(), images=object(), executor=executor, clock=clock)
+    app = create_app(components=learning)
     return app.test_client(), learning, executor, clock
 
 
@@ -55,11 +55,11 @@ def test_a_burst_of_100_webhooks_is_answered_fast_and_yields_one_job(setup, capl
         clock.now += 0.05  # 20 saves per second
     assert slowest < 1.0
     assert response.get_json()["new_annotations"] == 100
-    learning.tick()
+    learning.dispatcher.tick()
     assert executor.submitted == []  # the burst just ended: still debouncing
     clock.now += 5.0
-    learning.tick()
-    learning.tick()
+    learning.dispatcher.tick()
+    learning.dispatcher.tick()
     assert len(executor.submitted) == 1 and [j.trigger for j in learning.jobs.list()] == ["100 new annotations"]
     assert "POST /webhook 200" in caplog.text and "queued training job" in caplog.text  # the log was captured
     assert "project-secret-token" not in caplog.text and "pw-secret" not in caplog.text

@@ -135,14 +135,14 @@ WEBHOOKS = [
 
 @pytest.mark.parametrize("body", WEBHOOKS)
 def test_the_webhook_answers_malformed_events_with_2xx_or_4xx(tmp_path, body):
-    from backend.active_learning.service import ActiveLearning
+    from backend.components import Components
     from backend.app import create_app
     from backend.segmenter_set import SegmenterSet
     from backend.settings import Settings
 
     settings = Settings(model_dir=tmp_path)
-    learning = ActiveLearning(settings, executor=object())
-    client = create_app(settings, segmenters=SegmenterSet(), images=object(), events=learning).test_client()
+    learning = Components(settings, segmenters=SegmenterSet(), images=object(), executor=object())
+    client = create_app(components=learning).test_client()
     response = client.post("/webhook", json=body)
     assert response.status_code < 500, response.get_json()
 
@@ -224,7 +224,7 @@ def test_label_configs_are_parsed_once_per_content(client, monkeypatch):
 
 
 def test_start_training_without_basic_auth_starts_nothing(tmp_path):
-    from backend.active_learning.service import ActiveLearning
+    from backend.components import Components
     from backend.app import create_app
     from backend.segmenter_set import SegmenterSet
     from backend.settings import Settings
@@ -240,14 +240,14 @@ def test_start_training_without_basic_auth_starts_nothing(tmp_path):
 
     settings = Settings(model_dir=tmp_path, basic_auth_user="ls", basic_auth_pass="pw")
     executor = Recording()
-    learning = ActiveLearning(settings, executor=executor)
-    client = create_app(settings, segmenters=SegmenterSet(), images=object(), events=learning).test_client()
+    learning = Components(settings, segmenters=SegmenterSet(), images=object(), executor=executor)
+    client = create_app(components=learning).test_client()
     event = {"action": "START_TRAINING", "project": {"id": 5, "token": "t"}}
     wrong = "Basic " + base64.b64encode(b"ls:nope").decode()
     for headers in ({}, {"Authorization": wrong}):
         response = client.post("/webhook", json=event, headers=headers)
         assert response.status_code == 401 and "WWW-Authenticate" in response.headers
-    assert executor.submitted == [] and learning.jobs.list() == [] and not learning.pending.projects_with_changes()
+    assert executor.submitted == [] and learning.jobs.list() == [] and not learning.retraining.pending.projects_with_changes()
     annotation = {"action": "ANNOTATION_CREATED", "project": {"id": 5},
                   "annotation": {"id": 1, "task": 1, "result": []}}
     assert client.post("/webhook", json=annotation).status_code == 200  # events stay open

@@ -11,14 +11,17 @@ import pytest
 from segmentation_fakes import CONFIG, FakeImages, predict_body, rectangle, setup_body, task
 from test_sam import tiny_sam
 
-from backend.active_learning.service import ActiveLearning
 from backend.app import create_app
+from backend.components import Components
 from backend.embeddings import rq_queue
 from backend.embeddings.ahead import LOOKUP_INTERVAL_S, EmbedAhead
 from backend.embeddings.embed_one import EmbedRequest
 from backend.embeddings.preemption import Preempted
 from backend.embeddings.scheduler import CURRENT, IMPORT, NEXT, EmbedScheduler
 from backend.images import ImageNotFound
+from backend.jobs.queues import SERIALIZER
+from backend.jobs.worker import BackendWorker
+from backend.project_store import ProjectStore
 from backend.segmenter_set import SegmenterSet
 from backend.embeddings.cache import EmbeddingCache
 from backend.segmenters.sam import SamSegmenter, SegmentAnything
@@ -173,12 +176,11 @@ def sam_segmenters(store_dir=None) -> tuple[SegmenterSet, list]:
     return SegmenterSet(sam=segmenter, sam_name="sam-tiny", embeddings=cache), runs
 
 
-def app_with(tmp_path, embed_ahead=None, segmenters=None, events=None, **settings):
+def app_with(tmp_path, embed_ahead=None, segmenters=None, **settings):
     images = FakeImages({f"http://images.test/{n}.jpg": (64, 48) for n in range(1, 80)})
     config = replace(Settings(), model_dir=tmp_path, **settings)
     segmenters = segmenters or sam_segmenters(tmp_path / "embeddings")[0]
-    app = create_app(config, segmenters=segmenters, images=images,
-                     events=events or ActiveLearning(config), embed_ahead=embed_ahead)
+    app = create_app(config, segmenters=segmenters, images=images, embed_ahead=embed_ahead)
     return app, images
 
 
@@ -188,7 +190,7 @@ def numbered_task(n: int) -> dict:
 
 def test_tasks_created_queues_the_first_embed_ahead_imported_images(tmp_path):
     queue = RecordingQueue()
-    app, _ = app_with(tmp_path, EmbedAhead(queue, None, embed_ahead=5, next_count=3))
+    app, _ = app_with(tmp_path, EmbedAhead(queue, None, embed_ahead=5, next_count=3, projects=ProjectStore.in_model_dir(tmp_path)))
     client = app.test_client()
     assert client.post("/setup", json=setup_body()).status_code == 200
     payload = {"action": "TASKS_CREATED", "tasks": [numbered_task(n) for n in range(1, 13)],
@@ -202,7 +204,7 @@ def test_tasks_created_queues_the_first_embed_ahead_imported_images(tmp_path):
 
 def test_tasks_created_for_a_project_without_setup_queues_nothing(tmp_path):
     queue = RecordingQueue()
-    app, _ = app_with(tmp_path, EmbedAhead(queue, None, embed_ahead=5, next_count=3))
+    app, _ = app_with(tmp_path, EmbedAhead(queue, None, embed_ahead=5, next_count=3, projects=ProjectStore.in_model_dir(tmp_path)))
     payload = {"action": "TASKS_CREATED", "tasks": [numbered_task(1)], "project": {"id": 9}}
     assert app.test_client().post("/webhook", json=payload).get_json()["embeddings_queued"] == 0
     assert queue.submitted == []
@@ -236,7 +238,7 @@ def test_prewarm_is_answered_at_once_and_its_image_is_embedded_before_the_first_
 def test_an_interactive_call_looks_up_the_next_tasks_in_the_background_once_a_minute(tmp_path):
     queue = RecordingQueue()
     next_tasks = FakeNextTasks([numbered_task(4), numbered_task(5), {"id": 6, "data": {}}])
-    app, _ = app_with(tmp_path, EmbedAhead(queue, next_tasks, embed_ahead=5, next_count=3))
+    app, _ = app_with(tmp_path, EmbedAhead(queue, next_tasks, embed_ahead=5, next_count=3, projects=ProjectStore.in_model_dir(tmp_path)))
     client = app.test_client()
     client.post("/setup", json=setup_body())
     prompt = predict_body([numbered_task(3)], context=[rectangle(5, 5, 40, 30, size=(64, 48))])
@@ -253,7 +255,7 @@ def test_an_interactive_call_looks_up_the_next_tasks_in_the_background_once_a_mi
 
 def test_health_and_jobs_without_sam_show_no_embeddings(tmp_path):
     config = replace(Settings(), model_dir=tmp_path)
-    app = create_app(config, segmenters=SegmenterSet(), images=FakeImages(), events=ActiveLearning(config))
+    app = create_app(config, segmenters=SegmenterSet(), images=FakeImages())
     assert "embeddings" not in app.test_client().get("/health").get_json()
     assert "embeddings" not in app.test_client().get("/jobs").get_json()
 
@@ -281,14 +283,14 @@ def test_a_worker_embeds_queued_images_in_priority_order_in_its_own_process(redi
     Redis.from_url(redis_server.url).flushdb()
     segmenters, encoder_runs = sam_segmenters(tmp_path / "store")
     images = FakeImages({f"http://images.test/{name}.jpg": (64, 48) for name in ("imported", "opened")})
-    monkeypatch.setattr(rq_queue, "_worker_models", (segmenters.sam, images))
     monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setattr(Components, "of_this_process", lambda: Components(segmenters=segmenters, images=images))
     queue = rq_queue.RQEmbedQueue(redis_server.url, max_queued=10)
     queue.submit([req("imported", 1)], IMPORT)
     queue.submit([req("opened", 2)], CURRENT)
     queue.submit([EmbedRequest("http://images.test/gone.jpg", 3, "7")], NEXT)
 
-    worker = rq_queue.BackendWorker(queue.queues, connection=queue.connection)
+    worker = BackendWorker(queue.queues, connection=queue.connection, serializer=SERIALIZER)
     worker.work(burst=True)
 
     assert images.loaded == ["http://images.test/opened.jpg", "http://images.test/imported.jpg"]

@@ -11,10 +11,10 @@ from preannotation_fakes import PROJECT_ID, FakeLabelStudio, box_task, fake_mode
 from segmentation_fakes import CONFIG, H, PROJECT, W, box_mask, rectangle, task
 
 import backend.preannotation.chunks as chunks
-from backend.active_learning.jobs import FAILED as JOB_FAILED, FINISHED, MAX_ATTEMPTS, PREANNOTATE, QUEUED, RUNNING, \
-    JobStore
-from backend.active_learning.layout import Layout
-from backend.active_learning.training_job import Stopped
+from backend.jobs.store import FAILED as JOB_FAILED, FINISHED, MAX_ATTEMPTS, QUEUED, RUNNING, JobStore
+from backend.jobs.types import PREANNOTATE
+from backend.jobs.layout import JobLayout
+from backend.jobs.lifecycle import Stopped
 from backend.preannotation.job import run_preannotation_job
 from backend.preannotation.progress import ALREADY_PREDICTED, FAILED, NO_PROMPTS, PREDICTED, JobTasks
 from backend.protocol import mask_from_region
@@ -36,13 +36,13 @@ def model(settings):
 
 
 def new_job(settings, tasks=(), scope=None):
-    return JobStore(Layout(settings.model_dir)).create(PROJECT_ID, "test", PREANNOTATE,
+    return JobStore(JobLayout(settings.model_dir)).create(PROJECT_ID, "test", PREANNOTATE,
                                                        {"tasks": list(tasks), "scope": scope})
 
 
 def run(settings, job, model, ls):
     run_preannotation_job(settings, job.id, model=model, tasks_api=ls)
-    return JobStore(Layout(settings.model_dir)).get(job.id)
+    return JobStore(JobLayout(settings.model_dir)).get(job.id)
 
 
 def test_every_task_gets_one_brush_prediction_of_the_project_version(settings, model):
@@ -119,7 +119,7 @@ def test_a_stopped_job_goes_back_to_the_queue_and_resumes_where_it_stopped(setti
 
 
 def test_a_job_whose_process_keeps_dying_fails_after_max_attempts(settings):
-    jobs = JobStore(Layout(settings.model_dir))
+    jobs = JobStore(JobLayout(settings.model_dir))
     job = new_job(settings, tasks=[1])
     for attempt in range(1, MAX_ATTEMPTS + 1):
         jobs.mark_running(job.id, 4242)
@@ -132,7 +132,7 @@ def test_a_dead_pre_annotation_process_is_requeued_by_the_reaper(settings):
     import subprocess
     import sys
 
-    jobs = JobStore(Layout(settings.model_dir))
+    jobs = JobStore(JobLayout(settings.model_dir))
     job = new_job(settings, tasks=[1])
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     jobs.mark_running(job.id, int(dead.stdout))
@@ -186,7 +186,7 @@ def planned_with_redis(settings, task_count: int):
     ls = FakeLabelStudio([box_task(i) for i in range(1, task_count + 1)])
     job, queue = new_job(settings, scope="all"), FakeQueue()
     chunks.plan_rq_chunks(settings, job.id, queue=queue, tasks_api=ls)
-    return settings, ls, JobStore(Layout(settings.model_dir)), job, queue
+    return settings, ls, JobStore(JobLayout(settings.model_dir)), job, queue
 
 
 def test_with_redis_a_job_splits_into_chunks_that_workers_share(settings, model, monkeypatch):
@@ -234,18 +234,18 @@ class TrainingArrivesAt(FakeLabelStudio):
 
 
 def test_in_the_embedded_worker_a_queued_training_job_goes_first(settings, model):
-    from backend.active_learning.queue import EmbeddedExecutor
+    from backend.jobs.executors import EmbeddedExecutor
 
-    jobs = JobStore(Layout(settings.model_dir))
+    jobs = JobStore(JobLayout(settings.model_dir))
     ls = TrainingArrivesAt([box_task(i) for i in range(1, 6)], task_id=2, jobs=jobs)
     job = new_job(settings, scope="all")
-    run_preannotation_job(settings, job.id, model=model, tasks_api=ls, yield_to_training=True)
+    run_preannotation_job(settings, job.id, model=model, tasks_api=ls, yield_to_first=True)
     job = jobs.get(job.id)
     assert job.state == QUEUED and job.progress["done"] == 2 and job.attempts == 0, "pauses after its chunk"
     assert "training" in job.progress["message"]
     assert EmbeddedExecutor(settings, jobs)._next_job().id == ls.training.id  # the older job waits
     jobs.finish(ls.training.id, {})
-    run_preannotation_job(settings, job.id, model=model, tasks_api=ls, yield_to_training=True)
+    run_preannotation_job(settings, job.id, model=model, tasks_api=ls, yield_to_first=True)
     job = jobs.get(job.id)
     assert job.state == FINISHED and job.result[PREDICTED] == 5 and job.attempts == 1
 
@@ -258,9 +258,9 @@ def test_a_killed_pre_annotation_process_is_resumed_at_its_first_task_without_an
     from active_learning_fakes import wait_for
     from preannotation_fakes import SLOW_TASKS, slow_fake_preannotation
 
-    from backend.active_learning.queue import EmbeddedExecutor
+    from backend.jobs.executors import EmbeddedExecutor
 
-    jobs = JobStore(Layout(settings.model_dir))
+    jobs = JobStore(JobLayout(settings.model_dir))
     executor = EmbeddedExecutor(settings, jobs, slow_fake_preannotation)
     job = new_job(settings, scope="all")
     executor.poll()  # spawns the first process

@@ -11,9 +11,10 @@ import pytest
 from active_learning_fakes import FakeReader, FakeTrainer, RecordingExecutor, write_fake_weights
 from segmentation_fakes import setup_body
 
-from backend.active_learning.jobs import PREANNOTATE, JobStore
-from backend.active_learning.layout import Layout
-from backend.active_learning.service import ActiveLearning
+from backend.jobs.store import JobStore
+from backend.jobs.types import PREANNOTATE
+from backend.jobs.layout import JobLayout
+from backend.components import Components
 from backend.active_learning.training_job import run_training_job
 from backend.app import create_app
 from backend.project_options import ProjectOptions
@@ -33,8 +34,8 @@ def settings(tmp_path):
 @pytest.fixture
 def app(settings):
     executor = RecordingExecutor()
-    learning = ActiveLearning(settings, executor=executor)
-    client = create_app(settings, segmenters=SegmenterSet(), images=object(), events=learning).test_client()
+    learning = Components(settings, segmenters=SegmenterSet(), images=object(), executor=executor)
+    client = create_app(components=learning).test_client()
     return client, learning, executor
 
 
@@ -67,10 +68,10 @@ def test_an_import_without_preannotate_on_import_queues_nothing(app):
 
 
 def test_the_server_default_can_switch_it_on_for_every_project(settings):
-    learning = ActiveLearning(replace(settings, default_options=ProjectOptions.parse({"preannotate_on_import": True}, "POLICIES")),
-                              executor=RecordingExecutor())
-    assert learning.handle("TASKS_CREATED", imported(1))["merged"] is False
-    bad = create_app(settings, segmenters=SegmenterSet(), images=object(), events=learning).test_client().post(
+    learning = Components(replace(settings, default_options=ProjectOptions.parse({"preannotate_on_import": True}, "POLICIES")),
+                          segmenters=SegmenterSet(), images=object(), executor=RecordingExecutor())
+    assert learning.webhooks.handle("TASKS_CREATED", imported(1))["merged"] is False
+    bad = create_app(components=learning).test_client().post(
         "/webhook", json={"action": "TASKS_CREATED", "project": PROJECT, "tasks": "all"})
     assert bad.status_code == 400 and "'tasks'" in bad.get_json()["error"]
 
@@ -116,7 +117,7 @@ def test_post_jobs_names_the_bad_field(app, body, field):
 def test_a_published_version_refreshes_unlabeled_tasks_when_the_project_preannotates(settings, app):
     client, learning, _ = app
     client.post("/setup", json=setup_body({"preannotate_on_import": True}), headers=AUTH)
-    jobs = JobStore(Layout(settings.model_dir))
+    jobs = JobStore(JobLayout(settings.model_dir))
     training = jobs.create("7", "test")
     run_training_job(settings, training.id, trainer=FakeTrainer(), reader=FakeReader())
     training = jobs.get(training.id)
@@ -129,7 +130,7 @@ def test_a_published_version_refreshes_unlabeled_tasks_when_the_project_preannot
 def test_a_published_version_queues_nothing_without_preannotate_on_import(settings, app):
     client, learning, _ = app
     client.post("/setup", json=setup_body(), headers=AUTH)
-    jobs = JobStore(Layout(settings.model_dir))
+    jobs = JobStore(JobLayout(settings.model_dir))
     training = jobs.create("7", "test")
     run_training_job(settings, training.id, trainer=FakeTrainer(), reader=FakeReader())
     assert jobs.get(training.id).result["published"] and preannotation_jobs(learning) == []

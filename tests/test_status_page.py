@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from active_learning_fakes import write_fake_weights
-from backend.active_learning.service import ActiveLearning
+from backend.components import Components
 from backend.app import create_app
 from backend.images import ImageLoader
 from backend.settings import Settings
@@ -43,9 +43,9 @@ def served(tmp_path, requests_mock):
     images = ImageLoader(settings)
     images.load(IMAGE_URL)
     images.load(IMAGE_URL)
-    learning = ActiveLearning(settings, executor=Executor())
     segmenters = SegmenterSet(extreme=BoxSegmenter("extreme-fake"), extreme_version="v1")
-    app = create_app(settings, segmenters=segmenters, images=images, events=learning)
+    learning = Components(settings, segmenters=segmenters, images=images, executor=Executor())
+    app = create_app(components=learning)
     return app.test_client(), learning
 
 
@@ -67,8 +67,8 @@ def test_setup_names_the_tools_it_cannot_serve_and_logs_them(served, caplog):
 def test_setup_with_every_tool_served_says_so(tmp_path):
     segmenters = SegmenterSet(sam=BoxSegmenter("sam-fake"), extreme=BoxSegmenter("e"), sam_name="sam-fake",
                               extreme_version="v1")
-    app = create_app(replace(Settings(), model_dir=tmp_path), segmenters=segmenters, images=object(),
-                     events=ActiveLearning(replace(Settings(), model_dir=tmp_path), executor=Executor()))
+    app = create_app(components=Components(replace(Settings(), model_dir=tmp_path), segmenters=segmenters,
+                                           images=object(), executor=Executor()))
     assert app.test_client().post("/setup", json=setup_body()).get_json()["tools_not_served"] == {}
 
 
@@ -126,7 +126,7 @@ def test_status_page_shows_the_embedding_store_and_the_queue_ahead(tmp_path):
 
     segmenters = SegmenterSet(sam=BoxSegmenter("sam-fake"), sam_name="sam-fake", embeddings=Store())
     settings = Settings(model_dir=tmp_path)
-    app = create_app(settings, segmenters=segmenters, images=object(), events=ActiveLearning(settings, executor=Executor()),
+    app = create_app(components=Components(settings, segmenters=segmenters, images=object(), executor=Executor()),
                      embed_ahead=type("EmbedAhead", (), {"queue": Queue()})())
     page = app.test_client().get("/").get_data(as_text=True)
     assert "<td>SAM embeddings</td>" in page and "<td>disk</td>" in page and "<td>0.9</td>" in page

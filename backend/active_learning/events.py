@@ -2,7 +2,8 @@
 
 The webhook handler only calls ``PendingStore.record`` (a few small file operations under a
 per-project lock, no Label Studio calls), so it answers well within Label Studio's 1 s timeout.
-The dispatcher (``service.ActiveLearning.tick``) later asks ``decide`` whether the pending changes justify a job.
+The dispatcher (through ``retraining.Retraining.queue_due``) later asks ``decide`` whether the
+pending changes justify a job.
 
 Payloads are never logged: their ``project`` object carries ``token`` and ``task_data_password``.
 """
@@ -13,15 +14,11 @@ from dataclasses import dataclass, field
 
 from backend.files import file_lock, read_json, write_json_atomic
 from backend.active_learning.layout import Layout
-from backend.project_store import project_id
+from backend.webhooks import EventError, WebhookEvent
 
 START_TRAINING = "START_TRAINING"
 # Region types that carry a mask the extreme-point model can learn from.
 MASK_REGION_TYPES = frozenset({"brushlabels", "polygonlabels"})
-
-
-class EventError(ValueError):
-    """A training-relevant event whose payload lacks what it needs; the message is safe to return."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +41,9 @@ def parse_event(action: str, payload: dict) -> EventEffect | None:
 
     Raises EventError when a training action's payload is malformed.
     """
+    event = WebhookEvent(action, payload)
     if action == START_TRAINING:
-        return EventEffect(project=project_of(payload), force=True)
+        return EventEffect(project=event.project(), force=True)
     if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"):
         annotations = payload.get("annotation")
         if isinstance(annotations, dict):
@@ -55,27 +53,14 @@ def parse_event(action: str, payload: dict) -> EventEffect | None:
         added, removed = set(), set()
         for annotation in annotations:
             (added if _is_usable(annotation) else removed).add(_annotation_id(annotation, action))
-        return EventEffect(project=project_of(payload, annotations[0]), added=frozenset(added), removed=frozenset(removed))
+        return EventEffect(project=event.project(annotations[0]), added=frozenset(added), removed=frozenset(removed))
     if action == "ANNOTATIONS_DELETED":
         annotations = payload.get("annotations")
         if not isinstance(annotations, list):
             raise EventError("ANNOTATIONS_DELETED without an 'annotations' list")
         removed = frozenset(_annotation_id(annotation, action) for annotation in annotations)
-        return EventEffect(project=project_of(payload), removed=removed)
+        return EventEffect(project=event.project(), removed=removed)
     return None
-
-
-def project_of(payload: dict, annotation: object = None) -> str:
-    project = payload.get("project")
-    candidate = project.get("id") if isinstance(project, dict) else project
-    if candidate is None and isinstance(annotation, dict):
-        candidate = annotation.get("project")
-    if candidate is None:
-        raise EventError("event without a project id ('project.id')")
-    try:
-        return project_id(candidate)
-    except ValueError as exc:
-        raise EventError(str(exc)) from None
 
 
 def _annotation_id(annotation: object, action: str) -> int:

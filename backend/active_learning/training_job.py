@@ -10,17 +10,12 @@ pid/heartbeat (``JobStore.reap_dead``), and the version pointer was never touche
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import signal
-import threading
-import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
-from backend.active_learning.jobs import FINISHED, HEARTBEAT_INTERVAL_S, JobStore, outcome_summary
 from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError
 from backend.active_learning.split import NotEnoughTasks, split_tasks
@@ -28,19 +23,17 @@ from backend.active_learning.trainer import ExtremeTrainer, Trainer
 from backend.active_learning.training_lock import TrainingLock
 from backend.active_learning.versions import VersionError, VersionRegistry, verify_files
 from backend.images import ImageError
+from backend.jobs.lifecycle import Heartbeat, ProgressWriter, Stopped, failures_recorded
+from backend.jobs.store import FINISHED, JobStore, outcome_summary
+from backend.jobs.types import follow_ups
 
 logger = logging.getLogger(__name__)
 
 # Share of the job's progress bar per stage.
 STAGES = {"waiting": (0.0, 0.0), "fetching": (0.0, 0.2), "evaluating": (0.2, 0.3), "training": (0.3, 0.9),
           "checking": (0.9, 0.97), "publishing": (0.97, 1.0)}
-PROGRESS_WRITE_INTERVAL_S = 1.0
 # Errors whose messages are written for users; anything else is reported with its type too.
 EXPECTED_ERRORS = (ProjectDataError, VersionError, ImageError, NotEnoughTasks)
-
-
-class Stopped(BaseException):
-    """SIGTERM arrived (worker shutdown): the job ends as failed instead of vanishing."""
 
 
 @dataclass(frozen=True)
@@ -51,45 +44,16 @@ class JobContext:
 
 
 class Progress:
-    """Writes {"stage", "fraction", "message"} to the job file, at most once per second."""
+    """The training stages as one progress bar: ``progress(stage, done, message)`` writes
+    {"stage", "fraction", "message"} to the job file (throttled; a stage's end always)."""
 
     def __init__(self, jobs: JobStore, job_id: str):
-        self._jobs, self._job_id, self._written_at = jobs, job_id, 0.0
+        self._write = ProgressWriter(jobs, job_id)
 
     def __call__(self, stage: str, done: float, message: str = "") -> None:
         low, high = STAGES[stage]
         value = {"stage": stage, "fraction": round(low + (high - low) * min(max(done, 0.0), 1.0), 4), "message": message}
-        now = time.monotonic()
-        if now - self._written_at >= PROGRESS_WRITE_INTERVAL_S or done >= 1.0:
-            self._written_at = now
-            self._jobs.heartbeat(self._job_id, value)
-
-
-class Heartbeat:
-    """A daemon thread stamping the job's heartbeat (and refreshing the Redis training lock)."""
-
-    def __init__(self, jobs: JobStore, job_id: str):
-        self._jobs, self._job_id = jobs, job_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
-        self.lock: TrainingLock | None = None
-
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
-            try:
-                self._jobs.heartbeat(self._job_id)
-                if self.lock is not None:
-                    self.lock.refresh()
-            except Exception:  # a missed beat is not fatal; the next one may succeed
-                logger.warning("heartbeat of job %s failed", self._job_id, exc_info=True)
+        self._write(value, force=done >= 1.0)
 
 
 def run_training_job(settings, job_id: str, trainer: Trainer | None = None, reader=None) -> None:
@@ -106,13 +70,12 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
                 with Heartbeat(jobs, job_id) as heartbeat:
                     progress("waiting", 0.0, "waiting for the project's previous job to end")
                     with TrainingLock(layout, job.project, settings.redis_url) as lock:
-                        heartbeat.lock = lock
+                        heartbeat.keep_alive = lock.refresh
                         result = _train_and_publish(
                             context, settings, trainer or ExtremeTrainer.from_settings(settings),
                             reader or LabelStudioProjectReader(settings), progress, staging,
                         )
-                if result["published"]:
-                    result.update(_refresh_predictions(settings, jobs, job.project, result["version"]))
+                result.update(follow_ups(settings, job, result))
                 jobs.finish(job_id, result)
             except Stopped:
                 jobs.fail(job_id, "stopped by SIGTERM (worker shutdown) before finishing; serving is unchanged")
@@ -121,24 +84,6 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
     job = jobs.get(job_id)
     log = logger.info if job.state == FINISHED else logger.warning
     log("training job %s for project %s %s", job_id, job.project, outcome_summary(job))
-
-
-@contextlib.contextmanager
-def failures_recorded(jobs: JobStore, job_id: str, expected_errors: tuple) -> Iterator[None]:
-    """The body of a job process: SIGTERM becomes ``Stopped`` inside (for the body to handle), and any
-    error ends the job as failed: with its message for ``expected_errors`` (written for users), with
-    its type and a logged traceback otherwise. Nothing is raised."""
-    previous_sigterm = raise_on_sigterm()
-    try:
-        yield
-    except expected_errors as exc:
-        jobs.fail(job_id, str(exc))
-    except Exception as exc:
-        logger.exception("job %s failed", job_id)
-        jobs.fail(job_id, f"{type(exc).__name__}: {str(exc)[:500]}")
-    finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def _train_and_publish(context: JobContext, settings, trainer: Trainer, reader, progress: Callable, staging) -> dict:
@@ -178,32 +123,11 @@ def _train_and_publish(context: JobContext, settings, trainer: Trainer, reader, 
     return {"published": True, "version": version.name, **metrics}
 
 
-def _refresh_predictions(settings, jobs: JobStore, project: str, version: str) -> dict:
-    """With ``preannotate_on_import`` on, a published version queues pre-annotation of the project's
-    unlabeled tasks, so their predictions come from it without a click. What happened, for the result."""
-    from backend.active_learning.queue import make_executor
-    from backend.preannotation.trigger import request_preannotation
-    from backend.project_options import ProjectOptions
-    from backend.project_store import ProjectStore
-
-    setup = ProjectStore.in_model_dir(settings.model_dir).load(project)
-    if not ProjectOptions.for_project(settings.default_options, setup).preannotate_on_import:
-        return {}
-    try:
-        job, _ = request_preannotation(jobs, make_executor(settings, jobs), project, f"new model version {version}",
-                                       scope="unlabeled")
-    except Exception as exc:  # the version is published either way
-        logger.exception("could not queue pre-annotation with %s for project %s", version, project)
-        return {"preannotation_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    return {"preannotation_job": job.id}
-
-
-def raise_on_sigterm():
-    """Turn SIGTERM into Stopped (main thread only; returns the previous handler, or None)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def stop(signum, frame):
-        raise Stopped()
-
-    return signal.signal(signal.SIGTERM, stop)
+def result_summary(result: dict) -> str:
+    """A finished training job in one line: published or not, with the figures."""
+    figures = (f"held-out mIoU {result.get('miou_before')} -> {result.get('miou_after')} on "
+               f"{result.get('val_instances', '?')} instances, {result.get('train_instances', '?')} training "
+               f"instances, {result.get('steps', '?')} steps")
+    if result.get("published"):
+        return f"published {result.get('version')} ({figures})"
+    return f"not published: {result.get('reason') or figures}"

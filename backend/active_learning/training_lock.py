@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 
 from backend.files import file_lock
-from backend.active_learning.jobs import HEARTBEAT_STALE_S
+from backend.jobs.store import HEARTBEAT_STALE_S
 from backend.active_learning.layout import Layout
 from backend.project_store import project_id
 

@@ -1,7 +1,8 @@
 """Embed ahead: what makes SAM embeddings ready before the annotator's first click.
 
-- ``tasks_created``: an import (``TASKS_CREATED`` carries the new tasks' data) queues up to
-  ``EMBED_AHEAD`` of their images at ``IMPORT`` priority; later tasks are reached by the next one.
+- ``handle`` (a webhook sink for ``TASKS_CREATED``, which carries the new tasks' data): an import
+  queues up to ``EMBED_AHEAD`` of their images at ``IMPORT`` priority (``tasks_created``); later
+  tasks are reached by the next one.
 - ``prewarm``: a labeling page opening a task (``params.context.event == "prewarm"``) queues its
   image first (``CURRENT``).
 - ``working_on``: any interactive call on a task queues the project's next ``EMBED_NEXT_TASKS``
@@ -22,7 +23,10 @@ from collections import OrderedDict, deque
 from backend.embeddings.embed_one import EmbedRequest, embed_task_image
 from backend.embeddings.next_tasks import NextTasks, NextTasksError
 from backend.embeddings.scheduler import CURRENT, IMPORT, NEXT, EmbedScheduler
+from backend.labeling import LabelingConfig
 from backend.process_thread import ProcessThread
+from backend.project_store import ProjectIdError, project_id
+from backend.webhooks import TASKS_CREATED, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +46,14 @@ def task_request(task: dict, image_key: str, project: str | None) -> EmbedReques
 
 
 class EmbedAhead:
-    def __init__(self, queue, next_tasks: NextTasks | None, embed_ahead: int, next_count: int):
+    """``projects``: the ``ProjectStore`` (an import's image key comes from the project's /setup);
+    ``extreme_tool_prefix``: the setting its labeling config is parsed with."""
+
+    def __init__(self, queue, next_tasks: NextTasks | None, embed_ahead: int, next_count: int, projects=None,
+                 extreme_tool_prefix: str = ""):
         self.queue = queue
+        self._projects = projects
+        self._extreme_tool_prefix = extreme_tool_prefix
         self._next_tasks = next_tasks
         self._embed_ahead = embed_ahead
         self._next_count = next_count
@@ -54,7 +64,7 @@ class EmbedAhead:
         self._lookup_thread = ProcessThread(self._look_up_next, "next-tasks")
 
     @classmethod
-    def from_settings(cls, settings, sam, images) -> "EmbedAhead":
+    def from_settings(cls, settings, sam, images, projects=None) -> "EmbedAhead":
         """Embedding ahead with the server's SAM segmenter and image loader: on RQ workers with
         ``REDIS_URL``, else in a background thread of this process."""
         if settings.redis_url:
@@ -64,7 +74,24 @@ class EmbedAhead:
         else:
             queue = EmbedScheduler(lambda request: embed_task_image(sam, images, request), settings.embed_queue_size,
                                    machine_lock=settings.model_dir / "embeddings" / "background.lock")
-        return cls(queue, NextTasks.from_settings(settings), settings.embed_ahead, settings.embed_next_tasks)
+        return cls(queue, NextTasks.from_settings(settings), settings.embed_ahead, settings.embed_next_tasks, projects,
+                   settings.extreme_tool_prefix)
+
+    def wants(self, action: str) -> bool:
+        return action == TASKS_CREATED and self._projects is not None
+
+    def handle(self, event: WebhookEvent) -> dict:
+        """An import: its tasks' images queued ahead, for a project whose /setup said where they are."""
+        try:
+            project = project_id(event.project_ref)
+        except ProjectIdError:
+            return {"embeddings_queued": 0}
+        stored = self._projects.load(project)
+        if stored is None:  # no /setup seen: which data key holds the image is unknown
+            logger.info("TASKS_CREATED for project %s, which sent no /setup yet: its images are embedded on use", project)
+            return {"embeddings_queued": 0}
+        image_key = LabelingConfig.parse(stored.label_config, self._extreme_tool_prefix).image_key
+        return self.tasks_created(project, event.tasks, image_key)
 
     def tasks_created(self, project: str, tasks: list, image_key: str) -> dict:
         """Queue the first ``EMBED_AHEAD`` imported tasks' images; the answer for the webhook."""

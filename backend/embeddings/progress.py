@@ -12,15 +12,17 @@ import threading
 import time
 from collections import deque
 
+from backend.jobs.rates import eta_s, per_minute
+
 ERRORS_KEPT = 20  # the most recent errors shown
 RATE_WINDOW = 50  # the rate is taken over the last this many embeddings
 
 
 def _summary(embedded: int, stored_already: int, failed: int, dropped: int, finish_times: list[float],
              errors: list[dict]) -> dict:
-    rate = None
-    if len(finish_times) >= 2 and finish_times[-1] > finish_times[0]:
-        rate = round((len(finish_times) - 1) / (finish_times[-1] - finish_times[0]) * 60, 2)
+    # the first finish time starts the measured span: the items after it were done within it
+    span = finish_times[-1] - finish_times[0] if finish_times else 0.0
+    rate = per_minute(len(finish_times) - 1, span)
     return {"embedded": embedded, "stored_already": stored_already, "failed": failed,
             "done": embedded + stored_already + failed, "dropped": dropped, "rate_per_min": rate, "errors": errors}
 
@@ -28,10 +30,8 @@ def _summary(embedded: int, stored_already: int, failed: int, dropped: int, fini
 def work_status(runs_in: str, queued: dict, running: int, progress: dict) -> dict:
     """What ``GET /jobs`` shows of embedding ahead: queue, counts, total, rate and ETA of the queued."""
     waiting = queued.get("total", 0) + running
-    rate = progress["rate_per_min"]
-    eta_s = round(waiting / rate * 60) if rate and waiting else (0 if not waiting else None)
     return {"runs_in": runs_in, "queued": queued, "running": running, **progress,
-            "total": progress["done"] + waiting, "eta_s": eta_s}
+            "total": progress["done"] + waiting, "eta_s": eta_s(waiting, progress["rate_per_min"])}
 
 
 class LocalProgress:

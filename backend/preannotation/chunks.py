@@ -17,16 +17,17 @@ from __future__ import annotations
 import logging
 import time
 
+from backend.components import Components
 from backend.files import read_json, write_json_atomic
-from backend.active_learning.jobs import MAX_ATTEMPTS, QUEUED, RUNNING, Job, JobStore
-from backend.active_learning.layout import Layout
-from backend.active_learning.queue import LOST, PREANNOTATION_QUEUE, RQ_JOB_TIMEOUT_S, rq_status
-from backend.preannotation.job import JOB_ERRORS, JobRun, job_threads, serving_model
+from backend.jobs.executors import LEGACY, LOST, RQ_JOB_TIMEOUT_S, rq_status
+from backend.jobs.layout import JobLayout
+from backend.jobs.queues import PREANNOTATION_QUEUE, rq_queue
+from backend.jobs.store import MAX_ATTEMPTS, QUEUED, RUNNING, Job, JobStore
+from backend.preannotation.job import JOB_ERRORS, JobRun, job_threads
 from backend.preannotation.progress import FAILED
 
 logger = logging.getLogger(__name__)
 
-_models: dict = {}  # per worker process (a non-forking RQ worker reuses it across chunks)
 # The dispatcher asks Redis about a job's chunks at most this often.
 POLL_EVERY_S = 10.0
 _polled_at: dict[str, float] = {}
@@ -37,7 +38,7 @@ def chunk_id(job_id: str, chunk: int) -> str:
 
 
 def plan_rq_chunks(settings, job_id: str, queue=None, tasks_api=None) -> None:
-    jobs = JobStore(Layout(settings.model_dir))
+    jobs = JobStore(JobLayout(settings.model_dir))
     job = jobs.mark_running(job_id, None)
     run = JobRun(settings, jobs, job, tasks_api)
     try:
@@ -53,17 +54,14 @@ def plan_rq_chunks(settings, job_id: str, queue=None, tasks_api=None) -> None:
 
 
 def run_rq_chunk(job_id: str, chunk: int) -> None:
-    """The RQ task for one chunk: settings come from the worker's environment, never through Redis."""
-    from backend.settings import Settings
-
-    settings = Settings.from_env()
-    if "model" not in _models:
-        _models["model"] = serving_model(settings, job_threads(settings))
-    work_chunk(settings, job_id, chunk, _models["model"])
+    """The RQ task for one chunk: settings come from the worker's environment, never through Redis;
+    the serving model is built once per worker process."""
+    components = Components.of_this_process()
+    work_chunk(components.settings, job_id, chunk, components.job_model(job_threads(components.settings)))
 
 
 def work_chunk(settings, job_id: str, chunk: int, model, tasks_api=None) -> None:
-    jobs = JobStore(Layout(settings.model_dir))
+    jobs = JobStore(JobLayout(settings.model_dir))
     job = jobs.get(job_id)
     if job.state != RUNNING:
         return  # failed (or finished) meanwhile: nothing left to do
@@ -93,7 +91,14 @@ def poll_chunks(jobs: JobStore, queue, job: Job) -> bool:
     attempts_file = run.tasks.directory / "attempts.json"
     attempts = read_json(attempts_file, {}) or {}
     for chunk in range(len(chunks)):
-        if not run.tasks.pending(chunk) or rq_status(connection, chunk_id(job.id, chunk)) not in LOST + ("finished",):
+        if not run.tasks.pending(chunk):
+            continue
+        status = rq_status(connection, chunk_id(job.id, chunk))
+        if status == LEGACY:  # queued in the pickled format before an upgrade: again, as JSON
+            queue.remove(chunk_id(job.id, chunk))
+            _enqueue(queue, job, chunk)
+            continue
+        if status not in LOST + ("finished",):
             continue
         tries = attempts.get(str(chunk), 1)
         if tries >= MAX_ATTEMPTS:
@@ -117,6 +122,5 @@ def _enqueue(queue, job: Job, chunk: int) -> None:
 
 def _queue(settings):
     from redis import Redis
-    from rq import Queue
 
-    return Queue(PREANNOTATION_QUEUE, connection=Redis.from_url(settings.redis_url))
+    return rq_queue(PREANNOTATION_QUEUE, Redis.from_url(settings.redis_url))

@@ -15,8 +15,9 @@ import logging
 import os
 import sys
 
-from backend.active_learning.jobs import FINISHED, PREANNOTATE, JobStore
-from backend.active_learning.layout import Layout
+from backend.jobs.layout import JobLayout
+from backend.jobs.store import FINISHED, JobStore
+from backend.jobs.types import PREANNOTATE
 from backend.preannotation.job import run_preannotation_job, serving_model
 from backend.preannotation.progress import ALREADY_PREDICTED, FAILED, NO_PROMPTS, PREDICTED
 from backend.project_store import ProjectIdError, project_id
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"--project must be a Label Studio project id, got {args.project!r}", file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    jobs = JobStore(Layout(settings.model_dir))
+    jobs = JobStore(JobLayout(settings.model_dir))
     params = {"tasks": sorted(set(args.tasks or [])),
               "scope": None if args.tasks else ("unlabeled" if args.unlabeled else "all")}
     job = jobs.create(project, "python -m backend preannotate", PREANNOTATE, params, pid=os.getpid())

@@ -21,38 +21,27 @@ import os
 import time
 from typing import Protocol
 
-from backend.active_learning.jobs import FINISHED, QUEUED, RUNNING, TRAIN, Job, JobStore
-from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import ProjectDataError
-from backend.active_learning.training_job import Heartbeat, Stopped, failures_recorded
+from backend.components import Components
+from backend.jobs.layout import JobLayout
+from backend.jobs.lifecycle import Heartbeat, ProgressWriter, Stopped, failures_recorded
+from backend.jobs.store import FINISHED, RUNNING, Job, JobStore
 from backend.labeling import LabelingError
 from backend.model import MODEL_VERSION_PREFIX, ProjectContext, RequestError, SegmentationModel
 from backend.preannotation.ls_tasks import LabelStudioTasks
 from backend.preannotation.progress import ALREADY_PREDICTED, FAILED, NO_PROMPTS, PREDICTED, JobTasks
-from backend.project_store import ProjectStore
 from backend.routing import has_prompt_regions
 
 logger = logging.getLogger(__name__)
 
 # Errors that fail the whole job (the project cannot be read); their messages are written for users.
 JOB_ERRORS = (ProjectDataError, RequestError, LabelingError)
-PROGRESS_WRITE_INTERVAL_S = 1.0
 
 
 def serving_model(settings, threads: int | None = None) -> SegmentationModel:
     """The model a web worker serves (the configured segmenters, each project's extreme-point
     version), built in a job's own process; ``threads`` bounds torch's threads first."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    from backend.active_learning.serving import ProjectModels
-    from backend.images import ImageLoader
-    from backend.segmenter_set import SegmenterSet
-
-    segmenters = SegmenterSet.load(settings)
-    return SegmentationModel(settings, segmenters, ImageLoader(settings), ProjectStore.in_model_dir(settings.model_dir),
-                             events=None, project_models=ProjectModels.for_settings(settings, segmenters.extreme))
+    return Components(settings).job_model(threads)
 
 
 def job_threads(settings) -> int:
@@ -85,7 +74,7 @@ class JobRun:
         self._api = tasks_api
         self._progress = progress or NoProgress()
         self._context: ProjectContext | None = None
-        self._reported_at = 0.0
+        self._write_progress = ProgressWriter(jobs, job.id)
 
     @property
     def api(self):
@@ -133,12 +122,13 @@ class JobRun:
 
     def report(self, force: bool = False) -> None:
         """Write the progress summary to the job file (at most once a second unless ``force``)."""
-        now = time.monotonic()
-        if force or now - self._reported_at >= PROGRESS_WRITE_INTERVAL_S:
-            self._reported_at = now
+
+        def progress() -> dict:
             summary = self.tasks.summary(since=self.job.started_at or time.time())
             version = {"model_version": self._context.version} if self._context is not None else {}
-            self.jobs.heartbeat(self.job.id, {"stage": "pre-annotating", **summary, **version})
+            return {"stage": "pre-annotating", **summary, **version}
+
+        self._write_progress(progress, force)
 
     def finish_if_complete(self) -> bool:
         """Mark the job finished once every task has an outcome (whichever process gets there first)."""
@@ -195,15 +185,21 @@ def outdated_predictions(task: dict, context: ProjectContext) -> list[dict]:
     ]
 
 
+def run_queued_job(settings, job_id: str) -> None:
+    """The job type's body in the embedded executor's process (``backend.jobs.types``), which runs one
+    job at a time: the job gives way to queued training between chunks."""
+    run_preannotation_job(settings, job_id, yield_to_first=True)
+
+
 def run_preannotation_job(settings, job_id: str, model: SegmentationModel | None = None, tasks_api=None,
-                          progress: Progress | None = None, yield_to_training: bool = False) -> None:
+                          progress: Progress | None = None, yield_to_first: bool = False) -> None:
     """Work job ``job_id`` to its end in this process; the outcome goes to the job file, never raised.
 
     ``model``: None loads the serving model here with bounded threads (the embedded worker's
     spawned process). SIGTERM (shutdown) puts the job back in the queue, to resume. With
-    ``yield_to_training`` (the embedded worker, which runs one job at a time), the job pauses after
-    a chunk when a training job is queued, and resumes after it."""
-    jobs = JobStore(Layout(settings.model_dir))
+    ``yield_to_first`` (the embedded worker, which runs one job at a time), the job pauses after
+    a chunk when a job of a type that goes first (training) is queued, and resumes after it."""
+    jobs = JobStore(JobLayout(settings.model_dir))
     job = jobs.mark_running(job_id, os.getpid())
     run = JobRun(settings, jobs, job, tasks_api, progress)
     with failures_recorded(jobs, job_id, JOB_ERRORS):
@@ -213,7 +209,7 @@ def run_preannotation_job(settings, job_id: str, model: SegmentationModel | None
                 for chunk in range(len(chunks)):
                     if not run.tasks.pending(chunk):
                         continue
-                    if yield_to_training and any(j.type == TRAIN and j.state == QUEUED for j in jobs.list()):
+                    if yield_to_first and jobs.first_queued(job):
                         jobs.pause(job_id, "paused for a queued training job; resumes after it")
                         return
                     model = model or serving_model(settings, job_threads(settings))

@@ -17,7 +17,8 @@ import socket
 import time
 
 from backend.files import read_json, write_json_atomic
-from backend.active_learning.layout import Layout
+from backend.jobs.layout import JobLayout
+from backend.jobs.rates import eta_s, per_minute
 
 PREDICTED = "predicted"  # a prediction of the project's model version was stored
 ALREADY_PREDICTED = "already_predicted"  # the task already held one: nothing to do
@@ -29,7 +30,7 @@ ERRORS_SHOWN = 100
 
 
 class JobTasks:
-    def __init__(self, layout: Layout, project: str, job_id: str):
+    def __init__(self, layout: JobLayout, project: str, job_id: str):
         self.directory = layout.job_state_dir(project, job_id)
 
     def chunks(self) -> list[list[int]] | None:
@@ -69,15 +70,14 @@ class JobTasks:
         for value in outcomes.values():
             counts[value["outcome"]] += 1
         recent = sum(1 for value in outcomes.values() if value["at"] >= since)
-        rate = recent / (now - since) * 60 if recent and now > since else None
-        remaining = total - len(outcomes)
+        rate = per_minute(recent, now - since)
         errors = {str(task): value["message"] for task, value in sorted(outcomes.items())
                   if value["outcome"] == FAILED}
         return {
             "done": len(outcomes), "total": total, "fraction": round(len(outcomes) / total, 4) if total else 1.0,
             **counts,
-            "rate_per_min": None if rate is None else round(rate, 2),
-            "eta_s": None if rate is None else round(remaining / rate * 60, 1),
+            "rate_per_min": rate,
+            "eta_s": eta_s(total - len(outcomes), rate),
             "errors": dict(list(errors.items())[:ERRORS_SHOWN]),
             "message": f"{len(outcomes)}/{total} tasks, {counts[PREDICTED]} predicted, {counts[FAILED]} failed",
         }

@@ -1,6 +1,7 @@
-"""Starting pre-annotation jobs: ``request_preannotation``, which every trigger (TASKS_CREATED with
-the project option ``preannotate_on_import`` on, ``POST /jobs``, a newly published model version)
-goes through.
+"""Starting pre-annotation jobs: ``request_preannotation``, which every trigger goes through: an
+import with the project option ``preannotate_on_import`` on (``Preannotation``, the webhook sink for
+TASKS_CREATED), ``POST /jobs`` (``request_from_http``) and a newly published model version
+(``after_training``, a follow-up of training jobs).
 
 The queue is bounded per project: a request while the project already has a queued pre-annotation
 job is merged into it (its task list grows, or it covers every task), so a project has at most one
@@ -12,7 +13,13 @@ from __future__ import annotations
 import logging
 
 from backend.files import file_lock
-from backend.active_learning.jobs import PREANNOTATE, QUEUED, Job, JobStore
+from backend.jobs.executors import Executor, make_executor
+from backend.jobs.layout import JobLayout
+from backend.jobs.store import QUEUED, Job, JobStore
+from backend.jobs.types import PREANNOTATE, JobRequestError
+from backend.project_options import ProjectOptions
+from backend.project_store import ProjectStore
+from backend.webhooks import TASKS_CREATED, EventError, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -47,3 +54,65 @@ def _merge(params: dict, tasks, scope: str | None) -> None:
     """Widen a job's ``params`` ({"tasks", "scope"}) to cover ``tasks`` and ``scope`` too."""
     params["tasks"] = sorted(set(params.get("tasks") or []) | {int(task) for task in tasks})
     params["scope"] = max(params.get("scope"), scope, key=SCOPES.index)
+
+
+class Preannotation:
+    """The webhook sink for imports: with ``preannotate_on_import`` on for the project, a
+    pre-annotation job is queued for the new tasks (or the project's queued one takes them on)."""
+
+    def __init__(self, settings, jobs: JobStore, executor: Executor, projects: ProjectStore):
+        self.settings, self.jobs, self.executor, self.projects = settings, jobs, executor, projects
+
+    def wants(self, action: str) -> bool:
+        return action == TASKS_CREATED
+
+    def handle(self, event: WebhookEvent) -> dict:
+        """Raises EventError for a payload without a project, or (when on) without task ids."""
+        project = event.project()
+        setup = self.projects.load(project)
+        if not ProjectOptions.for_project(self.settings.default_options, setup).preannotate_on_import:
+            return {"preannotation": "off"}
+        ids = [task["id"] for task in event.tasks if isinstance(task, dict) and isinstance(task.get("id"), int)]
+        if not ids:
+            raise EventError("TASKS_CREATED without a 'tasks' list of objects with an integer 'id'")
+        job, merged = request_preannotation(self.jobs, self.executor, project, f"TASKS_CREATED ({len(ids)} tasks)",
+                                            tasks=ids)
+        return {"preannotation": job.id, "merged": merged}
+
+
+MAX_TASKS_PER_REQUEST = 100_000
+
+
+def request_from_http(jobs: JobStore, executor: Executor, project: str, body: dict) -> tuple[Job, bool]:
+    """``POST /jobs {"type": "preannotate", "project": ID, "tasks": [ids], "scope": "all"|"unlabeled"}``:
+    the listed tasks and/or the scope (default: every task when no tasks are listed). Raises
+    JobRequestError for a body it cannot take."""
+    tasks = body.get("tasks", [])
+    if not isinstance(tasks, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in tasks):
+        raise JobRequestError('"tasks" must be a list of task ids (positive integers)')
+    if len(tasks) > MAX_TASKS_PER_REQUEST:
+        raise JobRequestError(f'"tasks" lists {len(tasks)} ids; at most {MAX_TASKS_PER_REQUEST} per request')
+    scope = body.get("scope", None if tasks else "all")
+    if scope not in SCOPES:
+        raise JobRequestError(f'"scope" must be one of {", ".join(s for s in SCOPES if s)} (or left out)')
+    return request_preannotation(jobs, executor, project, "POST /jobs", tasks, scope)
+
+
+def after_training(settings, job: Job, result: dict) -> dict:
+    """A training job's follow-up: with ``preannotate_on_import`` on, a published version queues
+    pre-annotation of the project's unlabeled tasks, so their predictions come from it without a
+    click. What happened, for the training job's result."""
+    if not result.get("published"):
+        return {}
+    setup = ProjectStore.in_model_dir(settings.model_dir).load(job.project)
+    if not ProjectOptions.for_project(settings.default_options, setup).preannotate_on_import:
+        return {}
+    version = result["version"]
+    jobs = JobStore(JobLayout(settings.model_dir))
+    try:
+        queued, _ = request_preannotation(jobs, make_executor(settings, jobs), job.project,
+                                          f"new model version {version}", scope="unlabeled")
+    except Exception as exc:  # the version is published either way
+        logger.exception("could not queue pre-annotation with %s for project %s", version, job.project)
+        return {"preannotation_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return {"preannotation_job": queued.id}

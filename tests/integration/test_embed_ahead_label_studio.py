@@ -23,7 +23,6 @@ from support.preannotation_project import LABEL_CONFIG, image_uri, object_box, r
 from support.processes import ServerProcess, free_port
 from werkzeug.serving import make_server
 
-from backend.active_learning.service import ActiveLearning
 from backend.app import create_app
 from backend.images import ImageLoader
 from backend.segmenter_set import SegmenterSet
@@ -52,8 +51,7 @@ class InProcessBackend:
         cache = EmbeddingCache.from_settings(settings, namespace="tiny-sam")
         segmenter = SamSegmenter(SegmentAnything(sam), "sam-tiny", cache)
         segmenters = SegmenterSet(sam=segmenter, sam_name="sam-tiny", embeddings=cache)
-        self.app = create_app(settings, segmenters=segmenters, images=ImageLoader(settings),
-                              events=ActiveLearning(settings))
+        self.app = create_app(settings, segmenters=segmenters, images=ImageLoader(settings))
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)

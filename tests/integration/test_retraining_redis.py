@@ -3,6 +3,7 @@ and the Redis lock admits one training job per project across workers."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from backend.active_learning.jobs import FAILED
+from backend.jobs.store import FAILED
 from backend.active_learning.layout import Layout
-from backend.active_learning.queue import RQExecutor
-from backend.active_learning.service import ActiveLearning
+from backend.jobs.executors import RQExecutor
+from backend.components import Components
+from backend.jobs.types import TRAIN
 from backend.active_learning.training_lock import TrainingLock
 from backend.settings import Settings
 
@@ -26,12 +28,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_a_job_goes_through_rq_to_a_worker_that_reads_its_own_settings(redis_server, tmp_path):
     settings = Settings(model_dir=tmp_path / "model_dir", redis_url=redis_server.url)
-    learning = ActiveLearning(settings)
+    learning = Components(settings)
     assert isinstance(learning.executor, RQExecutor)
-    job_id = learning.handle("START_TRAINING", {"project": {"id": 3, "token": "project-secret"}})["job"]
-    assert learning.executor.queue.job_ids == [job_id]
-    assert b"project-secret" not in b"".join(learning.executor.queue.connection.dump(key) or b""
-                                             for key in learning.executor.queue.connection.keys("*"))
+    job_id = learning.webhooks.handle("START_TRAINING", {"project": {"id": 3, "token": "project-secret"}})["job"]
+    assert learning.executor.queues[TRAIN].job_ids == [job_id]
+    assert b"project-secret" not in b"".join(learning.executor.queues[TRAIN].connection.dump(key) or b""
+                                             for key in learning.executor.queues[TRAIN].connection.keys("*"))
 
     # The worker has no Label Studio credentials: the job must run there and fail saying so.
     env = {key: value for key, value in os.environ.items() if not key.startswith("LABEL_STUDIO_")}
@@ -42,19 +44,19 @@ def test_a_job_goes_through_rq_to_a_worker_that_reads_its_own_settings(redis_ser
     job = learning.jobs.get(job_id)
     assert job.state == FAILED and "set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY" in job.error
     assert job.pid not in (None, os.getpid())
-    assert learning.executor.queue.job_ids == []
+    assert learning.executor.queues[TRAIN].job_ids == []
 
 
 def test_a_job_redis_lost_before_it_started_is_failed_not_left_queued(redis_server, tmp_path):
-    learning = ActiveLearning(Settings(model_dir=tmp_path / "model_dir", redis_url=redis_server.url))
-    kept = learning.handle("START_TRAINING", {"project": {"id": 3}})["job"]
-    lost = learning.handle("START_TRAINING", {"project": {"id": 4}})["job"]
-    learning.executor.queue.connection.delete(f"rq:job:{lost}")  # e.g. Redis restarted without persistence
-    learning.tick()
+    learning = Components(Settings(model_dir=tmp_path / "model_dir", redis_url=redis_server.url))
+    kept = learning.webhooks.handle("START_TRAINING", {"project": {"id": 3}})["job"]
+    lost = learning.webhooks.handle("START_TRAINING", {"project": {"id": 4}})["job"]
+    learning.executor.queues[TRAIN].connection.delete(f"rq:job:{lost}")  # e.g. Redis restarted without persistence
+    learning.dispatcher.tick()
     assert learning.jobs.get(kept).state == "queued"
     job = learning.jobs.get(lost)
     assert job.state == FAILED and "gone from Redis" in job.error
-    learning.executor.queue.empty()
+    learning.executor.queues[TRAIN].empty()
 
 
 def test_the_redis_lock_admits_one_job_per_project(redis_server, tmp_path):
@@ -76,3 +78,22 @@ def test_the_redis_lock_admits_one_job_per_project(redis_server, tmp_path):
     first.__exit__(None, None, None)
     waiting.join(10)
     assert events == ["project 4 runs", "first job ends", "second job runs"]
+
+
+def test_a_job_queued_pickled_by_an_earlier_version_is_queued_again_as_json(redis_server, tmp_path):
+    import zlib
+
+    from redis import Redis
+    from rq import Queue
+
+    learning = Components(Settings(model_dir=tmp_path / "model_dir", redis_url=redis_server.url))
+    job = learning.jobs.create("3", "START_TRAINING")
+    connection = Redis.from_url(redis_server.url)
+    # what the version before the JSON switch queued: RQ's default (pickle) serializer, the old path
+    Queue("segmentation-training", connection=connection).enqueue("backend.active_learning.queue.run_rq_job", job.id,
+                                                                  job_id=job.id)
+    learning.dispatcher.tick()
+    data = json.loads(zlib.decompress(connection.hget(f"rq:job:{job.id}", "data")))
+    assert data[0] == "backend.jobs.executors.run_rq_job" and data[2] == [job.id]
+    assert learning.executor.queues[TRAIN].job_ids == [job.id] and learning.jobs.get(job.id).state == "queued"
+    learning.executor.queues[TRAIN].empty()

@@ -15,11 +15,11 @@ import pytest
 from active_learning_fakes import FakeReader, FakeTrainer, quick_fake_job, slow_fake_job, wait_for, write_fake_weights
 
 from backend.files import sha256_of_files
-from backend.active_learning.jobs import FAILED, FINISHED, RUNNING, JobStore
+from backend.jobs.store import FAILED, FINISHED, RUNNING, JobStore
 from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import ProjectDataError
-from backend.active_learning.queue import EmbeddedExecutor
-from backend.active_learning.service import ActiveLearning
+from backend.jobs.executors import EmbeddedExecutor
+from backend.components import Components
 from backend.active_learning.training_job import run_training_job
 from backend.active_learning.training_lock import TrainingLock
 from backend.active_learning.versions import VersionRegistry
@@ -125,9 +125,9 @@ def test_a_job_left_running_by_a_dead_process_is_marked_failed(settings):
 
 
 def test_embedded_executor_runs_a_job_in_its_own_process(settings):
-    learning = ActiveLearning(settings, executor=EmbeddedExecutor(settings, JobStore(Layout(settings.model_dir)), quick_fake_job))
-    answer = learning.handle("START_TRAINING", {"project": {"id": 3, "token": "secret"}})
-    job = wait_for(lambda: (j := learning.jobs.get(answer["job"])).state in (FINISHED, FAILED) and j, 60, learning.tick)
+    learning = Components(settings, executor=EmbeddedExecutor(settings, JobStore(Layout(settings.model_dir)), quick_fake_job))
+    answer = learning.webhooks.handle("START_TRAINING", {"project": {"id": 3, "token": "secret"}})
+    job = wait_for(lambda: (j := learning.jobs.get(answer["job"])).state in (FINISHED, FAILED) and j, 60, learning.dispatcher.tick)
     assert job.state == FINISHED and job.pid != os.getpid() and job.result["version"] == "p3-v1"
     assert serving(settings) == "p3-v1"
 
@@ -140,12 +140,12 @@ def test_a_job_killed_mid_training_fails_and_serving_stays_on_the_old_version(tm
     staged = write_fake_weights(tmp_path / "v1", 0.6)
     registry.publish("3", "p3-v1", staged, sha256_of_files(staged), "base-v0", {})
     executor = EmbeddedExecutor(settings, JobStore(Layout(settings.model_dir)), slow_fake_job)
-    learning = ActiveLearning(settings, executor=executor)
-    job_id = learning.handle("START_TRAINING", {"project": {"id": 3}})["job"]
+    learning = Components(settings, executor=executor)
+    job_id = learning.webhooks.handle("START_TRAINING", {"project": {"id": 3}})["job"]
 
-    wait_for(lambda: learning.jobs.get(job_id).progress.get("stage") == "training", 60, learning.tick)
+    wait_for(lambda: learning.jobs.get(job_id).progress.get("stage") == "training", 60, learning.dispatcher.tick)
     os.kill(executor.running_pid(), signal.SIGKILL)
-    job = wait_for(lambda: (j := learning.jobs.get(job_id)).state == FAILED and j, 10, learning.tick)
+    job = wait_for(lambda: (j := learning.jobs.get(job_id)).state == FAILED and j, 10, learning.dispatcher.tick)
     assert "killed by SIGKILL" in job.error
     assert serving(settings) == "p3-v1"
     assert [v.name for v in registry.versions("3")] == ["base-v0", "p3-v1"]

@@ -1,14 +1,16 @@
 """Background jobs as JSON files under ``MODEL_DIR/active_learning/jobs``: the one place every
 process (web workers, the embedded runner, RQ workers, /jobs) reads a job's state from.
 
-Types: ``train`` (retrain a project's extreme-point model, ``training_job.py``) and ``preannotate``
-(store brush predictions for a project's tasks in Label Studio, ``backend/preannotation``).
+Types (``types.py``): ``train`` (retrain a project's extreme-point model,
+``backend.active_learning.training_job``) and ``preannotate`` (store brush predictions for a
+project's tasks in Label Studio, ``backend.preannotation``).
 
 States: queued -> running -> finished | failed. A job left "running" by a process that died (kill
 -9, OOM, power loss) is found by ``JobStore.reap_dead`` — its pid is gone on this host, or its
 heartbeat stopped — and ``abandon``-ed with that reason, so a restart picks the truth up from disk:
-a training job fails (serving is unchanged); a pre-annotation job, which keeps its progress per
-task on disk, goes back to the queue and resumes, up to ``MAX_ATTEMPTS`` times.
+a job of a type that is not resumable fails (a training job: serving is unchanged); a resumable one
+(pre-annotation, which keeps its progress per task on disk) goes back to the queue and resumes, up
+to ``MAX_ATTEMPTS`` times.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 from typing import Callable
 
 from backend.files import file_lock, read_json, write_json_atomic
-from backend.active_learning.layout import Layout
+from backend.jobs.layout import JobLayout
+from backend.jobs.types import TRAIN, job_type, load
 from backend.project_store import project_id
 
 QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
@@ -32,7 +35,6 @@ QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
 HEARTBEAT_INTERVAL_S = 5.0
 HEARTBEAT_STALE_S = 120.0
 JOBS_KEPT_PER_PROJECT = 50
-TRAIN, PREANNOTATE = "train", "preannotate"
 # Starts of a resumable job before a process death counts as the job failing (a task that kills
 # its process every time must not loop forever).
 MAX_ATTEMPTS = 3
@@ -71,7 +73,7 @@ class Job:
     @property
     def kind(self) -> str:
         """The job's type in words, for messages."""
-        return "pre-annotation" if self.type == PREANNOTATE else "training"
+        return job_type(self.type).words
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -82,21 +84,17 @@ class Job:
 
 
 def outcome_summary(job: Job) -> str:
-    """One line on how the job ended (or "" while it runs): a training job published or not, with the
-    figures; another job's result counts; or why it failed. For the log and the status page."""
+    """One line on how the job ended (or "" while it runs): its type's summary of the result (a
+    training job: published or not, with the figures), else the result's counts; or why it failed.
+    For the log and the status page."""
     if job.state == FAILED:
         return f"failed: {job.error}"
     if job.state != FINISHED:
         return ""
-    result = job.result
-    if job.type != TRAIN:
-        return "finished: " + ", ".join(f"{key} {value}" for key, value in result.items())
-    figures = (f"held-out mIoU {result.get('miou_before')} -> {result.get('miou_after')} on "
-               f"{result.get('val_instances', '?')} instances, {result.get('train_instances', '?')} training "
-               f"instances, {result.get('steps', '?')} steps")
-    if result.get("published"):
-        return f"published {result.get('version')} ({figures})"
-    return f"not published: {result.get('reason') or figures}"
+    summary = job_type(job.type).summary
+    if summary is not None:
+        return load(summary)(job.result)
+    return "finished: " + ", ".join(f"{key} {value}" for key, value in job.result.items())
 
 
 class JobNotFound(KeyError):
@@ -104,7 +102,7 @@ class JobNotFound(KeyError):
 
 
 class JobStore:
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: JobLayout):
         self.layout = layout
         # path -> ((inode, mtime), job): the dispatcher lists jobs twice a second; files only change
         # by atomic replacement (a new inode), so unchanged ones need not be parsed again.
@@ -117,7 +115,8 @@ class JobStore:
         no executor may start)."""
         project = project_id(project)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        kind = "" if type == TRAIN else f"{type}-"
+        job_type(type)  # KeyError for an unknown type, before anything is written
+        kind = "" if type == TRAIN else f"{type}-"  # training jobs' ids kept their first form
         job = Job(id=f"p{project}-{kind}{stamp}-{secrets.token_hex(3)}", project=project, trigger=trigger, type=type,
                   params=dict(params or {}))
         if pid is not None:
@@ -224,9 +223,9 @@ class JobStore:
         return self.update(job_id, change)
 
     def abandon(self, job_id: str, reason: str) -> Job:
-        """A job whose process ended (or is ending) without reporting a result: a pre-annotation job
-        goes back to the queue to resume from its progress on disk, unless it has used up
-        ``MAX_ATTEMPTS``; a training job fails with ``reason``."""
+        """A job whose process ended (or is ending) without reporting a result: a resumable job goes
+        back to the queue to resume from its progress on disk, unless it has used up
+        ``MAX_ATTEMPTS``; another fails with ``reason``."""
 
         def requeue(job: Job) -> None:
             if job.state == RUNNING:
@@ -234,9 +233,10 @@ class JobStore:
                 job.progress = {**job.progress, "message": f"resuming: {reason}"}
 
         job = self.get(job_id)
-        if job.type == PREANNOTATE and job.attempts < MAX_ATTEMPTS:
+        resumable = job_type(job.type).resumable
+        if resumable and job.attempts < MAX_ATTEMPTS:
             return self.update(job_id, requeue)
-        if job.type == PREANNOTATE:
+        if resumable:
             reason = f"{reason} ({job.attempts} attempts)"
         return self.fail(job_id, reason)
 
@@ -258,6 +258,13 @@ class JobStore:
             path.unlink(missing_ok=True)
         with self._parsed_lock:
             self._parsed.pop(self._path(job_id), None)
+
+    def first_queued(self, job: Job) -> bool:
+        """Whether a job of a type that goes first (``JobType.first``) waits while ``job``, of
+        another type, runs: ``job`` then pauses between its parts."""
+        if job_type(job.type).first:
+            return False
+        return any(j.state == QUEUED and j.type != job.type and job_type(j.type).first for j in self.list())
 
     def reap_dead(self, now: float | None = None) -> list[Job]:
         """``abandon`` every running job whose process is gone; returns them (requeued or failed)."""

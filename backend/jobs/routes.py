@@ -8,9 +8,9 @@ rate_per_min, eta_s and errors per task}, result and error. With SAM, ``embeddin
 jobs shows embedding ahead: images queued per priority, done (embedded, found stored already,
 failed), dropped, total, rate per minute and the latest errors per task.
 
-``POST /jobs {"type": "preannotate", "project": ID, "tasks": [ids], "scope": "all"|"unlabeled"}``
-queues pre-annotation of the listed tasks and/or the scope (default: every task when no tasks are
-listed); answers 202 with the job, or with the project's queued job that took the request on
+``POST /jobs {"type": …, "project": ID, …}`` queues a job of a type that takes requests
+(``JobType.request``; pre-annotation: ``backend.preannotation.trigger.request_from_http``) and
+answers 202 with the job, or with the project's queued job that took the request on
 (``"merged": true``).
 """
 
@@ -18,18 +18,19 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, request
 
-from backend.active_learning.jobs import FAILED, FINISHED, PREANNOTATE, QUEUED, RUNNING, TRAIN, JobNotFound
-from backend.preannotation.trigger import SCOPES
+from backend.jobs.executors import Executor
+from backend.jobs.store import FAILED, FINISHED, QUEUED, RUNNING, JobNotFound, JobStore
+from backend.jobs.types import JOB_TYPES, JobRequestError, load
 from backend.project_store import ProjectIdError, project_id
 
 STATES = (QUEUED, RUNNING, FINISHED, FAILED)
-TYPES = (TRAIN, PREANNOTATE)
-MAX_TASKS_PER_REQUEST = 100_000
+TYPES = tuple(JOB_TYPES)
+REQUESTABLE = tuple(name for name, job_type in JOB_TYPES.items() if job_type.request)
 
 
-def jobs_blueprint(active_learning, embeddings=None) -> Blueprint:
+def jobs_blueprint(jobs: JobStore, executor: Executor, embeddings=None) -> Blueprint:
     """``embeddings``: the embed-ahead queue (``status()``), shown beside the jobs, or None."""
-    blueprint = Blueprint("training_jobs", __name__)
+    blueprint = Blueprint("jobs", __name__)
 
     @blueprint.get("/jobs")
     def list_jobs():
@@ -38,9 +39,8 @@ def jobs_blueprint(active_learning, embeddings=None) -> Blueprint:
             abort(400, f"state must be one of {', '.join(STATES)}")
         if kind is not None and kind not in TYPES:
             abort(400, f"type must be one of {', '.join(TYPES)}")
-        jobs = active_learning.job_list(request.args.get("project"))
-        answer = {"jobs": [job for job in jobs if (state is None or job["state"] == state)
-                           and (kind is None or job["type"] == kind)]}
+        answer = {"jobs": [job.to_json() for job in jobs.list(request.args.get("project"))
+                           if (state is None or job.state == state) and (kind is None or job.type == kind)]}
         if embeddings is not None:
             answer["embeddings"] = embeddings.status()
         return jsonify(answer)
@@ -48,7 +48,7 @@ def jobs_blueprint(active_learning, embeddings=None) -> Blueprint:
     @blueprint.get("/jobs/<job_id>")
     def show_job(job_id: str):
         try:
-            return jsonify(active_learning.jobs.get(job_id).to_json())
+            return jsonify(jobs.get(job_id).to_json())
         except JobNotFound:
             abort(404, f"no job {job_id[:80]}")
 
@@ -57,21 +57,18 @@ def jobs_blueprint(active_learning, embeddings=None) -> Blueprint:
         body = request.get_json(force=True, silent=True)
         if not isinstance(body, dict):
             abort(400, "the request body must be a JSON object")
-        if body.get("type") != PREANNOTATE:
-            abort(400, f'"type" must be "{PREANNOTATE}" (training starts from Label Studio\'s "Start training")')
+        kind = body.get("type")
+        if kind not in REQUESTABLE:
+            hints = "; ".join(t.start_hint for t in JOB_TYPES.values() if not t.request and t.start_hint)
+            abort(400, f'"type" must be "{"/".join(REQUESTABLE)}"' + (f" ({hints})" if hints else ""))
         try:
             project = project_id(body.get("project"))
         except ProjectIdError:
             abort(400, '"project" must be a Label Studio project id')
-        tasks = body.get("tasks", [])
-        if not isinstance(tasks, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in tasks):
-            abort(400, '"tasks" must be a list of task ids (positive integers)')
-        if len(tasks) > MAX_TASKS_PER_REQUEST:
-            abort(400, f'"tasks" lists {len(tasks)} ids; at most {MAX_TASKS_PER_REQUEST} per request')
-        scope = body.get("scope", None if tasks else "all")
-        if scope not in SCOPES:
-            abort(400, f'"scope" must be one of {", ".join(s for s in SCOPES if s)} (or left out)')
-        job, merged = active_learning.request_preannotation(project, "POST /jobs", tasks, scope)
+        try:
+            job, merged = load(JOB_TYPES[kind].request)(jobs, executor, project, body)
+        except JobRequestError as exc:
+            abort(400, str(exc))
         return jsonify({"job": job.to_json(), "merged": merged}), 202
 
     return blueprint

@@ -1,0 +1,76 @@
+"""The dispatcher: in one process per MODEL_DIR, a background thread that about twice a second reaps
+dead jobs (failed, or requeued to resume), lets each feature queue the work that is due (its hooks:
+retraining turns settled pending annotations into training jobs), lets the executor start and watch
+jobs, and prunes old ended ones.
+
+Which process dispatches is decided by a non-blocking flock on ``dispatcher.lock``; the others retry
+now and then, so one takes over if the holder exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Callable, Sequence
+
+from backend.files import LockBusy, file_lock
+from backend.jobs.executors import Executor
+from backend.jobs.store import QUEUED, JobStore
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.5
+LEADER_RETRY_S = 5.0
+
+
+class Dispatcher:
+    """``due_work``: callables run every round that queue the jobs now due (they raise to skip a round)."""
+
+    def __init__(self, jobs: JobStore, executor: Executor, due_work: Sequence[Callable[[], None]] = ()):
+        self.jobs, self.executor = jobs, executor
+        self._due_work = list(due_work)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_pid: int | None = None
+
+    def tick(self) -> None:
+        """One round: reap dead jobs, queue due work, advance the executor, prune."""
+        for job in self.jobs.reap_dead():
+            if job.state == QUEUED:  # a resumable job: back in the queue
+                logger.warning("%s job %s lost its process; resuming it: %s", job.kind, job.id, job.progress.get("message"))
+                self.executor.submit(job)
+            else:
+                logger.warning("%s job %s failed: %s", job.kind, job.id, job.error)
+        for queue_due in self._due_work:
+            queue_due()
+        self.executor.poll()
+        self.jobs.prune()
+
+    def start(self) -> None:
+        """Start the dispatcher thread in this process (idempotent; safe after fork)."""
+        if self._thread is not None and self._thread_pid == os.getpid() and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread_pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="job-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread_pid == os.getpid():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with file_lock(self.jobs.layout.dispatcher_lock, blocking=False):
+                    logger.info("process %s dispatches jobs for %s", os.getpid(), self.jobs.layout.root.parent)
+                    while not self._stop.wait(POLL_INTERVAL_S):
+                        try:
+                            self.tick()
+                        except Exception:  # keep dispatching; a later round may succeed
+                            logger.exception("job dispatcher round failed; retrying in %.0f s", LEADER_RETRY_S)
+                            self._stop.wait(LEADER_RETRY_S)
+            except LockBusy:
+                self._stop.wait(LEADER_RETRY_S)

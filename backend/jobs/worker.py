@@ -1,0 +1,67 @@
+"""``python -m backend worker``: the one RQ worker for every queue of the backend (scale-out with
+REDIS_URL): embeddings ahead, training and pre-annotation jobs, in the order ``queues.WORKER_QUEUES``
+gives.
+
+Start any number of workers, on any machines (GPU or CPU) that reach Redis and share MODEL_DIR with
+the backend replicas; each needs the same LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY as the backend,
+and the same model settings (SAM_CHECKPOINT, EXTREME_WEIGHTS, ...), since a pre-annotation chunk
+loads the serving segmenters and embedding jobs use SAM (loaded once, at the worker's first one).
+Without REDIS_URL there is nothing to run: the backend runs its jobs itself (embedded executor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rq.worker import SpawnWorker, WorkerStatus
+
+from backend.jobs.queues import IN_WORKER_QUEUES, IN_WORKER_TIMEOUT_S, SERIALIZER, WORKER_QUEUES, rq_queue
+from backend.log_config import configure_logging
+from backend.settings import Settings
+
+EMBEDDED_NOTE = (
+    "REDIS_URL is not set, so there is no queue to work on: the backend runs training and pre-annotation jobs itself, in a "
+    "background process of its host (state under MODEL_DIR). To scale out, set REDIS_URL (e.g. "
+    "redis://localhost:6379/0) for the backend and for each `python -m backend worker`."
+)
+# An in-worker job sends no heartbeats while it runs; RQ waits this long past its timeout.
+IN_WORKER_GRACE_S = 60
+
+
+class BackendWorker(SpawnWorker):
+    """Jobs of ``IN_WORKER_QUEUES`` (embeddings) run in the worker's own process, so SAM is loaded
+    once; other jobs (training, pre-annotation) run in a freshly spawned process each. Spawned, not
+    forked: a process forked after torch ran a parallel op hangs on its next one."""
+
+    def execute_job(self, job, queue):
+        if queue.name not in IN_WORKER_QUEUES:
+            return super().execute_job(job, queue)
+        execution = self.prepare_execution(job)
+        self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        if job.origin in IN_WORKER_QUEUES:  # no heartbeats while the job runs in this process
+            return int(job.timeout or IN_WORKER_TIMEOUT_S) + IN_WORKER_GRACE_S
+        return super().get_heartbeat_ttl(job, working_time)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    parser.add_argument("--name", help="worker name shown by `rq info` (default: host and pid)")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        print(EMBEDDED_NOTE, file=sys.stderr)
+        return 2
+    from redis import Redis
+
+    configure_logging()
+    connection = Redis.from_url(settings.redis_url)
+    queues = [rq_queue(name, connection) for name in WORKER_QUEUES]
+    worker = BackendWorker(queues, connection=connection, name=args.name, serializer=SERIALIZER)
+    worker.work(burst=args.burst)
+    return 0
