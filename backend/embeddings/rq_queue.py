@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from redis import Redis
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -23,6 +22,7 @@ from rq.job import Job
 from backend.embeddings.embed_one import FAILED, EmbedRequest, embed_task_image
 from backend.embeddings.progress import RedisProgress, work_status
 from backend.embeddings.scheduler import CURRENT, PRIORITY_NAMES
+from backend.redis_connection import redis_client
 from backend.jobs.queues import EMBED_CURRENT, EMBED_IMPORT, EMBED_NEXT, IN_WORKER_TIMEOUT_S, SERIALIZER, rq_queue
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ _WAITING = ("queued", "deferred", "scheduled")
 
 class RQEmbedQueue:
     def __init__(self, redis_url: str, max_queued: int):
-        self.connection = Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=10)
+        self.connection = redis_client(redis_url)
         self.queues = [rq_queue(name, self.connection) for name in EMBED_QUEUES]
         self.max_queued = max_queued
         self.progress = RedisProgress(self.connection)
@@ -95,7 +95,7 @@ def run_embed_job(url: str, task_id: int | None, project: str | None) -> str:
     sam = components.segmenters.sam
     if sam is None:
         raise RuntimeError(f"this worker has no SAM to embed with: {components.segmenters.status['sam']}")
-    progress = RedisProgress(Redis.from_url(components.settings.redis_url))
+    progress = RedisProgress(redis_client(components.settings.redis_url))
     try:
         outcome = embed_task_image(sam, components.images, EmbedRequest(url, task_id, project))
     except ImageError as exc:

@@ -15,6 +15,7 @@ import threading
 from typing import Callable, Sequence
 
 from backend.files import LockBusy, file_lock
+from backend.process_thread import ProcessThread
 from backend.jobs.executors import Executor
 from backend.jobs.store import QUEUED, JobStore
 
@@ -31,8 +32,7 @@ class Dispatcher:
         self.jobs, self.executor = jobs, executor
         self._due_work = list(due_work)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._thread_pid: int | None = None
+        self._thread = ProcessThread(self._run, "job-dispatcher")
 
     def tick(self) -> None:
         """One round: reap dead jobs, queue due work, advance the executor, prune."""
@@ -49,17 +49,13 @@ class Dispatcher:
 
     def start(self) -> None:
         """Start the dispatcher thread in this process (idempotent; safe after fork)."""
-        if self._thread is not None and self._thread_pid == os.getpid() and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread_pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="job-dispatcher", daemon=True)
-        self._thread.start()
+        if not self._thread.is_alive():
+            self._stop.clear()
+            self._thread.ensure_running()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None and self._thread_pid == os.getpid():
-            self._thread.join()
+        self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.is_set():

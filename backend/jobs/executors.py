@@ -112,9 +112,9 @@ class RQExecutor:
     the pickled format of earlier versions is queued again as JSON (``LEGACY``)."""
 
     def __init__(self, redis_url: str, jobs: JobStore):
-        from redis import Redis
+        from backend.redis_connection import redis_client
 
-        connection = Redis.from_url(redis_url)
+        connection = redis_client(redis_url)
         self.queues = {name: rq_queue(job_type(name).queue, connection) for name in JOB_TYPES}
         self.connection = connection
         self._jobs = jobs

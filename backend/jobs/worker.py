@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rq.defaults import DEFAULT_WORKER_TTL
 from rq.worker import SpawnWorker, WorkerStatus
 
 from backend.jobs.queues import IN_WORKER_QUEUES, IN_WORKER_TIMEOUT_S, SERIALIZER, WORKER_QUEUES, rq_queue
@@ -57,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         print(EMBEDDED_NOTE, file=sys.stderr)
         return 2
-    from redis import Redis
+    from backend.redis_connection import redis_client
 
     configure_logging()
-    connection = Redis.from_url(settings.redis_url)
+    # RQ's worker blocks on its queues for up to its TTL (minus a margin) per wait
+    connection = redis_client(settings.redis_url, blocking_reads_s=DEFAULT_WORKER_TTL)
     queues = [rq_queue(name, connection) for name in WORKER_QUEUES]
     worker = BackendWorker(queues, connection=connection, name=args.name, serializer=SERIALIZER)
     worker.work(burst=args.burst)

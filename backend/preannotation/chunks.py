@@ -121,6 +121,6 @@ def _enqueue(queue, job: Job, chunk: int) -> None:
 
 
 def _queue(settings):
-    from redis import Redis
+    from backend.redis_connection import redis_client
 
-    return rq_queue(PREANNOTATION_QUEUE, Redis.from_url(settings.redis_url))
+    return rq_queue(PREANNOTATION_QUEUE, redis_client(settings.redis_url))
