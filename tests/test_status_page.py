@@ -85,6 +85,8 @@ def test_status_page_shows_models_projects_jobs_and_caches(served):
     running = learning.jobs.create(PROJECT, "START_TRAINING")
     learning.jobs.mark_running(running.id, 123)
     learning.jobs.heartbeat(running.id, {"stage": "training", "fraction": 0.45, "message": "step 90/300"})
+    preannotated = learning.jobs.create(PROJECT, "POST /jobs", "preannotate", {"tasks": [1], "scope": None})
+    learning.jobs.finish(preannotated.id, {"total": 1, "predicted": 1})
 
     response = client.get("/", headers=AUTH)
     assert response.status_code == 200 and response.mimetype == "text/html"
@@ -97,6 +99,8 @@ def test_status_page_shows_models_projects_jobs_and_caches(served):
     assert "not published: held-out mIoU fell from 0.7200 to 0.7000" in page
     assert "failed: LABEL_STUDIO_URL is not set" in page
     assert "45% step 90/300" in page and "<td>running</td>" in page
+    assert "<h2>Recent jobs</h2>" in page and "<td>training</td>" in page
+    assert f"<td>{preannotated.id}</td><td>pre-annotation</td>" in page and "finished: predicted 1, total 1" in page
     assert "<td>decoded images</td><td>1</td><td>600 B</td><td>256 MiB</td><td>1</td><td>1</td><td>0.5</td>" in page
     assert "LABEL_STUDIO_URL is not set: images uploaded to Label Studio" in page
     assert "LABEL_STUDIO_API_KEY: a Personal Access Token" in page
