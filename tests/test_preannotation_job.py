@@ -3,6 +3,7 @@ what is skipped, per-task errors, resuming after a stop, and the RQ chunking."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -59,6 +60,17 @@ def test_every_task_gets_one_brush_prediction_of_the_project_version(settings, m
         (region,) = ours["result"]
         assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["Car"]
         assert np.array_equal(mask_from_region(region, W, H), box_mask(*box))
+
+
+def test_a_finished_job_logs_one_line_with_its_counts(settings, model, caplog):
+    ls = FakeLabelStudio([box_task(1), task(2)])
+    with caplog.at_level(logging.INFO, logger="backend.preannotation.job"):
+        job = run(settings, new_job(settings, tasks=[1, 2]), model, ls)
+    ended = [record.getMessage() for record in caplog.records
+             if f"job {job.id} for project {PROJECT_ID} finished" in record.getMessage()]
+    assert len(ended) == 1, caplog.text
+    assert "total 2" in ended[0] and f"{PREDICTED} 1" in ended[0] and f"{NO_PROMPTS} 1" in ended[0]
+    assert f"{FAILED} 0" in ended[0]
 
 
 def test_a_second_job_predicts_nothing_twice(settings, model):

@@ -25,7 +25,7 @@ from backend.active_learning.ls_data import ProjectDataError
 from backend.components import Components
 from backend.jobs.layout import JobLayout
 from backend.jobs.lifecycle import Heartbeat, ProgressWriter, Stopped, failures_recorded
-from backend.jobs.store import FINISHED, RUNNING, Job, JobStore
+from backend.jobs.store import FINISHED, RUNNING, Job, JobStore, outcome_summary
 from backend.labeling import LabelingError
 from backend.model import MODEL_VERSION_PREFIX, ProjectContext, RequestError, SegmentationModel
 from backend.preannotation.ls_tasks import LabelStudioTasks
@@ -135,6 +135,7 @@ class JobRun:
         if not self.tasks.complete():
             return False
         summary = self.tasks.summary(since=self.job.started_at or time.time())
+        ended = []  # whether this process finished it (logged once)
 
         def change(job: Job) -> None:
             if job.state == RUNNING:
@@ -143,8 +144,11 @@ class JobRun:
                 job.progress = {"stage": "done", **summary, "model_version": version}
                 job.result = {key: summary[key] for key in ("total", PREDICTED, ALREADY_PREDICTED, NO_PROMPTS, FAILED)}
                 job.result["model_version"] = version
+                ended.append(True)
 
-        self.jobs.update(self.job.id, change)
+        job = self.jobs.update(self.job.id, change)
+        if ended:
+            logger.info("%s job %s for project %s %s", job.kind, job.id, job.project, outcome_summary(job))
         return True
 
 
