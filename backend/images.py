@@ -60,11 +60,13 @@ install_log_redaction()
 
 class ImageError(Exception):
     """An image could not be loaded. The message is safe to show to users and to log; ``detail``
-    (for the log only) may say more."""
+    (for the log only) may say more. ``transient``: Label Studio itself did not serve its image now
+    (unreachable, timed out, HTTP 5xx or 429): worth trying again later, unlike an answer about the image."""
 
-    def __init__(self, message: str, detail: str | None = None):
+    def __init__(self, message: str, detail: str | None = None, transient: bool = False):
         super().__init__(message)
         self.detail = detail or message
+        self.transient = transient
 
 
 class ImageSourceError(ImageError):
@@ -276,7 +278,7 @@ class ImageLoader:
         if isinstance(exc, ImageSourceError) or self._trusted(url):
             return exc
         generic = f"the image at {redact(requested)} could not be loaded; the reason is in the ML backend's log"
-        return type(exc)(generic, detail=f"{exc.detail} (at {redact(url)})")
+        return type(exc)(generic, detail=f"{exc.detail} (at {redact(url)})", transient=exc.transient)
 
     def _download(self, url: str, background: bool = False) -> tuple[bytes, str]:
         """The body of GET ``url`` after at most MAX_REDIRECTS redirects, and the URL it came from.
@@ -338,14 +340,18 @@ class ImageLoader:
         except LabelStudioAuthError as exc:
             raise ImageAuthError(f"cannot download {what}: {exc}") from None
         except requests.Timeout:
-            raise ImageTimeout(f"downloading {what} took longer than {timeout_s:g} s (IMAGE_TIMEOUT)") from None
+            raise ImageTimeout(f"downloading {what} took longer than {timeout_s:g} s (IMAGE_TIMEOUT)",
+                               transient=self._is_label_studio_url(url)) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            on_label_studio = self._is_label_studio_url(url)
             if session.deadline.expired:  # the deadline cut the transfer
-                raise ImageTimeout(f"downloading {what} took longer than {timeout_s:g} s (IMAGE_TIMEOUT)") from None
+                raise ImageTimeout(f"downloading {what} took longer than {timeout_s:g} s (IMAGE_TIMEOUT)",
+                                   transient=on_label_studio) from None
             hint = ""
-            if self._is_label_studio_url(url):
+            if on_label_studio:
                 hint = "; check LABEL_STUDIO_URL is reachable from the backend (in Docker, localhost is the container)"
-            raise ImageFetchError(f"could not download {what} ({type(exc).__name__}){hint}") from None
+            raise ImageFetchError(f"could not download {what} ({type(exc).__name__}){hint}",
+                                  transient=on_label_studio) from None
 
     def _read_body(self, response: requests.Response, session: DeadlineSession, what: str) -> bytes:
         max_bytes = self._settings.image_max_bytes
@@ -379,7 +385,8 @@ class ImageLoader:
             )
         if code == 404:
             raise ImageNotFound(f"{what} was not found (HTTP 404)")
-        raise ImageFetchError(f"downloading {what} failed with HTTP {code}")
+        raise ImageFetchError(f"downloading {what} failed with HTTP {code}",
+                              transient=(code == 429 or code >= 500) and self._is_label_studio_url(url))
 
 
 def _data_uri_bytes(uri: str, max_bytes: int) -> bytes:

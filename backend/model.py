@@ -64,11 +64,13 @@ MODEL_VERSION_PREFIX = "segassist-"
 
 
 class RequestError(ValueError):
-    """Input the backend cannot serve; ``status`` is the HTTP status to answer with."""
+    """Input the backend cannot serve; ``status`` is the HTTP status to answer with. ``transient``:
+    Label Studio did not serve the task's image now (``ImageError.transient``); later it may."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, transient: bool = False):
         super().__init__(message)
         self.status = status
+        self.transient = transient
 
 
 @functools.lru_cache(maxsize=8)
@@ -325,7 +327,7 @@ class SegmentationModel:
             raise RequestError(f"image not loaded: {exc}", 503) from None
         except ImageError as exc:
             log.warning("task %s: image not loaded: %s", task_id, exc.detail)
-            raise RequestError(f"image not loaded: {exc}", 422) from None
+            raise RequestError(f"image not loaded: {exc}", 422, transient=exc.transient) from None
 
     def _segment(self, image, prompt: Prompt, segmenters: SegmenterSet) -> Segmentation:
         segmenter, note = choose_segmenter(prompt, segmenters)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from segmentation_fakes import CONFIG, IMAGE_URL, BoxSegmenter, FakeImages, rectangle, task
 
-from backend.active_learning.ls_data import ProjectDataError
+from backend.label_studio_client import LabelStudioRefused, LabelStudioUnavailable
 from backend.model import SegmentationModel
 from backend.preannotation.job import run_preannotation_job
 from backend.project_store import ProjectStore
@@ -23,32 +23,43 @@ PROJECT_ID = "7"
 
 class FakeLabelStudio:
     """Tasks of project 7 (and any others added) with their predictions; records what is stored.
-    ``broken``: task ids whose reading fails as Label Studio's HTTP 500 would."""
+    ``broken``: task ids whose reading Label Studio refuses (HTTP 400). ``down_for``: how many of
+    the next calls find Label Studio down (connection refused)."""
 
     def __init__(self, tasks: list[dict] | None = None, broken=()):
         self.tasks = {t["id"]: copy.deepcopy(t) for t in tasks or []}
         self.broken = set(broken)
+        self.down_for = 0
         self.created: list[dict] = []
         self.deleted: list[int] = []
         self.reads: list[int] = []
         self._next_prediction = 1000
 
+    def _answer(self) -> None:
+        if self.down_for > 0:
+            self.down_for -= 1
+            raise LabelStudioUnavailable("could not reach Label Studio (ConnectionError)")
+
     def label_config(self, project: str) -> str:
+        self._answer()
         return CONFIG
 
     def task_ids(self, project: str, unlabeled_only: bool = False) -> list[int]:
+        self._answer()
         return sorted(i for i, t in self.tasks.items() if str(t["project"]) == str(project)
                       and not (unlabeled_only and t["annotations"]))
 
     def task(self, task_id: int) -> dict:
         self.reads.append(task_id)
+        self._answer()
         if task_id in self.broken:
-            raise ProjectDataError(f"Label Studio answered HTTP 500 while reading task {task_id}")
+            raise LabelStudioRefused(f"Label Studio answered HTTP 400 while reading task {task_id}", 400)
         if task_id not in self.tasks:
-            raise ProjectDataError(f"Label Studio answered HTTP 404 while reading task {task_id}")
+            raise LabelStudioRefused(f"Label Studio answered HTTP 404 while reading task {task_id}", 404)
         return copy.deepcopy(self.tasks[task_id])
 
     def create_prediction(self, task_id: int, entry: dict) -> int:
+        self._answer()
         self._next_prediction += 1
         prediction = {"id": self._next_prediction, "task": task_id, **copy.deepcopy(entry)}
         self.tasks[task_id]["predictions"].append(prediction)
@@ -56,6 +67,7 @@ class FakeLabelStudio:
         return prediction["id"]
 
     def delete_prediction(self, prediction_id: int) -> None:
+        self._answer()
         self.deleted.append(prediction_id)
         for t in self.tasks.values():
             t["predictions"] = [p for p in t["predictions"] if p.get("id") != prediction_id]

@@ -195,11 +195,21 @@ def test_not_found(requests_mock):
 
 def test_server_error_and_unreachable_label_studio(requests_mock):
     requests_mock.get("http://images.example/a.png", status_code=502)
-    with pytest.raises(ImageFetchError, match="502"):
+    with pytest.raises(ImageFetchError, match="502") as error:
         ImageLoader(SETTINGS).load("http://images.example/a.png")
+    assert not error.value.transient, "another host's failure is about the task's image"
     requests_mock.get(f"{LS}/data/upload/a.png", exc=requests.ConnectionError("refused"))
-    with pytest.raises(ImageFetchError, match="in Docker, localhost is the container"):
+    with pytest.raises(ImageFetchError, match="in Docker, localhost is the container") as error:
         ImageLoader(SETTINGS).load("/data/upload/a.png")
+    assert error.value.transient, "Label Studio down: worth trying again later"
+    requests_mock.get(f"{LS}/data/upload/b.png", status_code=502)
+    with pytest.raises(ImageFetchError, match="502") as error:
+        ImageLoader(SETTINGS).load("/data/upload/b.png")
+    assert error.value.transient
+    requests_mock.get(f"{LS}/data/upload/c.png", status_code=400)
+    with pytest.raises(ImageFetchError, match="400") as error:
+        ImageLoader(SETTINGS).load("/data/upload/c.png")
+    assert not error.value.transient
 
 
 def test_connect_timeout_and_slow_transfer_both_time_out(requests_mock):

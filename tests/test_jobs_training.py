@@ -179,3 +179,38 @@ def test_old_ended_jobs_are_pruned_per_project(settings):
     jobs.fail(other.id, "test")
     jobs.prune(keep_per_project=2)
     assert {j.id for j in jobs.list()} == {ended[2].id, ended[3].id, queued.id, other.id}
+
+
+class UnavailableReader:
+    """Label Studio down for the first ``calls`` reads, then the fake project's annotations."""
+
+    def __init__(self, calls):
+        self.calls, self.reads = calls, 0
+
+    def read(self, project, progress):
+        self.reads += 1
+        if self.reads <= self.calls:
+            from backend.label_studio_client import LabelStudioUnavailable
+
+            raise LabelStudioUnavailable("Label Studio answered HTTP 502 while exporting project 3")
+        return FakeReader().read(project, progress)
+
+
+def test_a_short_label_studio_outage_while_reading_annotations_is_waited_out_a_long_one_fails_clearly(
+        settings, monkeypatch):
+    import backend.active_learning.training_job as training_job
+    from backend.jobs.backoff import Backoff
+
+    monkeypatch.setattr(training_job, "Backoff", lambda: Backoff(0.01, 0.02))
+    monkeypatch.setattr(training_job, "LABEL_STUDIO_OUTAGE_LIMIT_S", 0.3)
+    job = new_job(settings)
+    run_training_job(settings, job.id, trainer=FakeTrainer(gain=0.1), reader=UnavailableReader(calls=3))
+    assert outcome(settings, job.id).state == FINISHED and serving(settings) == "p3-v1"
+
+    reader = UnavailableReader(calls=1000)
+    job = new_job(settings)
+    run_training_job(settings, job.id, trainer=FakeTrainer(gain=0.1), reader=reader)
+    done = outcome(settings, job.id)
+    assert done.state == FAILED and "Label Studio did not answer for" in done.error
+    assert "HTTP 502" in done.error and "serving is unchanged" in done.error and serving(settings) == "p3-v1"
+    assert 5 < reader.reads < 60, "tried again within the limit, then gave up"

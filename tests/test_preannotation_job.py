@@ -91,7 +91,7 @@ def test_one_bad_task_never_stops_the_job_and_each_error_is_recorded(settings, m
     assert job.result[PREDICTED] == 1 and job.result[NO_PROMPTS] == 1 and job.result[FAILED] == 5
     errors = job.progress["errors"]
     assert set(errors) == {"2", "4", "5", "6", "99"}
-    assert "image not loaded" in errors["2"] and "HTTP 500" in errors["4"] and "HTTP 404" in errors["99"]
+    assert "image not loaded" in errors["2"] and "HTTP 400" in errors["4"] and "HTTP 404" in errors["99"]
     assert "belongs to project 8" in errors["5"] and "outside the image" in errors["6"]
     assert [p["task"] for p in ls.created] == [1]
 
@@ -287,3 +287,75 @@ def test_a_killed_pre_annotation_process_is_resumed_at_its_first_task_without_an
     second = pids[-1]
     assert second != first and first in pids
     assert pids == sorted(pids, key=lambda pid: pid == second), "the second process redid none of the first's tasks"
+
+
+class GoesDown(FakeLabelStudio):
+    """Label Studio stops answering at the ``at``-th call of ``method`` for ``calls`` calls; each
+    refused call records the job's progress message as it stood."""
+
+    def __init__(self, tasks, method, at, calls, settings, job_id):
+        super().__init__(tasks)
+        self.method, self.at, self.calls = method, at, calls
+        self.jobs, self.job_id, self.messages = JobStore(JobLayout(settings.model_dir)), job_id, []
+
+    def _answer(self):
+        if self.down_for:
+            self.messages.append(self.jobs.get(self.job_id).progress.get("message", ""))
+        super()._answer()
+
+    def __getattribute__(self, name):
+        if name == object.__getattribute__(self, "method"):
+            self.at -= 1
+            if self.at == 0:
+                self.down_for = self.calls
+        return super().__getattribute__(name)
+
+
+@pytest.fixture
+def no_waiting(monkeypatch):
+    import backend.preannotation.job as job_module
+    from backend.jobs.backoff import Backoff
+
+    waits = []
+    monkeypatch.setattr(job_module, "Backoff", lambda: Backoff(0.001, 0.004))
+    monkeypatch.setattr(job_module.time, "sleep", waits.append)
+    return waits
+
+
+@pytest.mark.parametrize("method", ["task", "create_prediction", "task_ids"])
+def test_a_label_studio_outage_pauses_the_job_and_fails_no_task(settings, model, no_waiting, method):
+    job = new_job(settings, scope="all")
+    ls = GoesDown([box_task(i) for i in range(1, 6)], method, at=1 if method == "task_ids" else 3, calls=6,
+                  settings=settings, job_id=job.id)
+    computed = []
+    batch_prediction = model.batch_prediction
+    model.batch_prediction = lambda task, context: computed.append(task["id"]) or batch_prediction(task, context)
+    job = run(settings, job, model, ls)
+    assert job.state == FINISHED and job.result[PREDICTED] == 5 and job.result[FAILED] == 0, job.progress
+    assert sorted(p["task"] for p in ls.created) == [1, 2, 3, 4, 5]
+    assert sorted(computed) == [1, 2, 3, 4, 5], "a mask computed before the outage is stored, not computed again"
+    assert len(no_waiting) == 6 and all(0 < wait <= 0.004 for wait in no_waiting)
+    assert all(m.startswith("waiting for Label Studio (could not reach Label Studio") and "retrying in" in m
+               for m in ls.messages[1:]), ls.messages
+
+
+def test_a_transient_image_download_from_label_studio_waits_and_another_image_error_fails_the_task(
+        settings, model, no_waiting):
+    from segmentation_fakes import IMAGE_URL
+
+    from backend.images import ImageFetchError, NotAnImage
+
+    failures = {IMAGE_URL: [ImageFetchError("downloading failed with HTTP 502", transient=True)] * 2,
+                "http://images.test/text.jpg": [NotAnImage("not an image")] * 5}
+    load = model.images.load
+
+    def flaky_load(url, task_id=None, background=False):
+        if failures.get(url):
+            raise failures[url].pop()
+        return load(url, task_id=task_id, background=background)
+
+    model.images.load = flaky_load
+    ls = FakeLabelStudio([box_task(1), box_task(2, url="http://images.test/text.jpg")])
+    job = run(settings, new_job(settings, scope="all"), model, ls)
+    assert job.result[PREDICTED] == 1 and job.result[FAILED] == 1 and len(no_waiting) == 2
+    assert "not an image" in job.progress["errors"]["2"]

@@ -6,6 +6,12 @@ Runs in its own process (the embedded runner spawns one per job; an RQ worker ru
 work-horse), never in a web worker. Whatever happens, the job file says so: finished with its
 metrics, or failed with a reason. A kill -9 cannot be caught: the job is then found dead by its
 pid/heartbeat (``JobStore.reap_dead``), and the version pointer was never touched.
+
+Label Studio down while the annotations are read (unreachable, 5xx, 429 after retries, its images
+not served): the read is tried again with a capped, jittered backoff for up to
+``LABEL_STUDIO_OUTAGE_LIMIT_S``, then the job fails saying so, serving unchanged. It does not wait
+longer: a training job holds the project (and the embedded runner) while it waits, and the next
+annotation or "Start training" queues another.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,6 +30,8 @@ from backend.active_learning.trainer import ExtremeTrainer, Trainer
 from backend.active_learning.training_lock import TrainingLock
 from backend.active_learning.versions import VersionError, VersionRegistry, verify_files
 from backend.images import ImageError
+from backend.jobs.backoff import Backoff
+from backend.label_studio_client import LabelStudioUnavailable
 from backend.jobs.lifecycle import Heartbeat, ProgressWriter, Stopped, failures_recorded
 from backend.jobs.store import FINISHED, JobStore, outcome_summary
 from backend.jobs.types import follow_ups
@@ -34,6 +43,8 @@ STAGES = {"waiting": (0.0, 0.0), "fetching": (0.0, 0.2), "evaluating": (0.2, 0.3
           "checking": (0.9, 0.97), "publishing": (0.97, 1.0)}
 # Errors whose messages are written for users; anything else is reported with its type too.
 EXPECTED_ERRORS = (ProjectDataError, VersionError, ImageError, NotEnoughTasks)
+# How long reading the annotations waits for Label Studio to come back before the job fails.
+LABEL_STUDIO_OUTAGE_LIMIT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -88,8 +99,7 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
 
 def _train_and_publish(context: JobContext, settings, trainer: Trainer, reader, progress: Callable, staging) -> dict:
     project = context.project
-    progress("fetching", 0.0, "reading annotations from Label Studio")
-    data = reader.read(project, progress=lambda done, total: progress("fetching", done / total, f"task {done}/{total}"))
+    data = read_annotations(reader, project, progress)
     train_tasks, val_tasks = split_tasks(data.tasks)
     train = [sample for task in train_tasks for sample in task.samples]
     val = [sample for task in val_tasks for sample in task.samples]
@@ -121,6 +131,29 @@ def _train_and_publish(context: JobContext, settings, trainer: Trainer, reader, 
     version = context.registry.publish(project, name, staging, files, parent=base.name, metrics=metrics, job=context.job_id)
     progress("publishing", 1.0, f"{version.name} serves project {project}")
     return {"published": True, "version": version.name, **metrics}
+
+
+def read_annotations(reader, project: str, progress: Callable):
+    """The project's annotations (``reader.read``), waiting out a Label Studio outage for up to
+    ``LABEL_STUDIO_OUTAGE_LIMIT_S``; then ``LabelStudioUnavailable`` saying so."""
+    backoff, started = Backoff(), time.monotonic()
+    while True:
+        progress("fetching", 0.0, "reading annotations from Label Studio")
+        try:
+            return reader.read(project, progress=lambda done, total: progress("fetching", done / total,
+                                                                              f"task {done}/{total}"))
+        except (ProjectDataError, ImageError) as exc:
+            if not exc.transient:
+                raise
+            wait_s, waited_s = backoff.next_wait(), time.monotonic() - started
+            if waited_s + wait_s > LABEL_STUDIO_OUTAGE_LIMIT_S:
+                raise LabelStudioUnavailable(
+                    f"Label Studio did not answer for {waited_s:.0f} s while the project's annotations were read "
+                    f"({exc}); serving is unchanged, and the next training request tries again") from None
+            message = f"waiting for Label Studio ({str(exc)[:300]}), retrying in {wait_s:.0f} s"
+            logger.warning("training of project %s: %s", project, message)
+            progress("fetching", 0.0, message)
+            time.sleep(wait_s)
 
 
 def result_summary(result: dict) -> str:

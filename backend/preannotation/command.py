@@ -59,6 +59,11 @@ class ProgressBar:
         self._bar.set_postfix({key.replace("_", " "): value for key, value in self._counts.items()}, refresh=False)
         self._bar.update(1)
 
+    def waiting(self, message: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)  # a line above the bar
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

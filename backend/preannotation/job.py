@@ -9,6 +9,13 @@ backend's own predictions of older versions on the task are deleted, so a task h
 prediction. Every task's outcome goes to disk (``progress.JobTasks``) before the next starts: a job
 resumes where it stopped, and one bad task is recorded with its error and never stops the job.
 
+A task fails only for an answer about that task (Label Studio's 400 or 404, an image that is not an
+image, no usable prompt). Label Studio being down (unreachable, timed out, 5xx, 429 after the client's
+retries; or its image downloads failing so) is not about a task: the job waits with a capped,
+jittered backoff (``backend.jobs.backoff``; its progress says "waiting for Label Studio (…),
+retrying in N s") and then tries the same task again — a mask already computed is stored then,
+not computed again. Planning and reading the project's config wait the same way.
+
 ``run_preannotation_job`` works a whole job in one process (the embedded worker, the CLI); with
 REDIS_URL the job is split into chunks that RQ workers share (``chunks.py``), each worked by
 ``JobRun.work``.
@@ -23,9 +30,11 @@ from typing import Protocol
 
 from backend.active_learning.ls_data import ProjectDataError
 from backend.components import Components
+from backend.jobs.backoff import Backoff
 from backend.jobs.layout import JobLayout
 from backend.jobs.lifecycle import Heartbeat, ProgressWriter, Stopped, failures_recorded
 from backend.jobs.store import FINISHED, RUNNING, Job, JobStore, outcome_summary
+from backend.label_studio_client import LabelStudioError
 from backend.labeling import LabelingError
 from backend.model import MODEL_VERSION_PREFIX, ProjectContext, RequestError, SegmentationModel
 from backend.preannotation.ls_tasks import LabelStudioTasks
@@ -36,6 +45,16 @@ logger = logging.getLogger(__name__)
 
 # Errors that fail the whole job (the project cannot be read); their messages are written for users.
 JOB_ERRORS = (ProjectDataError, RequestError, LabelingError)
+
+
+class LabelStudioDown(Exception):
+    """Label Studio did not answer now (``LabelStudioError.transient`` / ``ImageError.transient``):
+    the job waits and tries again. ``computed``: the task's (prediction entry, notes) when its mask
+    was computed before storing it failed, to store after the outage instead of computing again."""
+
+    def __init__(self, reason: str, computed: tuple[dict, str] | None = None):
+        super().__init__(reason)
+        self.computed = computed
 
 
 def serving_model(settings, threads: int | None = None) -> SegmentationModel:
@@ -56,12 +75,17 @@ class Progress(Protocol):
 
     def task_done(self, outcome: str) -> None: ...
 
+    def waiting(self, message: str) -> None: ...
+
 
 class NoProgress:
     def planned(self, total: int, done: int) -> None:
         pass
 
     def task_done(self, outcome: str) -> None:
+        pass
+
+    def waiting(self, message: str) -> None:
         pass
 
 
@@ -91,7 +115,7 @@ class JobRun:
             if scope is not None:
                 self.jobs.heartbeat(self.job.id, {"stage": "planning", "fraction": 0.0,
                                                   "message": f"listing project {self.job.project}'s {scope} tasks"})
-                ids += self.api.task_ids(self.job.project, unlabeled_only=scope == "unlabeled")
+                ids += self.patiently(lambda: self.api.task_ids(self.job.project, unlabeled_only=scope == "unlabeled"))
             chunks = self.tasks.plan(ids, self.settings.preannotate_chunk_tasks)
         self.report(force=True)
         pending = sum(len(self.tasks.pending(chunk)) for chunk in range(len(chunks)))
@@ -103,7 +127,7 @@ class JobRun:
         """Pre-annotate the tasks of ``chunk`` that have no outcome yet."""
         context = self.project_context(model)
         for task_id in self.tasks.pending(chunk):
-            outcome, message = preannotate_task(model, context, self.api, self.job.project, task_id)
+            outcome, message = self.preannotate(model, context, task_id)
             if outcome == FAILED:
                 logger.warning("pre-annotation job %s: task %s failed: %s", self.job.id, task_id, message)
             self.tasks.record(chunk, task_id, outcome, message)
@@ -111,22 +135,60 @@ class JobRun:
             self.report()
         self.report(force=True)
 
+    def preannotate(self, model: SegmentationModel, context: ProjectContext, task_id: int) -> tuple[str, str]:
+        """``preannotate_task``, tried again after Label Studio comes back; a mask computed before an
+        outage is stored, not computed again."""
+        computed = None
+
+        def attempt() -> tuple[str, str]:
+            nonlocal computed
+            try:
+                return preannotate_task(model, context, self.api, self.job.project, task_id, computed)
+            except LabelStudioDown as down:
+                computed = down.computed or computed
+                raise
+
+        return self.patiently(attempt)
+
+    def patiently(self, call):
+        """``call()``, waiting out Label Studio outages (``LabelStudioDown``, transient client errors)
+        with a capped, jittered backoff, as long as they last; the job's progress says so."""
+        backoff = Backoff()
+        while True:
+            try:
+                return call()
+            except LabelStudioError as exc:
+                if not exc.transient:
+                    raise
+                reason = str(exc)
+            except LabelStudioDown as down:
+                reason = str(down)
+            self.wait_for_label_studio(reason, backoff.next_wait())
+
+    def wait_for_label_studio(self, reason: str, wait_s: float) -> None:
+        message = f"waiting for Label Studio ({reason[:300]}), retrying in {wait_s:.0f} s"
+        logger.warning("pre-annotation job %s: %s", self.job.id, message)
+        self._progress.waiting(message)
+        self.report(force=True, stage="waiting", message=message)
+        time.sleep(wait_s)
+
     def project_context(self, model: SegmentationModel) -> ProjectContext:
         """The project's config, policies, segmenters and version: from its /setup, else (a project
         never connected to this backend) the labeling config read from Label Studio."""
         if self._context is None:
             stored = model.store.load(self.job.project)
-            label_config = None if stored is not None else self.api.label_config(self.job.project)
+            label_config = None if stored is not None else self.patiently(lambda: self.api.label_config(self.job.project))
             self._context = model.project_context(self.job.project, label_config)
         return self._context
 
-    def report(self, force: bool = False) -> None:
+    def report(self, force: bool = False, stage: str = "pre-annotating", message: str | None = None) -> None:
         """Write the progress summary to the job file (at most once a second unless ``force``)."""
 
         def progress() -> dict:
             summary = self.tasks.summary(since=self.job.started_at or time.time())
             version = {"model_version": self._context.version} if self._context is not None else {}
-            return {"stage": "pre-annotating", **summary, **version}
+            shown = {"message": message} if message else {}
+            return {"stage": stage, **summary, **version, **shown}
 
         self._write_progress(progress, force)
 
@@ -152,10 +214,11 @@ class JobRun:
         return True
 
 
-def preannotate_task(model: SegmentationModel, context: ProjectContext, api, project: str,
-                     task_id: int) -> tuple[str, str]:
-    """Pre-annotate one task; (outcome, message). Never raises: a failure is the FAILED outcome with
-    its reason."""
+def preannotate_task(model: SegmentationModel, context: ProjectContext, api, project: str, task_id: int,
+                     computed: tuple[dict, str] | None = None) -> tuple[str, str]:
+    """Pre-annotate one task; (outcome, message). A failure about the task is the FAILED outcome with
+    its reason; Label Studio being down raises ``LabelStudioDown`` (with the mask when it was computed:
+    ``computed`` hands it back on the next try)."""
     try:
         task = api.task(task_id)
         if str(task.get("project")) != str(project):
@@ -164,14 +227,26 @@ def preannotate_task(model: SegmentationModel, context: ProjectContext, api, pro
             return ALREADY_PREDICTED, ""
         if not has_prompt_regions(task, context.config):
             return NO_PROMPTS, ""
-        prediction = model.batch_prediction(task, context)
-        if prediction.entry is None:
-            return FAILED, "; ".join(prediction.skipped) or "no mask came out"
-        api.create_prediction(task_id, prediction.entry)
+        if computed is None:
+            prediction = model.batch_prediction(task, context)
+            if prediction.entry is None:
+                return FAILED, "; ".join(prediction.skipped) or "no mask came out"
+            computed = prediction.entry, "; ".join(prediction.skipped)
+        entry, notes = computed
+        try:
+            api.create_prediction(task_id, entry)
+        except LabelStudioError as exc:
+            if exc.transient:
+                raise LabelStudioDown(str(exc), computed) from None
+            raise
         for old in outdated_predictions(task, context):
             api.delete_prediction(old["id"])
-        return PREDICTED, "; ".join(prediction.skipped)
-    except (ProjectDataError, RequestError) as exc:
+        return PREDICTED, notes
+    except LabelStudioDown:
+        raise
+    except (LabelStudioError, RequestError) as exc:
+        if getattr(exc, "transient", False):
+            raise LabelStudioDown(str(exc)) from None
         return FAILED, str(exc)
     except Exception as exc:  # one broken task never stops the job
         logger.exception("pre-annotation of task %s failed", task_id)

@@ -115,6 +115,42 @@ def test_the_command_line_pre_annotates_a_project_that_does_not_on_import(label_
     assert job["state"] == "finished" and job["trigger"] == "python -m backend preannotate"
 
 
+def job_state(backend, job_id: str) -> dict:
+    return requests.get(f"{backend.url}/jobs/{job_id}", auth=backend.auth, timeout=10).json()
+
+
+def wait_for_progress(backend, job_id: str, reached, timeout_s: float = TIMEOUT_S) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while not reached(job := job_state(backend, job_id)):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return job
+
+
+def test_a_label_studio_outage_mid_job_pauses_it_and_fails_no_task(label_studio, embedded_backend):
+    api, backend = label_studio.api, embedded_backend
+    project, ml = connect_project(api, backend, "pre-annotation through an outage", preannotate_on_import=False)
+    tasks = import_boxed_tasks(api, project, 30, WIDTH, HEIGHT)
+    answer = requests.post(f"{backend.url}/jobs", json={"type": "preannotate", "project": project, "tasks": tasks},
+                           auth=backend.auth, timeout=10)
+    job_id = answer.json()["job"]["id"]
+    job = wait_for_progress(backend, job_id, lambda job: job["progress"].get("done", 0) >= 2)
+    assert job["state"] == "running", "the job must still be running when Label Studio stops"
+    label_studio.stop()
+    try:
+        job = wait_for_progress(backend, job_id, lambda job: job["progress"].get("stage") == "waiting", 60)
+        assert job["state"] == "running" and job["progress"]["failed"] == 0, job
+        assert job["progress"]["message"].startswith("waiting for Label Studio (") and "retrying in" in job["progress"]["message"]
+        time.sleep(5)  # a few more tries while it is down
+        assert job_state(backend, job_id)["progress"]["failed"] == 0
+    finally:
+        label_studio.start_again()
+    job = wait_for_job(backend, job_id)
+    assert job["state"] == "finished" and job["result"]["failed"] == 0, job
+    assert job["result"]["predicted"] + job["result"]["already_predicted"] == 30, job
+    check_one_brush_prediction_per_task(api, project, tasks, ml["model_version"])
+
+
 @pytest.fixture(scope="module")
 def scaled_out(label_studio, redis_server, tmp_path_factory):  # noqa: F811
     """(backend, [worker, worker]) with REDIS_URL and chunks of 2 tasks."""

@@ -83,13 +83,9 @@ class LabelStudio:
             LABEL_STUDIO_PASSWORD=PASSWORD,
         )
         argv = [str(venv / "bin" / "label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1"]
-        self.process = ServerProcess(
-            "Label Studio", argv + ["--port", str(port)], env, cwd=workdir, log_path=workdir / "label_studio.log"
-        )
-        try:
-            self.startup_s = self.process.wait_until_healthy(
-                f"{self.url}/health", STARTUP_TIMEOUT_S, lambda r: r.ok and r.json().get("status") == "UP"
-            )
+        self._argv, self._env, self._workdir = argv + ["--port", str(port)], env, workdir
+        self.startup_s = self._start()
+        try:  # (the server stops if this fails)
             self.api = LabelStudioApi(self.url, USERNAME, PASSWORD)
             # What a user does under Account & Settings -> Personal Access Token -> Create.
             self.personal_access_token: str = self.api.post("/api/token/")["token"]
@@ -97,8 +93,24 @@ class LabelStudio:
             self.process.stop()
             raise
 
+    def _start(self) -> float:
+        self.process = ServerProcess("Label Studio", self._argv, self._env, cwd=self._workdir,
+                                     log_path=self._workdir / "label_studio.log")
+        try:
+            return self.process.wait_until_healthy(
+                f"{self.url}/health", STARTUP_TIMEOUT_S, lambda r: r.ok and r.json().get("status") == "UP"
+            )
+        except Exception:
+            self.process.stop()
+            raise
+
     def stop(self) -> None:
         self.process.stop()
+
+    def start_again(self) -> float:
+        """After ``stop``: the same server (address, data, users, tokens) again; seconds to healthy.
+        (The log of the previous run is replaced.)"""
+        return self._start()
 
 
 def _migrated_database(venv: Path, version: str, env: dict[str, str]) -> Path:
