@@ -170,6 +170,7 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
             **segmenters.status,
             **({"embeddings": embedding_health(segmenters.embeddings, embed_ahead)} if segmenters.embeddings is not None else {}),
             "label_studio": label_studio.status(),
+            "proposals": model.proposals_overview(),
         })
 
     @app.get("/")

@@ -20,6 +20,10 @@
   Label Studio's 100 s timeout stops after ``PREDICT_BUDGET_S`` with empty entries for the rest.
   ``batch_prediction`` is this path for one task; pre-annotation jobs (``backend.preannotation``) call
   it too, so a job's masks are exactly what "Retrieve predictions" would store.
+  With the project option ``proposals`` on and a proposal model trained for the project, the objects
+  it finds become prompts too (``backend.proposal_masks``): a task without prompts gets their masks,
+  and a task with prompts gets them for the objects no prompt covers (never a second region for one
+  object).
 
 Interactive merging (policy ``merge_overlapping``) joins a new mask with the masks already on the
 annotator's screen that Label Studio tells the backend about: brush and polygon regions in the context and in
@@ -39,11 +43,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from backend.labeling import LabelingConfig
+from backend.labeling import LabelingConfig, MaskKind
 from backend.labeling_page import page_answer, without_kept_points
 from backend.images import ImageBusy, ImageError
 from backend.mask_output import MaskOutput
-from backend.policies import WILDCARD, PolicySet
+from backend.policies import WILDCARD, PolicySet, keep_largest
+from backend.proposal_masks import proposal_masks
 from backend.project_options import OptionError, ProjectOptions, json_object
 from backend.project_store import ProjectSetup, ProjectStore, project_id
 from backend.prompts import Prompt, PromptError, Segmentation
@@ -89,17 +94,23 @@ class ProjectContext:
     segmenters: SegmenterSet
     version: str  # the model version /setup answers and every prediction carries
     output: MaskOutput  # brush masks or polygons
+    # The project's proposal model (backend.proposals.ProposalModel) when the option "proposals" is on and
+    # one was trained; else None, and ``proposals_note`` says why.
+    proposer: object | None = None
+    proposals_note: str = ""
 
 
 @dataclass(frozen=True)
 class BatchPrediction:
     """One task's batch prediction: the entry ({"result", "score", "model_version"}), or None when no
     mask came out (no prompts, or none usable); ``skipped`` says which prompts were left out and why;
-    ``empty_because`` why there is no entry ("" when there is one)."""
+    ``empty_because`` why there is no entry ("" when there is one); ``nothing_found``: the task had no
+    prompt and the proposal model found no object (an answer, not a failure)."""
 
     entry: dict | None
     skipped: list[str]
     empty_because: str = ""
+    nothing_found: bool = False
 
 
 class SegmentationModel:
@@ -180,10 +191,50 @@ class SegmentationModel:
             label_config = stored.label_config
         options = ProjectOptions.for_project(self.settings.default_options, stored)
         segmenters = self.segmenters_for(pid)
+        proposer, note = self.proposer_for(pid, options)
         return ProjectContext(
             config=parse_label_config(label_config, self.settings.extreme_tool_prefix),
             options=options, segmenters=segmenters, version=_version_of(segmenters),
-            output=MaskOutput(options.mask_type, options.polygon_tolerance_px))
+            output=MaskOutput(options.mask_type, options.polygon_tolerance_px), proposer=proposer, proposals_note=note)
+
+    def proposer_for(self, pid: str, options: ProjectOptions) -> tuple[object | None, str]:
+        """The project's proposal model, or None and why there is none."""
+        if not options.proposals:
+            return None, "proposals are off for the project (extra param \"proposals\": true turns them on)"
+        if self.project_models is None:
+            return None, "proposals need per-project models (background work), which this process does not run"
+        proposer, _ = self.project_models.proposer_for(pid)
+        return (proposer, "") if proposer is not None else (None, self.proposals_status(pid))
+
+    def proposals_overview(self, limit: int = 50) -> dict[str, str]:
+        """Project id -> ``proposals_status`` for the projects (of the first ``limit`` seen) with
+        proposals on (``/health``, the status page)."""
+        overview = {}
+        for setup in self.store.list()[:limit]:
+            try:
+                on = ProjectOptions.for_project(self.settings.default_options, setup).proposals
+            except OptionError:  # stored before an option changed: /setup says so when it comes again
+                continue
+            if on:
+                overview[setup.project_id] = self.proposals_status(setup.project_id)
+        return overview
+
+    def proposals_status(self, project_ref) -> str:
+        """The project's proposal model in one line: which version serves it, or why there is none yet
+        (cold start: how many more annotated tasks a training job needs)."""
+        pid = project_id(project_ref)
+        if self.project_models is None:
+            return "not available: this process serves no per-project models"
+        status = self.project_models.proposals_status(pid)
+        if status.get("serving"):
+            threshold = ProjectOptions.for_project(self.settings.default_options, self.store.load(pid)).proposal_threshold
+            shown = f"{threshold:g} (extra param)" if threshold is not None else f"{status.get('threshold') or 0:.3g}"
+            return f"from {status['serving']}, threshold {shown}" + (f"; last training: {status['message']}"
+                                                                     if status.get("message") else "")
+        if status.get("message"):
+            return f"no proposal model yet: {status['message']}"
+        return (f"no proposal model yet: a training job trains one from at least {self.settings.proposals_min_tasks} "
+                "annotated tasks (PROPOSALS_MIN_TASKS)")
 
     def predict(self, tasks: list, project_ref, label_config: str | None, context: dict | None) -> list:
         """One entry per task (see the module docstring)."""
@@ -253,9 +304,12 @@ class SegmentationModel:
         when the task has more prompts than MAX_PROMPT_REGIONS or its image cannot be loaded."""
         task, malformed = valid_task(task, "task")
         malformed = [f"skipped a malformed region: {problem}" for problem in malformed]
-        if not has_prompt_regions(task, project.config):
+        has_prompts = has_prompt_regions(task, project.config)
+        if not has_prompts and project.proposer is None:
             tools = ", ".join(project.config.tools)
-            return BatchPrediction(None, malformed, f"no prompt in its predictions or annotations (regions of {tools})")
+            note = f"; proposals: {project.proposals_note}" if project.options.proposals else ""
+            return BatchPrediction(None, malformed, f"no prompt in its predictions or annotations (regions of {tools})"
+                                                    + note)
         self._check_prompt_count([r for source in task_sources(task) for r in source], project.config)
         image = self._load_image(task, project.config)
         routed = prompts_from_task(task, project.config, image.width, image.height)
@@ -266,10 +320,19 @@ class SegmentationModel:
                 segmentations.append(self._segment(image, prompt, project.segmenters))
             except (RoutingError, PromptError) as exc:
                 skipped.append(f"skipped a {prompt.kind.value} prompt: {exc}")
+        proposed = 0
+        if project.proposer is not None:
+            found = self._proposal_masks(image, [s.mask for s in segmentations], project)
+            segmentations += found.segmentations
+            skipped += found.notes
+            proposed = len(found.segmentations)
         applied = project.options.policies.apply(segmentations)
         entry, _, _ = self._entry([a.segmentation for a in applied], routed, project)
         if entry["result"]:
             return BatchPrediction(entry, skipped)
+        if not has_prompts and not proposed:
+            return BatchPrediction(None, skipped, "no prompt, and the proposal model found no object above its "
+                                                  "threshold", nothing_found=True)
         if segmentations:
             why = "every mask came out empty after the project's policies"
         elif routed.pending and not skipped:
@@ -277,6 +340,19 @@ class SegmentationModel:
         else:
             why = "no prompt was usable (the warnings before say why)"
         return BatchPrediction(None, skipped, why)
+
+    def _proposal_masks(self, image, taken: list[np.ndarray], project: ProjectContext):
+        """The masks of the objects the project's proposal model finds in ``image`` that no mask in
+        ``taken`` covers (``backend.proposal_masks``). A label whose masks become polygons keeps its
+        largest part, so that an object is one region."""
+        proposals = project.proposer.propose(image, threshold=project.options.proposal_threshold,
+                                             max_objects=self.settings.proposals_max_objects)
+        found = proposal_masks(proposals, lambda prompt: self._segment(image, prompt, project.segmenters),
+                               project.segmenters, project.config.mask_tools_for_label, taken)
+        for index, segmentation in enumerate(found.segmentations):
+            if project.config.mask_tool(segmentation.label, project.output.preferred).kind is MaskKind.POLYGON:
+                found.segmentations[index] = replace(segmentation, mask=keep_largest(segmentation.mask))
+        return found
 
     def _interactive(self, task: dict, context: dict, project: ProjectContext) -> dict:
         """The answer to a smart tool, shaped for the labeling page (``backend.labeling_page``)."""

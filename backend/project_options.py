@@ -68,7 +68,7 @@ def number(low: float, high: float, unit: str = "") -> Callable[[Any, str], floa
 
 @dataclass(frozen=True)
 class ProjectOptions:
-    """A project's options (README: Policies, Polygon projects, Pre-annotation jobs)."""
+    """A project's options (README: Policies, Polygon projects, Pre-annotation jobs, Proposals)."""
 
     # Per-label mask policies (backend.policies): merged with earlier sources per label and policy key.
     policies: PolicySet = option(PolicySet.parse, PolicySet(), merge=PolicySet.updated)
@@ -80,6 +80,11 @@ class ProjectOptions:
     polygon_tolerance_px: float = option(number(0, 50, unit="pixels"), 1.0)
     # Imports (TASKS_CREATED) and newly published model versions queue pre-annotation (backend.preannotation).
     preannotate_on_import: bool = option(true_or_false, False)
+    # Tasks without prompts get the masks of the objects the project's proposal model finds; training jobs
+    # train that model too (backend.active_learning.proposal_training, backend.proposal_masks).
+    proposals: bool = option(true_or_false, False)
+    # The proposals' confidence threshold instead of the one chosen on the project's held-out tasks.
+    proposal_threshold: float | None = option(number(0, 1), None)
 
     # The options the source(s) set; the others hold their defaults.
     given: frozenset[str] = frozenset()

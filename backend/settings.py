@@ -116,6 +116,11 @@ class Settings:
     train_debounce_s: float = 10.0
     train_steps: int = 300
     train_threads: int = 0  # torch threads of a training job; 0 = half the CPU cores (serving keeps the rest)
+    # Proposals (project option "proposals"): annotated tasks below which no proposal model is trained,
+    # training steps (0 = the model's default for the number of tasks), most objects proposed per image.
+    proposals_min_tasks: int = 8
+    proposals_steps: int = 0
+    proposals_max_objects: int = 100
     # Pin a project to a model version (rollback): {"<project id>": "<version name>"}.
     pinned_versions: dict = field(default_factory=dict)
     # Pre-annotation jobs: tasks per chunk (with REDIS_URL, the unit RQ workers share a project in)
@@ -165,6 +170,9 @@ class Settings:
             train_debounce_s=float(env.get("TRAIN_DEBOUNCE_S") or defaults.train_debounce_s),
             train_steps=int(env.get("TRAIN_STEPS") or defaults.train_steps),
             train_threads=int(env.get("TRAIN_THREADS") or defaults.train_threads),
+            proposals_min_tasks=max(2, int(env.get("PROPOSALS_MIN_TASKS") or defaults.proposals_min_tasks)),
+            proposals_steps=int(env.get("PROPOSALS_STEPS") or defaults.proposals_steps),
+            proposals_max_objects=max(1, int(env.get("PROPOSALS_MAX_OBJECTS") or defaults.proposals_max_objects)),
             pinned_versions=_json(env.get("PINNED_VERSIONS"), "PINNED_VERSIONS"),
             preannotate_chunk_tasks=max(1, int(env.get("PREANNOTATE_CHUNK_TASKS") or defaults.preannotate_chunk_tasks)),
             preannotate_threads=int(env.get("PREANNOTATE_THREADS") or defaults.preannotate_threads),

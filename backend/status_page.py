@@ -84,6 +84,7 @@ def _devices(settings) -> dict:
 
 def _projects(model) -> list[dict]:
     rows = []
+    proposals = model.proposals_overview(PROJECTS_SHOWN)
     for setup in model.store.list()[:PROJECTS_SHOWN]:
         try:
             config = _parsed(setup.label_config, model.settings.extreme_tool_prefix)
@@ -94,7 +95,7 @@ def _projects(model) -> list[dict]:
             tools, not_served = "", f"labeling config no longer accepted: {exc}"
         rows.append({"project": setup.project_id, "last /setup": _time(setup.updated_at),
                      "model version": model.model_version_for(setup.project_id), "prompt tools": tools,
-                     "tools not served": not_served or "none"})
+                     "tools not served": not_served or "none", "proposals": proposals.get(setup.project_id, "off")})
     return rows
 
 

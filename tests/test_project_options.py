@@ -23,12 +23,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def test_every_extra_param_is_declared_with_its_default():
     assert ProjectOptions.keys() == ["policies", "keep_extreme_points", "mask_type", "polygon_tolerance_px",
-                                     "preannotate_on_import"]
+                                     "preannotate_on_import", "proposals", "proposal_threshold"]
     defaults = ProjectOptions()
     assert defaults.given == frozenset()
     assert defaults.policies.labels == set() and defaults.policies.for_label("Car") == LabelPolicy()
     assert (defaults.keep_extreme_points, defaults.mask_type, defaults.polygon_tolerance_px,
-            defaults.preannotate_on_import) == (False, MaskKind.BRUSH, 1.0, False)
+            defaults.preannotate_on_import, defaults.proposals, defaults.proposal_threshold) == (
+        False, MaskKind.BRUSH, 1.0, False, False, None)
 
 
 def test_parsing_gives_each_option_its_type_and_records_what_was_set():

@@ -5,6 +5,7 @@
       pending.lock, train.lock      short state lock; held for a whole training run
       active.json                   {"version": name}: the version serving this project
       versions/<name>/              published weights + version.json (see versions.py)
+      proposals.json                the last training job's word on the proposal model (proposal_training.py)
       staging/<job id>/             a training job's output before it is published (JobLayout)
 
 (What ``/setup`` told about a project is in ``MODEL_DIR/projects/<project id>/``, ``ProjectStore``.)
@@ -29,6 +30,9 @@ class Layout(JobLayout):
 
     def active_file(self, project: str) -> Path:
         return self.project_dir(project) / "active.json"
+
+    def proposals_status_file(self, project: str) -> Path:
+        return self.project_dir(project) / "proposals.json"
 
     def versions_dir(self, project: str) -> Path:
         return self.project_dir(project) / "versions"

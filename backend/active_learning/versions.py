@@ -6,6 +6,9 @@ job publishes ``p<project>-v<n>`` whose parent is the version it was fine-tuned 
 
     versions/<name>/            the trainer's files, exactly as staged (sha256-verified)
     versions/<name>/version.json  {"name", "project", "parent", "created_at", "metrics", "files", "job"}
+    versions/<name>/proposals/  the project's proposal model, in a version that trained one (its extreme
+                                weights then are new, or the parent's copied over); a version without one
+                                is served the proposal model of its nearest ancestor that has one
     active.json                 {"version": "<name>"} — written last, atomically
 
 Publishing copies the staged files into a hidden temporary directory, verifies every sha256
@@ -37,6 +40,7 @@ from backend.project_store import project_id
 logger = logging.getLogger(__name__)
 
 VERSION_FILE = "version.json"
+PROPOSALS_DIR = "proposals"  # a version's proposal model (backend.proposals), when it has one
 _VERSION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _PROJECT_VERSION = re.compile(r"^p(?P<project>[0-9]+)-v(?P<number>[0-9]+)$")
 
@@ -143,6 +147,24 @@ class VersionRegistry:
             except VersionError:
                 version = self.default
         return version
+
+    def with_proposals(self, project: str) -> VersionInfo | None:
+        """The version whose proposal model serves ``project``: the serving version if it holds one,
+        else its nearest ancestor that does; None before the project's first proposal model."""
+        project = project_id(project)
+        version = self.serving(project)
+        seen = set()
+        while version.project is not None and version.name not in seen:
+            seen.add(version.name)
+            if any(path.startswith(PROPOSALS_DIR + "/") for path in version.files):
+                return version
+            try:
+                version = self.get(project, version.parent) if version.parent else self.default
+            except VersionError:
+                return None
+            if version.project is not None and self._verification_error(project, version) is not None:
+                return None
+        return None
 
     def verify(self, version: VersionInfo) -> None:
         """Raise ChecksumError unless every recorded file exists with its recorded sha256."""

@@ -1,5 +1,6 @@
 """The body of a pre-annotation job: read the project's tasks from Label Studio, turn the rectangles
-and keypoints in their predictions and annotations into brush masks — through the batch /predict
+and keypoints in their predictions and annotations (and, with the project option ``proposals``, the
+objects its proposal model finds) into brush masks — through the batch /predict
 path (``SegmentationModel.batch_prediction``), so a job stores exactly what "Retrieve predictions"
 would — and store each task's masks as a prediction with the project's model version.
 
@@ -225,10 +226,12 @@ def preannotate_task(model: SegmentationModel, context: ProjectContext, api, pro
             return FAILED, f"task {task_id} belongs to project {task.get('project')}, not {project}"
         if any(p.get("model_version") == context.version for p in task.get("predictions") or []):
             return ALREADY_PREDICTED, ""
-        if not has_prompt_regions(task, context.config):
-            return NO_PROMPTS, ""
+        if not has_prompt_regions(task, context.config) and context.proposer is None:
+            return NO_PROMPTS, context.proposals_note if context.options.proposals else ""
         if computed is None:
             prediction = model.batch_prediction(task, context)
+            if prediction.nothing_found:
+                return NO_PROMPTS, prediction.empty_because
             if prediction.entry is None:
                 return FAILED, "; ".join(prediction.skipped) or "no mask came out"
             computed = prediction.entry, "; ".join(prediction.skipped)

@@ -22,7 +22,7 @@ from backend.jobs.rates import eta_s, per_minute
 
 PREDICTED = "predicted"  # a prediction of the project's model version was stored
 ALREADY_PREDICTED = "already_predicted"  # the task already held one: nothing to do
-NO_PROMPTS = "no_prompts"  # no rectangle or keypoint in the task's predictions or annotations
+NO_PROMPTS = "no_prompts"  # no rectangle or keypoint in the task's predictions or annotations (nor a proposal)
 FAILED = "failed"  # the message says why (image not loaded, Label Studio refused, ...)
 OUTCOMES = (PREDICTED, ALREADY_PREDICTED, NO_PROMPTS, FAILED)
 # Errors listed per task in /jobs (the count covers them all).
