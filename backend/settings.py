@@ -127,6 +127,8 @@ class Settings:
     # and torch threads of a job run by the embedded worker or an RQ worker (0 = half the CPU cores).
     preannotate_chunk_tasks: int = 16
     preannotate_threads: int = 0
+    # At most this many tasks per pre-annotation job; those beyond are reported (not_planned), not worked.
+    preannotate_max_tasks: int = 100_000
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -176,6 +178,7 @@ class Settings:
             pinned_versions=_json(env.get("PINNED_VERSIONS"), "PINNED_VERSIONS"),
             preannotate_chunk_tasks=max(1, int(env.get("PREANNOTATE_CHUNK_TASKS") or defaults.preannotate_chunk_tasks)),
             preannotate_threads=int(env.get("PREANNOTATE_THREADS") or defaults.preannotate_threads),
+            preannotate_max_tasks=max(1, int(env.get("PREANNOTATE_MAX_TASKS") or defaults.preannotate_max_tasks)),
         )
 
     def resolved_device(self) -> str:

@@ -125,9 +125,21 @@ def test_a_stopped_job_goes_back_to_the_queue_and_resumes_where_it_stopped(setti
     assert job.state == QUEUED and "SIGTERM" in job.progress["message"] and job.progress["done"] == 3
     ls.reads.clear()
     job = run(settings, job, model, ls)
-    assert job.state == FINISHED and job.attempts == 2
+    assert job.state == FINISHED and job.attempts == 1, "a shutdown is no failed attempt"
     assert ls.reads == [4, 5], "the resumed job must start at the first task without an outcome"
     assert job.result[PREDICTED] == 5 and len(ls.created) == 5
+
+
+def test_more_shutdowns_than_max_attempts_never_fail_a_job(settings, model):
+    ls = FakeLabelStudio([box_task(i) for i in range(1, 3 * MAX_ATTEMPTS + 3)])
+    job = new_job(settings, scope="all")
+    for stop_at in range(2, 3 * MAX_ATTEMPTS + 2, 3):  # a deploy's restarts, one every few tasks
+        stopping = StopsAt([], stop_at)
+        stopping.tasks = ls.tasks
+        job = run(settings, job, model, stopping)
+        assert job.state == QUEUED and job.attempts == 0, (job.state, job.error)
+    job = run(settings, job, model, ls)
+    assert job.state == FINISHED and job.result[PREDICTED] == 3 * MAX_ATTEMPTS + 2 and job.attempts == 1
 
 
 def test_a_job_whose_process_keeps_dying_fails_after_max_attempts(settings):
@@ -359,3 +371,91 @@ def test_a_transient_image_download_from_label_studio_waits_and_another_image_er
     job = run(settings, new_job(settings, scope="all"), model, ls)
     assert job.result[PREDICTED] == 1 and job.result[FAILED] == 1 and len(no_waiting) == 2
     assert "not an image" in job.progress["errors"]["2"]
+
+
+class CancelledAt(FakeLabelStudio):
+    """``DELETE /jobs/<id>`` arrives while the job reads task ``at``."""
+
+    def __init__(self, tasks, at, jobs, job_id):
+        super().__init__(tasks)
+        self.at, self.jobs, self.job_id = at, jobs, job_id
+
+    def task(self, task_id):
+        if task_id == self.at:
+            self.jobs.cancel(self.job_id)
+        return super().task(task_id)
+
+
+def test_a_cancelled_job_stops_at_the_next_task_and_keeps_its_work(settings, model):
+    jobs = JobStore(JobLayout(settings.model_dir))
+    job = new_job(settings, scope="all")
+    ls = CancelledAt([box_task(i) for i in range(1, 7)], at=3, jobs=jobs, job_id=job.id)
+    job = run(settings, job, model, ls)
+    assert job.state == "cancelled" and job.finished_at is not None
+    assert sorted(p["task"] for p in ls.created) == [1, 2, 3], "the task in hand is finished, no other is started"
+    assert job.result[PREDICTED] == 3 and job.result["total"] == 6
+
+
+def test_a_cancelled_rq_job_stops_its_chunks(settings, model):
+    jobs = JobStore(JobLayout(settings.model_dir))
+    job = new_job(settings, scope="all")
+    ls = CancelledAt([box_task(i) for i in range(1, 7)], at=2, jobs=jobs, job_id=job.id)
+    chunks.plan_rq_chunks(settings, job.id, queue=FakeQueue(), tasks_api=ls)
+    for chunk in range(3):
+        chunks.work_chunk(settings, job.id, chunk, model, tasks_api=ls)
+    assert jobs.get(job.id).state == "cancelled" and sorted(p["task"] for p in ls.created) == [1, 2]
+
+
+def test_planning_and_progress_read_the_plan_once_and_each_outcome_once(settings, monkeypatch):
+    import backend.preannotation.progress as progress
+
+    reads = []
+    read_json = progress.read_json
+    monkeypatch.setattr(progress, "read_json", lambda path, *default: reads.append(path.name) or read_json(path, *default))
+    tasks = JobTasks(JobLayout(settings.model_dir), PROJECT_ID, "p7-big")
+    chunked = tasks.plan(range(1, 100_001), 16)
+    for task_id in chunked[0][:3]:
+        tasks.record(0, task_id, PREDICTED)
+    for _ in range(3):  # a process's rounds: what is pending, the summary, whether it is done
+        assert sum(len(tasks.pending(chunk)) for chunk in range(len(chunked))) == 100_000 - 3
+        assert tasks.summary(since=0)["done"] == 3 and not tasks.complete()
+    again = JobTasks(JobLayout(settings.model_dir), PROJECT_ID, "p7-big")  # another process
+    assert again.pending(0) == chunked[0][3:]
+    assert reads.count("plan.json") == 1, "each process reads the plan once"
+    assert len(reads) - reads.count("plan.json") == len(chunked) + 1, "a chunk's earlier format is looked for once"
+
+
+def test_outcomes_are_appended_a_torn_line_is_worked_again_and_the_earlier_format_is_read(settings):
+    from backend.files import write_json_atomic
+
+    tasks = JobTasks(JobLayout(settings.model_dir), PROJECT_ID, "p7-job")
+    tasks.plan([1, 2, 3, 4, 5, 6], 3)
+    tasks.record(0, 1, PREDICTED)
+    tasks.record(0, 2, FAILED, "HTTP 404")
+    with open(tasks.directory / "chunk-00000.jsonl", "ab") as file:
+        file.write(b'{"task": 3, "outcome": "pred')  # killed mid-write
+    write_json_atomic(tasks.directory / "chunk-00001.json", {"4": {"outcome": NO_PROMPTS, "message": "", "at": 1.0}})
+    fresh = JobTasks(JobLayout(settings.model_dir), PROJECT_ID, "p7-job")
+    assert fresh.pending(0) == [3] and fresh.pending(1) == [5, 6]
+    summary = fresh.summary(since=0)
+    assert (summary["done"], summary[PREDICTED], summary[FAILED], summary[NO_PROMPTS]) == (3, 1, 1, 1)
+    assert summary["errors"] == {"2": "HTTP 404"}
+
+
+def test_tasks_over_the_cap_are_reported_not_dropped_silently(settings, model):
+    from backend.preannotation.trigger import request_preannotation
+
+    from active_learning_fakes import RecordingExecutor
+
+    settings = replace(settings, preannotate_max_tasks=4)
+    jobs = JobStore(JobLayout(settings.model_dir))
+    job, _ = request_preannotation(jobs, RecordingExecutor(), PROJECT_ID, "import", tasks=range(1, 4), max_tasks=4)
+    job, merged = request_preannotation(jobs, RecordingExecutor(), PROJECT_ID, "import", tasks=range(3, 7), max_tasks=4)
+    assert merged and job.params["tasks"] == [1, 2, 3, 4] and job.params["over_cap"] == 2
+    ls = FakeLabelStudio([box_task(i) for i in range(1, 7)])
+    job = run(settings, job, model, ls)
+    assert job.state == FINISHED and job.result["total"] == 4 and job.result["not_planned"] == 2
+    assert "2 tasks over PREANNOTATE_MAX_TASKS not planned" in job.progress["message"]
+
+    job = run(settings, new_job(settings, tasks=[1], scope="all"), model, ls)  # the cap holds at planning too
+    assert job.result["total"] == 4 and job.result["not_planned"] == 2 and job.result[ALREADY_PREDICTED] == 4

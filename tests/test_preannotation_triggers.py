@@ -134,3 +134,46 @@ def test_a_published_version_queues_nothing_without_preannotate_on_import(settin
     training = jobs.create("7", "test")
     run_training_job(settings, training.id, trainer=FakeTrainer(), reader=FakeReader())
     assert jobs.get(training.id).result["published"] and preannotation_jobs(learning) == []
+
+
+def test_delete_jobs_cancels_a_queued_job_at_once_and_asks_a_running_one_to_stop(app):
+    client, learning, _ = app
+    jobs = learning.jobs
+    queued = client.post("/jobs", json={"type": "preannotate", "project": 7}, headers=AUTH).get_json()["job"]
+    assert client.delete(f"/jobs/{queued['id']}").status_code == 401
+    answer = client.delete(f"/jobs/{queued['id']}", headers=AUTH)
+    assert answer.status_code == 200 and answer.get_json()["state"] == "cancelled"
+    assert client.delete(f"/jobs/{queued['id']}", headers=AUTH).status_code == 200  # again: nothing changes
+    assert jobs.mark_running(queued["id"], 4242).state == "cancelled", "a worker never starts a cancelled job"
+    assert [j["id"] for j in client.get("/jobs?state=cancelled", headers=AUTH).get_json()["jobs"]] == [queued["id"]]
+
+    running = client.post("/jobs", json={"type": "preannotate", "project": 7}, headers=AUTH).get_json()["job"]
+    jobs.mark_running(running["id"], 4242)
+    answer = client.delete(f"/jobs/{running['id']}", headers=AUTH)
+    assert answer.status_code == 202 and answer.get_json()["state"] == "running"
+    assert answer.get_json()["cancel_requested_at"] is not None and answer.get_json()["stalled"] is False
+
+    training = jobs.create("7", "test")
+    jobs.mark_running(training.id, 4243)
+    answer = client.delete(f"/jobs/{training.id}", headers=AUTH)
+    assert answer.status_code == 409 and "cannot be stopped midway" in answer.get_json()["error"]
+    jobs.finish(training.id, {})
+    assert client.delete(f"/jobs/{training.id}", headers=AUTH).status_code == 409
+    assert client.delete("/jobs/p7-nothing", headers=AUTH).status_code == 404
+
+
+def test_a_running_job_whose_progress_does_not_move_shows_stalled(app):
+    import time
+
+    from backend.jobs.store import STALLED_AFTER_S
+
+    client, learning, _ = app
+    job = learning.jobs.create("7", "test", PREANNOTATE, {"tasks": [1], "scope": None})
+    learning.jobs.mark_running(job.id, None)
+    assert client.get(f"/jobs/{job.id}", headers=AUTH).get_json()["stalled"] is False
+    learning.jobs.heartbeat(job.id, {"stage": "pre-annotating", "done": 0, "fraction": 0.0, "message": "0/1 tasks"})
+    learning.jobs.update(job.id, lambda j: setattr(j, "progressed_at", time.time() - STALLED_AFTER_S - 1))
+    learning.jobs.heartbeat(job.id, {"stage": "pre-annotating", "done": 0, "fraction": 0.0, "message": "retrying"})
+    assert client.get(f"/jobs/{job.id}", headers=AUTH).get_json()["stalled"] is True, "a new message is no progress"
+    learning.jobs.heartbeat(job.id, {"stage": "pre-annotating", "done": 1, "fraction": 1.0, "message": "1/1 tasks"})
+    assert client.get("/jobs", headers=AUTH).get_json()["jobs"][0]["stalled"] is False

@@ -33,7 +33,7 @@ from backend.images import ImageError
 from backend.jobs.backoff import Backoff
 from backend.label_studio_client import LabelStudioUnavailable
 from backend.jobs.lifecycle import Heartbeat, ProgressWriter, Stopped, failures_recorded
-from backend.jobs.store import FINISHED, JobStore, outcome_summary
+from backend.jobs.store import FINISHED, RUNNING, JobStore, outcome_summary
 from backend.jobs.types import follow_ups
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
     layout = Layout(settings.model_dir)
     jobs = JobStore(layout)
     job = jobs.mark_running(job_id, os.getpid())
+    if job.state != RUNNING:  # cancelled before it started
+        return
     context = JobContext(job_id, job.project, VersionRegistry.from_settings(settings))
     progress = Progress(jobs, job_id)
     staging = layout.staging_dir(job.project, job_id)

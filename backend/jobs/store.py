@@ -5,12 +5,18 @@ Types (``types.py``): ``train`` (retrain a project's extreme-point model,
 ``backend.active_learning.training_job``) and ``preannotate`` (store brush predictions for a
 project's tasks in Label Studio, ``backend.preannotation``).
 
-States: queued -> running -> finished | failed. A job left "running" by a process that died (kill
+States: queued -> running -> finished | failed | cancelled. ``cancel``: a queued job is cancelled at
+once; a running pre-annotation job is asked to stop (``cancel_requested_at``) and stops at its next
+task boundary, keeping the work done; a running training job (no boundary; minutes) cannot be. A job left "running" by a process that died (kill
 -9, OOM, power loss) is found by ``JobStore.reap_dead`` — its pid is gone on this host, or its
 heartbeat stopped — and ``abandon``-ed with that reason, so a restart picks the truth up from disk:
 a job of a type that is not resumable fails (a training job: serving is unchanged); a resumable one
 (pre-annotation, which keeps its progress per task on disk) goes back to the queue and resumes, up
-to ``MAX_ATTEMPTS`` times.
+to ``MAX_ATTEMPTS`` times. A shutdown (SIGTERM) is no death: a resumable job ``pause``s, attempts
+unchanged.
+
+A running job is ``stalled`` (a flag in ``/jobs``, not a state) when its progress (stage, count,
+fraction) has not moved for ``STALLED_AFTER_S``: its workers are gone, or it waits for Label Studio.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from backend.jobs.layout import JobLayout
 from backend.jobs.types import TRAIN, job_type, load
 from backend.project_store import project_id
 
-QUEUED, RUNNING, FINISHED, FAILED = "queued", "running", "finished", "failed"
+QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", "failed", "cancelled"
+ENDED = (FINISHED, FAILED, CANCELLED)
 # A running job rewrites its heartbeat this often; one silent for HEARTBEAT_STALE_S is dead.
 HEARTBEAT_INTERVAL_S = 5.0
 HEARTBEAT_STALE_S = 120.0
@@ -38,6 +45,8 @@ JOBS_KEPT_PER_PROJECT = 50
 # Starts of a resumable job before a process death counts as the job failing (a task that kills
 # its process every time must not loop forever).
 MAX_ATTEMPTS = 3
+# A running job whose progress has not moved for this long shows ``stalled`` in /jobs.
+STALLED_AFTER_S = 600.0
 
 
 @dataclass
@@ -51,6 +60,7 @@ class Job:
     a pre-annotation job's final counts.
     error: why the job failed; safe to show (no secrets, no payloads).
     attempts: how often a resumable job was started (see ``abandon``).
+    progressed_at: when its progress last moved (stage, done count or fraction), see ``stalled``.
     """
 
     id: str
@@ -69,6 +79,8 @@ class Job:
     result: dict = field(default_factory=dict)
     error: str | None = None
     attempts: int = 0
+    progressed_at: float | None = None
+    cancel_requested_at: float | None = None
 
     @property
     def kind(self) -> str:
@@ -89,6 +101,8 @@ def outcome_summary(job: Job) -> str:
     For the log and the status page."""
     if job.state == FAILED:
         return f"failed: {job.error}"
+    if job.state == CANCELLED:
+        return "cancelled: " + ", ".join(f"{key} {value}" for key, value in job.result.items())
     if job.state != FINISHED:
         return ""
     summary = job_type(job.type).summary
@@ -99,6 +113,10 @@ def outcome_summary(job: Job) -> str:
 
 class JobNotFound(KeyError):
     pass
+
+
+class NotCancellable(ValueError):
+    """The job cannot be cancelled (ended already, or running without task boundaries); the message says why."""
 
 
 class JobStore:
@@ -172,12 +190,14 @@ class JobStore:
         RQ workers anywhere (then its RQ parts, not a pid or heartbeat, tell whether it lives)."""
 
         def change(job: Job) -> None:
+            if job.state in ENDED:  # cancelled before this process took it: it stays so
+                return
             if job.state != RUNNING or job.pid != pid:  # not the process that started it confirming
                 job.attempts += 1
                 job.started_at = time.time()
             job.state, job.pid = RUNNING, pid
             job.host = socket.gethostname() if pid is not None else None
-            job.heartbeat_at = time.time()
+            job.heartbeat_at = job.progressed_at = time.time()
             job.error = None
 
         return self.update(job_id, change)
@@ -186,6 +206,8 @@ class JobStore:
         def change(job: Job) -> None:
             job.heartbeat_at = time.time()
             if progress is not None:
+                if _advance(progress) != _advance(job.progress):
+                    job.progressed_at = job.heartbeat_at
                 job.progress = progress
 
         return self.update(job_id, change)
@@ -202,7 +224,7 @@ class JobStore:
         output (left behind by a killed process) is removed."""
 
         def change(job: Job) -> None:
-            if job.state not in (FINISHED, FAILED):
+            if job.state not in ENDED:
                 job.state, job.error, job.finished_at = FAILED, reason, time.time()
 
         job = self.update(job_id, change)
@@ -215,10 +237,43 @@ class JobStore:
         ``abandon`` this does not count as a failed attempt."""
 
         def change(job: Job) -> None:
-            if job.state == RUNNING:
+            if job.state == RUNNING and job.cancel_requested_at is not None:
+                _cancelled(job)
+            elif job.state == RUNNING:
                 job.state, job.pid, job.host = QUEUED, None, None
                 job.attempts = max(0, job.attempts - 1)  # its next start is this attempt's continuation
                 job.progress = {**job.progress, "message": message}
+
+        return self.update(job_id, change)
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job now; ask a running one of a resumable type to stop at its next task
+        boundary (its process, or the chunk that gets there, then calls ``end_cancelled``). Raises
+        NotCancellable for an ended job or a running training job."""
+        self.get(job_id)  # JobNotFound before a lock file is made for it
+
+        def change(job: Job) -> None:
+            if job.state == QUEUED:
+                _cancelled(job)
+            elif job.state == RUNNING and job_type(job.type).resumable:
+                if job.cancel_requested_at is None:
+                    job.cancel_requested_at = time.time()
+                    job.progress = {**job.progress, "message": "cancelling: stops after the task in hand"}
+            elif job.state == RUNNING:
+                raise NotCancellable(f"a running {job.kind} job cannot be stopped midway; it ends by itself")
+            elif job.state != CANCELLED:
+                raise NotCancellable(f"the job has ended ({job.state})")
+
+        return self.update(job_id, change)
+
+    def end_cancelled(self, job_id: str, result: dict | None = None) -> Job:
+        """A running job whose cancellation was asked for stopped: it is cancelled, with ``result``
+        (the work it did)."""
+
+        def change(job: Job) -> None:
+            if job.state == RUNNING:
+                _cancelled(job)
+                job.result = dict(result or job.result)
 
         return self.update(job_id, change)
 
@@ -233,6 +288,8 @@ class JobStore:
                 job.progress = {**job.progress, "message": f"resuming: {reason}"}
 
         job = self.get(job_id)
+        if job.state == RUNNING and job.cancel_requested_at is not None:
+            return self.end_cancelled(job_id)
         resumable = job_type(job.type).resumable
         if resumable and job.attempts < MAX_ATTEMPTS:
             return self.update(job_id, requeue)
@@ -244,7 +301,7 @@ class JobStore:
         """Delete all but the newest ``keep_per_project`` ended jobs of each project."""
         ended: dict[str, list[Job]] = {}
         for job in self.list():
-            if job.state in (FINISHED, FAILED):
+            if job.state in ENDED:
                 ended.setdefault(job.project, []).append(job)
         for jobs in ended.values():
             for job in jobs[:-keep_per_project]:
@@ -281,6 +338,24 @@ class JobStore:
         if not job_id or "/" in job_id or job_id.startswith("."):
             raise JobNotFound(job_id)
         return self.layout.jobs_dir / f"{job_id}.json"
+
+
+def _cancelled(job: Job) -> None:
+    job.state, job.pid, job.host, job.finished_at = CANCELLED, None, None, time.time()
+    job.progress = {**job.progress, "stage": "cancelled", "message": "cancelled; the work done is kept"}
+
+
+def _advance(progress: dict) -> tuple:
+    """What moves while a job gets on (not its messages or rates)."""
+    return progress.get("stage"), progress.get("done"), progress.get("fraction")
+
+
+def stalled(job: Job, now: float | None = None) -> bool:
+    """Whether running ``job``'s progress has not moved for ``STALLED_AFTER_S``."""
+    if job.state != RUNNING:
+        return False
+    since = job.progressed_at or job.started_at or job.created_at
+    return (time.time() if now is None else now) - since > STALLED_AFTER_S
 
 
 def death_reason(job: Job, now: float) -> str | None:

@@ -23,7 +23,7 @@ from backend.jobs.executors import LEGACY, LOST, RQ_JOB_TIMEOUT_S, rq_status
 from backend.jobs.layout import JobLayout
 from backend.jobs.queues import PREANNOTATION_QUEUE, rq_queue
 from backend.jobs.store import MAX_ATTEMPTS, QUEUED, RUNNING, Job, JobStore
-from backend.preannotation.job import JOB_ERRORS, JobRun, job_threads
+from backend.preannotation.job import JOB_ERRORS, Cancelled, JobRun, job_threads
 from backend.preannotation.progress import FAILED
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ def chunk_id(job_id: str, chunk: int) -> str:
 def plan_rq_chunks(settings, job_id: str, queue=None, tasks_api=None) -> None:
     jobs = JobStore(JobLayout(settings.model_dir))
     job = jobs.mark_running(job_id, None)
+    if job.state != RUNNING:  # cancelled before a worker took it
+        return
     run = JobRun(settings, jobs, job, tasks_api)
     try:
         chunks = run.plan()
@@ -68,6 +70,9 @@ def work_chunk(settings, job_id: str, chunk: int, model, tasks_api=None) -> None
     run = JobRun(settings, jobs, job, tasks_api)
     try:
         run.work(chunk, model)
+    except Cancelled:
+        run.cancelled()
+        return
     except JOB_ERRORS as exc:  # the project cannot be read: every chunk would fail alike
         jobs.fail(job_id, str(exc))
         return
@@ -85,6 +90,9 @@ def poll_chunks(jobs: JobStore, queue, job: Job) -> bool:
     if rq_status(connection, job.id) in ("queued", "started"):
         return False  # still planning and queueing its chunks
     run = JobRun(None, jobs, job)
+    if job.cancel_requested_at is not None:  # no chunk got to a task boundary since (none running?)
+        run.cancelled()
+        return False
     chunks = run.tasks.chunks()
     if chunks is None:  # planning was lost before it wrote the plan
         return jobs.abandon(job.id, "planning the job was interrupted").state == QUEUED

@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 JOB_ERRORS = (ProjectDataError, RequestError, LabelingError)
 
 
+class Cancelled(Exception):
+    """``DELETE /jobs/<id>`` asked the job to stop: it does, at a task boundary."""
+
+
 class LabelStudioDown(Exception):
     """Label Studio did not answer now (``LabelStudioError.transient`` / ``ImageError.transient``):
     the job waits and tries again. ``computed``: the task's (prediction entry, notes) when its mask
@@ -117,7 +121,12 @@ class JobRun:
                 self.jobs.heartbeat(self.job.id, {"stage": "planning", "fraction": 0.0,
                                                   "message": f"listing project {self.job.project}'s {scope} tasks"})
                 ids += self.patiently(lambda: self.api.task_ids(self.job.project, unlabeled_only=scope == "unlabeled"))
-            chunks = self.tasks.plan(ids, self.settings.preannotate_chunk_tasks)
+            chunks = self.tasks.plan(ids, self.settings.preannotate_chunk_tasks, self.settings.preannotate_max_tasks,
+                                     left_out=self.job.params.get("over_cap", 0))
+            if self.tasks.not_planned():
+                logger.warning("pre-annotation job %s: %d tasks over PREANNOTATE_MAX_TASKS (%d) not planned; "
+                               "queue them in another job", self.job.id, self.tasks.not_planned(),
+                               self.settings.preannotate_max_tasks)
         self.report(force=True)
         pending = sum(len(self.tasks.pending(chunk)) for chunk in range(len(chunks)))
         total = sum(len(chunk) for chunk in chunks)
@@ -128,6 +137,7 @@ class JobRun:
         """Pre-annotate the tasks of ``chunk`` that have no outcome yet."""
         context = self.project_context(model)
         for task_id in self.tasks.pending(chunk):
+            self.stop_if_cancelled()
             outcome, message = self.preannotate(model, context, task_id)
             if outcome == FAILED:
                 logger.warning("pre-annotation job %s: task %s failed: %s", self.job.id, task_id, message)
@@ -172,6 +182,25 @@ class JobRun:
         self._progress.waiting(message)
         self.report(force=True, stage="waiting", message=message)
         time.sleep(wait_s)
+        self.stop_if_cancelled()
+
+    def stop_if_cancelled(self) -> None:
+        """Raise ``Cancelled`` when the job was cancelled (or ended) meanwhile: a task boundary."""
+        job = self.jobs.get(self.job.id)
+        if job.state != RUNNING or job.cancel_requested_at is not None:
+            raise Cancelled()
+
+    def cancelled(self) -> None:
+        """End the job as cancelled, with the counts of the work it did."""
+        self.report(force=True)
+        job = self.jobs.end_cancelled(self.job.id, self.counts(self.tasks.summary(since=time.time())))
+        logger.info("%s job %s for project %s %s", job.kind, job.id, job.project, outcome_summary(job))
+
+    def counts(self, summary: dict) -> dict:
+        version = self._context.version if self._context is not None else self.job.progress.get("model_version")
+        counts = {key: summary[key] for key in ("total", PREDICTED, ALREADY_PREDICTED, NO_PROMPTS, FAILED)}
+        over = {"not_planned": summary["not_planned"]} if summary["not_planned"] else {}
+        return {**counts, **over, "model_version": version}
 
     def project_context(self, model: SegmentationModel) -> ProjectContext:
         """The project's config, policies, segmenters and version: from its /setup, else (a project
@@ -202,11 +231,8 @@ class JobRun:
 
         def change(job: Job) -> None:
             if job.state == RUNNING:
-                version = self._context.version if self._context is not None else job.progress.get("model_version")
-                job.state, job.finished_at = FINISHED, time.time()
-                job.progress = {"stage": "done", **summary, "model_version": version}
-                job.result = {key: summary[key] for key in ("total", PREDICTED, ALREADY_PREDICTED, NO_PROMPTS, FAILED)}
-                job.result["model_version"] = version
+                job.state, job.finished_at, job.result = FINISHED, time.time(), self.counts(summary)
+                job.progress = {"stage": "done", **summary, "model_version": job.result["model_version"]}
                 ended.append(True)
 
         job = self.jobs.update(self.job.id, change)
@@ -278,11 +304,13 @@ def run_preannotation_job(settings, job_id: str, model: SegmentationModel | None
     """Work job ``job_id`` to its end in this process; the outcome goes to the job file, never raised.
 
     ``model``: None loads the serving model here with bounded threads (the embedded worker's
-    spawned process). SIGTERM (shutdown) puts the job back in the queue, to resume. With
+    spawned process). SIGTERM (shutdown) pauses the job (back in the queue, no attempt counted), to resume. With
     ``yield_to_first`` (the embedded worker, which runs one job at a time), the job pauses after
     a chunk when a job of a type that goes first (training) is queued, and resumes after it."""
     jobs = JobStore(JobLayout(settings.model_dir))
     job = jobs.mark_running(job_id, os.getpid())
+    if job.state != RUNNING:  # cancelled before it started
+        return
     run = JobRun(settings, jobs, job, tasks_api, progress)
     with failures_recorded(jobs, job_id, JOB_ERRORS):
         try:
@@ -297,6 +325,10 @@ def run_preannotation_job(settings, job_id: str, model: SegmentationModel | None
                     model = model or serving_model(settings, job_threads(settings))
                     run.work(chunk, model)
                 run.finish_if_complete()
+        except Cancelled:
+            run.cancelled()
         except Stopped:
             run.report(force=True)  # the counts as they stand when it resumes
-            jobs.abandon(job_id, "stopped by SIGTERM (backend or worker shutdown)")
+            # A shutdown (a deploy, a restart) is routine: the job waits for the next start, and
+            # only crashes and kills count against its MAX_ATTEMPTS.
+            jobs.pause(job_id, "paused by a shutdown (SIGTERM); resumes when the backend starts again")

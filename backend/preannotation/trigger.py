@@ -5,7 +5,9 @@ TASKS_CREATED), ``POST /jobs`` (``request_from_http``) and a newly published mod
 
 The queue is bounded per project: a request while the project already has a queued pre-annotation
 job is merged into it (its task list grows, or it covers every task), so a project has at most one
-queued and one running pre-annotation job, however many imports or requests arrive.
+queued and one running pre-annotation job, however many imports or requests arrive. A job lists at
+most ``PREANNOTATE_MAX_TASKS`` task ids (the lowest); those beyond are counted in its params
+(``over_cap``) and reported as ``not_planned``, never silently dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from backend.jobs.store import QUEUED, Job, JobStore
 from backend.jobs.types import PREANNOTATE, JobRequestError
 from backend.project_options import ProjectOptions
 from backend.project_store import ProjectStore
+from backend.settings import Settings
 from backend.webhooks import TASKS_CREATED, EventError, WebhookEvent
 
 logger = logging.getLogger(__name__)
@@ -28,7 +31,8 @@ SCOPES = (None, "unlabeled", "all")
 
 
 def request_preannotation(jobs: JobStore, executor, project: str, trigger: str, tasks: list[int] = (),
-                          scope: str | None = None) -> tuple[Job, bool]:
+                          scope: str | None = None,
+                          max_tasks: int = Settings.preannotate_max_tasks) -> tuple[Job, bool]:
     """Queue a pre-annotation job for ``project`` covering the task ids ``tasks`` and the tasks of
     ``scope`` (see SCOPES), or merge the request into the job already queued for it. Returns (the
     job, whether the request was merged into an existing one)."""
@@ -37,9 +41,9 @@ def request_preannotation(jobs: JobStore, executor, project: str, trigger: str, 
     with file_lock(jobs.layout.project_dir(project) / "preannotate.lock"):
         queued = [job for job in jobs.list(project) if job.type == PREANNOTATE and job.state == QUEUED]
         if queued:
-            return jobs.update(queued[0].id, lambda job: _merge(job.params, tasks, scope)), True
+            return jobs.update(queued[0].id, lambda job: _merge(job.params, tasks, scope, max_tasks)), True
         params = {"tasks": [], "scope": None}
-        _merge(params, tasks, scope)
+        _merge(params, tasks, scope, max_tasks)
         job = jobs.create(project, trigger, PREANNOTATE, params)
         try:
             executor.submit(job)
@@ -50,9 +54,14 @@ def request_preannotation(jobs: JobStore, executor, project: str, trigger: str, 
     return job, False
 
 
-def _merge(params: dict, tasks, scope: str | None) -> None:
-    """Widen a job's ``params`` ({"tasks", "scope"}) to cover ``tasks`` and ``scope`` too."""
-    params["tasks"] = sorted(set(params.get("tasks") or []) | {int(task) for task in tasks})
+def _merge(params: dict, tasks, scope: str | None, max_tasks: int) -> None:
+    """Widen a job's ``params`` ({"tasks", "scope"}) to cover ``tasks`` and ``scope`` too, keeping at
+    most ``max_tasks`` ids (the excess is counted in ``over_cap``)."""
+    merged = sorted(set(params.get("tasks") or []) | {int(task) for task in tasks})
+    if len(merged) > max_tasks:
+        params["over_cap"] = params.get("over_cap", 0) + len(merged) - max_tasks
+        merged = merged[:max_tasks]
+    params["tasks"] = merged
     params["scope"] = max(params.get("scope"), scope, key=SCOPES.index)
 
 
@@ -76,7 +85,7 @@ class Preannotation:
         if not ids:
             raise EventError("TASKS_CREATED without a 'tasks' list of objects with an integer 'id'")
         job, merged = request_preannotation(self.jobs, self.executor, project, f"TASKS_CREATED ({len(ids)} tasks)",
-                                            tasks=ids)
+                                            tasks=ids, max_tasks=self.settings.preannotate_max_tasks)
         return {"preannotation": job.id, "merged": merged}
 
 
@@ -111,7 +120,8 @@ def after_training(settings, job: Job, result: dict) -> dict:
     jobs = JobStore(JobLayout(settings.model_dir))
     try:
         queued, _ = request_preannotation(jobs, make_executor(settings, jobs), job.project,
-                                          f"new model version {version}", scope="unlabeled")
+                                          f"new model version {version}", scope="unlabeled",
+                                          max_tasks=settings.preannotate_max_tasks)
     except Exception as exc:  # the version is published either way
         logger.exception("could not queue pre-annotation with %s for project %s", version, job.project)
         return {"preannotation_error": f"{type(exc).__name__}: {str(exc)[:200]}"}
