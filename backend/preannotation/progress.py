@@ -41,7 +41,11 @@ class JobTasks:
         self._plan: dict | None = None
         self._outcomes: dict[int, dict[int, dict]] = {}  # chunk -> task id -> outcome
         self._read_to: dict[int, int] = {}  # chunk -> bytes of its file read
-        self._complete_upto = 0  # chunks before this one have an outcome for every task
+        self._complete: set[int] = set()  # chunks with an outcome for every task: they never change
+        self._counts = {name: 0 for name in OUTCOMES}
+        self._times: list[float] = []  # when each outcome was recorded (the rate)
+        self._errors: dict[str, str] = {}  # the first ERRORS_SHOWN failed tasks' messages
+        self._complete_upto = 0  # chunks before this one are complete
 
     def chunks(self) -> list[list[int]] | None:
         """The planned chunks of task ids, or None before planning."""
@@ -68,11 +72,43 @@ class JobTasks:
     def outcomes(self, chunk: int) -> dict[int, dict]:
         """task id -> {"outcome", "message", "at", "worker"} for the tasks of ``chunk`` already worked."""
         if chunk not in self._outcomes:
-            legacy = read_json(self.directory / f"chunk-{chunk:05d}.json", {}) or {}
-            self._outcomes[chunk] = {int(task): value for task, value in legacy.items()}
-            self._read_to[chunk] = 0
+            self._load(chunk, (self.directory / self._legacy_name(chunk)).exists())
         self._read_new_lines(chunk)
         return self._outcomes[chunk]
+
+    def _refresh(self) -> None:
+        """Every chunk's outcomes as they are now: one listing of the folder, then only the files
+        of chunks not complete yet, from where they were last read."""
+        chunks = self.chunks() or []
+        try:
+            names = set(os.listdir(self.directory))
+        except FileNotFoundError:
+            return
+        for chunk in range(len(chunks)):
+            if chunk in self._complete:
+                continue
+            if chunk not in self._outcomes:
+                self._load(chunk, self._legacy_name(chunk) in names)
+            if _chunk_name(chunk) in names:
+                self._read_new_lines(chunk)
+            if len(self._outcomes[chunk]) >= len(chunks[chunk]):
+                self._complete.add(chunk)
+
+    def _load(self, chunk: int, legacy: bool) -> None:
+        self._outcomes[chunk], self._read_to[chunk] = {}, 0
+        if legacy:  # a job planned before outcomes were appended
+            for task, value in (read_json(self.directory / self._legacy_name(chunk), {}) or {}).items():
+                self._add(chunk, int(task), value)
+
+    def _add(self, chunk: int, task: int, value: dict) -> None:
+        before = self._outcomes[chunk].get(task)
+        if before is not None:
+            self._counts[before["outcome"]] -= 1
+        self._outcomes[chunk][task] = value
+        self._counts[value["outcome"]] += 1
+        self._times.append(value["at"])
+        if value["outcome"] == FAILED and len(self._errors) < ERRORS_SHOWN:
+            self._errors[str(task)] = value["message"]
 
     def _read_new_lines(self, chunk: int) -> None:
         path = self._chunk_file(chunk)
@@ -89,9 +125,12 @@ class JobTasks:
         for line in complete.splitlines():
             try:
                 value = json.loads(line)
-                self._outcomes[chunk][int(value.pop("task"))] = value
+                task = int(value.pop("task"))
+                if value["outcome"] not in OUTCOMES:
+                    continue
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a torn line: its task has no outcome and is worked again
+            self._add(chunk, task, value)
         self._read_to[chunk] += len(complete)
 
     def record(self, chunk: int, task_id: int, outcome: str, message: str = "") -> None:
@@ -114,29 +153,20 @@ class JobTasks:
         ``since``, the current run's start), the failed tasks' errors, and how many tasks were
         over PREANNOTATE_MAX_TASKS (``not_planned``)."""
         now = time.time() if now is None else now
-        chunks = self.chunks() or []
-        total = sum(len(chunk) for chunk in chunks)
-        counts = {name: 0 for name in OUTCOMES}
-        done = recent = 0
-        errors: dict[str, str] = {}
-        for index in range(len(chunks)):
-            for task, value in self.outcomes(index).items():
-                done += 1
-                counts[value["outcome"]] += 1
-                recent += value["at"] >= since
-                if value["outcome"] == FAILED and len(errors) < ERRORS_SHOWN:
-                    errors[str(task)] = value["message"]
-        rate = per_minute(recent, now - since)
+        self._refresh()
+        total = sum(len(chunk) for chunk in self.chunks() or [])
+        done = sum(self._counts.values())
+        rate = per_minute(sum(1 for at in self._times if at >= since), now - since)
         not_planned = self.not_planned()
         over = f"; {not_planned} tasks over PREANNOTATE_MAX_TASKS not planned" if not_planned else ""
         return {
             "done": done, "total": total, "fraction": round(done / total, 4) if total else 1.0,
-            **counts,
+            **self._counts,
             "not_planned": not_planned,
             "rate_per_min": rate,
             "eta_s": eta_s(total - done, rate),
-            "errors": errors,
-            "message": f"{done}/{total} tasks, {counts[PREDICTED]} predicted, {counts[FAILED]} failed{over}",
+            "errors": dict(self._errors),
+            "message": f"{done}/{total} tasks, {self._counts[PREDICTED]} predicted, {self._counts[FAILED]} failed{over}",
         }
 
     def complete(self) -> bool:
@@ -147,5 +177,14 @@ class JobTasks:
             self._complete_upto += 1
         return self._complete_upto == len(chunks)
 
+    @staticmethod
+    def _legacy_name(chunk: int) -> str:
+        return f"chunk-{chunk:05d}.json"
+
     def _chunk_file(self, chunk: int) -> Path:
-        return self.directory / f"chunk-{chunk:05d}.jsonl"
+        return self.directory / _chunk_name(chunk)
+
+
+def _chunk_name(chunk: int) -> str:
+    return f"chunk-{chunk:05d}.jsonl"
+
