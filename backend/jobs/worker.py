@@ -7,16 +7,26 @@ the backend replicas; each needs the same LABEL_STUDIO_URL / LABEL_STUDIO_API_KE
 and the same model settings (SAM_CHECKPOINT, EXTREME_WEIGHTS, ...), since a pre-annotation chunk
 loads the serving segmenters and embedding jobs use SAM (loaded once, at the worker's first one).
 Without REDIS_URL there is nothing to run: the backend runs its jobs itself (embedded executor).
+
+RQ's own loop quits when Redis goes away (a restart, a network cut) while it heartbeats or runs
+maintenance; ours then waits for Redis (capped, jittered backoff; SIGTERM still stops it) and works
+on with a fresh registration, so a job never waits for a worker that silently left. Only a shutdown
+(SIGTERM, SIGINT) or ``--burst`` ends the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 
 from rq.defaults import DEFAULT_WORKER_TTL
+from redis.exceptions import RedisError
 from rq.worker import SpawnWorker, WorkerStatus
 
+from backend.jobs.backoff import Backoff
 from backend.jobs.queues import IN_WORKER_QUEUES, IN_WORKER_TIMEOUT_S, SERIALIZER, WORKER_QUEUES, rq_queue
 from backend.log_config import configure_logging
 from backend.settings import Settings
@@ -26,6 +36,8 @@ EMBEDDED_NOTE = (
     "background process of its host (state under MODEL_DIR). To scale out, set REDIS_URL (e.g. "
     "redis://localhost:6379/0) for the backend and for each `python -m backend worker`."
 )
+logger = logging.getLogger(__name__)
+
 # An in-worker job sends no heartbeats while it runs; RQ waits this long past its timeout.
 IN_WORKER_GRACE_S = 60
 
@@ -34,6 +46,12 @@ class BackendWorker(SpawnWorker):
     """Jobs of ``IN_WORKER_QUEUES`` (embeddings) run in the worker's own process, so SAM is loaded
     once; other jobs (training, pre-annotation) run in a freshly spawned process each. Spawned, not
     forked: a process forked after torch ran a parallel op hangs on its next one."""
+
+    shutdown_requested = False
+
+    def request_stop(self, signum, frame):
+        self.shutdown_requested = True  # RQ's loop ends for this, not for a lost Redis
+        super().request_stop(signum, frame)
 
     def execute_job(self, job, queue):
         if queue.name not in IN_WORKER_QUEUES:
@@ -64,6 +82,39 @@ def run(args: argparse.Namespace) -> int:
     # RQ's worker blocks on its queues for up to its TTL (minus a margin) per wait
     connection = redis_client(settings.redis_url, blocking_reads_s=DEFAULT_WORKER_TTL)
     queues = [rq_queue(name, connection) for name in WORKER_QUEUES]
-    worker = BackendWorker(queues, connection=connection, name=args.name, serializer=SERIALIZER)
-    worker.work(burst=args.burst)
-    return 0
+    while True:
+        worker = BackendWorker(queues, connection=connection, name=args.name, serializer=SERIALIZER)
+        try:
+            worker.work(burst=args.burst)
+        except RedisError:  # its teardown, with Redis gone
+            pass
+        if args.burst or worker.shutdown_requested:
+            return 0
+        logger.warning("worker %s lost its connection to Redis; reconnecting", worker.name)
+        if not wait_for_redis(connection):
+            return 0
+        try:
+            worker.register_death()  # the registration Redis may still hold: the new one takes its name
+        except RedisError:
+            pass
+        logger.warning("worker %s: Redis answers again; working on", worker.name)
+
+
+def wait_for_redis(connection) -> bool:
+    """Wait until Redis answers a PING (backoff); False when SIGTERM or SIGINT came first."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    backoff = Backoff()
+    try:
+        while not stop.is_set():
+            try:
+                connection.ping()
+                return True
+            except RedisError as exc:
+                wait_s = backoff.next_wait()
+                logger.warning("Redis does not answer (%s); trying again in %.0f s", type(exc).__name__, wait_s)
+                stop.wait(wait_s)
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

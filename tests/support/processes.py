@@ -44,6 +44,10 @@ class ServerProcess:
         """The server's process id (its children, e.g. gunicorn workers, are in its process group)."""
         return self._process.pid
 
+    def exit_code(self) -> int | None:
+        """None while the process runs."""
+        return self._process.poll()
+
     def wait_until_healthy(
         self,
         url: str,

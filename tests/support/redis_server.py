@@ -16,9 +16,15 @@ class RedisServer:
     def __init__(self, binary: str, workdir: Path):
         port = free_port()
         self.url = f"redis://127.0.0.1:{port}/0"
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(workdir)]
-        self.process = ServerProcess("redis-server", argv, dict(os.environ), cwd=workdir, log_path=workdir / "redis.log")
+        self._argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                      "--dir", str(workdir)]
+        self._workdir = workdir
+        self.start_again()
+
+    def start_again(self) -> None:
+        """(After ``stop``:) a redis-server on the same port, empty (nothing is saved)."""
+        self.process = ServerProcess("redis-server", self._argv, dict(os.environ), cwd=self._workdir,
+                                     log_path=self._workdir / "redis.log")
         self._wait_for_ping()
 
     def _wait_for_ping(self) -> None:
