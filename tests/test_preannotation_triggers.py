@@ -67,13 +67,39 @@ def test_an_import_without_preannotate_on_import_queues_nothing(app):
     assert preannotation_jobs(learning) == [] and executor.submitted == []
 
 
-def test_the_server_default_can_switch_it_on_for_every_project(settings):
-    learning = Components(replace(settings, default_options=ProjectOptions.parse({"preannotate_on_import": True}, "POLICIES")),
-                          segmenters=SegmenterSet(), images=object(), executor=RecordingExecutor())
+def server_default_on(settings) -> Components:
+    return Components(replace(settings, default_options=ProjectOptions.parse({"preannotate_on_import": True}, "POLICIES")),
+                      segmenters=SegmenterSet(), images=object(), executor=RecordingExecutor())
+
+
+def test_the_server_default_switches_it_on_for_every_connected_project(settings):
+    learning = server_default_on(settings)
+    client = create_app(components=learning).test_client()
+    assert client.post("/setup", json=setup_body(), headers=AUTH).status_code == 200
     assert learning.webhooks.handle("TASKS_CREATED", imported(1))["merged"] is False
-    bad = create_app(components=learning).test_client().post(
-        "/webhook", json={"action": "TASKS_CREATED", "project": PROJECT, "tasks": "all"})
+    bad = client.post("/webhook", json={"action": "TASKS_CREATED", "project": PROJECT, "tasks": "all"})
     assert bad.status_code == 400 and "'tasks'" in bad.get_json()["error"]
+
+
+def test_an_unauthenticated_import_event_for_a_project_never_connected_queues_nothing(settings):
+    """Finding 1 of issue 20: the server default decided for a project that never sent /setup, and a
+    forged TASKS_CREATED made the backend write predictions there."""
+    learning = server_default_on(settings)
+    client = create_app(components=learning).test_client()
+    answer = client.post("/webhook", json=imported(3, 4))  # no credentials: the webhook is open
+    assert answer.status_code == 200 and answer.get_json()["preannotation"] == "not connected"
+    assert learning.jobs.list() == [] and learning.executor.submitted == []
+
+
+def test_an_event_naming_more_tasks_than_the_cap_queues_the_projects_unlabeled_tasks(app, monkeypatch):
+    from backend.preannotation import trigger
+
+    monkeypatch.setattr(trigger, "MAX_EVENT_TASKS", 3)
+    client, learning, _ = app
+    client.post("/setup", json=setup_body({"preannotate_on_import": True}), headers=AUTH)
+    assert client.post("/webhook", json=imported(1, 2, 3, 4)).status_code == 200
+    (job,) = preannotation_jobs(learning)
+    assert job.params == {"tasks": [], "scope": "unlabeled"} and job.trigger == "TASKS_CREATED (4 tasks)"
 
 
 def test_preannotate_on_import_must_be_a_bool(app):
@@ -177,3 +203,14 @@ def test_a_running_job_whose_progress_does_not_move_shows_stalled(app):
     assert client.get(f"/jobs/{job.id}", headers=AUTH).get_json()["stalled"] is True, "a new message is no progress"
     learning.jobs.heartbeat(job.id, {"stage": "pre-annotating", "done": 1, "fraction": 1.0, "message": "1/1 tasks"})
     assert client.get("/jobs", headers=AUTH).get_json()["jobs"][0]["stalled"] is False
+
+
+def test_a_version_published_for_a_project_never_connected_queues_nothing(settings):
+    """Training can start from the open webhook's annotation events: the version it publishes for a
+    project without /setup must not make the server default pre-annotate (write to) that project."""
+    learning = server_default_on(settings)
+    training = learning.jobs.create("7", "test")
+    run_training_job(learning.settings, training.id, trainer=FakeTrainer(), reader=FakeReader())
+    training = learning.jobs.get(training.id)
+    assert training.result["published"] and "preannotation_job" not in training.result
+    assert preannotation_jobs(learning) == []

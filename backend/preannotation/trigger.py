@@ -3,6 +3,14 @@ import with the project option ``preannotate_on_import`` on (``Preannotation``, 
 TASKS_CREATED), ``POST /jobs`` (``request_from_http``) and a newly published model version
 (``after_training``, a follow-up of training jobs).
 
+Only projects that sent ``/setup`` to this backend are pre-annotated by an import or a new version
+(``preannotates_on_import``): the server default (``POLICIES``) fills in options of a connected
+project and never decides for a project this backend was never connected to. The open webhook only
+hints which tasks are new: a job reads every task from Label Studio and works only those of its
+project, so a forged event can at most make the backend do for a connected project what that project
+asked for anyway. An event naming more than ``MAX_EVENT_TASKS`` tasks queues the project's unlabeled
+tasks instead of the list (read from Label Studio, nothing lost, nothing from the payload kept).
+
 The queue is bounded per project: a request while the project already has a queued pre-annotation
 job is merged into it (its task list grows, or it covers every task), so a project has at most one
 queued and one running pre-annotation job, however many imports or requests arrive. A job lists at
@@ -65,8 +73,18 @@ def _merge(params: dict, tasks, scope: str | None, max_tasks: int) -> None:
     params["scope"] = max(params.get("scope"), scope, key=SCOPES.index)
 
 
+# Task ids taken from one TASKS_CREATED event; beyond them the job covers the unlabeled tasks.
+MAX_EVENT_TASKS = 10_000
+
+
+def preannotates_on_import(settings, setup) -> bool:
+    """Whether imports and new versions pre-annotate the project whose ``/setup`` is ``setup``: never
+    without one (a project never connected to this backend), else its options over the server default."""
+    return setup is not None and ProjectOptions.for_project(settings.default_options, setup).preannotate_on_import
+
+
 class Preannotation:
-    """The webhook sink for imports: with ``preannotate_on_import`` on for the project, a
+    """The webhook sink for imports: with ``preannotate_on_import`` on for a connected project, a
     pre-annotation job is queued for the new tasks (or the project's queued one takes them on)."""
 
     def __init__(self, settings, jobs: JobStore, executor: Executor, projects: ProjectStore):
@@ -79,13 +97,23 @@ class Preannotation:
         """Raises EventError for a payload without a project, or (when on) without task ids."""
         project = event.project()
         setup = self.projects.load(project)
-        if not ProjectOptions.for_project(self.settings.default_options, setup).preannotate_on_import:
+        if setup is None:
+            logger.info("TASKS_CREATED for project %s, which sent no /setup to this backend: nothing queued", project)
+            return {"preannotation": "not connected"}
+        if not preannotates_on_import(self.settings, setup):
             return {"preannotation": "off"}
         ids = [task["id"] for task in event.tasks if isinstance(task, dict) and isinstance(task.get("id"), int)]
         if not ids:
             raise EventError("TASKS_CREATED without a 'tasks' list of objects with an integer 'id'")
-        job, merged = request_preannotation(self.jobs, self.executor, project, f"TASKS_CREATED ({len(ids)} tasks)",
-                                            tasks=ids, max_tasks=self.settings.preannotate_max_tasks)
+        trigger = f"TASKS_CREATED ({len(ids)} tasks)"
+        if len(ids) > MAX_EVENT_TASKS:
+            logger.info("TASKS_CREATED for project %s names %d tasks (over %d): the job covers its unlabeled tasks",
+                        project, len(ids), MAX_EVENT_TASKS)
+            job, merged = request_preannotation(self.jobs, self.executor, project, trigger, scope="unlabeled",
+                                                max_tasks=self.settings.preannotate_max_tasks)
+        else:
+            job, merged = request_preannotation(self.jobs, self.executor, project, trigger, tasks=ids,
+                                                max_tasks=self.settings.preannotate_max_tasks)
         return {"preannotation": job.id, "merged": merged}
 
 
@@ -108,13 +136,12 @@ def request_from_http(jobs: JobStore, executor: Executor, project: str, body: di
 
 
 def after_training(settings, job: Job, result: dict) -> dict:
-    """A training job's follow-up: with ``preannotate_on_import`` on, a published version queues
-    pre-annotation of the project's unlabeled tasks, so their predictions come from it without a
-    click. What happened, for the training job's result."""
+    """A training job's follow-up: with ``preannotate_on_import`` on for a connected project, a
+    published version queues pre-annotation of the project's unlabeled tasks, so their predictions
+    come from it without a click. What happened, for the training job's result."""
     if not result.get("published"):
         return {}
-    setup = ProjectStore.in_model_dir(settings.model_dir).load(job.project)
-    if not ProjectOptions.for_project(settings.default_options, setup).preannotate_on_import:
+    if not preannotates_on_import(settings, ProjectStore.in_model_dir(settings.model_dir).load(job.project)):
         return {}
     version = result["version"]
     jobs = JobStore(JobLayout(settings.model_dir))
