@@ -286,7 +286,9 @@ class ImageLoader:
         The Label Studio token is decided per hop on the URL as sent (``LabelStudioClient.send``),
         so a redirect to a presigned URL or anywhere else never carries it; and once a chain has left
         Label Studio, no later hop carries it either (a foreign redirect back to Label Studio must not
-        fetch its data with the backend's token). Waiting for a slot counts against the deadline.
+        fetch its data with the backend's token); on Label Studio, only its media paths get the token
+        (``LabelStudioClient.is_media_url``: never an API path named by a task). Waiting for a slot
+        counts against the deadline.
         """
         timeout_s = self._settings.image_timeout_s
         started = time.monotonic()
@@ -303,8 +305,9 @@ class ImageLoader:
             hop_url, on_label_studio = url, self._client.auth is not None
             for hop in range(MAX_REDIRECTS + 1):
                 on_label_studio = on_label_studio and self._is_label_studio_url(hop_url)
+                with_token = on_label_studio and self._client.is_media_url(hop_url)
                 try:
-                    target, body = self._get(session, hop_url, on_label_studio, redirected=hop > 0)
+                    target, body = self._get(session, hop_url, with_token, redirected=hop > 0)
                 except ImageError as exc:
                     raise self._shown(exc, hop_url, url) from None
                 if target is None:

@@ -19,19 +19,24 @@ from __future__ import annotations
 import email.utils
 import json as jsonlib
 import random
+import re
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import requests
 
 from backend.deadline_http import DeadlineSession
 from backend.ls_auth import LabelStudioAuth, LabelStudioAuthError, NoCredentials
-from backend.urls import UrlError, origin, redact
+from backend.urls import UrlError, origin, parse_http_url, redact
 
 RETRY_STATUSES = (429, 503)
 API_TIMEOUT_S = 10.0
 EXPORT_TIMEOUT_S = 300.0  # a project's JSON export holds every annotation: large projects take minutes
 PAGE_SIZE = 100
+# Where Label Studio 1.23 serves task media (its URL patterns): uploads, local-files storage, and cloud
+# storage URIs resolved per task or per project (``presign`` is the older name of ``resolve``).
+MEDIA_PATH = re.compile(r"/(data/upload/|data/local-files/|storage-data/uploaded/|(tasks|projects)/\d+/(resolve|presign)/)")
 SETTINGS_HINT = "set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (a Personal Access Token, Label Studio: Account & Settings)"
 
 
@@ -115,6 +120,7 @@ class LabelStudioClient:
                  timeout_s: float = API_TIMEOUT_S):
         self.base_url = (base_url or "").rstrip("/")
         self._origin = origin(self.base_url) if self.base_url else None  # a malformed URL fails here
+        self._base_path = (parse_http_url(self.base_url).path or "").rstrip("/") if self.base_url else ""
         self.auth = auth
         self.retry = retry
         self.timeout_s = timeout_s
@@ -138,6 +144,21 @@ class LabelStudioClient:
             return self._origin is not None and origin(url) == self._origin
         except UrlError:
             return False
+
+    def is_media_url(self, url: str) -> bool:
+        """Whether ``url`` is task media on Label Studio (``MEDIA_PATH`` under ``LABEL_STUDIO_URL``'s
+        path, no ``..`` segment or backslash even percent-encoded): the only URLs an image download
+        sends the token to. A task's data can name any URL, and an API path fetched with the token
+        (``/api/current-user/token``) would hand Label Studio's answer to whoever wrote the task."""
+        if not self.is_label_studio_url(url):
+            return False
+        try:
+            path = unquote(parse_http_url(url).path or "/")
+        except UrlError:
+            return False
+        if "\\" in path or ".." in path.split("/") or not path.startswith(self._base_path + "/"):
+            return False
+        return MEDIA_PATH.match(path[len(self._base_path):]) is not None
 
     # --- one exchange ------------------------------------------------------------------------------
 

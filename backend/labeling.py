@@ -27,6 +27,7 @@ A config the backend cannot serve raises ``LabelingError`` with a message meant 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import Enum
 
@@ -194,3 +195,11 @@ def _mask_tools_for_label(mask_tools: dict[str, MaskTool],
 
 def _tag_name(kind: ToolKind) -> str:
     return "RectangleLabels" if kind is ToolKind.RECTANGLE else "KeyPointLabels"
+
+
+@functools.lru_cache(maxsize=8)
+def parse_label_config(xml: str, extreme_tool_prefix: str) -> LabelingConfig:
+    """``LabelingConfig.parse``, cached by the config's content: Label Studio sends the whole config
+    with every /predict, every import event reads the project's stored one, and a large config takes
+    seconds to parse. (The parsed config is read-only.) Every reader of a project's config uses it."""
+    return LabelingConfig.parse(xml, extreme_tool_prefix)

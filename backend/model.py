@@ -36,14 +36,13 @@ the page: extreme points stay on screen until their object's mask arrives).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from backend.labeling import LabelingConfig, MaskKind
+from backend.labeling import LabelingConfig, MaskKind, parse_label_config
 from backend.labeling_page import page_answer, without_kept_points
 from backend.images import ImageBusy, ImageError
 from backend.mask_output import MaskOutput
@@ -76,13 +75,6 @@ class RequestError(ValueError):
         super().__init__(message)
         self.status = status
         self.transient = transient
-
-
-@functools.lru_cache(maxsize=8)
-def parse_label_config(xml: str, extreme_tool_prefix: str) -> LabelingConfig:
-    """``LabelingConfig.parse``, cached by the config's content: Label Studio sends the whole config
-    with every /predict, and a large one takes seconds to parse. (The parsed config is read-only.)"""
-    return LabelingConfig.parse(xml, extreme_tool_prefix)
 
 
 @dataclass(frozen=True)

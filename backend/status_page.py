@@ -101,7 +101,7 @@ def _projects(model) -> list[dict]:
 
 @functools.lru_cache(maxsize=PROJECTS_SHOWN)
 def _parsed(xml: str, extreme_tool_prefix: str) -> LabelingConfig:
-    """Its own cache, not /predict's (``model.parse_label_config``): a page of many projects must not
+    """Its own cache, not /predict's (``labeling.parse_label_config``): a page of many projects must not
     evict the configs being served, and parsing a large config takes seconds."""
     return LabelingConfig.parse(xml, extreme_tool_prefix)
 

@@ -14,7 +14,7 @@ from test_sam import tiny_sam
 from backend.app import create_app
 from backend.components import Components
 from backend.embeddings import rq_queue
-from backend.embeddings.ahead import LOOKUP_INTERVAL_S, EmbedAhead
+from backend.embeddings.ahead import LOOKUP_INTERVAL_S, MAX_URL_CHARS, EmbedAhead, task_request
 from backend.embeddings.embed_one import EmbedRequest
 from backend.embeddings.preemption import Preempted
 from backend.embeddings.scheduler import CURRENT, IMPORT, NEXT, EmbedScheduler
@@ -158,8 +158,8 @@ class FakeNextTasks:
     def __init__(self, tasks):
         self.tasks, self.calls = tasks, []
 
-    def after(self, project, task_id, count):
-        self.calls.append((project, task_id, count))
+    def after(self, project, task_id, count, until=None):
+        self.calls.append((project, task_id, count) if until is None else (project, task_id, count, until))
         return self.tasks[:count]
 
 
@@ -188,26 +188,58 @@ def numbered_task(n: int) -> dict:
     return task(task_id=n, url=f"http://images.test/{n}.jpg")
 
 
-def test_tasks_created_queues_the_first_embed_ahead_imported_images(tmp_path):
+def forged_import(ids, urls) -> dict:
+    """TASKS_CREATED as anyone can send it to the open webhook: task ids with images of their choosing."""
+    return {"action": "TASKS_CREATED", "project": {"id": 7, "token": "project-secret"},
+            "tasks": [{"id": i, "data": {"image": url}} for i, url in zip(ids, urls)]}
+
+
+def test_tasks_created_queues_the_imported_tasks_images_as_label_studio_holds_them(tmp_path):
+    """Issue 20, finding 6: the payload's image URLs (internal hosts, Label Studio API paths, huge
+    strings) were downloaded. The event names tasks; their images come from Label Studio."""
+    queue = RecordingQueue()
+    in_label_studio = FakeNextTasks([numbered_task(n) for n in range(1, 13)])
+    app, _ = app_with(tmp_path, EmbedAhead(queue, in_label_studio, embed_ahead=5, next_count=3,
+                                           projects=ProjectStore.in_model_dir(tmp_path)))
+    client = app.test_client()
+    assert client.post("/setup", json=setup_body()).status_code == 200
+    payload = forged_import(range(1, 13), ["http://10.0.0.1/admin", "/api/current-user/token", "http://x/" + "a" * 600_000]
+                            + ["http://internal.test/x.jpg"] * 9)
+    assert client.post("/webhook", json=payload).get_json()["embeddings_ahead"] == "looking up"
+    wait_until(lambda: queue.submitted)
+    [(priority, requests)] = queue.submitted
+    assert priority == IMPORT and [r.task_id for r in requests] == [1, 2, 3, 4, 5]
+    assert [r.url for r in requests] == [f"http://images.test/{n}.jpg" for n in range(1, 6)]
+    assert requests[0].project == "7" and in_label_studio.calls == [("7", 0, 5, 12)]
+    # The same event again (a flood of forged ones) is not looked up again within LOOKUP_INTERVAL_S.
+    assert client.post("/webhook", json=payload).get_json()["embeddings_ahead"] == "skipped"
+    time.sleep(0.2)
+    assert len(in_label_studio.calls) == 1 and len(queue.submitted) == 1
+
+
+def test_image_references_over_the_length_cap_are_not_queued():
+    assert task_request({"id": 1, "data": {"image": "data:image/png;base64," + "A" * MAX_URL_CHARS}}, "image", "7") is None
+    assert task_request({"id": 1, "data": {"image": "http://images.test/1.jpg"}}, "image", "7").url.endswith("1.jpg")
+
+
+def test_tasks_created_without_label_studio_credentials_queues_nothing(tmp_path):
     queue = RecordingQueue()
     app, _ = app_with(tmp_path, EmbedAhead(queue, None, embed_ahead=5, next_count=3, projects=ProjectStore.in_model_dir(tmp_path)))
     client = app.test_client()
-    assert client.post("/setup", json=setup_body()).status_code == 200
-    payload = {"action": "TASKS_CREATED", "tasks": [numbered_task(n) for n in range(1, 13)],
-               "project": {"id": 7, "token": "project-secret"}}
-    answer = client.post("/webhook", json=payload).get_json()
-    assert answer["embeddings_queued"] == 5
-    [(priority, requests)] = queue.submitted
-    assert priority == IMPORT and [r.task_id for r in requests] == [1, 2, 3, 4, 5]
-    assert requests[0].url == "http://images.test/1.jpg" and requests[0].project == "7"
+    client.post("/setup", json=setup_body())
+    assert client.post("/webhook", json=forged_import([1], ["http://images.test/1.jpg"])).get_json()["embeddings_ahead"] == "off"
+    assert queue.submitted == []
 
 
 def test_tasks_created_for_a_project_without_setup_queues_nothing(tmp_path):
     queue = RecordingQueue()
-    app, _ = app_with(tmp_path, EmbedAhead(queue, None, embed_ahead=5, next_count=3, projects=ProjectStore.in_model_dir(tmp_path)))
+    in_label_studio = FakeNextTasks([numbered_task(1)])
+    app, _ = app_with(tmp_path, EmbedAhead(queue, in_label_studio, embed_ahead=5, next_count=3,
+                                           projects=ProjectStore.in_model_dir(tmp_path)))
     payload = {"action": "TASKS_CREATED", "tasks": [numbered_task(1)], "project": {"id": 9}}
-    assert app.test_client().post("/webhook", json=payload).get_json()["embeddings_queued"] == 0
-    assert queue.submitted == []
+    assert app.test_client().post("/webhook", json=payload).get_json()["embeddings_ahead"] == "not connected"
+    time.sleep(0.1)
+    assert queue.submitted == [] and in_label_studio.calls == []
 
 
 def test_prewarm_is_answered_at_once_and_its_image_is_embedded_before_the_first_prompt(tmp_path):
@@ -300,3 +332,20 @@ def test_a_worker_embeds_queued_images_in_priority_order_in_its_own_process(redi
     assert status["errors"][0]["task"] == 3 and "no image at" in status["errors"][0]["error"]
     assert queue.submit([req("opened", 2)], NEXT) == 0  # embedded lately: not queued again
     assert np.isfinite(status["rate_per_min"] or 0)
+
+
+def test_import_events_take_the_stored_config_from_the_parse_cache(tmp_path, monkeypatch):
+    """Issue 20, finding 7: every TASKS_CREATED parsed the project's stored config again (a 3.5 MB one
+    took 2-3 s per event), bypassing the cache /predict uses."""
+    from backend.labeling import LabelingConfig
+
+    app, _ = app_with(tmp_path, EmbedAhead(RecordingQueue(), FakeNextTasks([]), embed_ahead=5, next_count=3,
+                                           projects=ProjectStore.in_model_dir(tmp_path),
+                                           extreme_tool_prefix=Settings().extreme_tool_prefix))
+    client = app.test_client()
+    client.post("/setup", json=setup_body())
+    calls, original = [], LabelingConfig.parse
+    monkeypatch.setattr(LabelingConfig, "parse", staticmethod(lambda xml, prefix: calls.append(1) or original(xml, prefix)))
+    for n in range(1, 4):
+        assert client.post("/webhook", json=forged_import([n], ["http://images.test/1.jpg"])).status_code == 200
+    assert calls == []

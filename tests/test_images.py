@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import io
+import re
 import time
 import zlib
 from dataclasses import replace
@@ -105,6 +106,38 @@ def test_foreign_urls_never_get_the_token_even_after_a_redirect(requests_mock):
     first, second = requests_mock.request_history[-2:]
     assert first.url == resolve and first.headers["Authorization"] == f"Token {LEGACY_TOKEN}"
     assert second.url == presigned and "Authorization" not in second.headers
+
+
+@pytest.mark.parametrize("reference, token", [
+    ("/data/upload/3/cat.png", True),
+    ("/data/local-files/?d=photos/cat.png", True),
+    ("/storage-data/uploaded/?filepath=3/cat.png", True),
+    ("/tasks/7/resolve/?fileuri=czM6Ly9iL2MucG5n", True),
+    ("/projects/3/presign/?fileuri=czM6Ly9iL2MucG5n", True),
+    ("/api/current-user/token", False),
+    (f"{LS}/api/projects/3/export", False),
+    ("/data/upload/../../api/current-user/token", False),
+    ("/data/upload/%2e%2e/%2e%2e/api/current-user/token", False),
+    ("/data/upload/..%5c..%5capi/current-user/token", False),
+    ("/static/samples/sample.jpg", False),
+])
+def test_only_label_studio_media_paths_get_the_token(requests_mock, reference, token):
+    """Issue 20, finding 6: a task (or a forged import event) naming a Label Studio API path made the
+    backend fetch it with the token. Downloads carry it to media paths only; others go without."""
+    requests_mock.get(re.compile(re.escape(LS) + "/.*"), content=rgb_png())
+    ImageLoader(SETTINGS).load(reference)
+    assert ("Authorization" in requests_mock.last_request.headers) is token, requests_mock.last_request.url
+
+
+def test_media_paths_are_read_under_label_studio_urls_own_path(requests_mock):
+    base = f"{LS}/label-studio"
+    requests_mock.get(re.compile(re.escape(LS) + "/.*"), content=rgb_png())
+    loader = ImageLoader(replace(SETTINGS, label_studio_url=base))
+    loader.load("/data/upload/3/cat.png")
+    assert requests_mock.last_request.url == f"{base}/data/upload/3/cat.png"
+    assert "Authorization" in requests_mock.last_request.headers
+    loader.load(f"{LS}/data/upload/3/dog.png")  # Label Studio's origin, outside its path
+    assert "Authorization" not in requests_mock.last_request.headers
 
 
 def test_cloud_uri_without_task_id_is_a_clear_error():

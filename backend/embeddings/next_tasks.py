@@ -26,14 +26,18 @@ class NextTasks:
         client = LabelStudioClient.from_settings(settings, timeout_s=TIMEOUT_S)
         return cls(client) if client.configured else None
 
-    def after(self, project: str, task_id: int, count: int) -> list[dict]:
-        """Up to ``count`` unlabeled tasks of ``project`` with ids after ``task_id``: ``{"id", "data"}``."""
-        query = {"filters": {"conjunction": "and", "items": [
+    def after(self, project: str, task_id: int, count: int, until: int | None = None) -> list[dict]:
+        """Up to ``count`` unlabeled tasks of ``project`` with ids after ``task_id`` (and at most
+        ``until``): ``{"id", "data"}``."""
+        items = [
             {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": task_id},
             {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0},
-        ]}, "ordering": ["tasks:id"]}
+        ]
+        if until is not None:
+            items.append({"filter": "filter:tasks:id", "operator": "less_or_equal", "type": "Number", "value": until})
+        query = {"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]}
         tasks, _ = self._client.tasks_page(project, 1, count * 2, what=f"reading project {project}'s next tasks",
                                            fields="task_only", query=json.dumps(query))
-        unlabeled = [t for t in tasks if isinstance(t.get("id"), int) and t["id"] > task_id
+        unlabeled = [t for t in tasks if isinstance(t.get("id"), int) and task_id < t["id"] <= (until or t["id"])
                      and not t.get("total_annotations") and not t.get("is_labeled")]
         return sorted(unlabeled, key=lambda t: t["id"])[:count]
