@@ -14,7 +14,8 @@ request payloads, tokens or passwords; every request is logged as one line with 
 
 Malformed input never answers 5xx: bodies over ``MAX_REQUEST_BYTES`` get 413, bodies that are not
 JSON (or nest too deeply) 400, fields of the wrong type 400 naming the field
-(``backend.request_shapes``); ``/webhook`` answers 2xx or 4xx whatever it is sent. With Basic Auth
+(``backend.request_shapes``); ``/webhook`` answers 2xx or 4xx whatever it is sent. A full disk
+(``MODEL_DIR``) answers 507 with a message, on any route. With Basic Auth
 configured, a ``START_TRAINING`` event (Label Studio's "Start training" button, which sends the
 credentials) starts nothing without them, even while ``/webhook`` is open for annotation events.
 """
@@ -34,6 +35,7 @@ from backend.active_learning.events import START_TRAINING
 from backend.basic_auth import REALM, BasicAuth
 from backend.components import Components
 from backend.embeddings.ahead import EmbedAhead
+from backend.files import disk_full
 from backend.jobs.routes import jobs_blueprint
 from backend.label_studio_check import LabelStudioCheck
 from backend.labeling import LabelingError
@@ -155,6 +157,13 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
                                        "(MAX_REQUEST_BYTES)")
         return error_response(exc.code or 500, exc.description or exc.name)
 
+    @app.errorhandler(OSError)
+    def os_error(exc: OSError):
+        if not disk_full(exc):
+            return unexpected(exc)
+        log.error("%s %s: the disk is full: %s", request.method, request.path, exc)
+        return error_response(507, "the ML backend's disk is full (MODEL_DIR); free space there and try again")
+
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("%s %s failed", request.method, request.path)
@@ -225,7 +234,9 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
             answer = model.fit(action, {key: value for key, value in body.items() if key != "action"})
         except EventError:
             raise
-        except Exception:  # Label Studio only logs a failed webhook; a 5xx would say the sender erred less
+        except Exception as exc:  # Label Studio only logs a failed webhook; a 5xx would say the sender erred less
+            if disk_full(exc):  # ours to fix, and said so (507)
+                raise
             log.exception("webhook %s could not be processed", action[:40])
             return error_response(400, f"the {action[:40]} event could not be processed; see the ML backend's log")
         return jsonify({"status": "ok", **answer})

@@ -6,6 +6,7 @@ killed writer leaves the previous content in place."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -89,3 +90,8 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the file system is out of space (or the user's quota is spent)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -18,18 +18,23 @@ failed), dropped, total, rate per minute and the latest errors per task.
 ``POST /jobs {"type": …, "project": ID, …}`` queues a job of a type that takes requests
 (``JobType.request``; pre-annotation: ``backend.preannotation.trigger.request_from_http``) and
 answers 202 with the job, or with the project's queued job that took the request on
-(``"merged": true``).
+(``"merged": true``); 503 when the job queue (Redis) cannot be reached, and nothing is queued.
 """
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, abort, jsonify, request
+from redis.exceptions import RedisError
 
 from backend.jobs.executors import Executor
 from backend.jobs.store import (CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, Job, JobNotFound, JobStore,
                                 NotCancellable, stalled)
 from backend.jobs.types import JOB_TYPES, JobRequestError, load
 from backend.project_store import ProjectIdError, project_id
+
+logger = logging.getLogger(__name__)
 
 STATES = (QUEUED, RUNNING, FINISHED, FAILED, CANCELLED)
 TYPES = tuple(JOB_TYPES)
@@ -87,6 +92,9 @@ def jobs_blueprint(jobs: JobStore, executor: Executor, embeddings=None) -> Bluep
             job, merged = load(JOB_TYPES[kind].request)(jobs, executor, project, body)
         except JobRequestError as exc:
             abort(400, str(exc))
+        except RedisError as exc:  # the RQ executor's queue: nothing was queued (the job file is removed)
+            logger.warning("POST /jobs: the job queue is unreachable: %s", type(exc).__name__)
+            abort(503, "the job queue (Redis, REDIS_URL) cannot be reached; nothing was queued, try again later")
         return jsonify({"job": job.to_json(), "merged": merged}), 202
 
     return blueprint

@@ -22,6 +22,7 @@ fraction) has not moved for ``STALLED_AFTER_S``: its workers are gone, or it wai
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -33,7 +34,7 @@ from typing import Callable
 
 from backend.files import file_lock, read_json, write_json_atomic
 from backend.jobs.layout import JobLayout
-from backend.jobs.types import TRAIN, job_type, load
+from backend.jobs.types import JOB_TYPES, TRAIN, job_type, load
 from backend.project_store import project_id
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", "failed", "cancelled"
@@ -47,6 +48,7 @@ JOBS_KEPT_PER_PROJECT = 50
 MAX_ATTEMPTS = 3
 # A running job whose progress has not moved for this long shows ``stalled`` in /jobs.
 STALLED_AFTER_S = 600.0
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 @dataclass
@@ -84,8 +86,10 @@ class Job:
 
     @property
     def kind(self) -> str:
-        """The job's type in words, for messages."""
-        return job_type(self.type).words
+        """The job's type in words, for messages (a type this backend does not know, e.g. a newer
+        version's, by its name)."""
+        known = JOB_TYPES.get(self.type)
+        return known.words if known is not None else self.type
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -105,7 +109,8 @@ def outcome_summary(job: Job) -> str:
         return "cancelled: " + ", ".join(f"{key} {value}" for key, value in job.result.items())
     if job.state != FINISHED:
         return ""
-    summary = job_type(job.type).summary
+    known = JOB_TYPES.get(job.type)
+    summary = known.summary if known is not None else None
     if summary is not None:
         return load(summary)(job.result)
     return "finished: " + ", ".join(f"{key} {value}" for key, value in job.result.items())
@@ -144,6 +149,10 @@ class JobStore:
         return job
 
     def get(self, job_id: str) -> Job:
+        """The job ``job_id``; JobNotFound also for a string that cannot name a job file (a NUL, a
+        slash, hundreds of characters: ids this store makes are short and plain)."""
+        if not JOB_ID.fullmatch(job_id):
+            raise JobNotFound(job_id)
         value = read_json(self._path(job_id))
         if value is None:
             raise JobNotFound(job_id)
