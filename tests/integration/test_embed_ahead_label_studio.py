@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 from support.preannotation_project import LABEL_CONFIG, image_uri, object_box, rectangle
 from support.processes import ServerProcess, free_port
 from werkzeug.serving import make_server
@@ -122,6 +123,40 @@ def test_imported_tasks_answer_their_first_prompt_from_the_store_also_after_a_re
         assert health["entries"] == 3 and health["hit_rate"] == 1.0, health
     finally:
         restarted.stop()
+
+
+def test_a_forged_import_event_downloads_nothing_it_names(label_studio, tmp_path):
+    """Issue 20, finding 6: TASKS_CREATED is open to anyone, and its tasks' image URLs (internal hosts,
+    Label Studio API paths fetched with the token) were downloaded. The event only names tasks; their
+    images are read from Label Studio."""
+    api = label_studio.api
+    internal = ImageServer({"/secret.png": base64.b64decode(image_uri(object_box(9, WIDTH, HEIGHT), WIDTH, HEIGHT)
+                                                            .split(",")[1])})
+    requested: list[str] = []
+    internal.RequestHandlerClass.log_request = lambda handler, *args: requested.append(handler.path)
+    settings = replace(Settings(), model_dir=tmp_path / "model_dir", label_studio_url=label_studio.url,
+                       label_studio_api_key=label_studio.personal_access_token, embed_ahead=5, embed_next_tasks=0)
+    backend = InProcessBackend(settings)
+    try:
+        project = api.post("/api/projects/", json={"title": "forged import", "label_config": LABEL_CONFIG.read_text()})["id"]
+        api.post("/api/ml/", json={"project": project, "url": backend.url, "title": "segmentation assist",
+                                   "is_interactive": True})
+        tasks = api.post(f"/api/projects/{project}/import?return_task_ids=true", json=[
+            {"data": {"image": image_uri(object_box(i, WIDTH, HEIGHT), WIDTH, HEIGHT)}} for i in range(2)])["task_ids"]
+        wait_until(lambda: backend.embed_status["embedded"] == 2, "the imported tasks were embedded")
+
+        forged = [{"id": tasks[1], "data": {"image": f"{internal.url}/secret.png"}},
+                  {"id": tasks[1] + 1000, "data": {"image": "/api/current-user/token"}}]
+        answer = requests.post(f"{backend.url}/webhook", timeout=10,
+                               json={"action": "TASKS_CREATED", "project": {"id": project}, "tasks": forged})
+        assert answer.json()["embeddings_ahead"] == "looking up", answer.text
+        time.sleep(3.0)
+        status = backend.embed_status
+        assert requested == [] and len(backend.encoder_runs) == 2, (requested, status)
+        assert status["failed"] == 0 and status["embedded"] == 2, status
+    finally:
+        backend.stop()
+        internal.shutdown()
 
 
 class ImageServer(ThreadingHTTPServer):
