@@ -12,6 +12,7 @@ BACKEND = Path(__file__).resolve().parent.parent / "backend"
 FORBIDDEN = {
     "backend.jobs": ("backend.active_learning", "backend.preannotation", "backend.embeddings"),
     "backend.active_learning": ("backend.preannotation",),
+    "backend.proposals": ("backend.active_learning", "backend.preannotation", "backend.jobs", "backend.embeddings"),
 }
 
 

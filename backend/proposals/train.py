@@ -1,0 +1,142 @@
+"""Training a project's proposal model from its annotated tasks (the same call from jobs, tests and bench).
+
+Fine-tunes the detector (``network.py``) from the ImageNet encoder, or from a previous version
+(``init_dir``: its weights, with the rows of labels both know carried over), on augmented batches
+(``augment.py``). With held-out examples, the score calibration is fitted and the threshold chosen
+on them, and their figures go into the manifest and the returned metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from backend.proposals.annotations import ProposalError, prepare
+from backend.proposals.augment import augment
+from backend.proposals.calibration import fit_calibration
+from backend.proposals.evaluate import best_threshold, collect, figures, recalibrated
+from backend.proposals.model import DEFAULT_THRESHOLD, ProposalModel
+from backend.proposals.network import DetectorConfig, build_detector
+
+BATCH_SIZE = 4
+LEARNING_RATE = 1e-3
+WARMUP_STEPS = 10
+STEPS_PER_IMAGE = 8  # default steps: this many per annotated image, within STEPS_RANGE
+STEPS_RANGE = (60, 200)
+DEFAULT_CONFIG = DetectorConfig()
+
+
+def default_steps(images: int) -> int:
+    return int(min(max(STEPS_PER_IMAGE * images, STEPS_RANGE[0]), STEPS_RANGE[1]))
+
+
+def train_proposal_model(
+    examples: Sequence[tuple],
+    labels: Sequence[str],
+    out_dir: str | Path,
+    *,
+    heldout: Sequence[tuple] = (),
+    init_dir: str | Path | None = None,
+    steps: int | None = None,
+    device: str | None = None,
+    progress_cb: Callable[[int, int, dict], None] | None = None,
+    seed: int = 0,
+    config: DetectorConfig = DEFAULT_CONFIG,
+    provenance: dict | None = None,
+) -> dict:
+    """Train on ``examples`` (``(image, [(label, geometry)])``, see ``annotations``) for ``labels``,
+    save the model into ``out_dir`` and return its metrics: ``training`` (counts of what was used
+    and left out, steps, seconds, final loss), ``threshold``, and with ``heldout`` the held-out
+    figures at that threshold. Raises ProposalError when there is nothing to learn from."""
+    labels = list(dict.fromkeys(labels))
+    if not labels:
+        raise ProposalError("a proposal model needs at least one label")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.monotonic()
+    prepared, counts = prepare(examples, labels, config.long_side)
+    if counts.objects == 0:
+        raise ProposalError(
+            f"no object to learn from: {counts.images} images, {counts.unknown_label} objects of other labels, "
+            f"{counts.empty_or_degenerate} empty, {counts.too_small} too small"
+        )
+    steps = default_steps(len(prepared)) if steps is None else int(steps)
+    if steps < 1:
+        raise ProposalError(f"steps must be at least 1, got {steps}")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    detector = build_detector(config, len(labels), pretrained=init_dir is None)
+    if init_dir is not None:
+        _start_from(detector, ProposalModel.load(init_dir), labels)
+    detector.to(device).train()
+    parameters = [p for p in detector.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, steps))
+    losses = []
+    for step in range(1, steps + 1):
+        images, targets = _batch(prepared, rng, device)
+        loss_parts = detector(images, targets)
+        loss = sum(loss_parts.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 5.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if progress_cb is not None:
+            progress_cb(step, steps, {"loss": float(np.mean(losses[-10:])),
+                                      **{k: float(v.detach()) for k, v in loss_parts.items()}})
+    train_seconds = time.monotonic() - started
+    model = ProposalModel(detector, labels, config, device=device)
+    metrics = {
+        "training": {**counts.as_dict(), "steps": steps, "batch_size": BATCH_SIZE, "seconds": round(train_seconds, 1),
+                     "final_loss": float(np.mean(losses[-10:])), "device": device, "seed": seed,
+                     "init": str(init_dir) if init_dir is not None else "imagenet"},
+        "threshold": DEFAULT_THRESHOLD,
+    }
+    if heldout:
+        results = collect(model, heldout)
+        calibration = fit_calibration(
+            np.concatenate([r.scores for r in results]), np.concatenate([r.correct for r in results])
+        )
+        results = recalibrated(results, calibration)
+        model.calibration, model.threshold = calibration, best_threshold(results)
+        metrics["threshold"] = model.threshold
+        metrics["heldout"] = figures(results, model.threshold, model.labels)
+    model.save(out_dir, {**(provenance or {}), **metrics})
+    return metrics
+
+
+def _batch(prepared, rng: np.random.Generator, device: str):
+    images, targets = [], []
+    for i in rng.integers(len(prepared), size=BATCH_SIZE):
+        image, objects = augment(prepared[int(i)], prepared, rng)
+        images.append(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255).to(device))
+        boxes = np.array([t.box for t in objects], np.float32).reshape(-1, 4)
+        targets.append({"boxes": torch.from_numpy(boxes).to(device),
+                        "labels": torch.tensor([t.label + 1 for t in objects], dtype=torch.int64, device=device)})
+    return images, targets
+
+
+def _lr_factor(step: int, steps: int) -> float:
+    if step < WARMUP_STEPS:
+        return (step + 1) / WARMUP_STEPS
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - WARMUP_STEPS) / max(1, steps - WARMUP_STEPS))))
+
+
+def _start_from(detector, previous: ProposalModel, labels: list[str]) -> None:
+    """Load a previous version's weights; the classifier rows of labels both models know are kept,
+    new labels start from the fresh head's prior."""
+    state = previous.detector.state_dict()
+    own = detector.state_dict()
+    for key in ("head.classification_head.cls_logits.weight", "head.classification_head.cls_logits.bias"):
+        rows = own[key].clone()
+        for new_index, label in enumerate(labels):
+            if label in previous.labels:
+                rows[new_index + 1] = state[key][previous.labels.index(label) + 1]
+        state[key] = rows
+    detector.load_state_dict(state)

@@ -1,0 +1,146 @@
+"""The proposal model's learning curve on synthetic projects (issue 18).
+
+    .venv/bin/python bench/proposals.py [--sizes 5,10,20,40] [--test 30] [--threads 1] [--steps N]
+
+A synthetic project has two labels by shape family — ``round`` (blob, polygon, ring) and
+``branchy`` (limbs, tree; held-out scenes add the unseen horse and plant) — and several objects
+per image, every scene resized to a 640 px longer side. Annotated tasks come from the generator's
+training split; the test tasks ("unlabeled") from its held-out split: other photos, other
+shapes, two unseen families. For each project size n, the n annotated tasks are split as a
+retraining job splits them (a fifth held out, at least one): the model trains on the rest, and
+the held-out ones fit its score calibration and choose its threshold. On the test tasks each
+proposal becomes a mask through the extreme-point model (default weights, box mode: this model
+predicts boxes), and the masks are matched to the true ones (IoU >= 0.5, same label, most
+confident first): recall, precision and mean IoU of the matched masks; beside them box-level
+recall/precision, training time, and the proposal time per 640 px image (the model alone) and the
+mask time per object. Raw output goes to --out (default bench/results/proposals.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
+
+from backend.prompts import LoadedImage, Prompt, PromptKind  # noqa: E402
+from backend.proposals import ProposalModel, evaluate_proposals, train_proposal_model  # noqa: E402
+from backend.segmenters.extreme import ExtremeSegmenter  # noqa: E402
+from backend.training.synthetic import generate_scene  # noqa: E402
+from backend.training.validation import iou  # noqa: E402
+
+LABEL_OF_FAMILY = {"blob": "round", "polygon": "round", "ring": "round",
+                   "limbs": "branchy", "tree": "branchy", "horse": "branchy", "plant": "branchy"}
+LABELS = ("round", "branchy")
+LONG_SIDE = 640
+HELDOUT_FRACTION = 0.2  # as retraining splits a project's annotated tasks
+
+
+def task(seed: int, index: int, split: str) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """A generator scene at a 640 px longer side with its objects as (label, mask)."""
+    scene = generate_scene(seed, index, split)
+    scale = LONG_SIDE / max(scene.image.shape[:2])
+    size = (round(scene.image.shape[1] * scale), round(scene.image.shape[0] * scale))
+    image = cv2.resize(scene.image, size, interpolation=cv2.INTER_LINEAR)
+    masks = [cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0 for m in scene.masks]
+    return image, [(LABEL_OF_FAMILY[f], m) for f, m in zip(scene.families, masks) if m.any()]
+
+
+def mask_figures(model: ProposalModel, segmenter: ExtremeSegmenter, tests) -> dict:
+    """Proposals -> box-mode masks, matched to the true masks (IoU >= 0.5, same label, greedy by score)."""
+    proposed = objects = 0
+    ious, propose_s, mask_ms = [], [], []
+    for image, truth in tests:
+        loaded = LoadedImage(array=image, key="bench")
+        start = time.perf_counter()
+        proposals = model.propose(loaded)
+        propose_s.append(time.perf_counter() - start)
+        taken = [False] * len(truth)
+        for proposal in proposals:
+            start = time.perf_counter()
+            mask = segmenter.segment(loaded, Prompt(kind=PromptKind.BOX, label=proposal.label, box=proposal.box)).mask
+            mask_ms.append((time.perf_counter() - start) * 1000)
+            scores = [0.0 if taken[j] or label != proposal.label else iou(mask, m) for j, (label, m) in enumerate(truth)]
+            j = int(np.argmax(scores)) if scores else -1
+            if j >= 0 and scores[j] >= 0.5:
+                taken[j] = True
+                ious.append(scores[j])
+        proposed += len(proposals)
+        objects += len(truth)
+    found = len(ious)
+    return {
+        "mask_recall": found / max(1, objects), "mask_precision": found / max(1, proposed),
+        "matched_miou": float(np.mean(ious)) if ious else 0.0, "objects": objects, "proposals": proposed,
+        "propose_s_median": float(np.median(propose_s)), "propose_s_p90": float(np.percentile(propose_s, 90)),
+        "mask_ms_per_object_median": float(np.median(mask_ms)) if mask_ms else 0.0,
+    }
+
+
+def run_size(n: int, args, tests, segmenter) -> dict:
+    annotated = [task(args.seed, i, "train") for i in range(n)]
+    heldout_count = max(1, round(HELDOUT_FRACTION * n))
+    train_tasks, heldout = annotated[heldout_count:], annotated[:heldout_count]
+    with tempfile.TemporaryDirectory() as out_dir:
+        start = time.perf_counter()
+        metrics = train_proposal_model(train_tasks, LABELS, out_dir, heldout=heldout, steps=args.steps,
+                                       device="cpu", seed=args.seed)
+        train_s = time.perf_counter() - start
+        model = ProposalModel.load(out_dir)
+    boxes = evaluate_proposals(model, tests)
+    masks = mask_figures(model, segmenter, tests)
+    return {"tasks": n, "trained_on": len(train_tasks), "heldout": heldout_count, "train_s": train_s,
+            "steps": metrics["training"]["steps"], "threshold": model.threshold,
+            "calibration": model.manifest["calibration"], "box_recall": boxes["recall"],
+            "box_precision": boxes["precision"], "box_per_label": boxes["per_label"], **masks}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="5,10,20,40")
+    parser.add_argument("--test", type=int, default=30, help="unlabeled (test) tasks, held-out split")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the model's own choice)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", default=str(REPO_ROOT / "model_weights" / "extreme"))
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "proposals.txt"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    segmenter = ExtremeSegmenter.load(args.weights)
+    tests = [task(args.seed, i, "heldout") for i in range(args.test)]
+    rows = []
+    for n in (int(v) for v in args.sizes.split(",")):
+        rows.append(run_size(n, args, tests, segmenter))
+        print(json.dumps(rows[-1]), flush=True)
+    lines = [
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, busy), "
+        f"torch threads {args.threads}; {args.test} test tasks; seed {args.seed}",
+        "| annotated tasks (train + held out) | steps | train s | threshold | mask recall | mask precision "
+        "| matched mIoU | box recall | box precision | proposals s / 640 px image (median, p90) | mask ms / object |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['tasks']} ({r['trained_on']} + {r['heldout']}) | {r['steps']} | {r['train_s']:.0f} | {r['threshold']:.2f} "
+            f"| {r['mask_recall']:.3f} | {r['mask_precision']:.3f} | {r['matched_miou']:.3f} | {r['box_recall']:.3f} "
+            f"| {r['box_precision']:.3f} | {r['propose_s_median']:.2f}, {r['propose_s_p90']:.2f} "
+            f"| {r['mask_ms_per_object_median']:.0f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    Path(args.out).write_text(table + "\n\n" + "\n".join(json.dumps(r) for r in rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
