@@ -282,6 +282,29 @@ class LabelStudioClient:
     def delete_prediction(self, prediction_id: int) -> None:
         self.call("DELETE", f"/api/predictions/{int(prediction_id)}/", f"deleting prediction {prediction_id}")
 
+    def ml_backends(self, project: str) -> list[dict]:
+        """The ML backends connected to ``project`` (``GET /api/ml?project=``). Label Studio asks each of
+        them for ``/health`` and ``/setup`` before it answers, so never call this inside ``/setup``."""
+        what = f"listing project {project}'s ML backends"
+        backends = self.call_json("GET", "/api/ml", what, params={"project": int(project)})
+        if not isinstance(backends, list):
+            raise LabelStudioError(f"Label Studio's answer while {what} is not a list")
+        return [backend for backend in backends if isinstance(backend, dict)]
+
+    def update_ml_backend(self, backend: dict, fields: dict) -> dict:
+        """``PATCH /api/ml/<id>`` of ``backend`` (as ``ml_backends`` lists it) with ``fields``; the
+        updated backend. Label Studio 1.23 checks the connection again on every update and needs its
+        ``url``, ``project`` and authentication in the body (an empty ``basic_auth_pass`` keeps the
+        stored one), so they are sent as listed."""
+        body = {key: backend.get(key) for key in ("url", "project", "auth_method")}
+        if backend.get("auth_method") == "BASIC_AUTH":
+            body.update(basic_auth_user=backend.get("basic_auth_user") or "", basic_auth_pass="")
+        what = f"updating ML backend {backend.get('id')}"
+        updated = self.call_json("PATCH", f"/api/ml/{int(backend['id'])}", what, json={**body, **fields})
+        if not isinstance(updated, dict):
+            raise LabelStudioError(f"Label Studio's answer while {what} is not an ML backend")
+        return updated
+
     def export(self, project: str) -> list:
         """The project's JSON export: its annotated tasks with their current annotations."""
         what = f"exporting project {project}'s annotations"

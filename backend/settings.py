@@ -77,6 +77,9 @@ class Settings:
     # Backend -> LS (downloading uploads, reading annotations): a Personal Access Token.
     label_studio_url: str = ""
     label_studio_api_key: str = field(default="", repr=False)
+    # This backend's URL as Label Studio has it (the ML connection's URL): which of a project's ML
+    # backends shows our training outcomes; unset: those whose model version is ours.
+    ml_backend_url: str = ""
     # Scale-out: RQ job queues and the SAM embedding store in Redis.
     redis_url: str = field(default="", repr=False)  # may hold Redis's password
     # KeyPointLabels controls whose name starts with this prefix collect extreme points.
@@ -147,6 +150,7 @@ class Settings:
             webhook_requires_auth=_bool(env.get("WEBHOOK_REQUIRES_AUTH"), False),
             label_studio_url=(env.get("LABEL_STUDIO_URL") or "").rstrip("/"),
             label_studio_api_key=env.get("LABEL_STUDIO_API_KEY", ""),
+            ml_backend_url=(env.get("ML_BACKEND_URL") or "").rstrip("/"),
             redis_url=env.get("REDIS_URL", ""),
             extreme_tool_prefix=env.get("EXTREME_TOOL_PREFIX") or defaults.extreme_tool_prefix,
             default_options=_default_options(env),

@@ -25,6 +25,7 @@ from typing import Callable
 
 from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError
+from backend.active_learning.model_card import ModelCard
 from backend.active_learning.split import NotEnoughTasks, split_tasks
 from backend.active_learning.trainer import ExtremeTrainer, Trainer
 from backend.active_learning.training_lock import TrainingLock
@@ -58,24 +59,30 @@ class Progress:
     """The training stages as one progress bar: ``progress(stage, done, message)`` writes
     {"stage", "fraction", "message"} to the job file (throttled; a stage's end always)."""
 
-    def __init__(self, jobs: JobStore, job_id: str):
+    def __init__(self, jobs: JobStore, job_id: str, card: ModelCard | None = None):
         self._write = ProgressWriter(jobs, job_id)
+        self._card = card
 
     def __call__(self, stage: str, done: float, message: str = "") -> None:
         low, high = STAGES[stage]
         value = {"stage": stage, "fraction": round(low + (high - low) * min(max(done, 0.0), 1.0), 4), "message": message}
         self._write(value, force=done >= 1.0)
+        if self._card is not None:
+            self._card.show_progress(value)
 
 
-def run_training_job(settings, job_id: str, trainer: Trainer | None = None, reader=None) -> None:
-    """Run job ``job_id`` to its end; its outcome is written to the job file and logged, never raised."""
+def run_training_job(settings, job_id: str, trainer: Trainer | None = None, reader=None,
+                     card: ModelCard | None = None) -> None:
+    """Run job ``job_id`` to its end; its outcome is written to the job file, logged and shown on
+    Label Studio's model card (``card``, default: ``ModelCard`` from the settings), never raised."""
     layout = Layout(settings.model_dir)
     jobs = JobStore(layout)
     job = jobs.mark_running(job_id, os.getpid())
     if job.state != RUNNING:  # cancelled before it started
         return
     context = JobContext(job_id, job.project, VersionRegistry.from_settings(settings))
-    progress = Progress(jobs, job_id)
+    card = card or ModelCard(settings, job)
+    progress = Progress(jobs, job_id, card)
     staging = layout.staging_dir(job.project, job_id)
     try:
         with failures_recorded(jobs, job_id, EXPECTED_ERRORS):
@@ -97,6 +104,8 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
     job = jobs.get(job_id)
     log = logger.info if job.state == FINISHED else logger.warning
     log("training job %s for project %s %s", job_id, job.project, outcome_summary(job))
+    shown = card.show_outcome(job)
+    jobs.update(job_id, lambda ended: ended.result.update(shown))
 
 
 def _train_and_publish(context: JobContext, settings, trainer: Trainer, reader, progress: Callable, staging) -> dict:
