@@ -9,7 +9,9 @@ same message (ASCII, shortened). Label Studio never shows a response body, but i
 ``requests`` error text, which contains the reason phrase: e.g. adding the backend to a project
 whose labeling config has no mask control fails in Label Studio with "Reason: 422 Client Error:
 the labeling config has no BrushLabels or PolygonLabels control… for url: …/setup" (angle brackets are dropped from
-the reason phrase, as Label Studio may render it as HTML). Messages never contain
+the reason phrase, as Label Studio may render it as HTML). ``/setup`` fails (424) the same way when Label
+Studio refuses the backend's token (``LABEL_STUDIO_API_KEY``), so a refused token never shows as
+"Connected". Messages never contain
 request payloads, tokens or passwords; every request is logged as one line with its timing.
 
 Malformed input never answers 5xx: bodies over ``MAX_REQUEST_BYTES`` get 413, bodies that are not
@@ -37,7 +39,7 @@ from backend.components import Components
 from backend.embeddings.ahead import EmbedAhead
 from backend.files import disk_full
 from backend.jobs.routes import jobs_blueprint
-from backend.label_studio_check import LabelStudioCheck
+from backend.label_studio_check import OK, LabelStudioCheck
 from backend.labeling import LabelingError
 from backend.model import RequestError
 from backend.project_options import OptionError
@@ -194,6 +196,16 @@ def create_app(settings: Settings | None = None, segmenters: SegmenterSet | None
             raise RequestError('/setup needs "schema", the labeling config')
         answer = model.setup(body.get("project"), body["schema"], body.get("extra_params"))
         g.detail = f" project={project_id(body.get('project'))}"
+        # A refused token fails the connection (the Connect model dialog shows the reason); Label
+        # Studio unreachable or not configured does not (/health and this log line say so).
+        refusal = label_studio.refusal()
+        if refusal:
+            log.warning("/setup of project %s failed: Label Studio refuses the token: %s", project_id(body.get("project")),
+                        refusal)
+            return error_response(424, refusal)
+        checked = label_studio.status(wait_s=0)
+        if checked != OK:
+            g.detail += f" label_studio: {checked}"
         return jsonify(answer)
 
     @app.post("/predict")

@@ -6,6 +6,10 @@ Personal Access Token). It comes from a background thread and is cached for ``in
 Label Studio gives ``/health`` 1 s and may itself be slow or down: a request never waits on Label
 Studio longer than ``wait_s``, and only one that starts the first check waits at all. Messages never contain
 the token.
+
+``refusal`` is the same answer for ``/setup``: the reason when Label Studio refused the token (HTTP
+401/403, or the Personal Access Token's refresh refused), else None (accepted, unreachable, not
+configured, still checking), so a refused token fails the *Connect model* dialog with that reason.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class LabelStudioCheck:
         self._clock = clock
         self._lock = threading.Lock()
         self._answer: str | None = None
+        self._refused = False  # whether the answer is Label Studio refusing the token
         self._checked_at = float("-inf")
         self._checker = ProcessThread(self._refresh, "label-studio-check")
 
@@ -55,33 +60,44 @@ class LabelStudioCheck:
             self._checker.join(wait_s)
         return self._answer or CHECKING
 
-    def _refresh(self) -> None:
-        answer = self.check()
+    def refusal(self, wait_s: float = 0.5) -> str | None:
+        """Why Label Studio refuses the token (the cached answer, as ``status``), or None."""
+        answer = self.status(wait_s)
         with self._lock:
-            self._answer, self._checked_at = answer, self._clock()
+            return answer.removeprefix("error: ") if self._refused and answer == self._answer else None
+
+    def _refresh(self) -> None:
+        answer, refused = self._ask()
+        with self._lock:
+            self._answer, self._refused, self._checked_at = answer, refused, self._clock()
 
     def check(self) -> str:
         """Ask Label Studio now (blocking): who the token belongs to."""
+        return self._ask()[0]
+
+    def _ask(self) -> tuple[str, bool]:
+        """(the answer, whether it is Label Studio refusing the token)."""
         if self._auth is None:
-            return f"error: LABEL_STUDIO_API_KEY is not set; {PAT_HINT}"
+            return f"error: LABEL_STUDIO_API_KEY is not set; {PAT_HINT}", False
         url = self.url + WHOAMI_PATH
         try:
             # Not redirected, with the token decided on the URL as sent, in one deadline.
             response = self._client.fetch("GET", url)
         except LabelStudioAuthError as exc:
-            return f"error: {exc}"
+            return f"error: {exc}", exc.refused
         except requests.RequestException as exc:
             return (f"error: Label Studio at {redact(self.url)} is unreachable ({type(exc).__name__}); check that "
-                    "LABEL_STUDIO_URL is the address the backend reaches Label Studio at")
+                    "LABEL_STUDIO_URL is the address the backend reaches Label Studio at"), False
         if response.status_code in (401, 403):
             if self._auth.uses_legacy_token:
                 return (f"error: LABEL_STUDIO_API_KEY is not a Personal Access Token, and Label Studio refused it as "
-                        f"a legacy token (HTTP {response.status_code}); {PAT_HINT}")
-            return f"error: Label Studio refused the access token (HTTP {response.status_code} on {WHOAMI_PATH}); {PAT_HINT}"
+                        f"a legacy token (HTTP {response.status_code}); {PAT_HINT}"), True
+            return (f"error: Label Studio refused the access token (HTTP {response.status_code} on {WHOAMI_PATH}); "
+                    f"{PAT_HINT}"), True
         if response.status_code != 200 or not _is_json_object(response):
             return (f"error: {redact(self.url)}{WHOAMI_PATH} answered HTTP {response.status_code}, not Label Studio's "
-                    "current user: check LABEL_STUDIO_URL")
-        return OK
+                    "current user: check LABEL_STUDIO_URL"), False
+        return OK, False
 
 
 def _is_json_object(response: requests.Response) -> bool:

@@ -40,11 +40,12 @@ PAT_HINT = (
 
 class LabelStudioAuthError(Exception):
     """The API key could not be turned into an access token. Messages never contain the key.
-    ``transient``: Label Studio could not answer (unreachable, 5xx), rather than refusing the key."""
+    ``transient``: Label Studio could not answer (unreachable, 5xx), rather than refusing the key;
+    ``refused``: Label Studio refused the key itself (HTTP 4xx)."""
 
-    def __init__(self, message: str, transient: bool = False):
+    def __init__(self, message: str, transient: bool = False, refused: bool = False):
         super().__init__(message)
-        self.transient = transient
+        self.transient, self.refused = transient, refused
 
 
 class NoCredentials(requests.auth.AuthBase):
@@ -177,7 +178,7 @@ class LabelStudioAuth(requests.auth.AuthBase):
         if 400 <= response.status_code < 500:
             raise LabelStudioAuthError(
                 f"Label Studio rejected LABEL_STUDIO_API_KEY (HTTP {response.status_code} from /api/token/refresh/): "
-                f"the Personal Access Token is invalid, expired or revoked; {PAT_HINT}"
+                f"the Personal Access Token is invalid, expired or revoked; {PAT_HINT}", refused=True
             )
         if response.status_code != 200:
             raise LabelStudioAuthError(

@@ -12,7 +12,7 @@ import requests
 
 from backend.label_studio_check import CHECKING, NOT_CONFIGURED, OK, LabelStudioCheck
 from backend.settings import Settings
-from segmentation_fakes import make_app
+from segmentation_fakes import make_app, setup_body
 from test_ls_auth import PAT, access_token
 
 LS = "http://ls.example:8080"
@@ -117,3 +117,59 @@ def test_a_redirect_is_not_followed_with_the_token(requests_mock):
     answer = check_for(api_key=legacy).check()
     assert "answered HTTP 302" in answer and legacy not in answer
     assert [r.url for r in requests_mock.request_history] == [WHOAMI]
+
+
+def setup_answer(tmp_path, api_key: str = PAT):
+    app, _, _ = make_app(tmp_path, label_studio_url=LS, label_studio_api_key=api_key)
+    started = time.perf_counter()
+    response = app.test_client().post("/setup", json=setup_body(), auth=("", ""))
+    return response, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("mock, reason", [
+    (lambda m: (m.post(REFRESH, json={"access": access_token(1)}), m.get(WHOAMI, status_code=403)),
+     "Label Studio refused the access token (HTTP 403 on /api/current-user/whoami)"),
+    (lambda m: m.post(REFRESH, status_code=401, json={"detail": "Token is blacklisted"}),
+     "Label Studio rejected LABEL_STUDIO_API_KEY (HTTP 401 from /api/token/refresh/)"),
+])
+def test_setup_fails_with_the_reason_when_label_studio_refuses_the_token(tmp_path, requests_mock, mock, reason):
+    mock(requests_mock)
+    response, elapsed_s = setup_answer(tmp_path)
+    assert response.status_code == 424 and elapsed_s < 1.0
+    # Label Studio's Connect model dialog shows the HTTP reason phrase (app.error_response).
+    phrase = response.status.split(" ", 1)[1]
+    assert phrase.startswith(reason) and "LABEL_STUDIO_API_KEY" in phrase
+    assert PAT not in response.status and PAT not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("mock", [
+    lambda m: m.post(REFRESH, exc=requests.ConnectionError("refused")),
+    lambda m: (m.post(REFRESH, json={"access": access_token(1)}), m.get(WHOAMI, status_code=502)),
+    lambda m: (m.post(REFRESH, json={"access": access_token(1)}), m.get(WHOAMI, json={"id": 1})),
+])
+def test_setup_connects_when_label_studio_accepts_the_token_or_cannot_say(tmp_path, requests_mock, mock, caplog):
+    mock(requests_mock)
+    response, _ = setup_answer(tmp_path)
+    assert response.status_code == 200 and response.get_json()["model_version"]
+
+
+def test_setup_does_not_wait_for_a_hanging_label_studio(tmp_path, requests_mock):
+    release = threading.Event()
+
+    def hang(request, context):
+        release.wait(10)
+        return {"access": access_token(1)}
+
+    requests_mock.post(REFRESH, json=hang)
+    requests_mock.get(WHOAMI, json={"id": 1})
+    try:
+        response, elapsed_s = setup_answer(tmp_path)
+        assert response.status_code == 200 and elapsed_s < 1.5
+    finally:
+        release.set()
+        time.sleep(0.2)  # the check ends while Label Studio is still mocked
+
+
+def test_setup_without_label_studio_configured_connects(tmp_path):
+    app, _, _ = make_app(tmp_path)
+    assert app.test_client().post("/setup", json=setup_body()).status_code == 200
