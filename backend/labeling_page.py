@@ -26,6 +26,16 @@ So, for the extreme-point tool (4 clicks per object):
   dynamic, so they are deleted. Which masks a merge absorbed is decided once, by the policy
   (``policies.Applied.absorbed``); a mask answered as several regions (one polygon per part) hands
   each absorbed mask to the first of its parts that overlaps it.
+
+A prompt the backend cannot serve (a label without a mask tool, a point outside the image, a box of
+no area, extreme points on one line, no segmenter for its kind) cannot be an error: Label Studio
+1.23 answers the page's ``/api/ml/<id>/interactive-annotating`` with HTTP 200 and ``{"errors":
+[…]}`` for any non-2xx from the backend, and the page reads only ``data.result``, so an error shows
+nothing at all (no toast; the drawn region just stays). What the page does show of an answer is its
+regions, and a region's ``meta.text`` appears in the region's details (the *Meta* note, under the
+region's label when it is selected). So an unserved prompt's regions come back as they were drawn
+(same ids, not dynamic: they stay on screen) with the reason as their note (``unserved_echoes``),
+beside the masks of the prompts that could be served.
 """
 
 from __future__ import annotations
@@ -48,6 +58,16 @@ def echo_region(region: dict, *, remove: bool = False, read_only: bool = False) 
     if read_only:
         echo["readonly"] = True
     return echo
+
+
+UNSERVED_NOTE = "Not segmented: "
+
+
+def unserved_echoes(unserved: list[tuple[list[dict], str]]) -> list[dict]:
+    """Echoes of the regions of prompts that could not be served, each with the reason as its note
+    (``meta.text``, shown in the region's details)."""
+    return [{**echo_region(region), "meta": {"text": [f"{UNSERVED_NOTE}{reason}"]}}
+            for regions, reason in unserved for region in regions]
 
 
 def without_kept_points(regions: list) -> list:

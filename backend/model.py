@@ -6,8 +6,9 @@
   prompts; the answer is one entry whose ``result`` holds a mask region per prompt (a brush mask,
   or a polygon per part of the mask: ``backend.mask_output``). Pending point
   groups (1-3 extreme points, only negative clicks) get no mask and no error. Unusable prompts
-  (unknown label, outside the image, zero-area box) or a missing segmenter fail the request
-  (``RequestError``, 422) with a message saying which. A context ``{"event": "prewarm"}`` (newer
+  (unknown label, outside the image, zero-area box) and prompts no loaded segmenter answers come
+  back as drawn, with the reason as the region's note (``backend.labeling_page``: Label Studio
+  1.23's labeling page shows nothing of an error answer), beside the other prompts' masks. A context ``{"event": "prewarm"}`` (newer
   labeling pages, when a task opens) is answered at once with no regions and queues the task's
   SAM embedding first; every interactive call also queues the project's next tasks' embeddings
   (``backend.embeddings.ahead``).
@@ -43,7 +44,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from backend.labeling import LabelingConfig, MaskKind, parse_label_config
-from backend.labeling_page import page_answer, without_kept_points
+from backend.labeling_page import page_answer, unserved_echoes, without_kept_points
 from backend.images import ImageBusy, ImageError
 from backend.mask_output import MaskOutput
 from backend.policies import WILDCARD, PolicySet, keep_largest
@@ -356,20 +357,23 @@ class SegmentationModel:
         image = self._load_image(task, config)
         _warn_on_other_size(task, regions, config, image)
         routed = prompts_from_regions(regions, config, image.width, image.height)
-        if routed.errors:
-            raise RequestError("; ".join(routed.errors), 422)
-        segmentations = []
-        for prompt in routed.prompts:
+        unserved = list(zip(routed.error_regions, routed.errors))
+        segmentations, served = [], []
+        for prompt, group in zip(routed.prompts, routed.prompt_regions):
             try:
                 segmentations.append(self._segment(image, prompt, project.segmenters))
+                served.append((prompt, group))
             except (RoutingError, PromptError) as exc:
-                raise RequestError(str(exc), 422) from None
+                unserved.append((group, str(exc)))
+        for _, reason in unserved:
+            log.warning("task %s: prompt not served: %s", task.get("id"), reason)
+        routed = replace(routed, prompts=[prompt for prompt, _ in served], prompt_regions=[group for _, group in served])
         on_screen = self._masks_on_screen(task, regions, config, policies, image.width, image.height)
         screen_masks = {label: [mask for _, mask in pairs] for label, pairs in on_screen.items()}
         applied = policies.apply(segmentations, screen_masks)
         entry, covered, parents = self._entry([a.segmentation for a in applied], routed, project)
         entry["result"] = page_answer(entry["result"], covered, parents, applied, routed, on_screen,
-                                     project.options.keep_extreme_points)
+                                     project.options.keep_extreme_points) + unserved_echoes(unserved)
         return entry
 
     def _check_prompt_count(self, regions: list[dict], config: LabelingConfig) -> None:

@@ -60,7 +60,8 @@ class Routed:
     prompt_regions: for each prompt (same order), the regions that made it.
     pending: notes on point groups still waiting for clicks (e.g. 3 of 4 extreme points).
     pending_regions: the keypoint regions of those unfinished extreme groups, in the order given.
-    errors: one message per unusable region.
+    errors: one message per unusable region (or unusable group of extreme points).
+    error_regions: for each error, the regions it is about.
     image_rotation: the annotator's view rotation reported by the prompt regions (0 if none).
     """
 
@@ -69,7 +70,12 @@ class Routed:
     pending: list[str] = field(default_factory=list)
     pending_regions: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    error_regions: list[list[dict]] = field(default_factory=list)
     image_rotation: int = 0
+
+    def unusable(self, message: str, regions: list[dict]) -> None:
+        self.errors.append(message)
+        self.error_regions.append(regions)
 
 
 @dataclass
@@ -105,7 +111,7 @@ def prompts_from_regions(regions: list, config: LabelingConfig, width: int, heig
             elif _is_positive(region):
                 extreme.setdefault((tool.name, label), []).append((order, point_px(value, width, height, what), region))
         except RegionError as exc:
-            routed.errors.append(str(exc))
+            routed.unusable(str(exc), [region])
             continue
         if not rotation_seen and isinstance(region.get("image_rotation"), (int, float)):
             routed.image_rotation, rotation_seen = int(region["image_rotation"]), True
@@ -140,8 +146,9 @@ def prompts_from_regions(regions: list, config: LabelingConfig, width: int, heig
                 continue
             xy = np.array([p for _, p, _ in group], np.float32)
             if np.ptp(xy[:, 0]) < 1 or np.ptp(xy[:, 1]) < 1:
-                routed.errors.append(f'extreme points of "{label}" on "{tool_name}" span no area; click the '
-                                     "top-, bottom-, left- and right-most points of the object")
+                routed.unusable(f'extreme points of "{label}" on "{tool_name}" span no area; click the '
+                                "top-, bottom-, left- and right-most points of the object",
+                                [region for _, _, region in group])
                 continue
             ordered.append((group[0][0], Prompt(PromptKind.EXTREME, label, points=xy,
                                                 point_labels=np.ones(EXTREME_POINTS, np.int64)),
@@ -182,6 +189,7 @@ def prompts_from_task(task: dict, config: LabelingConfig, width: int, height: in
         merged.pending += routed.pending
         merged.pending_regions += routed.pending_regions
         merged.errors += routed.errors
+        merged.error_regions += routed.error_regions
     return merged
 
 

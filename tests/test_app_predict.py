@@ -60,11 +60,21 @@ def test_clicks_go_to_sam(tmp_path):
     assert np.array_equal(masks(response.get_json()["results"][0])[0], box_mask(35, 25, 65, 55))
 
 
-def test_clicks_without_sam_are_a_clear_error(tmp_path):
+def unserved_notes(response) -> dict[str, str]:
+    """Region id -> note of the regions an interactive answer hands back unsegmented."""
+    assert response.status_code == 200, response.get_json()
+    return {region["id"]: region["meta"]["text"][0] for region in response.get_json()["results"][0]["result"]
+            if region["meta"]["text"][0].startswith("Not segmented: ")}
+
+
+def test_clicks_without_sam_come_back_with_the_reason_as_their_note(tmp_path):
     app, _, _ = make_app(tmp_path, sam=False)
-    response, _ = interactive(app, [keypoint(40, 30)])
-    assert response.status_code == 422
-    assert "no segmenter for a points prompt" in response.get_json()["error"]
+    click = keypoint(40, 30)
+    response, _ = interactive(app, [click])
+    [echo] = response.get_json()["results"][0]["result"]
+    assert echo["id"] == click["id"] and echo["value"] == click["value"] and "dynamic" not in echo
+    assert unserved_notes(response) == {click["id"]: echo["meta"]["text"][0]}
+    assert "no segmenter for a points prompt" in echo["meta"]["text"][0]
 
 
 @pytest.mark.parametrize("count, objects", [(1, 0), (3, 0), (4, 1), (8, 2)])
@@ -146,9 +156,15 @@ def outside_keypoint():
     ([outside_keypoint()], "outside the image"),
     ([rectangle(50, 20, 50, 70)], "zero area"),
 ])
-def test_bad_interactive_prompts_are_422_with_the_reason(app, context, message):
-    response, _ = interactive(app, context)
-    assert response.status_code == 422 and message in response.get_json()["error"]
+def test_bad_interactive_prompts_come_back_with_the_reason_beside_the_good_ones(app, context, message):
+    """Label Studio 1.23's labeling page shows nothing of an error answer (labeling_page.py): the
+    prompt's region comes back with the reason as its note, and the other prompts get their masks."""
+    good = rectangle(50, 20, 120, 70)
+    response, _ = interactive(app, context + [good])
+    notes = unserved_notes(response)
+    assert list(notes) == [context[0]["id"]] and message in notes[context[0]["id"]]
+    [mask] = [region for region in response.get_json()["results"][0]["result"] if region["type"] == "brushlabels"]
+    assert np.array_equal(mask_from_region(mask, W, H), box_mask(50, 20, 120, 70))
 
 
 class RaisingSegmenter:
@@ -160,14 +176,16 @@ class RaisingSegmenter:
 
 
 def test_a_prompt_error_is_the_annotators_and_a_bug_is_ours(tmp_path, caplog):
-    """PromptError answers 422 (interactive) or skips the prompt (batch) with its reason; any other
-    ValueError from a segmenter is a bug: 500 and a logged traceback, never a "bad prompt"."""
+    """PromptError comes back as the prompt's note (interactive) or skips the prompt (batch) with its
+    reason; any other ValueError from a segmenter is a bug: 500 and a logged traceback, never a "bad prompt"."""
     rect = rectangle(50, 20, 120, 70)
-    for error, status in ((PromptError("box (1, 2, 1, 2) has no area"), 422), (ValueError("bug"), 500)):
-        app, _, _ = make_app(tmp_path, segmenters=SegmenterSet(sam=RaisingSegmenter(error), sam_name="sam-fake"))
-        response, _ = interactive(app, [rect])
-        assert response.status_code == status
-        assert ("has no area" in response.get_json()["error"]) == (status == 422)
+    app, _, _ = make_app(tmp_path, segmenters=SegmenterSet(sam=RaisingSegmenter(PromptError("box (1, 2, 1, 2) has "
+                                                                                           "no area")), sam_name="sam-fake"))
+    response, _ = interactive(app, [rect])
+    assert unserved_notes(response) == {rect["id"]: "Not segmented: box (1, 2, 1, 2) has no area"}
+    app, _, _ = make_app(tmp_path, segmenters=SegmenterSet(sam=RaisingSegmenter(ValueError("bug")), sam_name="sam-fake"))
+    response, _ = interactive(app, [rect])
+    assert response.status_code == 500 and "has no area" not in response.get_json()["error"]
     with caplog.at_level(logging.WARNING):
         app, _, _ = make_app(tmp_path, segmenters=SegmenterSet(sam=RaisingSegmenter(PromptError("no area")),
                                                                sam_name="sam-fake"))
