@@ -85,7 +85,8 @@ class EventSink(Protocol):
 
     def handle(self, event: WebhookEvent) -> dict:
         """Accepts one event fast (well under a second; queue any real work) and returns what joins
-        the webhook's JSON answer (``{"job": id}`` is shown by Label Studio for START_TRAINING).
+        the webhook's JSON answer (Label Studio 1.23 keeps the ``{"job": id}`` of a START_TRAINING
+        answer and shows none of it).
         Raises EventError for a payload it cannot act on."""
 
 

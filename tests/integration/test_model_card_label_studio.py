@@ -4,7 +4,9 @@ backend (gunicorn, embedded jobs, no Redis) and annotations saved through the AP
 Label Studio's *Start training* (``POST /api/ml/<id>/train``, which sends START_TRAINING with the
 connection's Basic Auth) trains; the ML backend's title, description and ``model_version`` then say
 what came of it: published with the held-out figures, or not and why. A refused token fails the
-connection itself, with the reason, as the *Connect model* dialog shows it.
+connection itself, with the reason, as the *Connect model* dialog shows it. A prompt the backend cannot
+serve reaches the labeling page as a region with the reason as its note, not as an error (which the
+page would not show).
 
 Default weights as in test_retraining.py: tiny and predicting nothing, so any training is "not
 worse" and gets published. No SAM checkpoint: start-up stays fast.
@@ -18,7 +20,7 @@ import pytest
 import requests
 from support.backend_server import BackendServer
 from support.ls_api import LabelStudioApiError
-from test_retraining import LABEL_CONFIG, OBJECTS, blank_weights, brush, png  # noqa: F401 (a fixture)
+from test_retraining import HEIGHT, LABEL_CONFIG, OBJECTS, WIDTH, blank_weights, brush, png  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +124,18 @@ def test_a_refused_token_fails_the_connection_with_the_reason(label_studio, tmp_
         assert "LABEL_STUDIO_API_KEY" in message and "not-a-valid-token" not in message
     finally:
         refused.stop()
+
+
+def test_a_prompt_that_cannot_be_served_reaches_the_page_with_its_reason(label_studio, backend):
+    """No SAM here, so the config's click tool cannot be served: the page gets the click back with a
+    note, where an error would reach it as ``{"errors": …}``, which it does not show."""
+    api = label_studio.api
+    project, ml, tasks = connect(api, backend, "model card: prompt not served", [])
+    click = {"id": "click1", "from_name": "clicks", "to_name": "image", "type": "keypointlabels",
+             "original_width": WIDTH, "original_height": HEIGHT, "image_rotation": 0, "is_positive": True,
+             "value": {"x": 40.0, "y": 40.0, "width": 0.5, "keypointlabels": ["Cat"]}}
+    answer = api.post(f"/api/ml/{ml}/interactive-annotating", json={"task": tasks[0], "context": {"result": [click]}})
+    assert "errors" not in answer, answer
+    [echo] = answer["data"]["result"]
+    assert echo["id"] == "click1" and echo["value"] == click["value"]
+    assert echo["meta"]["text"][0].startswith("Not segmented: no segmenter for a points prompt")
