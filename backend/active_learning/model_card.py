@@ -111,9 +111,9 @@ class ModelCard:
 
     def show_outcome(self, job: Job) -> dict:
         """The ended ``job`` on the card; what joins its result: ``{"label_studio": …}`` with the ML
-        backends updated and their model version, or why not."""
+        backends updated and their model version, or why not; nothing for a job that has not ended."""
         if job.state not in (FINISHED, FAILED):
-            raise ValueError(f"job {job.id} has not ended ({job.state})")
+            return {}
         try:
             updated = self._show(outcome_status(job), description(job))
         except Exception as exc:
