@@ -225,7 +225,7 @@ def test_with_redis_a_job_splits_into_chunks_that_workers_share(settings, model,
     monkeypatch.setattr(chunks, "rq_status", lambda connection, rq_id: "failed" if rq_id.endswith("-c1") else "finished")
     queue.enqueued.clear()
     assert chunks.poll_chunks(jobs, queue, jobs.get(job.id)) is False
-    assert [rq_id for _, _, rq_id in queue.enqueued] == [f"{job.id}-c1"]
+    assert [rq_id for _, _, rq_id in queue.enqueued] == [f"{job.id}-c1-a2"], "a new RQ id per attempt"
     chunks.work_chunk(settings, job.id, 1, model, tasks_api=ls)
     assert jobs.get(job.id).state == FINISHED and jobs.get(job.id).result[PREDICTED] == 5
     assert len(ls.created) == 5
@@ -458,3 +458,37 @@ def test_tasks_over_the_cap_are_reported_not_dropped_silently(settings, model):
 
     job = run(settings, new_job(settings, tasks=[1], scope="all"), model, ls)  # the cap holds at planning too
     assert job.result["total"] == 4 and job.result["not_planned"] == 2 and job.result[ALREADY_PREDICTED] == 4
+
+
+def test_a_started_chunk_whose_worker_died_is_queued_again_at_once(settings, monkeypatch):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from backend.preannotation.chunk_owner import OWNER_STALE_S, owner_file
+
+    settings, ls, jobs, job, queue = planned_with_redis(settings, 6)
+    monkeypatch.setattr(chunks, "rq_status", lambda connection, rq_id: "started" if "-c" in rq_id else "finished")
+    monkeypatch.setattr(chunks, "POLL_EVERY_S", 0.0)
+    directory = JobTasks(jobs.layout, PROJECT_ID, job.id).directory
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owners = {0: {"host": socket.gethostname(), "pid": int(dead.stdout), "at": time.time()},  # killed here
+              1: {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()},  # working
+              2: {"host": "elsewhere", "pid": 1, "at": time.time() - OWNER_STALE_S - 1}}  # a silent host
+    for chunk, owner in owners.items():
+        owner_file(directory, chunk).write_text(json.dumps(owner))
+    queue.enqueued.clear()
+    chunks.poll_chunks(jobs, queue, jobs.get(job.id))
+    assert sorted(rq_id for _, _, rq_id in queue.enqueued) == [f"{job.id}-c0-a2", f"{job.id}-c2-a2"]
+    assert not owner_file(directory, 0).exists() and owner_file(directory, 1).exists()
+
+
+def test_a_chunk_is_owned_on_disk_while_it_runs(tmp_path):
+    from backend.preannotation.chunk_owner import ChunkOwner, dead_owner, owner_file
+
+    with ChunkOwner(tmp_path, 3):
+        assert owner_file(tmp_path, 3).exists() and dead_owner(tmp_path, 3) is None
+    assert not owner_file(tmp_path, 3).exists() and dead_owner(tmp_path, 3) is None

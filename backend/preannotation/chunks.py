@@ -7,9 +7,12 @@
   not one process, carry it.
 - ``run_rq_chunk``: a worker loads the serving model and works one chunk; the chunk that completes
   the job marks it finished.
-- ``poll_chunks`` (the dispatcher, about twice a second): a chunk RQ lost (worker killed, Redis
-  flushed) is queued again to resume from its tasks' outcomes on disk, at most MAX_ATTEMPTS times;
-  then its remaining tasks are recorded as failed, so the job still ends.
+- ``poll_chunks`` (the dispatcher, every ``POLL_EVERY_S``): a chunk RQ lost (worker killed, Redis
+  flushed), or one RQ still calls started whose worker is dead by its ownership on disk
+  (``chunk_owner.py``: pid gone on this host, or silent for a minute) — without waiting minutes for
+  RQ to notice — is queued again, under a new RQ id per attempt (``<job id>-c<n>-a<k>``, so RQ's
+  late cleanup of the dead attempt touches nothing), to resume from its tasks' outcomes on disk, at
+  most MAX_ATTEMPTS times; then its remaining tasks are recorded as failed, so the job still ends.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from backend.jobs.layout import JobLayout
 from backend.jobs.queues import PREANNOTATION_QUEUE, rq_queue
 from backend.jobs.store import MAX_ATTEMPTS, QUEUED, RUNNING, Job, JobStore
 from backend.preannotation.job import JOB_ERRORS, Cancelled, JobRun, job_threads
-from backend.preannotation.progress import FAILED
+from backend.preannotation.chunk_owner import ChunkOwner, dead_owner, owner_file
+from backend.preannotation.progress import FAILED, JobTasks
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +37,9 @@ POLL_EVERY_S = 10.0
 _polled_at: dict[str, float] = {}
 
 
-def chunk_id(job_id: str, chunk: int) -> str:
-    return f"{job_id}-c{chunk}"
+def chunk_id(job_id: str, chunk: int, attempt: int = 1) -> str:
+    """The RQ id of ``chunk``'s ``attempt``-th run."""
+    return f"{job_id}-c{chunk}" if attempt <= 1 else f"{job_id}-c{chunk}-a{attempt}"
 
 
 def plan_rq_chunks(settings, job_id: str, queue=None, tasks_api=None) -> None:
@@ -57,9 +62,13 @@ def plan_rq_chunks(settings, job_id: str, queue=None, tasks_api=None) -> None:
 
 def run_rq_chunk(job_id: str, chunk: int) -> None:
     """The RQ task for one chunk: settings come from the worker's environment, never through Redis;
-    the serving model is built once per worker process."""
+    the serving model is built once per worker process. The chunk is this process's (on disk) from
+    its start, model loading included."""
     components = Components.of_this_process()
-    work_chunk(components.settings, job_id, chunk, components.job_model(job_threads(components.settings)))
+    settings = components.settings
+    job = JobStore(JobLayout(settings.model_dir)).get(job_id)
+    with ChunkOwner(JobTasks(JobLayout(settings.model_dir), job.project, job_id).directory, chunk):
+        work_chunk(settings, job_id, chunk, components.job_model(job_threads(settings)))
 
 
 def work_chunk(settings, job_id: str, chunk: int, model, tasks_api=None) -> None:
@@ -101,14 +110,21 @@ def poll_chunks(jobs: JobStore, queue, job: Job) -> bool:
     for chunk in range(len(chunks)):
         if not run.tasks.pending(chunk):
             continue
-        status = rq_status(connection, chunk_id(job.id, chunk))
-        if status == LEGACY:  # queued in the pickled format before an upgrade: again, as JSON
-            queue.remove(chunk_id(job.id, chunk))
-            _enqueue(queue, job, chunk)
-            continue
-        if status not in LOST + ("finished",):
-            continue
         tries = attempts.get(str(chunk), 1)
+        rq_id = chunk_id(job.id, chunk, tries)
+        status = rq_status(connection, rq_id)
+        if status == LEGACY:  # queued in the pickled format before an upgrade: again, as JSON
+            queue.remove(rq_id)
+            _enqueue(queue, job, chunk, tries)
+            continue
+        why = "was lost by RQ"
+        if status == "started":
+            why = dead_owner(run.tasks.directory, chunk)
+            if why is None:
+                continue  # being worked
+            owner_file(run.tasks.directory, chunk).unlink(missing_ok=True)
+        elif status not in LOST + ("finished",):
+            continue
         if tries >= MAX_ATTEMPTS:
             for task in run.tasks.pending(chunk):
                 run.tasks.record(chunk, task, FAILED, f"the worker on this task's chunk stopped {tries} times "
@@ -116,15 +132,14 @@ def poll_chunks(jobs: JobStore, queue, job: Job) -> bool:
             continue
         attempts[str(chunk)] = tries + 1
         write_json_atomic(attempts_file, attempts)
-        logger.warning("pre-annotation job %s: chunk %d was lost by RQ; queued again (attempt %d)", job.id, chunk,
-                       tries + 1)
-        _enqueue(queue, job, chunk)
+        logger.warning("pre-annotation job %s: chunk %d %s; queued again (attempt %d)", job.id, chunk, why, tries + 1)
+        _enqueue(queue, job, chunk, tries + 1)
     run.finish_if_complete()
     return False
 
 
-def _enqueue(queue, job: Job, chunk: int) -> None:
-    queue.enqueue(run_rq_chunk, job.id, chunk, job_id=chunk_id(job.id, chunk), job_timeout=RQ_JOB_TIMEOUT_S,
+def _enqueue(queue, job: Job, chunk: int, attempt: int = 1) -> None:
+    queue.enqueue(run_rq_chunk, job.id, chunk, job_id=chunk_id(job.id, chunk, attempt), job_timeout=RQ_JOB_TIMEOUT_S,
                   description=f"pre-annotation of project {job.project}, chunk {chunk}")
 
 

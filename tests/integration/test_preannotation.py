@@ -184,3 +184,38 @@ def test_with_redis_two_workers_share_one_projects_pre_annotation(label_studio, 
     check_one_brush_prediction_per_task(api, project, tasks, version)
     done_by = {w.name: w.successful_job_count for w in Worker.all(connection=Redis.from_url(redis_server.url))}
     assert len(done_by) == 2 and all(count > 0 for count in done_by.values()), done_by
+
+
+def test_with_redis_a_killed_workers_chunk_is_queued_again_at_once(label_studio, redis_server, scaled_out):  # noqa: F811
+    """RQ notices a SIGKILLed worker only when its registration expires (7.5 min); the chunk's owner
+    on disk (host:pid) tells the dispatcher at once, and the other worker finishes it."""
+    import signal
+
+    api, (backend, workers) = label_studio.api, scaled_out
+    project, ml = connect_project(api, backend, "a worker killed mid-chunk", preannotate_on_import=False)
+    tasks = import_boxed_tasks(api, project, 12, WIDTH, HEIGHT, offset=100)
+    answer = requests.post(f"{backend.url}/jobs", json={"type": "preannotate", "project": project, "tasks": tasks},
+                           auth=backend.auth, timeout=10)
+    job_id = answer.json()["job"]["id"]
+    state_dir = backend.model_dir / "active_learning" / "projects" / str(project) / "jobs" / job_id
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (owners := sorted(state_dir.glob("owner-*.json"))):
+        assert time.monotonic() < deadline, "no chunk was taken"
+        time.sleep(0.05)
+    import json
+
+    horse = json.loads(owners[0].read_text())["pid"]
+    parent = int(Path(f"/proc/{horse}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    victim = next(w for w in workers if w.pid == parent)  # the worker whose work horse runs the chunk
+    os.killpg(victim.pid, signal.SIGKILL)  # the machine goes down: worker and work horse at once
+    try:
+        os.kill(horse, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    killed_at = time.monotonic()
+    job = wait_for_job(backend, job_id)
+    assert job["state"] == "finished" and job["result"]["failed"] == 0, job
+    assert job["result"]["predicted"] + job["result"]["already_predicted"] == 12, job
+    assert time.monotonic() - killed_at < 180, "the chunk must not wait for RQ's cleanup"
+    check_one_brush_prediction_per_task(api, project, tasks, ml["model_version"])
+    assert "died; queued again" in backend.process.log_tail(400)
