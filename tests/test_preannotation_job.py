@@ -492,3 +492,30 @@ def test_a_chunk_is_owned_on_disk_while_it_runs(tmp_path):
     with ChunkOwner(tmp_path, 3):
         assert owner_file(tmp_path, 3).exists() and dead_owner(tmp_path, 3) is None
     assert not owner_file(tmp_path, 3).exists() and dead_owner(tmp_path, 3) is None
+
+
+def test_a_chunk_handed_back_at_a_shutdown_is_queued_again_without_counting_an_attempt(settings, model, monkeypatch):
+    settings, ls, jobs, job, queue = planned_with_redis(settings, 2)
+    directory = JobTasks(jobs.layout, PROJECT_ID, job.id).directory
+
+    class Here:
+        def job_model(self, threads):
+            return model
+
+    here = Here()
+    here.settings = settings
+    monkeypatch.setattr(chunks.Components, "of_this_process", staticmethod(lambda: here))
+
+    def stopped(*args):
+        raise Stopped()
+
+    monkeypatch.setattr(chunks, "work_chunk", stopped)
+    monkeypatch.setattr(chunks, "rq_status", lambda connection, rq_id: "finished" if "-c" in rq_id else None)
+    monkeypatch.setattr(chunks, "POLL_EVERY_S", 0.0)
+    for restart in range(MAX_ATTEMPTS + 2):  # a deploy's restarts, each while the chunk runs
+        chunks.run_rq_chunk(job.id, 0)
+        queue.enqueued.clear()
+        chunks.poll_chunks(jobs, queue, jobs.get(job.id))
+        assert [rq_id for _, _, rq_id in queue.enqueued] == [chunks.chunk_id(job.id, 0, restart + 2)]
+    assert jobs.get(job.id).state == RUNNING and JobTasks(jobs.layout, PROJECT_ID, job.id).pending(0) == [1, 2]
+    assert not list(directory.glob("owner-*"))

@@ -12,12 +12,18 @@ RQ's own loop quits when Redis goes away (a restart, a network cut) while it hea
 maintenance; ours then waits for Redis (capped, jittered backoff; SIGTERM still stops it) and works
 on with a fresh registration, so a job never waits for a worker that silently left. Only a shutdown
 (SIGTERM, SIGINT) or ``--burst`` ends the command.
+
+A shutdown while a job of ``PAUSABLE_QUEUES`` runs (a pre-annotation chunk: hours of work in all)
+passes SIGTERM on to its work horse, which stops after the task in hand and hands the chunk back
+(queued again without counting an attempt), so a deploy's restarts neither wait for a whole chunk
+nor, killed after the grace period, count as crashes.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,7 +33,8 @@ from redis.exceptions import RedisError
 from rq.worker import SpawnWorker, WorkerStatus
 
 from backend.jobs.backoff import Backoff
-from backend.jobs.queues import IN_WORKER_QUEUES, IN_WORKER_TIMEOUT_S, SERIALIZER, WORKER_QUEUES, rq_queue
+from backend.jobs.queues import (IN_WORKER_QUEUES, IN_WORKER_TIMEOUT_S, PREANNOTATION_QUEUE, SERIALIZER, WORKER_QUEUES,
+                                 rq_queue)
 from backend.log_config import configure_logging
 from backend.settings import Settings
 
@@ -38,6 +45,8 @@ EMBEDDED_NOTE = (
 )
 logger = logging.getLogger(__name__)
 
+# Jobs there stop at a task boundary on SIGTERM and are queued again (``preannotation.chunks.run_rq_chunk``).
+PAUSABLE_QUEUES = (PREANNOTATION_QUEUE,)
 # An in-worker job sends no heartbeats while it runs; RQ waits this long past its timeout.
 IN_WORKER_GRACE_S = 60
 
@@ -48,12 +57,25 @@ class BackendWorker(SpawnWorker):
     forked: a process forked after torch ran a parallel op hangs on its next one."""
 
     shutdown_requested = False
+    _running_queue: str | None = None
 
     def request_stop(self, signum, frame):
         self.shutdown_requested = True  # RQ's loop ends for this, not for a lost Redis
+        if self._running_queue in PAUSABLE_QUEUES and self.horse_pid:
+            try:  # the horse is in its own process group: it hears of the shutdown only from us
+                os.kill(self.horse_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         super().request_stop(signum, frame)
 
     def execute_job(self, job, queue):
+        self._running_queue = queue.name
+        try:
+            return self._execute(job, queue)
+        finally:
+            self._running_queue = None
+
+    def _execute(self, job, queue):
         if queue.name not in IN_WORKER_QUEUES:
             return super().execute_job(job, queue)
         execution = self.prepare_execution(job)

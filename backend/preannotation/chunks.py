@@ -6,7 +6,9 @@
   one RQ job per chunk (``<job id>-c<n>``). The job is then running without a pid: its chunks,
   not one process, carry it.
 - ``run_rq_chunk``: a worker loads the serving model and works one chunk; the chunk that completes
-  the job marks it finished.
+  the job marks it finished. SIGTERM (the worker's shutdown, passed on by ``jobs.worker``) stops it
+  after the task in hand and hands the chunk back (``released-<n>.json``): queued again without
+  counting an attempt.
 - ``poll_chunks`` (the dispatcher, every ``POLL_EVERY_S``): a chunk RQ lost (worker killed, Redis
   flushed), or one RQ still calls started whose worker is dead by its ownership on disk
   (``chunk_owner.py``: pid gone on this host, or silent for a minute) — without waiting minutes for
@@ -18,12 +20,14 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 from backend.components import Components
 from backend.files import read_json, write_json_atomic
 from backend.jobs.executors import LEGACY, LOST, RQ_JOB_TIMEOUT_S, rq_status
 from backend.jobs.layout import JobLayout
+from backend.jobs.lifecycle import Stopped, raise_on_sigterm
 from backend.jobs.queues import PREANNOTATION_QUEUE, rq_queue
 from backend.jobs.store import MAX_ATTEMPTS, QUEUED, RUNNING, Job, JobStore
 from backend.preannotation.job import JOB_ERRORS, Cancelled, JobRun, job_threads
@@ -64,11 +68,27 @@ def run_rq_chunk(job_id: str, chunk: int) -> None:
     """The RQ task for one chunk: settings come from the worker's environment, never through Redis;
     the serving model is built once per worker process. The chunk is this process's (on disk) from
     its start, model loading included."""
-    components = Components.of_this_process()
-    settings = components.settings
-    job = JobStore(JobLayout(settings.model_dir)).get(job_id)
-    with ChunkOwner(JobTasks(JobLayout(settings.model_dir), job.project, job_id).directory, chunk):
-        work_chunk(settings, job_id, chunk, components.job_model(job_threads(settings)))
+    previous = raise_on_sigterm()  # first: a shutdown while the model loads hands the chunk back too
+    try:
+        components = Components.of_this_process()
+        settings = components.settings
+        job = JobStore(JobLayout(settings.model_dir)).get(job_id)
+        directory = JobTasks(JobLayout(settings.model_dir), job.project, job_id).directory
+        try:
+            with ChunkOwner(directory, chunk):
+                work_chunk(settings, job_id, chunk, components.job_model(job_threads(settings)))
+        except Stopped:
+            released = released_file(directory, chunk)
+            write_json_atomic(released, (read_json(released, 0) or 0) + 1)
+            logger.info("pre-annotation job %s: chunk %d handed back at a shutdown; it is queued again", job_id, chunk)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def released_file(directory, chunk: int):
+    """How often ``chunk`` was handed back at a shutdown (starts that count as no attempt)."""
+    return directory / f"released-{chunk:05d}.json"
 
 
 def work_chunk(settings, job_id: str, chunk: int, model, tasks_api=None) -> None:
@@ -125,9 +145,10 @@ def poll_chunks(jobs: JobStore, queue, job: Job) -> bool:
             owner_file(run.tasks.directory, chunk).unlink(missing_ok=True)
         elif status not in LOST + ("finished",):
             continue
-        if tries >= MAX_ATTEMPTS:
+        deaths = tries - (read_json(released_file(run.tasks.directory, chunk), 0) or 0)  # not handed back
+        if deaths >= MAX_ATTEMPTS:
             for task in run.tasks.pending(chunk):
-                run.tasks.record(chunk, task, FAILED, f"the worker on this task's chunk stopped {tries} times "
+                run.tasks.record(chunk, task, FAILED, f"the worker on this task's chunk stopped {deaths} times "
                                                       "(killed, out of memory?) before finishing it")
             continue
         attempts[str(chunk)] = tries + 1

@@ -219,3 +219,42 @@ def test_with_redis_a_killed_workers_chunk_is_queued_again_at_once(label_studio,
     assert time.monotonic() - killed_at < 180, "the chunk must not wait for RQ's cleanup"
     check_one_brush_prediction_per_task(api, project, tasks, ml["model_version"])
     assert "died; queued again" in backend.process.log_tail(400)
+
+
+def test_with_redis_a_worker_shutdown_hands_its_chunk_back(label_studio, redis_server, scaled_out):  # noqa: F811
+    """SIGTERM to a worker (a deploy) reaches its work horse: the chunk stops after the task in hand,
+    is handed back (no attempt counted) and finished by another worker; the worker exits."""
+    import json
+    import signal
+
+    api, (backend, workers) = label_studio.api, scaled_out
+    workdir = backend.model_dir.parent
+    env = {**os.environ, "REDIS_URL": redis_server.url, "PREANNOTATE_CHUNK_TASKS": "2", "PREANNOTATE_THREADS": "1",
+           "MODEL_DIR": str(backend.model_dir), "DEVICE": "cpu", "SAM_CHECKPOINT": str(workdir / "no-sam-checkpoint.pth"),
+           "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.personal_access_token}
+    workers += [ServerProcess(f"worker {n}", [sys.executable, "-m", "backend", "worker", "--name", f"w{n}"], env,
+                              cwd=REPO_ROOT, log_path=workdir / f"worker{n}.log") for n in (3, 4)]
+    project, ml = connect_project(api, backend, "a worker shut down mid-chunk", preannotate_on_import=False)
+    tasks = import_boxed_tasks(api, project, 12, WIDTH, HEIGHT, offset=200)
+    answer = requests.post(f"{backend.url}/jobs", json={"type": "preannotate", "project": project, "tasks": tasks},
+                           auth=backend.auth, timeout=10)
+    job_id = answer.json()["job"]["id"]
+    state_dir = backend.model_dir / "active_learning" / "projects" / str(project) / "jobs" / job_id
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (owners := sorted(state_dir.glob("owner-*.json"))):
+        assert time.monotonic() < deadline, "no chunk was taken"
+        time.sleep(0.05)
+    chunk = int(owners[0].stem.split("-")[1])
+    horse = json.loads(owners[0].read_text())["pid"]
+    parent = int(Path(f"/proc/{horse}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    victim = next(w for w in workers if w.pid == parent)
+    os.kill(victim.pid, signal.SIGTERM)  # the worker only, as `docker stop` does
+    deadline = time.monotonic() + 60
+    while victim.exit_code() is None:
+        assert time.monotonic() < deadline, victim.log_tail()
+        time.sleep(0.1)
+    job = wait_for_job(backend, job_id)
+    assert job["state"] == "finished" and job["result"]["failed"] == 0, job
+    assert job["result"]["predicted"] + job["result"]["already_predicted"] == 12, job
+    assert json.loads((state_dir / f"released-{chunk:05d}.json").read_text()) == 1, victim.log_tail()
+    check_one_brush_prediction_per_task(api, project, tasks, ml["model_version"])
