@@ -191,3 +191,23 @@ def test_proposals_are_off_by_default_and_the_server_default_can_turn_them_on():
     project = ProjectSetup("7", CONFIG, {"proposals": False, "proposal_threshold": 0.3}, "v")
     options = ProjectOptions.for_project(default, project)
     assert not options.proposals and options.proposal_threshold == 0.3
+
+
+def test_pre_annotation_stores_proposals_for_tasks_without_prompts_and_counts_empty_ones_as_no_prompts(tmp_path):
+    from preannotation_fakes import FakeLabelStudio
+
+    from backend.preannotation.job import preannotate_task
+    from backend.preannotation.progress import NO_PROMPTS, PREDICTED
+
+    model, _ = model_for(tmp_path, FakeProposer([CAR]))
+    context = model.project_context(PROJECT)
+    ls = FakeLabelStudio([task(1)])
+    assert preannotate_task(model, context, ls, "7", 1) == (PREDICTED, "")
+    (stored,) = ls.predictions_of(1)
+    assert stored["model_version"] == context.version and len(stored["result"]) == 1
+    empty, _ = model_for(tmp_path / "empty", FakeProposer([]))
+    outcome, message = preannotate_task(empty, empty.project_context(PROJECT), FakeLabelStudio([task(2)]), "7", 2)
+    assert outcome == NO_PROMPTS and "found no object" in message
+    off, _ = model_for(tmp_path / "off", None, status={"message": "cold start: 1 annotated tasks, 7 more needed"})
+    outcome, message = preannotate_task(off, off.project_context(PROJECT), FakeLabelStudio([task(3)]), "7", 3)
+    assert outcome == NO_PROMPTS and "7 more needed" in message

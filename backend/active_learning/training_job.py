@@ -1,6 +1,8 @@
 """The body of one training job: read the project's annotations from Label Studio, hold out
 validation tasks, evaluate the serving version on them, fine-tune it, evaluate the result, and
-publish the result as the project's next version only if it is not worse.
+publish the result as the project's next version only if it is not worse. With the project option
+``proposals`` on, the job then trains the project's proposal model (``proposal_training``), which
+may publish a version of its own.
 
 Runs in its own process (the embedded runner spawns one per job; an RQ worker runs it in its
 work-horse), never in a web worker. Whatever happens, the job file says so: finished with its
@@ -26,6 +28,9 @@ from typing import Callable
 from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError
 from backend.active_learning.model_card import ModelCard
+from backend.active_learning.proposal_data import ProposalDataReader
+from backend.active_learning.proposal_training import (outcome_line, proposals_enabled, record_failure,
+                                                       train_proposals)
 from backend.active_learning.split import NotEnoughTasks, split_tasks
 from backend.active_learning.trainer import ExtremeTrainer, Trainer
 from backend.active_learning.training_lock import TrainingLock
@@ -40,7 +45,7 @@ from backend.jobs.types import follow_ups
 logger = logging.getLogger(__name__)
 
 # Share of the job's progress bar per stage.
-STAGES = {"waiting": (0.0, 0.0), "fetching": (0.0, 0.2), "evaluating": (0.2, 0.3), "training": (0.3, 0.9),
+STAGES = {"proposals": (0.0, 1.0), "waiting": (0.0, 0.0), "fetching": (0.0, 0.2), "evaluating": (0.2, 0.3), "training": (0.3, 0.9),
           "checking": (0.9, 0.97), "publishing": (0.97, 1.0)}
 # Errors whose messages are written for users; anything else is reported with its type too.
 EXPECTED_ERRORS = (ProjectDataError, VersionError, ImageError, NotEnoughTasks)
@@ -59,20 +64,28 @@ class Progress:
     """The training stages as one progress bar: ``progress(stage, done, message)`` writes
     {"stage", "fraction", "message"} to the job file (throttled; a stage's end always)."""
 
-    def __init__(self, jobs: JobStore, job_id: str, card: ModelCard | None = None):
-        self._write = ProgressWriter(jobs, job_id)
+    def __init__(self, jobs: JobStore, job_id: str, card: ModelCard | None = None,
+                 span: tuple[float, float] = (0.0, 1.0), writer=None):
+        self._write = writer or ProgressWriter(jobs, job_id)
         self._card = card
+        self._jobs, self._job_id, self._span = jobs, job_id, span
+
+    def within(self, low: float, high: float) -> "Progress":
+        """The same bar, its stages drawn between ``low`` and ``high`` (a job that trains two models)."""
+        return Progress(self._jobs, self._job_id, self._card, (low, high), self._write)
 
     def __call__(self, stage: str, done: float, message: str = "") -> None:
         low, high = STAGES[stage]
-        value = {"stage": stage, "fraction": round(low + (high - low) * min(max(done, 0.0), 1.0), 4), "message": message}
+        fraction = low + (high - low) * min(max(done, 0.0), 1.0)
+        fraction = self._span[0] + (self._span[1] - self._span[0]) * fraction
+        value = {"stage": stage, "fraction": round(fraction, 4), "message": message}
         self._write(value, force=done >= 1.0)
         if self._card is not None:
             self._card.show_progress(value)
 
 
 def run_training_job(settings, job_id: str, trainer: Trainer | None = None, reader=None,
-                     card: ModelCard | None = None) -> None:
+                     card: ModelCard | None = None, proposal_trainer=None, proposal_reader=None) -> None:
     """Run job ``job_id`` to its end; its outcome is written to the job file, logged and shown on
     Label Studio's model card (``card``, default: ``ModelCard`` from the settings), never raised."""
     layout = Layout(settings.model_dir)
@@ -91,10 +104,15 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
                     progress("waiting", 0.0, "waiting for the project's previous job to end")
                     with TrainingLock(layout, job.project, settings.redis_url) as lock:
                         heartbeat.keep_alive = lock.refresh
+                        proposals = proposals_enabled(settings, job.project)
                         result = _train_and_publish(
                             context, settings, trainer or ExtremeTrainer.from_settings(settings),
-                            reader or LabelStudioProjectReader(settings), progress, staging,
+                            reader or LabelStudioProjectReader(settings),
+                            progress.within(0.0, 0.5) if proposals else progress, staging,
                         )
+                        if proposals:
+                            result["proposals"] = _proposal_step(context, settings, progress.within(0.5, 1.0), staging,
+                                                                 proposal_reader, proposal_trainer)
                 result.update(follow_ups(settings, job, result))
                 jobs.finish(job_id, result)
             except Stopped:
@@ -167,11 +185,27 @@ def read_annotations(reader, project: str, progress: Callable):
             time.sleep(wait_s)
 
 
+def _proposal_step(context: JobContext, settings, progress: Progress, staging, reader, trainer) -> dict:
+    """The proposal model's part of the job; its failure on the project's data is recorded in the
+    result and leaves the extreme-point outcome and serving as they are."""
+    from backend.proposals import ProposalError
+
+    try:
+        data = read_annotations(reader or ProposalDataReader(settings), context.project, progress)
+        result = train_proposals(settings, context.project, context.job_id, context.registry, data,
+                                 lambda done, message: progress("proposals", done, message), staging, trainer)
+    except EXPECTED_ERRORS + (ProposalError,) as exc:
+        result = record_failure(settings, context.project, str(exc))
+    logger.info("training job %s for project %s: %s", context.job_id, context.project, outcome_line(result))
+    return result
+
+
 def result_summary(result: dict) -> str:
     """A finished training job in one line: published or not, with the figures."""
     figures = (f"held-out mIoU {result.get('miou_before')} -> {result.get('miou_after')} on "
                f"{result.get('val_instances', '?')} instances, {result.get('train_instances', '?')} training "
                f"instances, {result.get('steps', '?')} steps")
+    proposals = f"; {outcome_line(result['proposals'])}" if result.get("proposals") else ""
     if result.get("published"):
-        return f"published {result.get('version')} ({figures})"
-    return f"not published: {result.get('reason') or figures}"
+        return f"published {result.get('version')} ({figures}){proposals}"
+    return f"not published: {result.get('reason') or figures}{proposals}"

@@ -1,7 +1,7 @@
 """Starting pre-annotation jobs: ``request_preannotation``, which every trigger goes through: an
 import with the project option ``preannotate_on_import`` on (``Preannotation``, the webhook sink for
-TASKS_CREATED), ``POST /jobs`` (``request_from_http``) and a newly published model version
-(``after_training``, a follow-up of training jobs).
+TASKS_CREATED), ``POST /jobs`` (``request_from_http``) and a newly published model version with
+``preannotate_on_import`` or ``proposals`` on (``after_training``, a follow-up of training jobs).
 
 Only projects that sent ``/setup`` to this backend are pre-annotated by an import or a new version
 (``preannotates_on_import``): the server default (``POLICIES``) fills in options of a connected
@@ -136,14 +136,18 @@ def request_from_http(jobs: JobStore, executor: Executor, project: str, body: di
 
 
 def after_training(settings, job: Job, result: dict) -> dict:
-    """A training job's follow-up: with ``preannotate_on_import`` on for a connected project, a
-    published version queues pre-annotation of the project's unlabeled tasks, so their predictions
-    come from it without a click. What happened, for the training job's result."""
-    if not result.get("published"):
+    """A training job's follow-up: with ``preannotate_on_import`` or ``proposals`` on for a connected
+    project, a published version (extreme-point or proposal model) queues pre-annotation of the
+    project's unlabeled tasks, so their predictions come from it without a click. What happened, for
+    the training job's result."""
+    proposals = result.get("proposals") or {}
+    version = proposals.get("version") if proposals.get("published") else result.get("version")
+    if not (result.get("published") or proposals.get("published")):
         return {}
-    if not preannotates_on_import(settings, ProjectStore.in_model_dir(settings.model_dir).load(job.project)):
+    setup = ProjectStore.in_model_dir(settings.model_dir).load(job.project)
+    if not (preannotates_on_import(settings, setup)
+            or (setup is not None and ProjectOptions.for_project(settings.default_options, setup).proposals)):
         return {}
-    version = result["version"]
     jobs = JobStore(JobLayout(settings.model_dir))
     try:
         queued, _ = request_preannotation(jobs, make_executor(settings, jobs), job.project,
