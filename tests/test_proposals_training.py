@@ -235,3 +235,52 @@ def _project_models(settings):
     from backend.active_learning.serving import ProjectModels
 
     return ProjectModels.for_settings(replace(settings, device="cpu"), default=None)
+
+
+class FakeClient:
+    configured = True
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+
+    def label_config(self, project):
+        return CONFIG
+
+    def export(self, project):
+        return self.tasks
+
+
+class SizedImages:
+    """Images by URL: "w x h" makes a black image of that size; anything else is gone."""
+
+    def load(self, url, task_id=None):
+        from backend.images import ImageNotFound
+        from backend.prompts import LoadedImage
+
+        if "x" not in url:
+            raise ImageNotFound(f"no image at {url}")
+        width, height = (int(v) for v in url.split("x"))
+        return LoadedImage(np.zeros((height, width, 3), np.uint8), key=url)
+
+
+def test_the_reader_keeps_every_annotated_task_scales_large_images_and_skips_unreadable_ones_whole(settings):
+    from backend.active_learning.proposal_data import ProposalDataReader
+
+    big, _ = brush(10, 10, 50, 40)
+    big.update(original_width=W, original_height=H)
+    tasks = [
+        {"id": 1, "data": {"image": "2048x1024"}, "annotations": [{"id": 11, "result": [big]}]},
+        {"id": 2, "data": {"image": "200x100"}, "annotations": [{"id": 12, "result": []}]},
+        {"id": 3, "data": {"image": "gone"}, "annotations": [{"id": 13, "result": [rectangle(1, 1, 20, 20)]}]},
+        {"id": 4, "data": {"image": "200x100"}, "annotations": [{"id": 14, "result": [rectangle(5, 5, 60, 60,
+                                                                                                label="Horse")]}]},
+        {"id": 5, "data": {"image": "200x100"}, "annotations": [{"id": 15, "result": [], "was_cancelled": True}]},
+    ]
+    data = ProposalDataReader(settings, client=FakeClient(tasks), image_loader=SizedImages()).read("7")
+    assert [t.task_id for t in data.tasks] == [1, 2, 4] and data.labels == ["Car", "Dog"]
+    assert data.tasks[0].image.shape == (512, 1024, 3)
+    (label, mask), = data.tasks[0].objects
+    assert label == "Car" and mask.shape == (512, 1024) and mask.any()
+    assert data.tasks[1].objects == []  # a true negative
+    assert data.tasks[2].objects[0][0] == "Horse"  # the trainer counts and leaves out labels it does not learn
+    assert data.skipped == ["task 3: no image at gone"]
