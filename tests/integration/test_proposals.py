@@ -1,0 +1,137 @@
+"""Proposals end to end against a real Label Studio 1.23 (project option "proposals"): tasks imported
+with no prompt at all, a handful annotated through the API (brush masks, and one image with nothing
+on it annotated empty: a true negative), *Start training*; the job trains the project's proposal
+model (a few steps: PROPOSALS_STEPS), publishes it as a new version, and the follow-up pre-annotates
+the unlabeled tasks with it: each then holds exactly one prediction, of the new version, with a mask.
+
+Embedded worker, no SAM checkpoint: each found object's box goes to the extreme-point model's box
+mode. The images are trivially easy (one bright rectangle on a dark background), so that a few
+training steps find the objects; this checks the loop, bench/proposals.py measures the learning.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+import requests
+from label_studio_sdk.converter.brush import decode_rle, mask2rle
+from support.backend_server import BackendServer
+from support.preannotation_project import LABEL_CONFIG, image_uri, object_box, predictions_by_task
+
+pytestmark = pytest.mark.integration
+
+WIDTH, HEIGHT = 96, 72
+ANNOTATED, UNLABELED = 7, 3
+TIMEOUT_S = 900.0
+
+
+@pytest.fixture(scope="module")
+def backend(label_studio, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("proposals")
+    settings = {"PROPOSALS_STEPS": "20", "PROPOSALS_MIN_TASKS": str(ANNOTATED + 1), "TRAIN_STEPS": "2",
+                "TRAIN_THREADS": "2", "TRAIN_MIN_NEW_ANNOTATIONS": "1000", "DEVICE": "cpu"}
+    with pytest.MonkeyPatch.context() as patch:  # BackendServer passes its own environment on
+        patch.delenv("REDIS_URL", raising=False)
+        for key, value in settings.items():
+            patch.setenv(key, value)
+        server = BackendServer(workdir, workdir / "no-sam-checkpoint.pth", label_studio.url,
+                               label_studio.personal_access_token)
+    yield server
+    server.stop()
+
+
+def brush(box) -> dict:
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = 255
+    return {"id": uuid.uuid4().hex[:10], "from_name": "mask", "to_name": "image", "type": "brushlabels",
+            "original_width": WIDTH, "original_height": HEIGHT, "image_rotation": 0,
+            "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["Cat"]}}
+
+
+def empty_image_uri() -> str:
+    return image_uri((0, 0, 0, 0), WIDTH, HEIGHT)
+
+
+def health_proposals(backend, project: int) -> str:
+    return requests.get(f"{backend.url}/health", auth=backend.auth, timeout=10).json()["proposals"][str(project)]
+
+
+def training_job(backend, project: int) -> dict:
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        jobs = requests.get(f"{backend.url}/jobs", params={"project": project, "type": "train"}, auth=backend.auth,
+                            timeout=10).json()["jobs"]
+        if jobs and jobs[0]["state"] in ("finished", "failed"):
+            return jobs[0]
+        assert time.monotonic() < deadline, f"{jobs}\n{backend.process.log_tail()}"
+        time.sleep(1.0)
+
+
+def wait_for_predictions(api, project: int, tasks: list[int], version: str, backend) -> dict[int, list[dict]]:
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        ours = predictions_by_task(api, project, version)
+        if set(ours) >= set(tasks):
+            return ours
+        assert time.monotonic() < deadline, f"predictions of {version}: {sorted(ours)}\n{backend.process.log_tail()}"
+        time.sleep(1.0)
+
+
+def test_annotated_tasks_train_proposals_and_the_unlabeled_tasks_get_masks_of_the_new_version(label_studio, backend):
+    api = label_studio.api
+    project = api.post("/api/projects/", json={"title": "proposals", "label_config": LABEL_CONFIG.read_text()})["id"]
+    ml = api.post("/api/ml/", json={
+        "project": project, "url": backend.url, "title": "segmentation assist", "is_interactive": True,
+        "auth_method": "BASIC_AUTH", "basic_auth_user": backend.auth[0], "basic_auth_pass": backend.auth[1],
+        "extra_params": {"proposals": True},
+    })["id"]
+    before = api.get(f"/api/ml/{ml}")["model_version"]
+    assert f"at least {ANNOTATED + 1} annotated tasks" in health_proposals(backend, project)
+
+    boxes = [object_box(i, WIDTH, HEIGHT) for i in range(ANNOTATED + UNLABELED)]
+    imported = [{"data": {"image": image_uri(box, WIDTH, HEIGHT)}} for box in boxes]
+    imported.append({"data": {"image": empty_image_uri()}})
+    tasks = api.post(f"/api/projects/{project}/import?return_task_ids=true", json=imported)["task_ids"]
+    annotated, unlabeled, negative = tasks[:ANNOTATED], tasks[ANNOTATED:-1], tasks[-1]
+    for task, box in zip(annotated, boxes):
+        api.post(f"/api/tasks/{task}/annotations/", json={"result": [brush(box)]})
+    api.post(f"/api/tasks/{negative}/annotations/", json={"result": []})  # nothing there: a true negative
+
+    api.post(f"/api/ml/{ml}/train")  # the "Start training" button
+    job = training_job(backend, project)
+    assert job["state"] == "finished", f"{job['error']}\n{backend.process.log_tail()}"
+    proposals = job["result"]["proposals"]
+    assert proposals["published"], proposals
+    assert proposals["annotated_tasks"] == ANNOTATED + 1 and proposals["negative_tasks"] == 1
+    assert 0 < proposals["threshold"] < 1 and proposals["heldout"]["recall"] > 0
+    version = f"segassist-{proposals['version']}+nosam"
+    assert version != before and version in api.get(f"/api/ml/{ml}/versions")["versions"]
+    assert health_proposals(backend, project).startswith(f"from {proposals['version']}, threshold")
+
+    ours = wait_for_predictions(api, project, unlabeled, version, backend)
+    assert job["result"]["preannotation_job"]
+    for task in unlabeled:
+        (prediction,) = ours[task]
+        (region,) = prediction["result"]
+        assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["Cat"]
+        assert 0 < prediction["score"] <= 1
+        mask = decode_rle(region["value"]["rle"]).reshape(HEIGHT, WIDTH, 4)[:, :, 3] > 0
+        x0, y0, x1, y1 = boxes[tasks.index(task)]
+        inside = mask[y0:y1, x0:x1].sum() / mask.sum()
+        assert mask.any() and inside > 0.5, inside
+    assert all(task in unlabeled for task in ours)  # annotated tasks were left alone
+
+    # A pre-annotation job asked for now finds every unlabeled task already predicted with this version.
+    answer = requests.post(f"{backend.url}/jobs", json={"type": "preannotate", "project": project,
+                                                         "scope": "unlabeled"}, auth=backend.auth, timeout=10)
+    assert answer.status_code == 202, answer.text
+    deadline = time.monotonic() + 120
+    while (job := requests.get(f"{backend.url}/jobs/{answer.json()['job']['id']}", auth=backend.auth,
+                               timeout=10).json())["state"] not in ("finished", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+    assert job["result"]["already_predicted"] == UNLABELED, job
