@@ -13,6 +13,7 @@ import numpy as np
 from backend.checksums import sha256_of
 from backend.active_learning.ls_data import AnnotatedTask, ProjectData
 from backend.active_learning.training_job import run_training_job
+from backend.project_store import ProjectSetup, ProjectStore
 
 WEIGHTS = "weights.json"
 
@@ -58,6 +59,14 @@ def fake_task(task_id: int, instances: int = 1) -> AnnotatedTask:
     mask = np.zeros((8, 8), bool)
     mask[2:6, 2:6] = True
     return AnnotatedTask(task_id, 1000 + task_id, [(image, mask)] * instances, ["Cat"] * instances)
+
+
+def connect(settings, *projects) -> None:
+    """Store a setup for each of ``projects`` as ``/setup`` does (Label Studio calls it whenever a model
+    is connected): retraining acts only for projects that sent one."""
+    store = ProjectStore.in_model_dir(settings.model_dir)
+    for project in projects:
+        store.save(ProjectSetup(str(project), "<View/>", {}, "test"))
 
 
 class RecordingExecutor:

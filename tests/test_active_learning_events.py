@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import pytest
 
-from backend.active_learning.events import EventError, Pending, PendingStore, decide, parse_event
+from backend.active_learning import events
+from backend.active_learning.events import (MAX_EVENT_ANNOTATIONS, EventEffect, EventError, Pending, PendingStore, decide,
+                                            parse_event)
 from backend.active_learning.layout import Layout
 
 BRUSH = {"type": "brushlabels", "value": {"format": "rle", "rle": [0], "brushlabels": ["Cat"]}}
@@ -98,3 +103,27 @@ def test_pending_state_never_contains_payload_secrets(tmp_path):
     store.record(parse_event(*created(1)), now=1.0)
     text = "".join(p.read_text() for p in tmp_path.rglob("*.json"))
     assert "s3cr3t" not in text and "hunter2" not in text
+
+
+def test_one_event_lists_at_most_max_event_annotations_and_counts_the_rest():
+    many = [created(n)[1]["annotation"] for n in range(MAX_EVENT_ANNOTATIONS + 7)]
+    bulk = parse_event("ANNOTATIONS_CREATED", {"annotation": many, "project": SECRET_PROJECT})
+    assert len(bulk.added) == MAX_EVENT_ANNOTATIONS and bulk.unlisted == 7 and bulk.dropped == 0
+    gone = parse_event("ANNOTATIONS_DELETED", {"annotations": [{"id": n} for n in range(MAX_EVENT_ANNOTATIONS + 3)],
+                                               "project": SECRET_PROJECT})
+    assert len(gone.removed) == MAX_EVENT_ANNOTATIONS and gone.dropped == 3 and gone.unlisted == 0
+
+
+def test_the_pending_set_is_capped_and_the_excess_counted_so_the_next_job_trains_on_all(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(events, "MAX_PENDING_ANNOTATIONS", 5)
+    store = PendingStore(Layout(tmp_path))
+    store.record(EventEffect("7", added=frozenset(range(4))), 1.0)
+    pending = store.record(EventEffect("7", added=frozenset(range(10, 14)), unlisted=2), 2.0)
+    assert pending.annotation_ids == {0, 1, 2, 3, 10} and pending.over_cap == 3 + 2 and pending.count == 10
+    assert "5 pending annotations over the 5 listed" in caplog.text
+    pending = store.record(EventEffect("7", removed=frozenset({0, 1, 2, 3, 10, 11})), 3.0)
+    assert pending.annotation_ids == set() and pending.over_cap == 5  # counted ones cannot be taken back
+    assert store.read("7") == pending and store.projects_with_changes() == ["7"]
+    assert decide(store.read("7"), now=10.0, min_new_annotations=5, debounce_s=5).train
+    assert json.loads(Layout(tmp_path).pending_file("7").read_text())["over_cap"] == 5

@@ -6,8 +6,9 @@ import logging
 import time
 
 import pytest
-from active_learning_fakes import RecordingExecutor, write_fake_weights
+from active_learning_fakes import RecordingExecutor, connect, write_fake_weights
 
+from backend.active_learning.events import MAX_EVENT_ANNOTATIONS, EventEffect
 from backend.components import Components
 from backend.app import create_app
 from backend.segmenter_set import SegmenterSet
@@ -33,6 +34,7 @@ def setup(tmp_path):
                         train_min_new_annotations=10, train_debounce_s=5.0)
     clock, executor = Clock(), RecordingExecutor()
     learning = Components(settings, segmenters=SegmenterSet(), images=object(), executor=executor, clock=clock)
+    connect(settings, PROJECT["id"])
     app = create_app(components=learning)
     return app.test_client(), learning, executor, clock
 
@@ -86,3 +88,59 @@ def test_other_events_are_acknowledged_and_bad_training_events_rejected(setup):
     bad = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": PROJECT})
     assert bad.status_code == 400 and "annotations" in bad.get_json()["error"]
     assert "project-secret-token" not in bad.get_data(as_text=True)
+
+
+STRANGER = {"id": 6, "title": "never connected", "token": "stranger-secret-token"}
+
+
+def test_training_events_for_a_project_without_setup_record_and_queue_nothing(setup, caplog):
+    caplog.set_level(logging.INFO)
+    client, learning, executor, clock = setup
+    annotations = [annotation_event(n)["annotation"] | {"project": 6} for n in range(12)]
+    events = [
+        {"action": "ANNOTATION_CREATED", "project": STRANGER, "annotation": annotations[0]},
+        {"action": "ANNOTATION_UPDATED", "project": STRANGER, "annotation": annotations[1]},
+        {"action": "ANNOTATIONS_CREATED", "project": STRANGER, "annotation": annotations},
+        {"action": "ANNOTATIONS_DELETED", "project": STRANGER, "annotations": [{"id": 1}]},
+        {"action": "START_TRAINING", "project": STRANGER},
+    ]
+    for event in events:
+        answer = client.post("/webhook", json=event)
+        assert answer.status_code == 200 and answer.get_json()["training"] == "not connected", answer.get_json()
+        assert "job" not in answer.get_json()
+    clock.now += 60.0
+    learning.dispatcher.tick()
+    assert executor.submitted == [] and learning.jobs.list() == []
+    assert not learning.retraining.pending.layout.project_dir("6").exists()  # nothing recorded on disk
+    lines = [record.getMessage() for record in caplog.records if "sent no /setup" in record.getMessage()]
+    assert len(lines) == len(events) and all("project 6" in line for line in lines)
+    assert "stranger-secret-token" not in caplog.text
+
+
+def test_pending_changes_of_a_project_without_setup_left_by_an_earlier_version_start_no_job(setup):
+    client, learning, executor, clock = setup
+    for project in ("6", "5"):
+        learning.retraining.pending.record(EventEffect(project, added=frozenset(range(20))), clock.now)
+    clock.now += 60.0
+    learning.dispatcher.tick()
+    assert [job.project for job in learning.jobs.list()] == ["5"]
+    assert learning.retraining.pending.projects_with_changes() == []
+
+
+def test_a_bulk_event_over_the_cap_is_counted_not_listed_and_the_job_trains_on_all(setup, caplog):
+    caplog.set_level(logging.INFO)
+    client, learning, executor, clock = setup
+    total = MAX_EVENT_ANNOTATIONS + 500
+    annotations = [annotation_event(n)["annotation"] for n in range(total)]
+    answer = client.post("/webhook", json={"action": "ANNOTATIONS_CREATED", "project": PROJECT, "annotation": annotations})
+    assert answer.status_code == 200 and answer.get_json()["new_annotations"] == total
+    pending = learning.retraining.pending.read("5")
+    assert len(pending.annotation_ids) == MAX_EVENT_ANNOTATIONS and pending.over_cap == 500
+    assert f"lists 500 annotations more than the {MAX_EVENT_ANNOTATIONS} read: counted as new" in caplog.text
+    deleted = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": PROJECT,
+                                            "annotations": [{"id": n} for n in range(total)]})
+    assert deleted.get_json()["new_annotations"] == 500  # the listed ones went; the counted rest still trains
+    assert "not removed from the pending ones" in caplog.text
+    clock.now += 5.0
+    learning.dispatcher.tick()
+    assert [job.trigger for job in learning.jobs.list()] == ["500 new annotations"]

@@ -9,7 +9,7 @@ import errno
 import json
 
 import pytest
-from active_learning_fakes import RecordingExecutor, write_fake_weights
+from active_learning_fakes import RecordingExecutor, connect, write_fake_weights
 from segmentation_fakes import setup_body
 
 from backend.app import create_app
@@ -78,6 +78,7 @@ def test_a_full_disk_at_setup_and_post_jobs_is_507_with_a_message(client, monkey
 
 
 def test_a_full_disk_at_a_webhook_is_507_not_400(client, learning, monkeypatch):
+    connect(learning.settings, 7)
     monkeypatch.setattr(learning.retraining.pending, "record", no_space)
     answer = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 7},
                                            "annotation": {"id": 1, "task": 2, "project": 7, "result": []}})

@@ -9,6 +9,7 @@ import io
 import pytest
 
 import backend.model
+from active_learning_fakes import connect
 from backend.protocol import region_from_mask
 from segmentation_fakes import CONFIG, box_mask, extreme_points, keypoint, make_app, predict_body, rectangle, \
     setup_body, task
@@ -241,6 +242,7 @@ def test_start_training_without_basic_auth_starts_nothing(tmp_path):
     settings = Settings(model_dir=tmp_path, basic_auth_user="ls", basic_auth_pass="pw")
     executor = Recording()
     learning = Components(settings, segmenters=SegmenterSet(), images=object(), executor=executor)
+    connect(settings, 5)
     client = create_app(components=learning).test_client()
     event = {"action": "START_TRAINING", "project": {"id": 5, "token": "t"}}
     wrong = "Basic " + base64.b64encode(b"ls:nope").decode()

@@ -12,7 +12,8 @@ import threading
 import time
 
 import pytest
-from active_learning_fakes import FakeReader, FakeTrainer, quick_fake_job, slow_fake_job, wait_for, write_fake_weights
+from active_learning_fakes import (FakeReader, FakeTrainer, connect, quick_fake_job, slow_fake_job, wait_for,
+                                   write_fake_weights)
 
 from backend.files import sha256_of_files
 from backend.jobs.store import FAILED, FINISHED, RUNNING, JobStore
@@ -126,6 +127,7 @@ def test_a_job_left_running_by_a_dead_process_is_marked_failed(settings):
 
 def test_embedded_executor_runs_a_job_in_its_own_process(settings):
     learning = Components(settings, executor=EmbeddedExecutor(settings, JobStore(Layout(settings.model_dir)), quick_fake_job))
+    connect(settings, 3)
     answer = learning.webhooks.handle("START_TRAINING", {"project": {"id": 3, "token": "secret"}})
     job = wait_for(lambda: (j := learning.jobs.get(answer["job"])).state in (FINISHED, FAILED) and j, 60, learning.dispatcher.tick)
     assert job.state == FINISHED and job.pid != os.getpid() and job.result["version"] == "p3-v1"
@@ -141,6 +143,7 @@ def test_a_job_killed_mid_training_fails_and_serving_stays_on_the_old_version(tm
     registry.publish("3", "p3-v1", staged, sha256_of_files(staged), "base-v0", {})
     executor = EmbeddedExecutor(settings, JobStore(Layout(settings.model_dir)), slow_fake_job)
     learning = Components(settings, executor=executor)
+    connect(settings, 3)
     job_id = learning.webhooks.handle("START_TRAINING", {"project": {"id": 3}})["job"]
 
     wait_for(lambda: learning.jobs.get(job_id).progress.get("stage") == "training", 60, learning.dispatcher.tick)

@@ -6,19 +6,31 @@ The dispatcher (through ``retraining.Retraining.queue_due``) later asks ``decide
 pending changes justify a job.
 
 Payloads are never logged: their ``project`` object carries ``token`` and ``task_data_password``.
+
+Bounded whatever arrives: one event lists at most ``MAX_EVENT_ANNOTATIONS`` annotation ids and a
+project's pending set at most ``MAX_PENDING_ANNOTATIONS``; annotations beyond are only counted
+(``over_cap``). Nothing is lost by that: a training job reads all of the project's annotations from
+Label Studio, the ids only decide when to train.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from backend.files import file_lock, read_json, write_json_atomic
 from backend.active_learning.layout import Layout
 from backend.webhooks import EventError, WebhookEvent
 
+logger = logging.getLogger(__name__)
+
 START_TRAINING = "START_TRAINING"
 # Region types that carry a mask the extreme-point model can learn from.
 MASK_REGION_TYPES = frozenset({"brushlabels", "polygonlabels"})
+# Annotation ids read from one event; the rest of a created batch counts as new, a deleted rest is dropped.
+MAX_EVENT_ANNOTATIONS = 1_000
+# Annotation ids kept pending per project; beyond, new ones are counted (far over any training threshold).
+MAX_PENDING_ANNOTATIONS = 10_000
 
 
 @dataclass(frozen=True)
@@ -28,12 +40,16 @@ class EventEffect:
     added: ids of annotations that now hold usable masks (created or updated).
     removed: ids of annotations deleted, cancelled or emptied (they no longer count).
     force: train at once (the "Start training" button).
+    unlisted: created annotations beyond ``MAX_EVENT_ANNOTATIONS``: not read, counted as new.
+    dropped: deleted annotations beyond it: not read (they may stay counted; the job reads what exists).
     """
 
     project: str
     added: frozenset[int] = frozenset()
     removed: frozenset[int] = frozenset()
     force: bool = False
+    unlisted: int = 0
+    dropped: int = 0
 
 
 def parse_event(action: str, payload: dict) -> EventEffect | None:
@@ -51,15 +67,17 @@ def parse_event(action: str, payload: dict) -> EventEffect | None:
         if not isinstance(annotations, list) or not annotations:
             raise EventError(f"{action} without an 'annotation' object")
         added, removed = set(), set()
-        for annotation in annotations:
+        for annotation in annotations[:MAX_EVENT_ANNOTATIONS]:
             (added if _is_usable(annotation) else removed).add(_annotation_id(annotation, action))
-        return EventEffect(project=event.project(annotations[0]), added=frozenset(added), removed=frozenset(removed))
+        return EventEffect(project=event.project(annotations[0]), added=frozenset(added), removed=frozenset(removed),
+                           unlisted=max(0, len(annotations) - MAX_EVENT_ANNOTATIONS))
     if action == "ANNOTATIONS_DELETED":
         annotations = payload.get("annotations")
         if not isinstance(annotations, list):
             raise EventError("ANNOTATIONS_DELETED without an 'annotations' list")
-        removed = frozenset(_annotation_id(annotation, action) for annotation in annotations)
-        return EventEffect(project=event.project(), removed=removed)
+        removed = frozenset(_annotation_id(annotation, action) for annotation in annotations[:MAX_EVENT_ANNOTATIONS])
+        return EventEffect(project=event.project(), removed=removed,
+                           dropped=max(0, len(annotations) - MAX_EVENT_ANNOTATIONS))
     return None
 
 
@@ -87,19 +105,30 @@ class Pending:
     annotation_ids: annotations created/updated with usable masks, minus those deleted since.
     last_event_at: time.time() of the latest event (the debounce counts from it).
     forced: START_TRAINING arrived.
+    over_cap: new annotations counted but not listed (over ``MAX_EVENT_ANNOTATIONS`` in an event or
+        ``MAX_PENDING_ANNOTATIONS`` in all); deletions cannot take them back: the next job trains on all.
     """
 
     annotation_ids: set[int] = field(default_factory=set)
     last_event_at: float | None = None
     forced: bool = False
+    over_cap: int = 0
+
+    @property
+    def count(self) -> int:
+        """New annotations: those listed and those only counted."""
+        return len(self.annotation_ids) + self.over_cap
 
     def to_json(self) -> dict:
-        return {"annotation_ids": sorted(self.annotation_ids), "last_event_at": self.last_event_at, "forced": self.forced}
+        value = {"annotation_ids": sorted(self.annotation_ids), "last_event_at": self.last_event_at,
+                 "forced": self.forced}
+        return value | {"over_cap": self.over_cap} if self.over_cap else value
 
     @classmethod
     def from_json(cls, value: dict | None) -> "Pending":
         value = value or {}
-        return cls(set(value.get("annotation_ids", [])), value.get("last_event_at"), bool(value.get("forced")))
+        return cls(set(value.get("annotation_ids", [])), value.get("last_event_at"), bool(value.get("forced")),
+                   int(value.get("over_cap", 0)))
 
 
 @dataclass(frozen=True)
@@ -114,7 +143,7 @@ def decide(pending: Pending, now: float, min_new_annotations: int, debounce_s: f
     START_TRAINING trains at once. Otherwise at least ``min_new_annotations`` must have arrived and
     no event for ``debounce_s`` seconds, so that a burst of saves becomes one job.
     """
-    count = len(pending.annotation_ids)
+    count = pending.count
     if pending.forced:
         return Decision(True, f"START_TRAINING ({count} new annotations)")
     if count < min_new_annotations:
@@ -136,6 +165,13 @@ class PendingStore:
             pending = self.read(effect.project)
             pending.annotation_ids |= effect.added
             pending.annotation_ids -= effect.removed
+            pending.over_cap += effect.unlisted
+            excess = len(pending.annotation_ids) - MAX_PENDING_ANNOTATIONS
+            if excess > 0:  # keep the lowest ids, count the rest
+                pending.annotation_ids = set(sorted(pending.annotation_ids)[:MAX_PENDING_ANNOTATIONS])
+                pending.over_cap += excess
+                logger.info("project %s: %d pending annotations over the %d listed, counted; the next job trains on all",
+                            effect.project, pending.over_cap, MAX_PENDING_ANNOTATIONS)
             pending.forced = pending.forced or effect.force
             pending.last_event_at = now
             write_json_atomic(self.layout.pending_file(effect.project), pending.to_json())
@@ -143,6 +179,11 @@ class PendingStore:
 
     def read(self, project: str) -> Pending:
         return Pending.from_json(read_json(self.layout.pending_file(project)))
+
+    def clear(self, project: str) -> None:
+        """Forget ``project``'s pending changes."""
+        with file_lock(self.layout.pending_lock(project)):
+            write_json_atomic(self.layout.pending_file(project), Pending().to_json())
 
     def take(self, project: str, now: float, min_new_annotations: int, debounce_s: float, on_train) -> Decision:
         """Decide for ``project``; when it is time to train, call ``on_train(decision)`` (which creates
@@ -160,4 +201,4 @@ class PendingStore:
 
     def _has_changes(self, project: str) -> bool:
         pending = self.read(project)
-        return pending.forced or bool(pending.annotation_ids)
+        return pending.forced or pending.count > 0

@@ -4,6 +4,11 @@
 milliseconds); START_TRAINING queues a job at once and answers its id. ``queue_due``, called by the
 dispatcher (``backend.jobs.dispatcher``) about twice a second, turns settled pending changes into
 training jobs.
+
+Only projects that sent ``/setup`` to this backend are trained (Label Studio calls it whenever a
+model is connected): annotation events and START_TRAINING for any other project are answered
+``{"training": "not connected"}`` and change nothing, so the open webhook cannot make a job read a
+project this backend was never connected to with its token.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import logging
 import time
 from typing import Callable
 
-from backend.active_learning.events import PendingStore, parse_event
+from backend.active_learning.events import MAX_EVENT_ANNOTATIONS, PendingStore, parse_event
 from backend.active_learning.layout import Layout
 from backend.jobs.executors import Executor
 from backend.jobs.store import QUEUED, Job, JobStore
 from backend.jobs.types import TRAIN
+from backend.project_store import ProjectStore
 from backend.webhooks import TASKS_CREATED, WebhookEvent
 
 logger = logging.getLogger(__name__)
@@ -26,6 +32,7 @@ class Retraining:
     def __init__(self, settings, jobs: JobStore, executor: Executor, clock: Callable[[], float] = time.time):
         self.settings, self.jobs, self.executor = settings, jobs, executor
         self.pending = PendingStore(Layout(settings.model_dir))
+        self.projects = ProjectStore.in_model_dir(settings.model_dir)
         self._clock = clock
 
     def wants(self, action: str) -> bool:
@@ -38,8 +45,16 @@ class Retraining:
         effect = parse_event(event.action, event.payload)
         if effect is None:
             return {"training": "ignored"}
+        if self.projects.load(effect.project) is None:
+            logger.info("%s for project %s, which sent no /setup to this backend: nothing recorded",
+                        event.action, effect.project)
+            return {"training": "not connected"}
+        if effect.unlisted or effect.dropped:
+            logger.info("%s for project %s lists %d annotations more than the %d read: %s", event.action,
+                        effect.project, effect.unlisted + effect.dropped, MAX_EVENT_ANNOTATIONS,
+                        "counted as new" if effect.unlisted else "not removed from the pending ones")
         pending = self.pending.record(effect, self._clock())
-        answer = {"training": "recorded", "project": effect.project, "new_annotations": len(pending.annotation_ids)}
+        answer = {"training": "recorded", "project": effect.project, "new_annotations": pending.count}
         if effect.force:
             job = self.dispatch(effect.project)
             if job is not None:
@@ -70,6 +85,11 @@ class Retraining:
         return chosen[0] if chosen else None
 
     def queue_due(self) -> None:
-        """The dispatcher's round: a job for every project whose pending changes have settled."""
+        """The dispatcher's round: a job for every project whose pending changes have settled. Changes
+        of a project without ``/setup`` (recorded before only connected projects were) are dropped."""
         for project in self.pending.projects_with_changes():
-            self.dispatch(project)
+            if self.projects.load(project) is None:
+                self.pending.clear(project)
+                logger.info("pending changes of project %s, which sent no /setup to this backend, dropped", project)
+            else:
+                self.dispatch(project)

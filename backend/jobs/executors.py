@@ -20,8 +20,8 @@ from typing import Callable, Protocol
 
 from backend.jobs.layout import JobLayout
 from backend.jobs.queues import rq_queue
-from backend.jobs.store import QUEUED, RUNNING, Job, JobStore, outcome_summary
-from backend.jobs.types import JOB_TYPES, job_type, load
+from backend.jobs.store import QUEUED, RUNNING, Job, JobNotFound, JobStore, outcome_summary
+from backend.jobs.types import JOB_TYPES, job_type, known_type, load
 from backend.log_config import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,38 @@ def run_job(settings, job_id: str) -> None:
     load(job_type(job.type).body)(settings, job_id)
 
 
+class UnknownTypes:
+    """Jobs of a type this backend does not know (written by a newer version, or a damaged file): a
+    queued one is failed saying so; a running one (another version's runner may have it) is left
+    alone with one warning. Neither stops an executor from running the other jobs."""
+
+    def __init__(self, jobs: JobStore):
+        self._jobs = jobs
+        self._warned: set[str] = set()
+
+    def known(self, listed: list[Job]) -> list[Job]:
+        """``listed`` without the jobs of unknown types, after failing the queued ones."""
+        kept = []
+        for job in listed:
+            if known_type(job.type) is not None:
+                kept.append(job)
+                continue
+            what = f"job type {str(job.type)[:40]!r}"
+            if job.state == QUEUED:
+                try:
+                    job = self._jobs.fail(job.id, f"this backend knows no {what} (a job of a newer version, "
+                                                  "or a damaged job file); it cannot run here")
+                    logger.warning("job %s for project %s %s", job.id, job.project, outcome_summary(job))
+                    continue
+                except JobNotFound:  # its file names another id: nothing to mark, only to warn about
+                    pass
+            if job.id not in self._warned:
+                self._warned.add(job.id)
+                logger.warning("job %s (%s) is %s with a %s this backend does not know: left alone",
+                               job.id, job.project, job.state, what)
+        return kept
+
+
 class EmbeddedExecutor:
     """Runs the oldest queued job whose project has nothing running, one job at a time."""
 
@@ -54,6 +86,7 @@ class EmbeddedExecutor:
         self._settings, self._jobs, self._target = settings, jobs, target
         self._context = multiprocessing.get_context("spawn")  # a clean interpreter: no forked locks or threads
         self._current: tuple[str, multiprocessing.process.BaseProcess] | None = None
+        self._unknown = UnknownTypes(jobs)
 
     def submit(self, job: Job) -> None:
         """Nothing to do: queued jobs wait on disk until ``poll`` starts them."""
@@ -91,7 +124,7 @@ class EmbeddedExecutor:
         kind), of a project with nothing running."""
         jobs = self._jobs.list()
         busy = {job.project for job in jobs if job.state == RUNNING}
-        ready = sorted((job for job in jobs if job.state == QUEUED and job.project not in busy),
+        ready = sorted((job for job in self._unknown.known(jobs) if job.state == QUEUED and job.project not in busy),
                        key=lambda job: not job_type(job.type).first)
         return ready[0] if ready else None
 
@@ -118,13 +151,14 @@ class RQExecutor:
         self.queues = {name: rq_queue(job_type(name).queue, connection) for name in JOB_TYPES}
         self.connection = connection
         self._jobs = jobs
+        self._unknown = UnknownTypes(jobs)
 
     def submit(self, job: Job) -> None:
         self.queues[job.type].enqueue(run_rq_job, job.id, job_id=job.id, job_timeout=RQ_JOB_TIMEOUT_S,
                                       description=f"{job.kind} of project {job.project}")
 
     def poll(self) -> None:
-        for job in self._jobs.list():
+        for job in self._unknown.known(self._jobs.list()):
             if job.state == QUEUED:
                 status = rq_status(self.connection, job.id)
                 if status == LEGACY:

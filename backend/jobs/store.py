@@ -34,7 +34,7 @@ from typing import Callable
 
 from backend.files import file_lock, read_json, write_json_atomic
 from backend.jobs.layout import JobLayout
-from backend.jobs.types import JOB_TYPES, TRAIN, job_type, load
+from backend.jobs.types import TRAIN, job_type, known_type, load
 from backend.project_store import project_id
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", "failed", "cancelled"
@@ -88,7 +88,7 @@ class Job:
     def kind(self) -> str:
         """The job's type in words, for messages (a type this backend does not know, e.g. a newer
         version's, by its name)."""
-        known = JOB_TYPES.get(self.type)
+        known = known_type(self.type)
         return known.words if known is not None else self.type
 
     def to_json(self) -> dict:
@@ -109,7 +109,7 @@ def outcome_summary(job: Job) -> str:
         return "cancelled: " + ", ".join(f"{key} {value}" for key, value in job.result.items())
     if job.state != FINISHED:
         return ""
-    known = JOB_TYPES.get(job.type)
+    known = known_type(job.type)
     summary = known.summary if known is not None else None
     if summary is not None:
         return load(summary)(job.result)
@@ -264,7 +264,7 @@ class JobStore:
         def change(job: Job) -> None:
             if job.state == QUEUED:
                 _cancelled(job)
-            elif job.state == RUNNING and job_type(job.type).resumable:
+            elif job.state == RUNNING and getattr(known_type(job.type), "resumable", False):
                 if job.cancel_requested_at is None:
                     job.cancel_requested_at = time.time()
                     job.progress = {**job.progress, "message": "cancelling: stops after the task in hand"}
@@ -299,7 +299,7 @@ class JobStore:
         job = self.get(job_id)
         if job.state == RUNNING and job.cancel_requested_at is not None:
             return self.end_cancelled(job_id)
-        resumable = job_type(job.type).resumable
+        resumable = getattr(known_type(job.type), "resumable", False)  # an unknown type's job fails
         if resumable and job.attempts < MAX_ATTEMPTS:
             return self.update(job_id, requeue)
         if resumable:
@@ -330,7 +330,8 @@ class JobStore:
         another type, runs: ``job`` then pauses between its parts."""
         if job_type(job.type).first:
             return False
-        return any(j.state == QUEUED and j.type != job.type and job_type(j.type).first for j in self.list())
+        return any(j.state == QUEUED and j.type != job.type and getattr(known_type(j.type), "first", False)
+                   for j in self.list())
 
     def reap_dead(self, now: float | None = None) -> list[Job]:
         """``abandon`` every running job whose process is gone; returns them (requeued or failed)."""

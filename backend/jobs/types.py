@@ -68,6 +68,12 @@ def job_type(name: str) -> JobType:
     return JOB_TYPES[name]
 
 
+def known_type(name) -> JobType | None:
+    """The registered type ``name``, or None for one this backend does not know (a newer version's
+    job, or a damaged job file's ``type``, whatever its JSON type)."""
+    return JOB_TYPES.get(name) if isinstance(name, str) else None
+
+
 def load(dotted: str):
     """The function ``"package.module:function"`` names, imported now."""
     module, _, name = dotted.partition(":")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from active_learning_fakes import connect
 
 from backend.jobs.store import FAILED
 from backend.active_learning.layout import Layout
@@ -30,6 +31,7 @@ def test_a_job_goes_through_rq_to_a_worker_that_reads_its_own_settings(redis_ser
     settings = Settings(model_dir=tmp_path / "model_dir", redis_url=redis_server.url)
     learning = Components(settings)
     assert isinstance(learning.executor, RQExecutor)
+    connect(settings, 3)
     job_id = learning.webhooks.handle("START_TRAINING", {"project": {"id": 3, "token": "project-secret"}})["job"]
     assert learning.executor.queues[TRAIN].job_ids == [job_id]
     assert b"project-secret" not in b"".join(learning.executor.queues[TRAIN].connection.dump(key) or b""
@@ -49,6 +51,7 @@ def test_a_job_goes_through_rq_to_a_worker_that_reads_its_own_settings(redis_ser
 
 def test_a_job_redis_lost_before_it_started_is_failed_not_left_queued(redis_server, tmp_path):
     learning = Components(Settings(model_dir=tmp_path / "model_dir", redis_url=redis_server.url))
+    connect(learning.settings, 3, 4)
     kept = learning.webhooks.handle("START_TRAINING", {"project": {"id": 3}})["job"]
     lost = learning.webhooks.handle("START_TRAINING", {"project": {"id": 4}})["job"]
     learning.executor.queues[TRAIN].connection.delete(f"rq:job:{lost}")  # e.g. Redis restarted without persistence
