@@ -117,7 +117,8 @@ class Settings:
     # Active learning.
     train_min_new_annotations: int = 10
     train_debounce_s: float = 10.0
-    train_steps: int = 300
+    train_steps: int = 0  # fine-tuning steps per model a job trains; 0 = scaled with the instances
+    train_min_instances: int = 6  # fewer annotated instances: a job says how many more and trains nothing
     train_threads: int = 0  # torch threads of a training job; 0 = half the CPU cores (serving keeps the rest)
     # Proposals (project option "proposals"): annotated tasks below which no proposal model is trained,
     # training steps (0 = the model's default for the number of tasks), most objects proposed per image.
@@ -175,6 +176,7 @@ class Settings:
             train_min_new_annotations=int(env.get("TRAIN_MIN_NEW_ANNOTATIONS") or defaults.train_min_new_annotations),
             train_debounce_s=float(env.get("TRAIN_DEBOUNCE_S") or defaults.train_debounce_s),
             train_steps=int(env.get("TRAIN_STEPS") or defaults.train_steps),
+            train_min_instances=int(env.get("TRAIN_MIN_INSTANCES") or defaults.train_min_instances),
             train_threads=int(env.get("TRAIN_THREADS") or defaults.train_threads),
             proposals_min_tasks=max(2, int(env.get("PROPOSALS_MIN_TASKS") or defaults.proposals_min_tasks)),
             proposals_steps=int(env.get("PROPOSALS_STEPS") or defaults.proposals_steps),

@@ -6,10 +6,11 @@ The project's annotators fill every hole inside an object's outline (a "fill hol
 policy), while the default weights learned exact masks that keep holes. The project's tasks are
 held-out synthetic scenes (photos and shape families the default weights never saw); its
 annotations are the objects with a noticeable hole (at least ``--min-hole`` of the filled area),
-holes filled. The script runs a real training job, the code path the webhook takes (split
-held-out tasks by id, evaluate the serving version on them, fine-tune it, evaluate again, publish
-if not worse), with a reader serving these annotations in place of Label Studio, and prints the
-held-out mIoU against the project's masks before and after, and the margin.
+holes filled. The script runs a real training job, the code path the webhook takes (cross-validate
+fine-tuning by task, publish on a clear paired gain), with a reader serving these annotations in
+place of Label Studio, and prints the job's cross-validated mIoU against the project's masks
+before and after, and, on ``--heldout`` further tasks of the same project, the served model's
+mIoU against the project's masks and against the exact ones.
 
 Results (JSON) go to --out (default bench/results/learning_policy.json).
 """
@@ -34,7 +35,6 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 from backend.jobs.store import JobStore  # noqa: E402
 from backend.active_learning.layout import Layout  # noqa: E402
 from backend.active_learning.ls_data import AnnotatedTask, ProjectData, crop_sample  # noqa: E402
-from backend.active_learning.split import split_tasks  # noqa: E402
 from backend.active_learning.trainer import ExtremeTrainer  # noqa: E402
 from backend.active_learning.training_job import run_training_job  # noqa: E402
 from backend.active_learning.versions import VersionRegistry  # noqa: E402
@@ -82,10 +82,12 @@ class StaticReader:
 
 
 def run(weights: Path, tasks: int, steps: int, seed: int = 7, min_hole: float = 0.08, threads: int = 0,
-        batch_size: int = 8, lr: float = 3e-4) -> dict:
-    """Run one training job on the fill-holes project; returns the job's result, timings, and the
-    control: held-out mIoU against the exact masks (holes kept) before and after."""
-    project_tasks, exact = fill_holes_project(tasks, seed, min_hole)
+        batch_size: int = 8, lr: float = 3e-4, heldout: int = 6) -> dict:
+    """Run one training job on the fill-holes project; returns the job's result, timings, and on
+    ``heldout`` further tasks the mIoU against the project's masks and, as the control, against
+    the exact masks (holes kept), before and after."""
+    annotated, exact = fill_holes_project(tasks + heldout, seed, min_hole)
+    project_tasks, heldout_tasks = annotated[:tasks], annotated[tasks:]
     trainer = ExtremeTrainer(device="cpu", threads=threads, batch_size=batch_size, lr=lr)
     with tempfile.TemporaryDirectory() as model_dir:
         settings = Settings(model_dir=Path(model_dir), extreme_weights=weights, train_steps=steps)
@@ -97,14 +99,18 @@ def run(weights: Path, tasks: int, steps: int, seed: int = 7, min_hole: float = 
         done = jobs.get(job.id)
         if done.state != "finished":
             raise RuntimeError(f"the training job failed: {done.error}")
-        exact_val = [sample for task in split_tasks(project_tasks)[1] for sample in exact[task.task_id]]
+        filled_val = [sample for task in heldout_tasks for sample in task.samples]
+        exact_val = [sample for task in heldout_tasks for sample in exact[task.task_id]]
         trained = VersionRegistry.from_settings(settings).get(PROJECT, done.result["version"]).path \
             if done.result["published"] else weights
-        control = {"exact_miou_before": round(trainer.evaluate(weights, exact_val), 4),
+        control = {"heldout_miou_before": round(trainer.evaluate(weights, filled_val), 4),
+                   "heldout_miou_after": round(trainer.evaluate(trained, filled_val), 4),
+                   "heldout_instances": len(filled_val),
+                   "exact_miou_before": round(trainer.evaluate(weights, exact_val), 4),
                    "exact_miou_after": round(trainer.evaluate(trained, exact_val), 4)}
     shown = weights.resolve().relative_to(REPO_ROOT) if weights.resolve().is_relative_to(REPO_ROOT) else weights
-    return {**done.result, **control, "seconds": round(seconds, 1), "tasks": len(project_tasks),
-            "instances": sum(len(t.samples) for t in project_tasks), "batch_size": batch_size, "lr": lr,
+    return {**done.result, **control, "seconds": round(seconds, 1), "heldout_tasks": len(heldout_tasks),
+            "batch_size": batch_size, "lr": lr,
             "weights": str(shown), "seed": seed, "min_hole": min_hole,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {trainer.threads} torch threads"}
 
@@ -113,7 +119,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=Settings().extreme_weights, help="default weights directory")
     parser.add_argument("--tasks", type=int, default=60, help="annotated tasks in the project")
-    parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps")
+    parser.add_argument("--steps", type=int, default=0, help="fine-tuning steps per model (0: scaled with the data)")
+    parser.add_argument("--heldout", type=int, default=12, help="further tasks of the project to measure on")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: half the cores)")
@@ -124,13 +131,15 @@ def main() -> int:
     if not (args.weights / "manifest.json").is_file():
         print(f"no weights at {args.weights} (manifest.json missing): train them or pass --weights", file=sys.stderr)
         return 2
-    result = run(args.weights, args.tasks, args.steps, args.seed, args.min_hole, args.threads, args.batch_size, args.lr)
-    print(f"fill-holes project: {result['tasks']} tasks, {result['instances']} annotated objects "
-          f"({result['train_tasks']} training / {result['val_tasks']} held-out tasks, "
-          f"{result['val_instances']} held-out objects)")
-    print(f"held-out mIoU against the project's masks: before {result['miou_before']:.4f} ({result['parent']}), "
-          f"after {result['miou_after']:.4f} ({result['steps']} steps, {result['seconds']:.0f} s)")
-    print(f"margin: {result['miou_after'] - result['miou_before']:+.4f}; published: {result['published']}")
+    result = run(args.weights, args.tasks, args.steps, args.seed, args.min_hole, args.threads, args.batch_size, args.lr,
+                 args.heldout)
+    print(f"fill-holes project: {result['tasks']} tasks, {result['instances']} annotated objects; "
+          f"{result['heldout_tasks']} further tasks ({result['heldout_instances']} objects) to measure on")
+    print(f"the job's cross-validated mIoU against the project's masks: before {result['miou_before']:.4f} "
+          f"({result['parent']}), after {result['miou_after']:.4f}; published: {result['published']} "
+          f"({result['reason']}; {result['steps']} steps, {result['seconds']:.0f} s)")
+    print(f"held-out tasks, against the project's masks: before {result['heldout_miou_before']:.4f}, "
+          f"after {result['heldout_miou_after']:.4f}")
     print(f"control, against the exact masks (holes kept): before {result['exact_miou_before']:.4f}, "
           f"after {result['exact_miou_after']:.4f} (the model adopted the project's policy if this falls)")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,25 +32,25 @@ def fake_quality(directory: Path) -> float:
 
 class FakeTrainer:
     """fine_tune adds ``gain`` to the quality (negative: gets worse), optionally slowly, and with
-    ``corrupt`` damages the weights file after reporting its checksum (a torn write)."""
+    ``corrupt`` changes the weights file after reporting its checksum (a damaged write)."""
 
     def __init__(self, gain: float = 0.1, step_delay_s: float = 0.0, corrupt: bool = False):
         self.gain, self.step_delay_s, self.corrupt = gain, step_delay_s, corrupt
         self.calls: list[dict] = []
 
-    def evaluate(self, weights_dir, samples) -> float:
+    def scores(self, weights_dir, samples) -> list[float]:
         assert len(samples) > 0
-        return fake_quality(weights_dir)
+        return [fake_quality(weights_dir)] * len(samples)
 
-    def fine_tune(self, train, val, init_weights_dir, out_dir, steps, version, progress) -> dict:
-        self.calls.append({"init": Path(init_weights_dir), "train": len(train), "val": len(val), "version": version})
+    def fine_tune(self, train, init_weights_dir, out_dir, steps, version, progress) -> dict:
+        self.calls.append({"init": Path(init_weights_dir), "train": len(train), "steps": steps, "version": version})
         for step in range(1, steps + 1):
             time.sleep(self.step_delay_s)
             progress(step, steps, "")
         write_fake_weights(Path(out_dir), fake_quality(init_weights_dir) + self.gain, version)
         files = {name: sha256_of(Path(out_dir) / name) for name in (WEIGHTS, "manifest.json")}
         if self.corrupt:
-            (Path(out_dir) / WEIGHTS).write_text('{"quality": 0.9')
+            (Path(out_dir) / WEIGHTS).write_text('{"quality": 0.9}')  # readable, but not what was reported
         return files
 
 

@@ -10,7 +10,6 @@ import pytest
 from label_studio_sdk.converter.brush import mask2rle
 
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError, crop_sample
-from backend.active_learning.split import NotEnoughTasks, split_tasks
 from backend.images import ImageNotFound
 from backend.label_studio_client import LabelStudioAuthRefused
 from backend.prompts import LoadedImage
@@ -125,18 +124,6 @@ def test_crop_keeps_the_mask_with_a_margin_and_bounds_the_size():
     small = np.zeros((40, 40), bool)
     small[0:5, 0:5] = True
     assert crop_sample(np.zeros((40, 40, 3), np.uint8), small)[1].shape == (21, 21)  # clipped at the border
-
-
-def test_split_is_deterministic_by_task_id_and_keeps_both_sides():
-    ids = list(range(1, 101))
-    train, held_out = split_tasks(ids, task_id=lambda t: t)
-    again_train, again_held_out = split_tasks(list(reversed(ids)), task_id=lambda t: t)
-    assert sorted(held_out) == sorted(again_held_out) and 10 <= len(held_out) <= 30
-    assert set(train) | set(held_out) == set(ids) and not set(train) & set(held_out)
-    assert all(len(side) == 1 for side in split_tasks([7, 8], task_id=lambda t: t))
-    with pytest.raises(NotEnoughTasks, match="at least 2"):
-        split_tasks([7], task_id=lambda t: t)
-
 
 
 def test_an_unreadable_mask_skips_its_task_and_a_bug_fails_the_read(monkeypatch):

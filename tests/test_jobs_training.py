@@ -53,23 +53,47 @@ def test_a_better_model_is_published_and_the_next_job_fine_tunes_it(settings):
     assert done.state == FINISHED and done.error is None and done.progress["fraction"] == 1.0
     assert done.result["published"] and done.result["version"] == "p3-v1"
     assert (done.result["miou_before"], done.result["miou_after"]) == (0.5, 0.6)
-    assert done.result["train_tasks"] + done.result["val_tasks"] == 10 and done.result["val_tasks"] >= 1
+    assert done.result["tasks"] == 10 and done.result["instances"] == 10
+    assert done.result["decision"]["instances"] == 10 and done.result["decision"]["ci95"] == [0.1, 0.1]
+    assert "a clear gain: mean paired gain +0.1000" in done.result["reason"]
+    # two folds, each trained on the other's five tasks, then the published model on all ten
+    assert [call["train"] for call in trainer.calls] == [5, 5, 10]
+    assert trainer.calls[-1] == {"init": settings.extreme_weights, "train": 10, "steps": 3, "version": "p3-v1"}
     assert serving(settings) == "p3-v1"
     assert not (settings.model_dir / "active_learning/projects/3/staging" / job.id).exists()
 
     second = new_job(settings)
     run_training_job(settings, second.id, trainer=trainer, reader=FakeReader())
-    assert trainer.calls[1]["init"].name == "p3-v1" and trainer.calls[1]["version"] == "p3-v2"
+    assert trainer.calls[-1]["init"].name == "p3-v1" and trainer.calls[-1]["version"] == "p3-v2"
     assert outcome(settings, second.id).result["parent"] == "p3-v1" and serving(settings) == "p3-v2"
 
 
-def test_a_worse_model_is_not_published(settings):
+def test_a_worse_model_is_not_published_and_the_final_model_is_not_trained(settings):
+    trainer = FakeTrainer(gain=-0.05)
     job = new_job(settings)
-    run_training_job(settings, job.id, trainer=FakeTrainer(gain=-0.05), reader=FakeReader())
+    run_training_job(settings, job.id, trainer=trainer, reader=FakeReader())
     done = outcome(settings, job.id)
     assert done.state == FINISHED and not done.result["published"]
     assert "fell from 0.5000 (base-v0) to 0.4500" in done.result["reason"]
+    assert "95% interval [-0.0500, -0.0500] over 10 instances" in done.result["reason"]
+    assert len(trainer.calls) == 2 and all(call["version"].startswith("p3-v1-fold") for call in trainer.calls)
     assert serving(settings) == "base-v0"
+
+
+def test_too_few_annotations_train_nothing_and_say_how_many_more_are_needed(settings):
+    trainer = FakeTrainer()
+    job = new_job(settings)
+    run_training_job(settings, job.id, trainer=trainer, reader=FakeReader(task_ids=[1, 2, 3]))
+    done = outcome(settings, job.id)
+    assert done.state == FINISHED and not done.result["published"] and trainer.calls == []
+    assert "3 annotated task(s) with 3 instance(s)" in done.result["reason"]
+    assert "annotate 3 more annotated instance(s)" in done.result["reason"]
+    assert done.result["reason"].endswith("base-v0 keeps serving")
+
+    one_task = new_job(settings)
+    run_training_job(settings, one_task.id, trainer=trainer, reader=FakeReader(task_ids=[1]))
+    assert "annotate 1 more annotated task and 5 more annotated instance(s)" in outcome(settings, one_task.id).result["reason"]
+    assert trainer.calls == []
 
 
 def test_a_corrupt_checkpoint_fails_the_job_and_keeps_serving(settings):
@@ -87,7 +111,6 @@ class FailingReader:
 
 @pytest.mark.parametrize("reader, reason", [
     (FailingReader(), "HTTP 401"),
-    (FakeReader(task_ids=[1]), "need at least 2 annotated tasks"),
 ])
 def test_data_problems_fail_the_job_with_their_reason(settings, reader, reason):
     job = new_job(settings)
@@ -146,7 +169,7 @@ def test_a_job_killed_mid_training_fails_and_serving_stays_on_the_old_version(tm
     connect(settings, 3)
     job_id = learning.webhooks.handle("START_TRAINING", {"project": {"id": 3}})["job"]
 
-    wait_for(lambda: learning.jobs.get(job_id).progress.get("stage") == "training", 60, learning.dispatcher.tick)
+    wait_for(lambda: learning.jobs.get(job_id).progress.get("stage") == "cross-validating", 60, learning.dispatcher.tick)
     os.kill(executor.running_pid(), signal.SIGKILL)
     job = wait_for(lambda: (j := learning.jobs.get(job_id)).state == FAILED and j, 10, learning.dispatcher.tick)
     assert "killed by SIGKILL" in job.error

@@ -1,16 +1,15 @@
-"""Held-out validation tasks, chosen deterministically by task id.
+"""Cross-validation folds of a project's annotated tasks, chosen deterministically by task id.
 
-A task is held out when a hash of its id falls under ``fraction``, so the choice does not depend
-on the order tasks arrive in and a task keeps its side as the project grows; at least one task is
-held out and at least one trains.
+Tasks are ranked by a hash of their id and dealt round-robin into the folds, so the folds do not
+depend on the order tasks arrive in and hold nearly equal numbers of tasks. Folds split tasks,
+never a task's instances: instances of one image look alike, and a candidate must be scored on
+images it never saw.
 """
 
 from __future__ import annotations
 
 import zlib
 from typing import Sequence, TypeVar
-
-VALIDATION_FRACTION = 0.2
 
 Task = TypeVar("Task")
 
@@ -20,15 +19,10 @@ def task_hash(task_id: int) -> float:
     return zlib.crc32(f"task:{task_id}".encode()) / 2**32
 
 
-class NotEnoughTasks(ValueError):
-    """Too few annotated tasks to hold any out."""
-
-
-def split_tasks(tasks: Sequence[Task], task_id=lambda t: t.task_id, fraction: float = VALIDATION_FRACTION) -> tuple[list[Task], list[Task]]:
-    """(training tasks, held-out tasks). Raises NotEnoughTasks with fewer than 2 tasks."""
-    if len(tasks) < 2:
-        raise NotEnoughTasks(f"need at least 2 annotated tasks (one to train on, one to hold out), have {len(tasks)}")
+def task_folds(tasks: Sequence[Task], folds: int, task_id=lambda t: t.task_id) -> list[list[Task]]:
+    """``min(folds, len(tasks))`` disjoint, non-empty groups of ``tasks`` that together hold them all."""
+    if len(tasks) < 2 or folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 tasks and 2 folds, got {len(tasks)} and {folds}")
     ranked = sorted(tasks, key=lambda t: task_hash(task_id(t)))
-    held_out = sum(task_hash(task_id(t)) < fraction for t in ranked)
-    held_out = min(max(held_out, 1), len(ranked) - 1)
-    return ranked[held_out:], ranked[:held_out]
+    count = min(folds, len(ranked))
+    return [ranked[index::count] for index in range(count)]

@@ -1,8 +1,9 @@
-"""The model side of a training job: evaluate a weights directory, fine-tune one into another.
+"""The model side of a training job: score a weights directory, fine-tune one into another.
 
 ``ExtremeTrainer`` runs the extreme-point model's own training code (``backend.training.train``),
-the same code path as ``python -m backend train``; jobs only see the ``Trainer`` protocol, so the
-orchestration is tested with fakes.
+the same code path as ``python -m backend train``, anchored to the parent weights
+(``backend.training.anchoring``); jobs only see the ``Trainer`` protocol, so the orchestration is
+tested with fakes. ``fine_tune_steps`` scales a job's steps with its instances.
 """
 
 from __future__ import annotations
@@ -12,20 +13,38 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from backend.checksums import sha256_of
+from backend.training.anchoring import Anchoring
 from backend.training.datasets import Sample
 
 # progress(step, total steps, message)
 StepProgress = Callable[[int, int, str], None]
 
 
+# Steps per training instance, and the bounds: about 3 views of each instance per batch of 8 …
+STEPS_PER_INSTANCE = 3
+MIN_STEPS = 30
+MAX_STEPS = 300
+
+
+def fine_tune_steps(instances: int, configured: int = 0) -> int:
+    """Steps of a fine-tune on ``instances`` training instances: ``configured`` if set (TRAIN_STEPS),
+    else STEPS_PER_INSTANCE per instance within [MIN_STEPS, MAX_STEPS], so a few tasks cost a few
+    dozen steps and a large project does not train for hours."""
+    if configured > 0:
+        return configured
+    return min(MAX_STEPS, max(MIN_STEPS, STEPS_PER_INSTANCE * instances))
+
+
 class Trainer(Protocol):
-    def evaluate(self, weights_dir: Path, samples: Sequence[Sample]) -> float:
-        """Mean IoU of the weights in ``weights_dir`` on ``samples`` from exact extreme points."""
+    def scores(self, weights_dir: Path, samples: Sequence[Sample]) -> list[float]:
+        """IoU of the weights in ``weights_dir`` on each of ``samples``, from exact extreme points."""
 
     def fine_tune(
-        self, train: Sequence[Sample], val: Sequence[Sample], init_weights_dir: Path, out_dir: Path,
-        steps: int, version: str, progress: StepProgress,
+        self, train: Sequence[Sample], init_weights_dir: Path, out_dir: Path, steps: int, version: str,
+        progress: StepProgress,
     ) -> dict[str, str]:
         """Fine-tune ``init_weights_dir`` into a loadable weights directory ``out_dir`` whose manifest
         names ``version``; returns {relative path: sha256} of every file to publish."""
@@ -38,34 +57,39 @@ def training_threads(configured: int = 0) -> int:
 
 
 class ExtremeTrainer:
-    def __init__(self, device: str = "cpu", threads: int = 0, batch_size: int = 8, lr: float = 3e-4, seed: int = 0):
-        self.device, self.batch_size, self.lr, self.seed = device, batch_size, lr, seed
+    def __init__(self, device: str = "cpu", threads: int = 0, batch_size: int = 8, lr: float = 3e-4, seed: int = 0,
+                 anchoring: Anchoring = Anchoring()):
+        self.device, self.batch_size, self.lr, self.seed, self.anchoring = device, batch_size, lr, seed, anchoring
         self.threads = training_threads(threads)
 
     @classmethod
     def from_settings(cls, settings) -> "ExtremeTrainer":
         return cls(device=settings.resolved_device(), threads=settings.train_threads)
 
-    def evaluate(self, weights_dir: Path, samples: Sequence[Sample]) -> float:
+    def scores(self, weights_dir: Path, samples: Sequence[Sample]) -> list[float]:
         from backend.segmenters.extreme import ExtremeSegmenter
-        from backend.training.validation import evaluate_miou
+        from backend.training.validation import instance_ious
 
         self._bound_threads()
-        return evaluate_miou(ExtremeSegmenter.load(weights_dir, self.device), samples)
+        return instance_ious(ExtremeSegmenter.load(weights_dir, self.device), samples)
+
+    def evaluate(self, weights_dir: Path, samples: Sequence[Sample]) -> float:
+        """Mean IoU of ``scores`` (for benches and checks)."""
+        return float(np.mean(self.scores(weights_dir, samples)))
 
     def fine_tune(
-        self, train: Sequence[Sample], val: Sequence[Sample], init_weights_dir: Path, out_dir: Path,
-        steps: int, version: str, progress: StepProgress,
+        self, train: Sequence[Sample], init_weights_dir: Path, out_dir: Path, steps: int, version: str,
+        progress: StepProgress,
     ) -> dict[str, str]:
         from backend.networks.weights import MANIFEST, read_manifest
         from backend.training.train import train as train_model
 
         self._bound_threads()
         train_model(
-            train, val, init_weights_dir, out_dir, steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+            train, [], init_weights_dir, out_dir, steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
             device=self.device, progress_cb=lambda step, total, metrics: progress(step, total, f"loss {metrics['loss']:.4f}"),
             eval_every=steps + 1, checkpoint_every=steps, num_workers=0, version=version,
-            provenance={"data": f"Label Studio annotations: {len(train)} training, {len(val)} held-out instances"},
+            provenance={"data": f"Label Studio annotations: {len(train)} instances"}, anchoring=self.anchoring,
         )
         manifest = read_manifest(out_dir)
         files = {entry["file"]: entry["sha256"] for entry in manifest["files"].values() if isinstance(entry, dict)}

@@ -1,8 +1,8 @@
-"""The body of one training job: read the project's annotations from Label Studio, hold out
-validation tasks, evaluate the serving version on them, fine-tune it, evaluate the result, and
-publish the result as the project's next version only if it is not worse. With the project option
-``proposals`` on, the job then trains the project's proposal model (``proposal_training``), which
-may publish a version of its own.
+"""The body of one training job: read the project's annotations from Label Studio, cross-validate
+fine-tuning the serving version on them (``cross_validation``), and only when the paired
+comparison shows a clear gain (``publish_decision``) fine-tune it on all of them and publish the
+result as the project's next version. With the project option ``proposals`` on, the job then
+trains the project's proposal model (``proposal_training``), which may publish a version of its own.
 
 Runs in its own process (the embedded runner spawns one per job; an RQ worker runs it in its
 work-horse), never in a web worker. Whatever happens, the job file says so: finished with its
@@ -23,16 +23,18 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError
+from backend.active_learning.cross_validation import cross_validate, too_few_annotations
 from backend.active_learning.model_card import ModelCard
 from backend.active_learning.proposal_data import ProposalDataReader
 from backend.active_learning.proposal_training import (outcome_line, proposals_enabled, record_failure,
                                                        train_proposals)
-from backend.active_learning.split import NotEnoughTasks, split_tasks
-from backend.active_learning.trainer import ExtremeTrainer, Trainer
+from backend.active_learning.publish_decision import decide
+from backend.active_learning.trainer import ExtremeTrainer, Trainer, fine_tune_steps
 from backend.active_learning.training_lock import TrainingLock
 from backend.active_learning.versions import VersionError, VersionRegistry, verify_files
 from backend.images import ImageError
@@ -45,10 +47,10 @@ from backend.jobs.types import follow_ups
 logger = logging.getLogger(__name__)
 
 # Share of the job's progress bar per stage.
-STAGES = {"proposals": (0.0, 1.0), "waiting": (0.0, 0.0), "fetching": (0.0, 0.2), "evaluating": (0.2, 0.3), "training": (0.3, 0.9),
-          "checking": (0.9, 0.97), "publishing": (0.97, 1.0)}
+STAGES = {"proposals": (0.0, 1.0), "waiting": (0.0, 0.0), "fetching": (0.0, 0.1), "cross-validating": (0.1, 0.6),
+          "training": (0.6, 0.97), "publishing": (0.97, 1.0)}
 # Errors whose messages are written for users; anything else is reported with its type too.
-EXPECTED_ERRORS = (ProjectDataError, VersionError, ImageError, NotEnoughTasks)
+EXPECTED_ERRORS = (ProjectDataError, VersionError, ImageError)
 # How long reading the annotations waits for Label Studio to come back before the job fails.
 LABEL_STUDIO_OUTAGE_LIMIT_S = 300.0
 
@@ -129,37 +131,35 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
 def _train_and_publish(context: JobContext, settings, trainer: Trainer, reader, progress: Callable, staging) -> dict:
     project = context.project
     data = read_annotations(reader, project, progress)
-    train_tasks, val_tasks = split_tasks(data.tasks)
-    train = [sample for task in train_tasks for sample in task.samples]
-    val = [sample for task in val_tasks for sample in task.samples]
+    samples = [sample for task in data.tasks for sample in task.samples]
     base = context.registry.serving(project)
     name = context.registry.next_name(project)
-    summary = {
-        "parent": base.name, "train_tasks": len(train_tasks), "val_tasks": len(val_tasks),
-        "train_instances": len(train), "val_instances": len(val), "skipped_tasks": data.skipped[:20],
-    }
+    summary = {"parent": base.name, "tasks": len(data.tasks), "instances": len(samples), "skipped_tasks": data.skipped[:20]}
+    shortfall = too_few_annotations(data.tasks, settings.train_min_instances)
+    if shortfall:
+        return {"published": False, "version": None, **summary, "reason": f"{shortfall}; {base.name} keeps serving"}
 
-    progress("evaluating", 0.0, f"mIoU of {base.name} on {len(val)} held-out instances")
-    before = trainer.evaluate(base.path, val)
-    progress("evaluating", 1.0, f"{base.name}: mIoU {before:.4f}")
+    def steps_for(instances: int) -> int:
+        return fine_tune_steps(instances, settings.train_steps)
 
-    steps = settings.train_steps
+    paired = cross_validate(trainer, data.tasks, base.path, Path(staging) / "folds", name, steps_for,
+                            lambda done, message: progress("cross-validating", done, message))
+    decision = decide(paired.parent, paired.candidate, paired.folds)
+    steps = steps_for(len(samples))
+    metrics = {"miou_before": round(decision.miou_before, 4), "miou_after": round(decision.miou_after, 4),
+               "decision": decision.as_result(), "steps": steps, "fold_steps": paired.steps,
+               "train_instances": len(samples), "val_instances": decision.instances, **summary}
+    if not decision.publish:
+        return {"published": False, "version": None, **metrics, "reason": decision.reason(base.name)}
     files = trainer.fine_tune(
-        train, val, base.path, staging, steps, name,
-        lambda step, total, message: progress("training", step / total, f"step {step}/{total} {message}".strip()),
+        samples, base.path, staging, steps, name,
+        lambda step, total, message: progress("training", step / total, f"all tasks: step {step}/{total} {message}".strip()),
     )
     verify_files(staging, files, "the trained checkpoint")  # a torn or damaged write stops here
-    progress("checking", 0.0, f"mIoU of the fine-tuned model on {len(val)} held-out instances")
-    after = trainer.evaluate(staging, val)
-    metrics = {"miou_before": round(before, 4), "miou_after": round(after, 4), "steps": steps, **summary}
-    if after < before:
-        progress("checking", 1.0, "not published: held-out mIoU would fall")
-        return {"published": False, "version": None, **metrics,
-                "reason": f"held-out mIoU fell from {before:.4f} ({base.name}) to {after:.4f}; {base.name} keeps serving"}
     progress("publishing", 0.0, f"publishing {name}")
     version = context.registry.publish(project, name, staging, files, parent=base.name, metrics=metrics, job=context.job_id)
     progress("publishing", 1.0, f"{version.name} serves project {project}")
-    return {"published": True, "version": version.name, **metrics}
+    return {"published": True, "version": version.name, **metrics, "reason": f"a clear gain: {decision.summary()}"}
 
 
 def read_annotations(reader, project: str, progress: Callable):

@@ -22,6 +22,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from backend.networks.weights import ModelConfig, load_weights, save_weights, wr
 from backend.progress_output import progress_bar
 from backend.prompts import PromptKind
 from backend.segmenters.extreme import ExtremeSegmenter, refine_stage_input
+from backend.training.anchoring import Anchoring
 from backend.training.datasets import CocoSamples, LabelStudioSamples, Sample, SyntheticSamples
 from backend.training.examples import TrainingExamples
 from backend.training.validation import evaluate_miou
@@ -61,18 +63,22 @@ def train(
     num_workers: int = 1,
     version: str | None = None,
     provenance: dict | None = None,
+    anchoring: Anchoring | None = None,
 ) -> dict:
     """Train (or fine-tune from `init_weights_dir`) and write a weights directory to `out_dir`.
 
     Without `init_weights_dir` the coarse encoder starts from ImageNet EfficientNet-Lite0 and
     `config` (default ``ModelConfig()``) sets the sizes. `progress_cb(step, steps, metrics)` is
-    called after every step. Returns the final metrics: steps, train_loss (mean of the last 50
-    steps), val_miou_extreme, val_miou_box, seconds, and the eval history.
+    called after every step. With `anchoring` (fine-tuning a project's few annotations) the
+    batch-norm statistics stay the parent's and the weights are pulled toward the parent's
+    (``backend.training.anchoring``). Empty `samples_val` skips validation. Returns the final
+    metrics: steps, train_loss (mean of the last 50 steps), val_miou_extreme and val_miou_box (with
+    validation samples), seconds, and the eval history.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError("steps and batch_size must be positive")
-    if len(samples_train) == 0 or len(samples_val) == 0:
-        raise ValueError("training and validation need at least one sample each")
+    if len(samples_train) == 0:
+        raise ValueError("training needs at least one sample")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -81,10 +87,21 @@ def train(
     else:
         config = config or ModelConfig()
         coarse, refine = config.build(pretrained=True)
-    coarse.to(device).train()
-    refine.to(device).train()
+    coarse.to(device)
+    refine.to(device)
     parameters = list(coarse.parameters()) + list(refine.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-4)
+    # With an anchor, no weight decay: decay pulls toward zero, the anchor toward the parent.
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-4 if anchoring is None else 0.0)
+    parent = [p.detach().clone() for p in parameters] if anchoring is not None else []
+
+    def train_mode() -> None:
+        if anchoring is None:
+            coarse.train()
+            refine.train()
+        else:
+            anchoring.train_mode(coarse, refine)
+
+    train_mode()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps))
     state = {"step": 0, "history": [], "losses": [], "seconds": 0.0}
     checkpoint_path = out_dir / CHECKPOINT
@@ -105,8 +122,7 @@ def train(
     def validate(kinds=(PromptKind.EXTREME,)) -> dict:
         segmenter = ExtremeSegmenter(coarse, refine, config, "training", device)
         result = {f"val_miou_{kind.value}": evaluate_miou(segmenter, samples_val, kind) for kind in kinds}
-        coarse.train()
-        refine.train()
+        train_mode()
         return result
 
     examples = TrainingExamples(samples_train, config, seed)
@@ -123,6 +139,8 @@ def train(
         )
         for batch in loader:
             loss, parts = step_loss(coarse, refine, batch, device)
+            if anchoring is not None:
+                loss = loss + anchoring.penalty(parameters, parent)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -133,7 +151,7 @@ def train(
             metrics = {"loss": loss.item(), **parts, "lr": scheduler.get_last_lr()[0]}
             bar.set_postfix(loss=f"{np.mean(state['losses']):.4f}", refresh=False)
             bar.update(1)
-            if state["step"] % eval_every == 0 and state["step"] < steps:
+            if state["step"] % eval_every == 0 and state["step"] < steps and len(samples_val):
                 evaluation = validate()
                 state["history"].append({"step": state["step"], **evaluation})
                 tqdm.write(f"step {state['step']}: {json.dumps(evaluation)}")
@@ -145,9 +163,10 @@ def train(
             if state["step"] >= steps:
                 break
     bar.close()
-    final = validate((PromptKind.EXTREME, PromptKind.BOX))
-    state["history"].append({"step": state["step"], **final})
-    tqdm.write(f"final: {json.dumps(final)}")
+    final = validate((PromptKind.EXTREME, PromptKind.BOX)) if len(samples_val) else {}
+    if final:
+        state["history"].append({"step": state["step"], **final})
+        tqdm.write(f"final: {json.dumps(final)}")
     metrics = {
         "steps": state["step"], "train_loss": float(np.mean(state["losses"])), **final,
         "seconds": round(state["seconds"], 1), "history": state["history"],
@@ -156,7 +175,8 @@ def train(
         out_dir, coarse, refine, config, version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
         {**(provenance or {}), "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                                              "device": device, "train_samples": len(samples_train),
-                                             "val_samples": len(samples_val), "metrics": metrics}},
+                                             "val_samples": len(samples_val), "metrics": metrics,
+                                             **({"anchoring": asdict(anchoring)} if anchoring else {})}},
     )
     return metrics
 

@@ -35,15 +35,26 @@ def evaluate_miou(
 ) -> float:
     """Mean IoU of ``segmenter.segment(image, prompt).mask`` against each sample's mask, with the
     ideal `kind` prompt derived from that mask. `segmenter` is anything with ``segment``."""
+    scores = instance_ious(segmenter, samples, kind, progress)
+    if not scores:
+        raise ValueError("no validation samples")
+    return float(np.mean(scores))
+
+
+def instance_ious(
+    segmenter,
+    samples: Sequence[Sample],
+    kind: PromptKind = PromptKind.EXTREME,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[float]:
+    """The IoU of each sample, as ``evaluate_miou`` averages them (paired comparisons need each one)."""
     scores = []
     for index, (image, mask) in enumerate(samples):
         segmentation = segmenter.segment(_Pixels(image), prompt_for(mask, kind))
         scores.append(iou(segmentation.mask, mask))
         if progress is not None:
             progress(index + 1, len(samples))
-    if not scores:
-        raise ValueError("no validation samples")
-    return float(np.mean(scores))
+    return scores
 
 
 class _Pixels:

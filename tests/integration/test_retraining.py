@@ -7,9 +7,10 @@ with the Personal Access Token, fine-tunes for a few steps, and publishes the pr
 version, which /versions lists and new predictions carry; then the "Start training" button trains
 the next version from it.
 
-The default weights here are tiny and predict nothing (mIoU 0 on anything), so whatever the few
-training steps produce is "not worse" and gets published: this test checks the loop, not learning
-(bench/learning_policy.py measures that). No SAM checkpoint: start-up stays fast, and extreme
+The default weights here are tiny and predict nothing (mIoU 0 on anything), and a few training
+steps cannot change that: every paired gain is 0, its interval [0, 0] is not below zero, and the
+candidate is published: this test checks the loop, not learning (bench/learning_curve.py measures
+that). No SAM checkpoint: start-up stays fast, and extreme
 points go to the extreme-point model, whose version is the one that changes.
 """
 
@@ -62,6 +63,7 @@ def retraining(label_studio, redis_server, blank_weights, tmp_path_factory):  # 
     training_env = {
         "REDIS_URL": redis_server.url, "EXTREME_WEIGHTS": str(blank_weights), "DEVICE": "cpu",
         "TRAIN_STEPS": "2", "TRAIN_THREADS": "1", "TRAIN_MIN_NEW_ANNOTATIONS": str(len(OBJECTS)), "TRAIN_DEBOUNCE_S": "1",
+        "TRAIN_MIN_INSTANCES": str(len(OBJECTS)),
     }
     with pytest.MonkeyPatch.context() as patch:  # BackendServer passes its own environment on
         for key, value in training_env.items():
@@ -136,7 +138,7 @@ def test_saved_annotations_retrain_the_project_and_predictions_carry_the_new_ver
     assert job["state"] == "finished", f"{job['error']}\n{worker.log_tail()}"
     assert job["trigger"] == f"{len(OBJECTS)} new annotations"
     assert job["result"]["published"] and job["result"]["parent"] == "blank-v0"
-    assert job["result"]["train_tasks"] + job["result"]["val_tasks"] == len(OBJECTS)
+    assert job["result"]["tasks"] == len(OBJECTS) and job["result"]["decision"]["instances"] == len(OBJECTS)
 
     after = f"segassist-p{project}-v1+nosam"
     assert after in api.get(f"/api/ml/{ml}/versions")["versions"]  # Label Studio asks the backend's /versions

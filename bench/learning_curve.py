@@ -1,0 +1,234 @@
+"""The learning curve: held-out mIoU of a project's model after 2, 5, 10, 20 annotated tasks.
+
+    .venv/bin/python bench/learning_curve.py [--points 2 5 10 20] [--heldout 8] [--annotators accept correct fill]
+
+Projects of natural-photo objects: the generator's held-out split (photos and shape families the
+default weights never trained on, ``backend.training.synthetic``). Three kinds of annotators:
+
+- ``accept``: they take the model's mask as it comes (prompted with the object's exact extreme
+  points), so the project's masks ARE the parent's predictions: training must not make it worse;
+- ``correct``: they correct the model's masks to the true object masks;
+- ``fill``: their policy fills every hole inside an object's outline, which the default weights
+  keep (the tasks are scenes with at least one object with a hole of ``--min-hole`` or more).
+
+For every number of annotated tasks the script runs a real training job (the webhook's code path:
+cross-validated publish decision, fine-tune on all tasks, publish) from the default weights on the
+first N tasks, and measures the serving model (the published version, or the parent when the job
+kept it) on separate held-out tasks of the same project annotated the same way. It prints a table,
+writes the raw figures to --out (JSON) and a plot beside it (PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+from learning_policy import StaticReader, hole_fraction  # noqa: E402
+
+from backend.jobs.store import JobStore  # noqa: E402
+from backend.active_learning.layout import Layout  # noqa: E402
+from backend.active_learning.ls_data import AnnotatedTask, crop_sample  # noqa: E402
+from backend.active_learning.trainer import ExtremeTrainer  # noqa: E402
+from backend.active_learning.training_job import run_training_job  # noqa: E402
+from backend.active_learning.versions import VersionRegistry  # noqa: E402
+from backend.prompts import LoadedImage, PromptKind  # noqa: E402
+from backend.segmenters.extreme import ExtremeSegmenter  # noqa: E402
+from backend.settings import Settings  # noqa: E402
+from backend.training.datasets import MIN_MASK_PIXELS  # noqa: E402
+from backend.training.synthetic import generate_scene  # noqa: E402
+from backend.training.validation import prompt_for  # noqa: E402
+
+PROJECT = "1"
+ANNOTATORS = ("accept", "correct", "fill")
+HELDOUT_SEED_OFFSET = 1000  # held-out tasks come from another scene stream: separate tasks of the project
+
+
+class Annotator:
+    """Turns a scene into an annotated task, following one of ANNOTATORS' policies."""
+
+    def __init__(self, policy: str, parent: ExtremeSegmenter, min_hole: float):
+        if policy not in ANNOTATORS:
+            raise ValueError(f"annotator must be one of {ANNOTATORS}, got {policy!r}")
+        self.policy, self.parent, self.min_hole = policy, parent, min_hole
+
+    def task(self, task_id: int, image: np.ndarray, masks: list[np.ndarray]) -> AnnotatedTask | None:
+        """The task's annotation, or None when this project would not contain the scene."""
+        if self.policy == "fill" and not any(hole_fraction(mask)[1] >= self.min_hole for mask in masks):
+            return None
+        task = AnnotatedTask(task_id=task_id, annotation_id=task_id)
+        for mask in masks:
+            crop, truth = crop_sample(image, mask)
+            if self.policy == "accept":
+                prompt = prompt_for(truth, PromptKind.EXTREME)
+                annotation = self.parent.segment(LoadedImage(crop, f"task {task_id}"), prompt).mask
+            elif self.policy == "fill":
+                annotation = hole_fraction(truth)[0]
+            else:
+                annotation = truth
+            if annotation.sum() >= MIN_MASK_PIXELS:
+                task.samples.append((crop, annotation))
+                task.labels.append("object")
+        return task if task.samples else None
+
+
+def project_tasks(annotator: Annotator, count: int, seed: int, first_id: int) -> list[AnnotatedTask]:
+    """``count`` annotated tasks from held-out-split scenes of stream ``seed``."""
+    tasks, index = [], 0
+    while len(tasks) < count:
+        if index > 50 * count:
+            raise RuntimeError(f"the generator gave too few scenes for the {annotator.policy!r} project")
+        scene = generate_scene(seed, index, "heldout")
+        task = annotator.task(first_id + index, scene.image, scene.masks)
+        if task is not None:
+            tasks.append(task)
+        index += 1
+    return tasks
+
+
+def curve(policy: str, weights: Path, points: list[int], heldout: int, seed: int, min_hole: float,
+          trainer: ExtremeTrainer, settings: dict) -> dict:
+    """One annotator's curve: the parent's held-out mIoU, then per point the job's outcome and the
+    serving model's held-out mIoU on the same held-out instances."""
+    annotator = Annotator(policy, ExtremeSegmenter.load(weights), min_hole)
+    tasks = project_tasks(annotator, max(points), seed, first_id=1)
+    held_out = [s for task in project_tasks(annotator, heldout, seed + HELDOUT_SEED_OFFSET, first_id=100_000)
+                for s in task.samples]
+    parent_scores = trainer.scores(weights, held_out)
+    rows = []
+    for count in points:
+        with tempfile.TemporaryDirectory() as model_dir:
+            job_settings = Settings(model_dir=Path(model_dir), extreme_weights=weights, **settings)
+            jobs = JobStore(Layout(job_settings.model_dir))
+            job = jobs.create(PROJECT, f"bench: {policy}, {count} tasks")
+            started = time.monotonic()
+            run_training_job(job_settings, job.id, trainer=trainer, reader=StaticReader(tasks[:count]))
+            seconds = time.monotonic() - started
+            done = jobs.get(job.id)
+            if done.state != "finished":
+                raise RuntimeError(f"the training job failed: {done.error}")
+            result = done.result
+            serving = parent_scores
+            if result["published"]:
+                trained = VersionRegistry.from_settings(job_settings).get(PROJECT, result["version"]).path
+                serving = trainer.scores(trained, held_out)
+        gains = np.asarray(serving) - np.asarray(parent_scores)
+        rows.append({
+            "tasks": count, "instances": result["instances"], "published": result["published"],
+            "heldout_miou": round(float(np.mean(serving)), 4), "heldout_gain": round(float(gains.mean()), 4),
+            "heldout_gain_sd": round(float(gains.std()), 4), "decision": result.get("decision"),
+            "reason": result.get("reason"), "steps": result.get("steps"), "fold_steps": result.get("fold_steps"),
+            "job_seconds": round(seconds, 1),
+        })
+        print(f"  {policy:8s} {count:3d} tasks: {format_row(rows[-1], float(np.mean(parent_scores)))}", flush=True)
+    return {"annotator": policy, "heldout_tasks": heldout, "heldout_instances": len(held_out),
+            "parent_heldout_miou": round(float(np.mean(parent_scores)), 4), "points": rows}
+
+
+def format_row(row: dict, parent: float) -> str:
+    decision = row["decision"]
+    estimate = (f"CV gain {decision['mean_gain']:+.3f} [{decision['ci95'][0]:+.3f}, {decision['ci95'][1]:+.3f}]"
+                if decision else "not trained (too few instances)")
+    outcome = "published" if row["published"] else "kept parent"
+    return (f"{row['instances']:3d} inst | held-out {parent:.3f} -> {row['heldout_miou']:.3f} "
+            f"({row['heldout_gain']:+.3f}) | {estimate} | {outcome} | {row['job_seconds']:.0f} s")
+
+
+def table(curves: list[dict]) -> str:
+    lines = ["| annotators | tasks (instances) | parent held-out mIoU | serving held-out mIoU | "
+             "job's cross-validated gain [95% interval] | job's decision | job time |",
+             "|---|---|---|---|---|---|---|"]
+    for item in curves:
+        for row in item["points"]:
+            decision = row["decision"]
+            estimate = (f"{decision['mean_gain']:+.3f} [{decision['ci95'][0]:+.3f}, {decision['ci95'][1]:+.3f}]"
+                        if decision else "below TRAIN_MIN_INSTANCES")
+            lines.append(
+                f"| {item['annotator']} | {row['tasks']} ({row['instances']}) | {item['parent_heldout_miou']:.3f} | "
+                f"{row['heldout_miou']:.3f} ({row['heldout_gain']:+.3f}) | {estimate} | "
+                f"{'published' if row['published'] else 'parent kept'} | {row['job_seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def plot(curves: list[dict], path: Path, title: str) -> bool:
+    """The curves as a PNG at ``path``; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for index, item in enumerate(curves):
+        colour = f"C{index}"
+        xs = [row["tasks"] for row in item["points"]]
+        axes.plot(xs, [row["heldout_miou"] for row in item["points"]], "o-", color=colour,
+                  label=f"{item['annotator']}: serving model")
+        axes.axhline(item["parent_heldout_miou"], color=colour, linestyle="--", linewidth=1,
+                     label=f"{item['annotator']}: default weights")
+    axes.set_xscale("log")
+    axes.set_xticks([row["tasks"] for row in curves[0]["points"]])
+    axes.set_xticklabels([str(row["tasks"]) for row in curves[0]["points"]])
+    axes.set_xlabel("annotated tasks")
+    axes.set_ylabel("held-out mIoU (project's masks)")
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, default=Settings().extreme_weights, help="default weights directory")
+    parser.add_argument("--annotators", nargs="+", choices=ANNOTATORS, default=list(ANNOTATORS))
+    parser.add_argument("--points", type=int, nargs="+", default=[2, 5, 10, 20], help="annotated tasks per point")
+    parser.add_argument("--heldout", type=int, default=8, help="held-out tasks per project")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of a job (0: half the cores)")
+    parser.add_argument("--steps", type=int, default=0, help="TRAIN_STEPS (0: scaled with the instances)")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--min-hole", type=float, default=0.08, help="least hole share of a 'fill' project's holed object")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "learning_curve.json")
+    args = parser.parse_args()
+    if not (args.weights / "manifest.json").is_file():
+        print(f"no weights at {args.weights} (manifest.json missing): train them or pass --weights", file=sys.stderr)
+        return 2
+    trainer = ExtremeTrainer(device="cpu", threads=args.threads)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {trainer.threads} torch threads"
+    shown = args.weights.resolve()
+    shown = shown.relative_to(REPO_ROOT) if shown.is_relative_to(REPO_ROOT) else shown
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    image = args.out.with_suffix(".png")
+    started = time.monotonic()
+    curves = []
+    for policy in args.annotators:
+        curves.append(curve(policy, args.weights, sorted(args.points), args.heldout, args.seed, args.min_hole,
+                            trainer, {"train_steps": args.steps}))
+        minutes = (time.monotonic() - started) / 60
+        # written after every annotator, so a long run's finished curves are kept if it is stopped
+        args.out.write_text(json.dumps({
+            "weights": str(shown), "machine": machine, "minutes": round(minutes, 1), "seed": args.seed,
+            "min_hole": args.min_hole, "train_steps": args.steps, "curves": curves,
+        }, indent=2) + "\n")
+        plotted = plot(curves, image, f"learning curve from {shown.name} ({machine})")
+    print(table(curves))
+    print(f"{machine}; whole curve {minutes:.1f} min; raw figures: {args.out}" + (f"; plot: {image}" if plotted else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
