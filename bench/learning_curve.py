@@ -1,6 +1,7 @@
 """The learning curve: held-out mIoU of a project's model after 2, 5, 10, 20 annotated tasks.
 
     .venv/bin/python bench/learning_curve.py [--points 2 5 10 20] [--heldout 8] [--annotators accept correct fill]
+    .venv/bin/python bench/learning_curve.py --merge a.json b.json   # one table and plot of separate runs
 
 Projects of natural-photo objects: the generator's held-out split (photos and shape families the
 default weights never trained on, ``backend.training.synthetic``). Three kinds of annotators:
@@ -192,6 +193,23 @@ def plot(curves: list[dict], path: Path, title: str) -> bool:
     return True
 
 
+def merge(runs: list[Path], out: Path) -> int:
+    """Join separate runs' curves into one result, table and plot (the runs' machine lines are kept)."""
+    loaded = [json.loads(run.read_text()) for run in runs]
+    curves = [item for run in loaded for item in run["curves"]]
+    machines = sorted({run["machine"] for run in loaded})
+    out.write_text(json.dumps({
+        "weights": loaded[0]["weights"], "machine": "; ".join(machines), "minutes": [run["minutes"] for run in loaded],
+        "seed": loaded[0]["seed"], "min_hole": loaded[0]["min_hole"], "train_steps": loaded[0]["train_steps"],
+        "curves": curves, "merged_from": [run.name for run in runs],
+    }, indent=2) + "\n")
+    print(table(curves))
+    image = out.with_suffix(".png")
+    if plot(curves, image, f"learning curve from {Path(loaded[0]['weights']).name} ({'; '.join(machines)})"):
+        print(f"plot: {image}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=Settings().extreme_weights, help="default weights directory")
@@ -201,9 +219,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads of a job (0: half the cores)")
     parser.add_argument("--steps", type=int, default=0, help="TRAIN_STEPS (0: scaled with the instances)")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--min-hole", type=float, default=0.08, help="least hole share of a 'fill' project's holed object")
+    parser.add_argument("--min-hole", type=float, default=0.08,
+                        help="least hole share of a 'fill' project's holed object")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "learning_curve.json")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="no training: join the curves of these runs (e.g. one per annotator, run side by "
+                             "side) into --out")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     if not (args.weights / "manifest.json").is_file():
         print(f"no weights at {args.weights} (manifest.json missing): train them or pass --weights", file=sys.stderr)
         return 2
@@ -226,7 +250,8 @@ def main() -> int:
         }, indent=2) + "\n")
         plotted = plot(curves, image, f"learning curve from {shown.name} ({machine})")
     print(table(curves))
-    print(f"{machine}; whole curve {minutes:.1f} min; raw figures: {args.out}" + (f"; plot: {image}" if plotted else ""))
+    print(f"{machine}; whole curve {minutes:.1f} min; raw figures: {args.out}"
+          + (f"; plot: {image}" if plotted else ""))
     return 0
 
 
