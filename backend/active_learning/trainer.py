@@ -58,8 +58,9 @@ def training_threads(configured: int = 0) -> int:
 
 class ExtremeTrainer:
     def __init__(self, device: str = "cpu", threads: int = 0, batch_size: int = 8, lr: float = 3e-4, seed: int = 0,
-                 anchoring: Anchoring = Anchoring()):
-        self.device, self.batch_size, self.lr, self.seed, self.anchoring = device, batch_size, lr, seed, anchoring
+                 anchoring: Anchoring | None = None):
+        self.device, self.batch_size, self.lr, self.seed = device, batch_size, lr, seed
+        self.anchoring = anchoring or Anchoring()
         self.threads = training_threads(threads)
 
     @classmethod
