@@ -28,6 +28,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +100,10 @@ def project_tasks(annotator: Annotator, count: int, seed: int, first_id: int) ->
 
 
 def curve(policy: str, weights: Path, points: list[int], heldout: int, seed: int, min_hole: float,
-          trainer: ExtremeTrainer, settings: dict) -> dict:
-    """One annotator's curve: the parent's held-out mIoU, then per point the job's outcome and the
-    serving model's held-out mIoU on the same held-out instances."""
+          trainer: ExtremeTrainer, settings: dict) -> Iterator[dict]:
+    """One annotator's curve, yielded as far as it got after every point: the parent's held-out
+    mIoU, then per point the job's outcome and the serving model's held-out mIoU on the same
+    held-out instances."""
     annotator = Annotator(policy, ExtremeSegmenter.load(weights), min_hole)
     tasks = project_tasks(annotator, max(points), seed, first_id=1)
     held_out = [s for task in project_tasks(annotator, heldout, seed + HELDOUT_SEED_OFFSET, first_id=100_000)
@@ -133,8 +135,8 @@ def curve(policy: str, weights: Path, points: list[int], heldout: int, seed: int
             "job_seconds": round(seconds, 1),
         })
         print(f"  {policy:8s} {count:3d} tasks: {format_row(rows[-1], float(np.mean(parent_scores)))}", flush=True)
-    return {"annotator": policy, "heldout_tasks": heldout, "heldout_instances": len(held_out),
-            "parent_heldout_miou": round(float(np.mean(parent_scores)), 4), "points": rows}
+        yield {"annotator": policy, "heldout_tasks": heldout, "heldout_instances": len(held_out),
+               "parent_heldout_miou": round(float(np.mean(parent_scores)), 4), "points": rows}
 
 
 def format_row(row: dict, parent: float) -> str:
@@ -240,15 +242,16 @@ def main() -> int:
     started = time.monotonic()
     curves = []
     for policy in args.annotators:
-        curves.append(curve(policy, args.weights, sorted(args.points), args.heldout, args.seed, args.min_hole,
-                            trainer, {"train_steps": args.steps}))
-        minutes = (time.monotonic() - started) / 60
-        # written after every annotator, so a long run's finished curves are kept if it is stopped
-        args.out.write_text(json.dumps({
-            "weights": str(shown), "machine": machine, "minutes": round(minutes, 1), "seed": args.seed,
-            "min_hole": args.min_hole, "train_steps": args.steps, "curves": curves,
-        }, indent=2) + "\n")
-        plotted = plot(curves, image, f"learning curve from {shown.name} ({machine})")
+        for partial in curve(policy, args.weights, sorted(args.points), args.heldout, args.seed, args.min_hole,
+                             trainer, {"train_steps": args.steps}):
+            minutes = (time.monotonic() - started) / 60
+            # written after every point, so a long run's figures so far are kept if it is stopped
+            args.out.write_text(json.dumps({
+                "weights": str(shown), "machine": machine, "minutes": round(minutes, 1), "seed": args.seed,
+                "min_hole": args.min_hole, "train_steps": args.steps, "curves": curves + [partial],
+            }, indent=2) + "\n")
+            plotted = plot(curves + [partial], image, f"learning curve from {shown.name} ({machine})")
+        curves.append(partial)
     print(table(curves))
     print(f"{machine}; whole curve {minutes:.1f} min; raw figures: {args.out}"
           + (f"; plot: {image}" if plotted else ""))
