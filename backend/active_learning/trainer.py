@@ -23,7 +23,8 @@ from backend.training.datasets import Sample
 StepProgress = Callable[[int, int, str], None]
 
 
-# Steps per training instance, and the bounds: about 3 views of each instance per batch of 8 …
+# A fine-tune's steps: STEPS_PER_INSTANCE per training instance (with batches of 8, each instance is
+# seen about 24 times, in 24 different crops and prompts), within [MIN_STEPS, MAX_STEPS].
 STEPS_PER_INSTANCE = 3
 MIN_STEPS = 30
 MAX_STEPS = 300
