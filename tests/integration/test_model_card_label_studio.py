@@ -34,7 +34,8 @@ def backend(label_studio, blank_weights, tmp_path_factory):  # noqa: F811
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("REDIS_URL", raising=False)
         for key, value in {"EXTREME_WEIGHTS": str(blank_weights), "TRAIN_STEPS": "2", "TRAIN_THREADS": "1",
-                           "TRAIN_MIN_NEW_ANNOTATIONS": "1000"}.items():  # only Start training trains
+                           "TRAIN_MIN_NEW_ANNOTATIONS": "1000",  # only Start training trains
+                           "TRAIN_MIN_INSTANCES": str(len(OBJECTS))}.items():
             patch.setenv(key, value)
         server = BackendServer(workdir, workdir / "no-sam-checkpoint.pth", label_studio.url,
                                label_studio.personal_access_token)
@@ -96,10 +97,11 @@ def test_a_job_that_cannot_train_says_why_on_the_ml_backend(label_studio, backen
     api = label_studio.api
     project, ml, _ = connect(api, backend, "model card: not published", OBJECTS[:1])  # one annotated task
     job = start_training_and_wait(api, backend, project, ml)
-    assert job["state"] == "failed" and "need at least 2 annotated tasks" in job["error"], job
+    assert job["state"] == "finished" and not job["result"]["published"], job
+    assert "annotate 1 more annotated task" in job["result"]["reason"], job
     card = api.get(f"/api/ml/{ml}")
-    assert card["title"] == f"{TITLE} — training failed"
-    assert "need at least 2 annotated tasks" in card["description"]
+    assert card["title"] == f"{TITLE} — not published (blank-v0 serves)"
+    assert "not published: not trained: 1 annotated task(s) with 1 instance(s)" in card["description"]
     assert card["model_version"] == "segassist-blank-v0+nosam"  # nothing new serves
 
 
