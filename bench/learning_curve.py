@@ -165,30 +165,43 @@ def table(curves: list[dict]) -> str:
 
 
 def plot(curves: list[dict], path: Path, title: str) -> bool:
-    """The curves as a PNG at ``path``; False when matplotlib is missing."""
+    """The curves as a PNG at ``path``: the serving model's held-out mIoU beside the default weights',
+    and each job's cross-validated gain with its 95% interval. False when matplotlib is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         return False
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    figure, (served, estimated) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110)
+    ticks = sorted({row["tasks"] for item in curves for row in item["points"]})
     for index, item in enumerate(curves):
-        colour = f"C{index}"
+        colour, offset = f"C{index}", 1 + 0.04 * (index - 1)  # side by side where intervals overlap
         xs = [row["tasks"] for row in item["points"]]
-        axes.plot(xs, [row["heldout_miou"] for row in item["points"]], "o-", color=colour,
-                  label=f"{item['annotator']}: serving model")
-        axes.axhline(item["parent_heldout_miou"], color=colour, linestyle="--", linewidth=1,
-                     label=f"{item['annotator']}: default weights")
-    axes.set_xscale("log")
-    axes.set_xticks([row["tasks"] for row in curves[0]["points"]])
-    axes.set_xticklabels([str(row["tasks"]) for row in curves[0]["points"]])
-    axes.set_xlabel("annotated tasks")
-    axes.set_ylabel("held-out mIoU (project's masks)")
-    axes.set_title(title, fontsize=9)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
+        served.plot(xs, [row["heldout_miou"] for row in item["points"]], "o-", color=colour,
+                    label=f"{item['annotator']}: serving model")
+        served.axhline(item["parent_heldout_miou"], color=colour, linestyle="--", linewidth=1,
+                       label=f"{item['annotator']}: default weights")
+        decided = [row for row in item["points"] if row["decision"]]
+        gains = [row["decision"]["mean_gain"] for row in decided]
+        errors = [[gain - row["decision"]["ci95"][0] for gain, row in zip(gains, decided)],
+                  [row["decision"]["ci95"][1] - gain for gain, row in zip(gains, decided)]]
+        estimated.errorbar([row["tasks"] * offset for row in decided], gains, yerr=errors, fmt="o", color=colour,
+                           capsize=3, label=item["annotator"])
+    estimated.axhline(0.0, color="grey", linewidth=1)
+    for axes, label in ((served, "held-out mIoU (project's masks)"),
+                        (estimated, "job's cross-validated gain, 95% interval")):
+        axes.set_xscale("log")
+        axes.set_xticks(ticks)
+        axes.set_xticklabels([str(tick) for tick in ticks])
+        axes.xaxis.set_minor_formatter(NullFormatter())
+        axes.set_xlabel("annotated tasks")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, loc="lower right")
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
