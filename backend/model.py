@@ -476,3 +476,11 @@ def _version_of(segmenters: SegmenterSet) -> str:
     extreme = segmenters.extreme_version if segmenters.extreme is not None else "noextreme"
     sam = segmenters.sam_name if segmenters.sam is not None else "nosam"
     return f"{MODEL_VERSION_PREFIX}{extreme}+{sam}"
+
+
+def extreme_version_of(model_version: str) -> str | None:
+    """The extreme-point model version in one of this backend's model versions
+    (``segassist-<extreme>+<sam>``: version names hold no "+"); None for any other string."""
+    if not model_version.startswith(MODEL_VERSION_PREFIX) or "+" not in model_version:
+        return None
+    return model_version[len(MODEL_VERSION_PREFIX):].rsplit("+", 1)[0]

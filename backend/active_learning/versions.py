@@ -244,6 +244,13 @@ class VersionRegistry:
             return self._verified[key]
 
 
+def lineage_position(project: str, name: str | None) -> int:
+    """Where version ``name`` stands in ``project``'s lineage: n for its ``p<project>-v<n>`` (numbered
+    in publishing order), 0 for anything else (the default weights, another project's versions)."""
+    match = _PROJECT_VERSION.match(name or "")
+    return int(match["number"]) if match and match["project"] == project_id(project) else 0
+
+
 def verify_files(directory: Path, files: dict[str, str], what: str) -> None:
     """Raise ChecksumError unless each of ``files`` ({relative path: sha256}) exists under
     ``directory`` with that sha256; ``what`` names the directory in the message."""
