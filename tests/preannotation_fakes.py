@@ -66,11 +66,19 @@ class FakeLabelStudio:
         self.created.append(prediction)
         return prediction["id"]
 
-    def delete_prediction(self, prediction_id: int) -> None:
+    def predictions(self, task_id: int) -> list[dict]:
+        self._answer()
+        return copy.deepcopy(self.tasks[task_id]["predictions"])
+
+    def delete_prediction(self, prediction_id: int) -> bool:
+        """False, as Label Studio's 404, for an id it does not hold."""
         self._answer()
         self.deleted.append(prediction_id)
+        found = False
         for t in self.tasks.values():
+            found = found or any(p.get("id") == prediction_id for p in t["predictions"])
             t["predictions"] = [p for p in t["predictions"] if p.get("id") != prediction_id]
+        return found
 
     def predictions_of(self, task_id: int) -> list[dict]:
         return self.tasks[task_id]["predictions"]

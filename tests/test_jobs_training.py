@@ -21,8 +21,7 @@ from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import ProjectDataError
 from backend.jobs.executors import EmbeddedExecutor
 from backend.components import Components
-from backend.active_learning.training_job import run_training_job
-from backend.active_learning.training_lock import TrainingLock
+from backend.active_learning.training_job import run_training_job, training_lock
 from backend.active_learning.versions import VersionRegistry
 from backend.settings import Settings
 
@@ -179,15 +178,15 @@ def test_a_job_killed_mid_training_fails_and_serving_stays_on_the_old_version(tm
 
 def test_the_training_lock_admits_one_job_per_project(tmp_path):
     layout, events = Layout(tmp_path), []
-    first = TrainingLock(layout, "3").__enter__()
+    first = training_lock(layout, "3", "job-1", "").__enter__()
 
     def second_job():
-        with TrainingLock(layout, "3"):
+        with training_lock(layout, "3", "job-2", ""):
             events.append("second runs")
 
     waiting = threading.Thread(target=second_job)
     waiting.start()
-    with TrainingLock(layout, "4"):  # another project does not wait
+    with training_lock(layout, "4", "job-3", ""):  # another project does not wait
         events.append("project 4 runs")
     time.sleep(0.5)
     events.append("first ends")

@@ -47,13 +47,15 @@ class FakeServer:
         if path == "/api/tasks/6/":  # a serializer without predictions: they are asked for
             return create_response(request, json={**TASKS[5], "annotations": []})
         if path == "/api/predictions/" and request.method == "GET":
-            assert params == {"task": "6"}
-            return create_response(request, json=[{"id": 3, "model_version": "x", "result": [], "task": 6}])
+            assert params in ({"task": "6"}, {"task": "5"})
+            return create_response(request, json=[{"id": 3, "model_version": "x", "result": [], "task": int(params["task"])}])
         if path == "/api/predictions/" and request.method == "POST":
             self.stored.append(request.json())
             return create_response(request, status_code=201, json={"id": 77, **self.stored[-1]})
         if path == "/api/predictions/77/" and request.method == "DELETE":
             return create_response(request, status_code=204)
+        if path == "/api/predictions/78/" and request.method == "DELETE":
+            return create_response(request, status_code=400, json={"detail": "refused"})
         return create_response(request, status_code=404, json={"detail": "Not found."})
 
 
@@ -88,8 +90,22 @@ def test_predictions_are_posted_with_task_result_score_and_model_version(server_
     result = [{"type": "brushlabels", "from_name": "mask", "to_name": "image", "value": {"format": "rle", "rle": [1]}}]
     assert api.create_prediction(5, {"result": result, "score": 0.8, "model_version": "segassist-v1+nosam"}) == 77
     assert server.stored == [{"task": 5, "result": result, "score": 0.8, "model_version": "segassist-v1+nosam"}]
-    api.delete_prediction(77)
+    assert api.delete_prediction(77) is True
     assert server.requests[-1].method == "DELETE" and server.requests[-1].path == "/api/predictions/77/"
+
+
+def test_a_prediction_already_gone_is_no_failure_to_delete_but_other_refusals_are(server_and_api):
+    _, api = server_and_api
+    assert api.delete_prediction(76) is False  # Label Studio: 404, deleted meanwhile
+    with pytest.raises(LabelStudioRefused, match="HTTP 400 while deleting prediction 78"):
+        api.delete_prediction(78)
+
+
+def test_a_tasks_predictions_are_read_as_label_studio_holds_them_now(server_and_api):
+    server, api = server_and_api
+    (prediction,) = api.predictions(5)
+    assert prediction["id"] == 3 and prediction["task"] == 5
+    assert server.requests[-1].path == "/api/predictions/"
 
 
 def test_failures_say_what_failed_without_the_key(server_and_api):

@@ -35,12 +35,12 @@ from backend.active_learning.proposal_training import (outcome_line, proposals_e
                                                        train_proposals)
 from backend.active_learning.publish_decision import decide
 from backend.active_learning.trainer import ExtremeTrainer, Trainer, fine_tune_steps
-from backend.active_learning.training_lock import TrainingLock
 from backend.active_learning.versions import VersionError, VersionRegistry, verify_files
 from backend.images import ImageError
 from backend.jobs.backoff import Backoff
 from backend.label_studio_client import LabelStudioUnavailable
 from backend.jobs.lifecycle import Heartbeat, ProgressWriter, Stopped, failures_recorded
+from backend.jobs.run_lock import ProjectRunLock
 from backend.jobs.store import FINISHED, RUNNING, JobStore, outcome_summary
 from backend.jobs.types import follow_ups
 
@@ -104,8 +104,8 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
             try:
                 with Heartbeat(jobs, job_id) as heartbeat:
                     progress("waiting", 0.0, "waiting for the project's previous job to end")
-                    with TrainingLock(layout, job.project, settings.redis_url) as lock:
-                        heartbeat.keep_alive = lock.refresh
+                    with training_lock(layout, job.project, job_id, settings.redis_url) as lock:
+                        heartbeat.keep_alive = lock.keep_alive
                         proposals = proposals_enabled(settings, job.project)
                         result = _train_and_publish(
                             context, settings, trainer or ExtremeTrainer.from_settings(settings),
@@ -126,6 +126,12 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
     log("training job %s for project %s %s", job_id, job.project, outcome_summary(job))
     shown = card.show_outcome(job)
     jobs.update(job_id, lambda ended: ended.result.update(shown))
+
+
+def training_lock(layout: Layout, project: str, job_id: str, redis_url: str) -> ProjectRunLock:
+    """One training job per project at a time (``projects/<id>/train.lock``, or the Redis key
+    ``segmentation-backend:train:<id>``)."""
+    return ProjectRunLock(layout.project_dir(project), project, "train", job_id, redis_url)
 
 
 def _train_and_publish(context: JobContext, settings, trainer: Trainer, reader, progress: Callable, staging) -> dict:

@@ -15,7 +15,7 @@ A lock is held by a *holder*, the job id of the run:
   already the holder's. Whoever ends the run releases it; releasing checks the holder, so a late
   process of a run that lost the lock never frees another run's.
 
-Call ``refresh`` at least every ``ttl_s`` seconds while working (a job's heartbeat does).
+Call ``refresh`` at least every ``ttl_s`` seconds while working (a job's heartbeat calls ``keep_alive``).
 """
 
 from __future__ import annotations
@@ -81,6 +81,12 @@ class ProjectRunLock:
         """Keep the Redis lock from expiring; False when it is no longer the holder's (it expired
         and another run took it). Always True for the file lock, which cannot expire."""
         return self._redis is None or self._try()
+
+    def keep_alive(self) -> None:
+        """``refresh`` for a job's heartbeat: a lock lost is logged (the run goes on; another may start)."""
+        if not self.refresh():
+            logger.warning("%s of project %s (%s) lost its run lock: it expired; another run may start", self.kind,
+                           self.project, self.holder)
 
     def release(self) -> None:
         """Free the lock if ``holder`` holds it (from any process of the run)."""

@@ -1,5 +1,5 @@
 """Scale-out on a real redis-server: jobs travel through the RQ queue to `python -m backend worker`,
-and the Redis lock admits one training job per project across workers."""
+and the Redis run lock admits one training job (one run of a kind) per project across workers."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from backend.active_learning.layout import Layout
 from backend.jobs.executors import RQExecutor
 from backend.components import Components
 from backend.jobs.types import TRAIN
-from backend.active_learning.training_lock import TrainingLock
+from backend.active_learning.training_job import training_lock
+from backend.jobs.run_lock import ProjectRunLock, RunLockBusy
 from backend.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -65,15 +66,15 @@ def test_a_job_redis_lost_before_it_started_is_failed_not_left_queued(redis_serv
 def test_the_redis_lock_admits_one_job_per_project(redis_server, tmp_path):
     layout = Layout(tmp_path)
     events = []
-    first = TrainingLock(layout, "3", redis_server.url).__enter__()
+    first = training_lock(layout, "3", "job-1", redis_server.url).__enter__()
 
     def second_job():
-        with TrainingLock(layout, "3", redis_server.url):
+        with training_lock(layout, "3", "job-2", redis_server.url):
             events.append("second job runs")
 
     waiting = threading.Thread(target=second_job)
     waiting.start()
-    with TrainingLock(layout, "4", redis_server.url):  # another project does not wait
+    with training_lock(layout, "4", "job-3", redis_server.url):  # another project does not wait
         events.append("project 4 runs")
     time.sleep(1.0)
     first.refresh()
@@ -100,3 +101,26 @@ def test_a_job_queued_pickled_by_an_earlier_version_is_queued_again_as_json(redi
     assert data[0] == "backend.jobs.executors.run_rq_job" and data[2] == [job.id]
     assert learning.executor.queues[TRAIN].job_ids == [job.id] and learning.jobs.get(job.id).state == "queued"
     learning.executor.queues[TRAIN].empty()
+
+
+def test_the_processes_of_one_run_share_the_redis_lock_and_another_run_waits(redis_server, tmp_path):
+    def lock(holder, ttl_s=120.0):
+        return ProjectRunLock(tmp_path, "3", "preannotation", holder, redis_server.url, ttl_s)
+
+    chunk_a, chunk_b = lock("job-1"), lock("job-1")  # two RQ workers on chunks of one job
+    chunk_a.acquire(blocking=False)
+    chunk_b.acquire(blocking=False)
+    with pytest.raises(RunLockBusy) as busy:
+        lock("job-2").acquire(blocking=False)
+    assert busy.value.holder == "job-1" and lock("anyone").current_holder() == "job-1"
+    lock("job-2").release()  # releasing someone else's lock does nothing
+    assert chunk_a.refresh() and lock("anyone").current_holder() == "job-1"
+    chunk_b.release()  # whoever ends the run frees it, for every process of the run
+    assert lock("anyone").current_holder() is None
+
+    # A run whose processes died (nobody refreshes) frees the project after the ttl.
+    lock("dead-job", ttl_s=0.3).acquire(blocking=False)
+    started = time.monotonic()
+    lock("job-2").acquire()
+    assert 0.1 < time.monotonic() - started < 5 and lock("anyone").current_holder() == "job-2"
+    assert lock("dead-job").refresh() is False  # a late process of the dead run cannot take it back
