@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 # Newer labeling pages send this context when a task opens, before any prompt.
 PREWARM = "prewarm"
 
-# Every model version this backend gives starts so (how pre-annotation tells its own predictions).
+# Every model version this backend gives starts so (``extreme_version_of`` reads one back).
 MODEL_VERSION_PREFIX = "segassist-"
 
 

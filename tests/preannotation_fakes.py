@@ -119,3 +119,34 @@ def slow_fake_preannotation(settings, job_id: str) -> None:
     """An embedded-worker target (spawned): pre-annotates SLOW_TASKS box tasks at 0.2 s each."""
     ls = SlowLabelStudio([box_task(i) for i in range(1, SLOW_TASKS + 1)], delay_s=0.2)
     run_preannotation_job(settings, job_id, model=fake_model(settings.model_dir), tasks_api=ls)
+
+
+class SharedRunLocks:
+    """Stands in for the Redis run lock (``backend.jobs.run_lock``) in one process: each project's
+    lock is held by a holder id, which any number of its "processes" (chunks) may hold together."""
+
+    def __init__(self):
+        self.holders: dict[str, str] = {}
+
+    def lock(self, layout, job, redis) -> "SharedRunLock":
+        return SharedRunLock(self.holders, job.project, job.id)
+
+
+class SharedRunLock:
+    def __init__(self, holders: dict, project: str, holder: str):
+        self._holders, self.project, self.holder = holders, project, holder
+
+    def acquire(self, blocking: bool = True) -> None:
+        from backend.jobs.run_lock import RunLockBusy
+
+        if not self.refresh():
+            raise RunLockBusy(self._holders[self.project])
+
+    def refresh(self) -> bool:
+        if self._holders.setdefault(self.project, self.holder) != self.holder:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._holders.get(self.project) == self.holder:
+            del self._holders[self.project]

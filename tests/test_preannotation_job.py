@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from preannotation_fakes import PROJECT_ID, FakeLabelStudio, box_task, fake_model
+from preannotation_fakes import PROJECT_ID, FakeLabelStudio, SharedRunLocks, box_task, fake_model
 from segmentation_fakes import CONFIG, H, PROJECT, W, box_mask, rectangle, task
 
 import backend.preannotation.chunks as chunks
@@ -164,18 +164,133 @@ def test_a_dead_pre_annotation_process_is_requeued_by_the_reaper(settings):
     assert reaped.state == QUEUED and "died" in reaped.progress["message"]
 
 
-def test_a_new_version_replaces_the_backends_older_predictions_but_keeps_the_prompts(settings, model):
-    old = {"id": 900, "model_version": "segassist-v0+sam-fake", "result": [{"type": "brushlabels", "from_name": "mask",
-                                                                            "to_name": "image", "value": {}}]}
-    mine = box_task(1)
-    mine["predictions"].append(old)
-    # The backend's own older version carrying prompts (an imported box) is someone's input: kept.
-    prompts = {"id": 901, "model_version": "segassist-v0+sam-fake", "result": [rectangle(0, 0, 10, 10)]}
-    mine["predictions"].append(prompts)
-    ls = FakeLabelStudio([mine])
-    run(settings, new_job(settings, tasks=[1]), model, ls)
-    assert ls.deleted == [900]
-    assert [p["id"] for p in ls.predictions_of(1)][:2] == [501, 901]
+def older_model(settings):
+    """The serving model before its extreme-point model was retrained: version ``segassist-v0+sam-fake``."""
+    model = fake_model(settings.model_dir)
+    model.segmenters = replace(model.segmenters, extreme_version="v0")
+    return model
+
+
+def brush_prediction(pid, version, *extra_regions):
+    return {"id": pid, "model_version": version, "result": [{"type": "brushlabels", "from_name": "mask",
+                                                             "to_name": "image", "value": {}}, *extra_regions]}
+
+
+def test_a_new_version_replaces_only_the_backends_own_older_predictions(settings, model):
+    ls = FakeLabelStudio([box_task(1), box_task(2)])
+    run(settings, new_job(settings, tasks=[1, 2]), older_model(settings), ls)
+    ours = [p["id"] for p in ls.created]
+    # Beside ours: another backend instance's of the same version, and one with a rectangle of a tool
+    # no longer in the config (someone's input, whatever its from_name).
+    ls.tasks[1]["predictions"] += [brush_prediction(900, "segassist-v0+sam-fake"),
+                                   brush_prediction(901, "segassist-v0+sam-fake", rectangle(0, 0, 10, 10) | {
+                                       "from_name": "gone_tool"})]
+    job = run(settings, new_job(settings, tasks=[1, 2]), model, ls)
+    assert job.result[PREDICTED] == 2 and sorted(ls.deleted) == sorted(ours)
+    assert [p["id"] for p in ls.predictions_of(1)][:3] == [501, 900, 901]
+    assert not (settings.model_dir / "active_learning" / "projects" / "7" / "predictions" / "1.json").read_text() \
+        .count(str(ours[0]))
+
+
+def test_after_a_rollback_the_newer_versions_predictions_stay(settings, model):
+    ls = FakeLabelStudio([box_task(1)])
+    newer = fake_model(settings.model_dir)
+    newer.segmenters = replace(newer.segmenters, extreme_version="p7-v2")
+    run(settings, new_job(settings, tasks=[1]), newer, ls)
+    pinned = fake_model(settings.model_dir)  # PINNED_VERSIONS='{"7": "p7-v1"}'
+    pinned.segmenters = replace(pinned.segmenters, extreme_version="p7-v1")
+    job = run(settings, new_job(settings, tasks=[1]), pinned, ls)
+    assert job.result[PREDICTED] == 1 and ls.deleted == []
+    assert [p["model_version"] for p in ls.predictions_of(1)][1:] == ["segassist-p7-v2+sam-fake",
+                                                                      "segassist-p7-v1+sam-fake"]
+
+
+def test_a_store_interrupted_before_it_was_recorded_leaves_no_orphan(settings, model):
+    from backend.preannotation.owned_predictions import OwnedPredictions
+
+    ls = FakeLabelStudio([box_task(1)])
+    record = OwnedPredictions(JobLayout(settings.model_dir).project_dir(PROJECT_ID))
+    record.storing(1, "segassist-v0+sam-fake", ls.predictions(1))
+    entry = {key: value for key, value in brush_prediction(0, "segassist-v0+sam-fake").items() if key != "id"}
+    orphan = ls.create_prediction(1, entry)  # and then the process died
+    job = run(settings, new_job(settings, tasks=[1]), model, ls)
+    assert job.result[PREDICTED] == 1 and ls.deleted == [orphan]
+
+
+class StoredMeanwhile(FakeLabelStudio):
+    """Another process stores the current version on a task while this job computes its masks."""
+
+    def __init__(self, tasks, version):
+        super().__init__(tasks)
+        self.version = version
+
+    def task(self, task_id):
+        value = super().task(task_id)
+        self.tasks[task_id]["predictions"].append(brush_prediction(800 + task_id, self.version))
+        return value
+
+
+def test_a_task_stored_by_someone_else_meanwhile_is_not_stored_twice(settings, model):
+    ls = StoredMeanwhile([box_task(1)], model.model_version_for(PROJECT_ID))
+    job = run(settings, new_job(settings, tasks=[1]), model, ls)
+    assert job.result[ALREADY_PREDICTED] == 1 and ls.created == []
+
+
+class DeletedMeanwhile(FakeLabelStudio):
+    """Someone deletes the task's predictions of ``version`` right after the job read the task."""
+
+    def __init__(self, tasks, version):
+        super().__init__(tasks)
+        self.version = version
+
+    def predictions(self, task_id):
+        listed = super().predictions(task_id)
+        self.tasks[task_id]["predictions"] = [p for p in listed if p["model_version"] != self.version]
+        return listed
+
+
+def test_an_older_prediction_already_gone_is_no_failure(settings, model):
+    ls = FakeLabelStudio([box_task(1)])
+    run(settings, new_job(settings, tasks=[1]), older_model(settings), ls)
+    ls = DeletedMeanwhile([ls.tasks[1]], "segassist-v0+sam-fake")
+    job = run(settings, new_job(settings, tasks=[1]), model, ls)
+    assert job.result[PREDICTED] == 1 and job.result[FAILED] == 0 and job.progress["errors"] == {}
+    assert ls.deleted and len(ls.created) == 1
+
+
+def test_a_second_run_waits_for_the_projects_running_one(settings, model):
+    import threading
+    import time
+
+    from backend.jobs.run_lock import ProjectRunLock
+
+    jobs = JobStore(JobLayout(settings.model_dir))
+    other = ProjectRunLock(jobs.layout.project_dir(PROJECT_ID), PROJECT_ID, "preannotation", "p7-other-run")
+    other.acquire()  # e.g. python -m backend preannotate, in another process
+    ls, job = FakeLabelStudio([box_task(1)]), new_job(settings, tasks=[1])
+    waiting = threading.Thread(target=run, args=(settings, job, model, ls))
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while "p7-other-run" not in jobs.get(job.id).progress.get("message", ""):
+        assert time.monotonic() < deadline, jobs.get(job.id).progress
+        time.sleep(0.05)
+    assert ls.reads == [] and jobs.get(job.id).state == RUNNING
+    other.release()
+    waiting.join(10)
+    assert jobs.get(job.id).state == FINISHED and jobs.get(job.id).result[PREDICTED] == 1
+
+
+def test_a_run_waiting_for_the_project_gives_way_to_a_queued_training_job(settings, model):
+    from backend.jobs.run_lock import ProjectRunLock
+
+    jobs = JobStore(JobLayout(settings.model_dir))
+    with ProjectRunLock(jobs.layout.project_dir(PROJECT_ID), PROJECT_ID, "preannotation", "p7-other-run"):
+        jobs.create(PROJECT_ID, "10 new annotations")
+        job = new_job(settings, tasks=[1])
+        run_preannotation_job(settings, job.id, model=model, tasks_api=FakeLabelStudio([box_task(1)]),
+                              yield_to_training=True)
+    job = jobs.get(job.id)
+    assert job.state == QUEUED and "training" in job.progress["message"] and job.attempts == 0
 
 
 def test_unlabeled_scope_leaves_annotated_tasks_alone(settings, model):
@@ -204,9 +319,10 @@ class FakeQueue:
         self.enqueued.append((function.__name__, args, job_id))
 
 
-def planned_with_redis(settings, task_count: int):
+def planned_with_redis(settings, task_count: int, monkeypatch, locks: SharedRunLocks | None = None):
     """(settings, Label Studio, jobs, job, queue): a job of ``task_count`` tasks planned into RQ chunks."""
     settings = replace(settings, redis_url="redis://unused")
+    monkeypatch.setattr(chunks, "run_lock", (locks or SharedRunLocks()).lock)
     ls = FakeLabelStudio([box_task(i) for i in range(1, task_count + 1)])
     job, queue = new_job(settings, scope="all"), FakeQueue()
     chunks.plan_rq_chunks(settings, job.id, queue=queue, tasks_api=ls)
@@ -214,7 +330,7 @@ def planned_with_redis(settings, task_count: int):
 
 
 def test_with_redis_a_job_splits_into_chunks_that_workers_share(settings, model, monkeypatch):
-    settings, ls, jobs, job, queue = planned_with_redis(settings, 5)
+    settings, ls, jobs, job, queue = planned_with_redis(settings, 5, monkeypatch)
     assert [name for name, _, _ in queue.enqueued] == ["run_rq_chunk"] * 3  # 5 tasks, 2 per chunk
     assert jobs.get(job.id).state == RUNNING and jobs.get(job.id).pid is None
     # Two workers take chunks in any order; the one that completes the job finishes it.
@@ -231,8 +347,24 @@ def test_with_redis_a_job_splits_into_chunks_that_workers_share(settings, model,
     assert len(ls.created) == 5
 
 
+def test_with_redis_a_second_job_stays_queued_while_the_project_runs_another(settings, model, monkeypatch):
+    locks = SharedRunLocks()
+    settings, ls, jobs, first, queue = planned_with_redis(settings, 3, monkeypatch, locks)
+    second = new_job(settings, scope="all")
+    chunks.plan_rq_chunks(settings, second.id, queue=queue, tasks_api=ls)
+    assert jobs.get(second.id).state == QUEUED and first.id in jobs.get(second.id).progress["message"]
+    assert [rq_id for _, _, rq_id in queue.enqueued] == [f"{first.id}-c0", f"{first.id}-c1"]
+    for chunk in (0, 1):
+        chunks.work_chunk(settings, first.id, chunk, model, tasks_api=ls)
+    assert jobs.get(first.id).state == FINISHED and locks.holders == {}  # the last chunk freed the project
+    chunks.plan_rq_chunks(settings, second.id, queue=queue, tasks_api=ls)  # queued again by the dispatcher
+    for chunk in (0, 1):
+        chunks.work_chunk(settings, second.id, chunk, model, tasks_api=ls)
+    assert jobs.get(second.id).result[ALREADY_PREDICTED] == 3 and len(ls.created) == 3
+
+
 def test_a_chunk_lost_too_often_records_its_tasks_as_failed_and_the_job_ends(settings, monkeypatch):
-    settings, ls, jobs, job, queue = planned_with_redis(settings, 2)
+    settings, ls, jobs, job, queue = planned_with_redis(settings, 2, monkeypatch)
     monkeypatch.setattr(chunks, "rq_status", lambda connection, rq_id: "failed")
     monkeypatch.setattr(chunks, "POLL_EVERY_S", 0.0)
     for _ in range(MAX_ATTEMPTS):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import time
 import zlib
 from typing import Callable, Protocol
 
@@ -142,7 +143,9 @@ class RQExecutor:
     """Enqueues jobs for RQ workers, and fails jobs RQ lost before they started (Redis flushed,
     a worker died between taking the job and starting it), so that none stays queued forever; a
     running job's lost parts are its type's to queue again (``JobType.rq_poll``). A job queued in
-    the pickled format of earlier versions is queued again as JSON (``LEGACY``)."""
+    the pickled format of earlier versions is queued again as JSON (``LEGACY``). A job its RQ task
+    left queued (a pre-annotation job waiting for the project's other run) goes to RQ again every
+    REQUEUE_WAITING_S."""
 
     def __init__(self, redis_url: str, jobs: JobStore):
         from backend.redis_connection import redis_client
@@ -152,6 +155,7 @@ class RQExecutor:
         self.connection = connection
         self._jobs = jobs
         self._unknown = UnknownTypes(jobs)
+        self._requeued_at: dict[str, float] = {}
 
     def submit(self, job: Job) -> None:
         self.queues[job.type].enqueue(run_rq_job, job.id, job_id=job.id, job_timeout=RQ_JOB_TIMEOUT_S,
@@ -169,11 +173,26 @@ class RQExecutor:
                     job = self._jobs.fail(job.id, f"the queued job is {status or 'gone from Redis'} before a worker "
                                                   f"started it{job_type(job.type).failure_note}")
                     logger.warning("%s job %s for project %s %s", job.kind, job.id, job.project, outcome_summary(job))
+                elif status == "finished":
+                    self._requeue_waiting(job)
             elif job.state == RUNNING and job.pid is None and job_type(job.type).rq_poll is not None:
                 if load(job_type(job.type).rq_poll)(self._jobs, self.queues[job.type], job):
                     self.submit(job)
 
+    def _requeue_waiting(self, job: Job) -> None:
+        now = time.monotonic()
+        if now - self._requeued_at.get(job.id, float("-inf")) < REQUEUE_WAITING_S:
+            return
+        self._requeued_at[job.id] = now
+        from rq.job import Job as RQJob
 
+        self.queues[job.type].remove(job.id)
+        self.connection.delete(RQJob.key_for(job.id))  # the finished record is set to expire: a new one carries it
+        self.submit(job)
+
+
+# A job left queued by its RQ task goes to RQ again this often (each try is a quick look at a lock).
+REQUEUE_WAITING_S = 5.0
 # RQ states of a job that will never run (None: Redis does not know it).
 LOST = (None, "failed", "stopped", "canceled")
 # An RQ job queued by a version before JSON (a pickled payload; our workers no longer unpickle).

@@ -21,11 +21,15 @@ Call ``refresh`` at least every ``ttl_s`` seconds while working (a job's heartbe
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from pathlib import Path
 
+from backend.jobs.store import HEARTBEAT_STALE_S
 from backend.project_store import project_id
+
+logger = logging.getLogger(__name__)
 
 WAIT_POLL_S = 0.5
 REDIS_TIMEOUT_S = 10.0
@@ -57,16 +61,16 @@ class RunLockBusy(Exception):
 
 class ProjectRunLock:
     """``kind``'s lock of ``project``, taken for ``holder``. ``directory``: the project's state
-    directory under MODEL_DIR (the lock file's place without Redis). Use as a context manager
-    (blocks until free) or with ``acquire`` / ``release``."""
+    directory under MODEL_DIR (the lock file's place without Redis). ``redis``: REDIS_URL, or an
+    open Redis client; empty for the file lock. Use as a context manager (blocks until free) or
+    with ``acquire`` / ``release``."""
 
-    def __init__(self, directory: Path, project: str, kind: str, holder: str, redis_url: str = "",
-                 ttl_s: float = 120.0):
+    def __init__(self, directory: Path, project: str, kind: str, holder: str, redis="", ttl_s: float = 120.0):
         self.project, self.kind, self.holder = project_id(project), kind, holder
         self._path = Path(directory) / f"{kind}.lock"
         self._key = f"segmentation-backend:{kind}:{self.project}"
         self._ttl_ms = int(ttl_s * 1000)
-        self._redis = _redis_client(redis_url) if redis_url else None
+        self._redis = _redis_client(redis) if isinstance(redis, str) and redis else (redis or None)
         self._fd: int | None = None
 
     def acquire(self, blocking: bool = True) -> None:

@@ -2,19 +2,23 @@
 ``PREANNOTATE_CHUNK_TASKS`` tasks on the RQ queue ``segmentation-preannotation``, so any number of
 ``python -m backend worker`` processes share one project's tasks.
 
-- ``plan_rq_chunks`` (the RQ task for the job itself): lists the tasks, writes the plan, queues
-  one RQ job per chunk (``<job id>-c<n>``). The job is then running without a pid: its chunks,
-  not one process, carry it.
-- ``run_rq_chunk``: a worker loads the serving model and works one chunk; the chunk that completes
-  the job marks it finished. SIGTERM (the worker's shutdown, passed on by ``jobs.worker``) stops it
-  after the task in hand and hands the chunk back (``released-<n>.json``): queued again without
-  counting an attempt.
-- ``poll_chunks`` (the dispatcher, every ``POLL_EVERY_S``): a chunk RQ lost (worker killed, Redis
-  flushed), or one RQ still calls started whose worker is dead by its ownership on disk
-  (``chunk_owner.py``: pid gone on this host, or silent for a minute) — without waiting minutes for
-  RQ to notice — is queued again, under a new RQ id per attempt (``<job id>-c<n>-a<k>``, so RQ's
-  late cleanup of the dead attempt touches nothing), to resume from its tasks' outcomes on disk, at
-  most MAX_ATTEMPTS times; then its remaining tasks are recorded as failed, so the job still ends.
+- ``plan_rq_chunks`` (the RQ task for the job itself): takes the project's pre-annotation run lock
+  in Redis for the job, lists the tasks, writes the plan, queues one RQ job per chunk
+  (``<job id>-c<n>``). The job is then running without a pid: its chunks, not one process, carry
+  it. While another run holds the project, the job stays queued (saying so) and the RQ task ends;
+  the dispatcher queues it again (``backend.jobs.executors.RQExecutor``): no worker waits.
+- ``run_rq_chunk``: a worker loads the serving model and works one chunk, holding the job's run
+  lock beside the job's other chunks (refreshed after each task); the chunk that completes the job
+  marks it finished and frees the project. SIGTERM (the worker's shutdown, passed on by
+  ``jobs.worker``) stops it after the task in hand and hands the chunk back (``released-<n>.json``):
+  queued again without counting an attempt.
+- ``poll_chunks`` (the dispatcher, every ``POLL_EVERY_S``): keeps the running job's run lock alive
+  between chunks; a chunk RQ lost (worker killed, Redis flushed), or one RQ still calls started
+  whose worker is dead by its ownership on disk (``chunk_owner.py``: pid gone on this host, or
+  silent for a minute) — without waiting minutes for RQ to notice — is queued again, under a new RQ
+  id per attempt (``<job id>-c<n>-a<k>``, so RQ's late cleanup of the dead attempt touches nothing),
+  to resume from its tasks' outcomes on disk, at most MAX_ATTEMPTS times; then its remaining tasks
+  are recorded as failed, so the job still ends.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from backend.jobs.executors import LEGACY, LOST, RQ_JOB_TIMEOUT_S, rq_status
 from backend.jobs.layout import JobLayout
 from backend.jobs.lifecycle import Stopped, raise_on_sigterm
 from backend.jobs.queues import PREANNOTATION_QUEUE, rq_queue
+from backend.jobs.run_lock import RunLockBusy
 from backend.jobs.store import MAX_ATTEMPTS, QUEUED, RUNNING, Job, JobStore
-from backend.preannotation.job import JOB_ERRORS, Cancelled, JobRun, job_threads
+from backend.preannotation.job import JOB_ERRORS, Cancelled, JobRun, job_threads, run_lock
 from backend.preannotation.chunk_owner import ChunkOwner, dead_owner, owner_file
 from backend.preannotation.progress import FAILED, JobTasks
 
@@ -48,20 +53,30 @@ def chunk_id(job_id: str, chunk: int, attempt: int = 1) -> str:
 
 def plan_rq_chunks(settings, job_id: str, queue=None, tasks_api=None) -> None:
     jobs = JobStore(JobLayout(settings.model_dir))
+    lock = run_lock(jobs.layout, jobs.get(job_id), settings.redis_url)
+    try:
+        lock.acquire(blocking=False)
+    except RunLockBusy as busy:  # stays queued; the dispatcher queues it again
+        message = f"waiting for {busy.holder or 'another process'}, the project's other pre-annotation run, to end"
+        jobs.update(job_id, lambda job: job.progress.update(stage="waiting", message=message))
+        return
     job = jobs.mark_running(job_id, None)
     if job.state != RUNNING:  # cancelled before a worker took it
+        lock.release()
         return
     run = JobRun(settings, jobs, job, tasks_api)
     try:
         chunks = run.plan()
     except JOB_ERRORS as exc:
         jobs.fail(job_id, str(exc))
+        lock.release()
         return
     queue = queue or _queue(settings)
     for chunk in range(len(chunks)):
         if run.tasks.pending(chunk):
             _enqueue(queue, job, chunk)
-    run.finish_if_complete()  # a job without tasks ends here
+    if run.finish_if_complete():  # a job without tasks ends here
+        lock.release()
 
 
 def run_rq_chunk(job_id: str, chunk: int) -> None:
@@ -96,16 +111,28 @@ def work_chunk(settings, job_id: str, chunk: int, model, tasks_api=None) -> None
     job = jobs.get(job_id)
     if job.state != RUNNING:
         return  # failed (or finished) meanwhile: nothing left to do
+    lock = run_lock(jobs.layout, job, settings.redis_url)
+    try:
+        lock.acquire(blocking=False)  # the job's own: its other chunks hold it too
+    except RunLockBusy as busy:  # the job's lock expired and another run took the project
+        logger.warning("pre-annotation job %s: chunk %d waits for %s, the project's other run", job_id, chunk,
+                       busy.holder)
+        released = released_file(JobTasks(jobs.layout, job.project, job_id).directory, chunk)
+        write_json_atomic(released, (read_json(released, 0) or 0) + 1)  # handed back: no attempt counted
+        return  # poll_chunks queues it again once the project is the job's again
     run = JobRun(settings, jobs, job, tasks_api)
     try:
-        run.work(chunk, model)
+        run.work(chunk, model, lock)
     except Cancelled:
         run.cancelled()
+        lock.release()
         return
     except JOB_ERRORS as exc:  # the project cannot be read: every chunk would fail alike
         jobs.fail(job_id, str(exc))
+        lock.release()
         return
-    run.finish_if_complete()
+    if run.finish_if_complete():
+        lock.release()
 
 
 def poll_chunks(jobs: JobStore, queue, job: Job) -> bool:
@@ -119,12 +146,16 @@ def poll_chunks(jobs: JobStore, queue, job: Job) -> bool:
     if rq_status(connection, job.id) in ("queued", "started"):
         return False  # still planning and queueing its chunks
     run = JobRun(None, jobs, job)
+    lock = run_lock(jobs.layout, job, connection)
     if job.cancel_requested_at is not None:  # no chunk got to a task boundary since (none running?)
         run.cancelled()
+        lock.release()
         return False
     chunks = run.tasks.chunks()
     if chunks is None:  # planning was lost before it wrote the plan
         return jobs.abandon(job.id, "planning the job was interrupted").state == QUEUED
+    if not lock.refresh():  # expired while nothing of the job ran, and another run took the project
+        return False  # its chunks go again once the project is free
     attempts_file = run.tasks.directory / "attempts.json"
     attempts = read_json(attempts_file, {}) or {}
     for chunk in range(len(chunks)):
@@ -155,7 +186,8 @@ def poll_chunks(jobs: JobStore, queue, job: Job) -> bool:
         write_json_atomic(attempts_file, attempts)
         logger.warning("pre-annotation job %s: chunk %d %s; queued again (attempt %d)", job.id, chunk, why, tries + 1)
         _enqueue(queue, job, chunk, tries + 1)
-    run.finish_if_complete()
+    if run.finish_if_complete():
+        lock.release()
     return False
 
 

@@ -1,9 +1,10 @@
 """``python -m backend preannotate --project ID [--tasks 1,2,3] [--unlabeled]``: pre-annotate a
 project's tasks in this process, with a progress bar.
 
-The same job as one started by an import or ``POST /jobs``: it is listed in ``GET /jobs``, skips
-tasks that already hold a prediction of the project's model version, and records every task's
-outcome. Reads settings (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, SAM_CHECKPOINT, MODEL_DIR, ...)
+The same job as one started by an import or ``POST /jobs``: it is listed in ``GET /jobs``, waits
+while another pre-annotation run works the project (run it with the backend's REDIS_URL, so both
+use the same lock), skips tasks that already hold a prediction of the project's model version,
+and records every task's outcome. Reads settings (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, SAM_CHECKPOINT, MODEL_DIR, ...)
 from the environment, like the backend. Interrupted (Ctrl-C), the job ends as failed; running the
 command again continues with the tasks not predicted yet.
 """

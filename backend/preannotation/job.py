@@ -4,11 +4,18 @@ objects its proposal model finds) into brush masks — through the batch /predic
 path (``SegmentationModel.batch_prediction``), so a job stores exactly what "Retrieve predictions"
 would — and store each task's masks as a prediction with the project's model version.
 
-Per task: a task that already holds a prediction of that version is skipped (Label Studio's
-"Retrieve predictions" skips it too, so nothing is ever predicted twice); after storing, this
-backend's own predictions of older versions on the task are deleted, so a task holds one current
-prediction. Every task's outcome goes to disk (``progress.JobTasks``) before the next starts: a job
-resumes where it stopped, and one bad task is recorded with its error and never stops the job.
+One run per project at a time: a job (and ``python -m backend preannotate``) works a project only
+while it holds the project's pre-annotation run lock (``backend.jobs.run_lock``, kind
+"preannotation"); a second run waits until the first ends, then finds its tasks predicted.
+
+Per task, storing is idempotent: a task that already holds a prediction of the project's version
+is skipped (Label Studio's "Retrieve predictions" skips it too), and the task's predictions are
+read again right before storing, so one stored a moment ago by anyone is not stored twice. After
+storing, this backend's own older predictions on the task are deleted — only those it recorded
+storing, never a newer version's or one holding prompts (``owned_predictions.py``); one already
+gone (404) is no failure. Every task's outcome goes to disk (``progress.JobTasks``) before the
+next starts: a job resumes where it stopped, and one bad task is recorded with its error and
+never stops the job.
 
 A task fails only for an answer about that task (Label Studio's 400 or 404, an image that is not an
 image, no usable prompt). Label Studio being down (unreachable, timed out, 5xx, 429 after the client's
@@ -34,11 +41,13 @@ from backend.components import Components
 from backend.jobs.backoff import Backoff
 from backend.jobs.layout import JobLayout
 from backend.jobs.lifecycle import Heartbeat, ProgressWriter, Stopped, failures_recorded
+from backend.jobs.run_lock import ProjectRunLock, RunLockBusy
 from backend.jobs.store import FINISHED, RUNNING, Job, JobStore, outcome_summary
 from backend.label_studio_client import LabelStudioError
 from backend.labeling import LabelingError
-from backend.model import MODEL_VERSION_PREFIX, ProjectContext, RequestError, SegmentationModel
+from backend.model import ProjectContext, RequestError, SegmentationModel
 from backend.preannotation.ls_tasks import LabelStudioTasks
+from backend.preannotation.owned_predictions import OwnedPredictions, superseded
 from backend.preannotation.progress import ALREADY_PREDICTED, FAILED, NO_PROMPTS, PREDICTED, JobTasks
 from backend.routing import has_prompt_regions
 
@@ -46,6 +55,16 @@ logger = logging.getLogger(__name__)
 
 # Errors that fail the whole job (the project cannot be read); their messages are written for users.
 JOB_ERRORS = (ProjectDataError, RequestError, LabelingError)
+LOCK_KIND = "preannotation"
+# A run waiting for the project's other run checks this often whether it may start.
+WAIT_POLL_S = 1.0
+PAUSED_FOR_TRAINING = "paused for a queued training job; resumes after it"
+
+
+def run_lock(layout: JobLayout, job: Job, redis) -> ProjectRunLock:
+    """``job``'s project's pre-annotation run lock, taken for the job: ``projects/<id>/preannotation.lock``,
+    or with Redis (``redis``: REDIS_URL or a client) the key ``segmentation-backend:preannotation:<id>``."""
+    return ProjectRunLock(layout.project_dir(job.project), job.project, LOCK_KIND, job.id, redis)
 
 
 class Cancelled(Exception):
@@ -100,6 +119,7 @@ class JobRun:
     def __init__(self, settings, jobs: JobStore, job: Job, tasks_api=None, progress: Progress | None = None):
         self.settings, self.jobs, self.job = settings, jobs, job
         self.tasks = JobTasks(jobs.layout, job.project, job.id)
+        self.owned = OwnedPredictions(jobs.layout.project_dir(job.project))
         self._api = tasks_api
         self._progress = progress or NoProgress()
         self._context: ProjectContext | None = None
@@ -133,8 +153,9 @@ class JobRun:
         self._progress.planned(total, total - pending)
         return chunks
 
-    def work(self, chunk: int, model: SegmentationModel) -> None:
-        """Pre-annotate the tasks of ``chunk`` that have no outcome yet."""
+    def work(self, chunk: int, model: SegmentationModel, lock: ProjectRunLock | None = None) -> None:
+        """Pre-annotate the tasks of ``chunk`` that have no outcome yet (refreshing the project's
+        run ``lock`` after each, when given)."""
         context = self.project_context(model)
         for task_id in self.tasks.pending(chunk):
             self.stop_if_cancelled()
@@ -144,6 +165,8 @@ class JobRun:
             self.tasks.record(chunk, task_id, outcome, message)
             self._progress.task_done(outcome)
             self.report()
+            if lock is not None:
+                lock.keep_alive()
         self.report(force=True)
 
     def preannotate(self, model: SegmentationModel, context: ProjectContext, task_id: int) -> tuple[str, str]:
@@ -154,7 +177,7 @@ class JobRun:
         def attempt() -> tuple[str, str]:
             nonlocal computed
             try:
-                return preannotate_task(model, context, self.api, self.job.project, task_id, computed)
+                return preannotate_task(model, context, self.api, self.job.project, task_id, self.owned, computed)
             except LabelStudioDown as down:
                 computed = down.computed or computed
                 raise
@@ -202,6 +225,28 @@ class JobRun:
         over = {"not_planned": summary["not_planned"]} if summary["not_planned"] else {}
         return {**counts, **over, "model_version": version}
 
+    def wait_for_the_project(self, lock: ProjectRunLock, yield_to_first: bool = False) -> bool:
+        """Take the project's run ``lock`` for this job, waiting while another run holds it (the
+        job's progress says which). False when, with ``yield_to_first``, a training job was
+        queued meanwhile and the job paused for it instead."""
+        told = None
+        while True:
+            try:
+                lock.acquire(blocking=False)
+                return True
+            except RunLockBusy as busy:
+                message = (f"waiting for {busy.holder or 'another process'}, the project's other pre-annotation run, "
+                           "to end")
+            if message != told:
+                told = message
+                self._write_progress({"stage": "waiting", "fraction": 0.0, "message": message}, force=True)
+                self._progress.waiting(message)
+            self.stop_if_cancelled()
+            if yield_to_first and self.jobs.first_queued(self.job):
+                self.jobs.pause(self.job.id, PAUSED_FOR_TRAINING)
+                return False
+            time.sleep(WAIT_POLL_S)
+
     def project_context(self, model: SegmentationModel) -> ProjectContext:
         """The project's config, policies, segmenters and version: from its /setup, else (a project
         never connected to this backend) the labeling config read from Label Studio."""
@@ -242,16 +287,19 @@ class JobRun:
 
 
 def preannotate_task(model: SegmentationModel, context: ProjectContext, api, project: str, task_id: int,
-                     computed: tuple[dict, str] | None = None) -> tuple[str, str]:
+                     owned: OwnedPredictions, computed: tuple[dict, str] | None = None) -> tuple[str, str]:
     """Pre-annotate one task; (outcome, message). A failure about the task is the FAILED outcome with
     its reason; Label Studio being down raises ``LabelStudioDown`` (with the mask when it was computed:
-    ``computed`` hands it back on the next try)."""
+    ``computed`` hands it back on the next try). ``owned``: the record of the predictions this backend
+    stored in the project."""
     try:
         task = api.task(task_id)
         if str(task.get("project")) != str(project):
             return FAILED, f"task {task_id} belongs to project {task.get('project')}, not {project}"
-        if any(p.get("model_version") == context.version for p in task.get("predictions") or []):
-            return ALREADY_PREDICTED, ""
+        predictions = task.get("predictions") or []
+        owned.reconcile(task_id, predictions)
+        if holds_version(predictions, context.version):
+            return ALREADY_PREDICTED, remove_superseded(api, owned, project, task_id, predictions, context.version)
         if not has_prompt_regions(task, context.config) and context.proposer is None:
             return NO_PROMPTS, context.proposals_note if context.options.proposals else ""
         if computed is None:
@@ -263,14 +311,18 @@ def preannotate_task(model: SegmentationModel, context: ProjectContext, api, pro
             computed = prediction.entry, "; ".join(prediction.skipped)
         entry, notes = computed
         try:
-            api.create_prediction(task_id, entry)
+            predictions = api.predictions(task_id)  # as they are now: someone may have stored one meanwhile
+            owned.reconcile(task_id, predictions)
+            if holds_version(predictions, context.version):
+                return ALREADY_PREDICTED, remove_superseded(api, owned, project, task_id, predictions, context.version)
+            owned.storing(task_id, context.version, predictions)  # a store that times out is adopted later
+            owned.stored(task_id, api.create_prediction(task_id, entry), context.version)
         except LabelStudioError as exc:
             if exc.transient:
                 raise LabelStudioDown(str(exc), computed) from None
             raise
-        for old in outdated_predictions(task, context):
-            api.delete_prediction(old["id"])
-        return PREDICTED, notes
+        left = remove_superseded(api, owned, project, task_id, predictions, context.version)
+        return PREDICTED, "; ".join(note for note in (notes, left) if note)
     except LabelStudioDown:
         raise
     except (LabelStudioError, RequestError) as exc:
@@ -282,15 +334,26 @@ def preannotate_task(model: SegmentationModel, context: ProjectContext, api, pro
         return FAILED, f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-def outdated_predictions(task: dict, context: ProjectContext) -> list[dict]:
-    """This backend's predictions of other versions on ``task`` that hold masks only (never a
-    prediction carrying prompts, such as a detector's boxes)."""
-    return [
-        p for p in task.get("predictions") or []
-        if isinstance(p.get("id"), int) and str(p.get("model_version") or "").startswith(MODEL_VERSION_PREFIX)
-        and p.get("model_version") != context.version
-        and not has_prompt_regions({"predictions": [p]}, context.config)
-    ]
+def holds_version(predictions: list[dict], version: str) -> bool:
+    return any(p.get("model_version") == version for p in predictions)
+
+
+def remove_superseded(api, owned: OwnedPredictions, project: str, task_id: int, predictions: list[dict],
+                      version: str) -> str:
+    """Delete this backend's older predictions among the task's ``predictions`` (see
+    ``owned_predictions.superseded``); one already gone counts as deleted. "" when all went, else
+    why not: the task's prediction stands, and the next job over the task tries again."""
+    deleted = []
+    try:
+        for old in superseded(predictions, owned.owned(task_id), version, project):
+            api.delete_prediction(old["id"])  # False: deleted meanwhile, the same to us
+            deleted.append(old["id"])
+    except ProjectDataError as exc:
+        logger.warning("task %s: an older prediction was not deleted: %s", task_id, exc)
+        return f"an older prediction was not deleted: {exc}"
+    finally:
+        owned.forget(task_id, deleted)
+    return ""
 
 
 def run_queued_job(settings, job_id: str) -> None:
@@ -304,27 +367,36 @@ def run_preannotation_job(settings, job_id: str, model: SegmentationModel | None
     """Work job ``job_id`` to its end in this process; the outcome goes to the job file, never raised.
 
     ``model``: None loads the serving model here with bounded threads (the embedded worker's
-    spawned process). SIGTERM (shutdown) pauses the job (back in the queue, no attempt counted), to resume. With
-    ``yield_to_first`` (the embedded worker, which runs one job at a time), the job pauses after
-    a chunk when a job of a type that goes first (training) is queued, and resumes after it."""
+    spawned process). The job waits while another run works the project (``JobRun.wait_for_the_project``).
+    SIGTERM (shutdown) pauses the job (back in the queue, no attempt counted), to resume. With
+    ``yield_to_first`` (the embedded worker, which runs one job at a time), the job pauses after a
+    chunk (or while waiting) when a job of a type that goes first (training) is queued, and resumes
+    after it."""
     jobs = JobStore(JobLayout(settings.model_dir))
     job = jobs.mark_running(job_id, os.getpid())
     if job.state != RUNNING:  # cancelled before it started
         return
     run = JobRun(settings, jobs, job, tasks_api, progress)
+    lock = run_lock(jobs.layout, job, settings.redis_url)
     with failures_recorded(jobs, job_id, JOB_ERRORS):
         try:
-            with Heartbeat(jobs, job_id):
-                chunks = run.plan()
-                for chunk in range(len(chunks)):
-                    if not run.tasks.pending(chunk):
-                        continue
-                    if yield_to_first and jobs.first_queued(job):
-                        jobs.pause(job_id, "paused for a queued training job; resumes after it")
-                        return
-                    model = model or serving_model(settings, job_threads(settings))
-                    run.work(chunk, model)
-                run.finish_if_complete()
+            with Heartbeat(jobs, job_id) as heartbeat:
+                if not run.wait_for_the_project(lock, yield_to_first):
+                    return
+                heartbeat.keep_alive = lock.keep_alive
+                try:
+                    chunks = run.plan()
+                    for chunk in range(len(chunks)):
+                        if not run.tasks.pending(chunk):
+                            continue
+                        if yield_to_first and jobs.first_queued(job):
+                            jobs.pause(job_id, PAUSED_FOR_TRAINING)
+                            return
+                        model = model or serving_model(settings, job_threads(settings))
+                        run.work(chunk, model)
+                    run.finish_if_complete()
+                finally:
+                    lock.release()
         except Cancelled:
             run.cancelled()
         except Stopped:

@@ -6,11 +6,17 @@ clicking "Retrieve predictions" — one per task, and a later "Retrieve predicti
 Once with the embedded worker (no REDIS_URL), once with REDIS_URL and two `python -m backend worker`
 processes sharing the job's chunks. No SAM checkpoint: boxes go to the extreme-point model's box
 mode, which is fast on a CPU; the masks are checked for size and frame, not quality.
+
+Two runs on one project at once (the command line during a job, a second job on RQ) store each
+prediction once; a job deletes only the older predictions this backend stored, never another
+backend's, a newer version's after a rollback, or a prediction holding a rectangle.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +27,8 @@ import pytest
 import requests
 from support.backend_server import BackendServer
 from label_studio_sdk.converter.brush import decode_rle
-from support.preannotation_project import connect_project, import_boxed_tasks, predictions_by_task, wait_until_predicted
+from support.preannotation_project import connect_project, import_boxed_tasks, predictions_by_task, rectangle, \
+    wait_until_predicted
 from support.processes import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -50,6 +57,20 @@ def check_one_brush_prediction_per_task(api, project: int, tasks: list[int], ver
         assert (region["original_width"], region["original_height"]) == (WIDTH, HEIGHT)
         mask = decode_rle(region["value"]["rle"]).reshape(HEIGHT, WIDTH, 4)[:, :, 3]
         assert mask.any() and set(np.unique(mask)) <= {0, 255}
+
+
+def start_job(backend, project: int) -> str:
+    """``POST /jobs`` for every task of ``project``; the job's id."""
+    answer = requests.post(f"{backend.url}/jobs", json={"type": "preannotate", "project": project},
+                           auth=backend.auth, timeout=10)
+    assert answer.status_code == 202, answer.text
+    return answer.json()["job"]["id"]
+
+
+def command_line_env(label_studio, backend, redis_url: str = "") -> dict[str, str]:
+    """The environment ``python -m backend preannotate`` runs with beside ``backend``."""
+    return {**os.environ, "MODEL_DIR": str(backend.model_dir), "DEVICE": "cpu", "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": label_studio.personal_access_token, "SAM_CHECKPOINT": "", "REDIS_URL": redis_url}
 
 
 def preannotation_jobs(backend, project: int) -> list[dict]:
@@ -103,11 +124,10 @@ def test_the_command_line_pre_annotates_a_project_that_does_not_on_import(label_
     project, ml = connect_project(api, backend, "pre-annotation from the command line", preannotate_on_import=False)
     tasks = import_boxed_tasks(api, project, 3, WIDTH, HEIGHT)
     assert preannotation_jobs(backend, project) == []  # the import started nothing
-    env = {**os.environ, "MODEL_DIR": str(backend.model_dir), "DEVICE": "cpu", "LABEL_STUDIO_URL": label_studio.url,
-           "LABEL_STUDIO_API_KEY": label_studio.personal_access_token, "SAM_CHECKPOINT": "", "REDIS_URL": ""}
     command = [sys.executable, "-m", "backend", "preannotate", "--project", str(project), "--tasks",
                ",".join(map(str, tasks[:2]))]
-    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=command_line_env(label_studio, backend), cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 tasks, 2 predicted" in done.stdout and "pre-annotating" in done.stderr  # the summary; tqdm's bar
     assert sorted(predictions_by_task(api, project, ml["model_version"])) == sorted(tasks[:2])
@@ -149,6 +169,84 @@ def test_a_label_studio_outage_mid_job_pauses_it_and_fails_no_task(label_studio,
     assert job["state"] == "finished" and job["result"]["failed"] == 0, job
     assert job["result"]["predicted"] + job["result"]["already_predicted"] == 30, job
     check_one_brush_prediction_per_task(api, project, tasks, ml["model_version"])
+
+
+def test_the_command_line_during_a_backend_job_stores_each_prediction_once(label_studio, embedded_backend):
+    """Two runs on one project at once: the second waits for the first, then finds every task
+    predicted; nothing is stored twice and no task is recorded as failed."""
+    api, backend = label_studio.api, embedded_backend
+    project, ml = connect_project(api, backend, "the command line during a job", preannotate_on_import=False)
+    tasks = import_boxed_tasks(api, project, 16, WIDTH, HEIGHT)
+    job_id = start_job(backend, project)
+    command = [sys.executable, "-m", "backend", "preannotate", "--project", str(project)]
+    done = subprocess.run(command, env=command_line_env(label_studio, backend), cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = wait_for_job(backend, job_id)
+    assert job["state"] == "finished", job
+    check_one_brush_prediction_per_task(api, project, tasks, ml["model_version"])
+    results = [job["result"] for job in preannotation_jobs(backend, project)]
+    assert len(results) == 2 and all(result["failed"] == 0 for result in results), results
+    assert sum(result["predicted"] for result in results) == 16, results
+
+
+def publish_default_weights_as(model_dir: Path, project: int, name: str, workdir: Path) -> None:
+    """Publish a copy of the default extreme-point weights as version ``name`` of ``project``: a new
+    model version without training (the project serves it from its next request)."""
+    from backend.active_learning.layout import Layout
+    from backend.active_learning.versions import VersionRegistry
+    from backend.checksums import sha256_of
+    from backend.settings import Settings
+
+    default = Settings().extreme_weights
+    staged = workdir / f"staged-{name}"
+    shutil.copytree(default, staged)
+    files = {path.name: sha256_of(path) for path in staged.iterdir()}
+    registry = VersionRegistry(Layout(model_dir), default)
+    registry.publish(str(project), name, staged, files, parent=registry.default.name, metrics={})
+
+
+def test_a_job_deletes_only_the_older_predictions_this_backend_stored(label_studio, tmp_path):
+    """Beside the backend's own predictions: another backend instance's (even of the same version),
+    a prediction with a rectangle of a tool no longer in the config, and after a PINNED_VERSIONS
+    rollback the newer version's. Each new version replaces only the backend's own older ones."""
+    api = label_studio.api
+    backend = backend_without_sam(tmp_path, label_studio, {})
+    try:
+        project, ml = connect_project(api, backend, "whose predictions", preannotate_on_import=False)
+        tasks = import_boxed_tasks(api, project, 2, WIDTH, HEIGHT)
+        default_version = ml["model_version"]
+        assert wait_for_job(backend, start_job(backend, project))["result"]["predicted"] == 2
+        ours = {task: prediction["id"] for task, (prediction,) in predictions_by_task(api, project, default_version).items()}
+        foreign = {}
+        for task, (prediction,) in predictions_by_task(api, project, default_version).items():
+            box = {**rectangle((5, 5, 40, 40), WIDTH, HEIGHT), "from_name": "old_detector"}
+            foreign[task] = [
+                api.post("/api/predictions/", json={"task": task, "model_version": default_version, "score": 0.5,
+                                                    "result": prediction["result"]})["id"],  # another instance's
+                api.post("/api/predictions/", json={"task": task, "model_version": "segassist-old+nosam", "score": 0.5,
+                                                    "result": prediction["result"] + [box]})["id"],
+            ]
+        version = {n: f"segassist-p{project}-v{n}+nosam" for n in (1, 2)}
+        publish_default_weights_as(backend.model_dir, project, f"p{project}-v1", tmp_path)
+        assert wait_for_job(backend, start_job(backend, project))["result"]["predicted"] == 2
+        publish_default_weights_as(backend.model_dir, project, f"p{project}-v2", tmp_path)
+        assert wait_for_job(backend, start_job(backend, project))["result"]["predicted"] == 2
+    finally:
+        backend.stop()
+    # Rollback: p<project>-v1 serves again; v2's predictions are newer, they stay.
+    backend = backend_without_sam(tmp_path, label_studio, {"PINNED_VERSIONS": json.dumps({str(project): f"p{project}-v1"})})
+    try:
+        job = wait_for_job(backend, start_job(backend, project))
+        assert job["state"] == "finished" and job["result"]["predicted"] == 2, job
+    finally:
+        backend.stop()
+    for task in tasks:
+        held = {p["id"]: p["model_version"] for p in api.get(f"/api/predictions/?task={task}")}
+        assert ours[task] not in held  # the backend's own default-weights prediction: replaced
+        assert all(pid in held for pid in foreign[task]), held  # not the backend's: kept
+        assert sorted(v for v in held.values() if v.startswith(f"segassist-p{project}-")) == [version[1], version[2]]
+        assert "detector-v1" in held.values()
 
 
 @pytest.fixture(scope="module")
@@ -257,4 +355,20 @@ def test_with_redis_a_worker_shutdown_hands_its_chunk_back(label_studio, redis_s
     assert job["state"] == "finished" and job["result"]["failed"] == 0, job
     assert job["result"]["predicted"] + job["result"]["already_predicted"] == 12, job
     assert json.loads((state_dir / f"released-{chunk:05d}.json").read_text()) == 1, victim.log_tail()
+
+
+def test_with_redis_a_second_job_while_one_runs_stores_each_prediction_once(label_studio, redis_server, scaled_out):
+    api, (backend, workers) = label_studio.api, scaled_out
+    project, ml = connect_project(api, backend, "two jobs on RQ", preannotate_on_import=False)
+    tasks = import_boxed_tasks(api, project, 8, WIDTH, HEIGHT)
+    first = start_job(backend, project)
+    deadline = time.monotonic() + TIMEOUT_S
+    while requests.get(f"{backend.url}/jobs/{first}", auth=backend.auth, timeout=10).json()["state"] == "queued":
+        assert time.monotonic() < deadline, "the first job never started"
+        time.sleep(0.2)
+    second = start_job(backend, project)
+    assert second != first  # not merged: the first is running
+    jobs = [wait_for_job(backend, job_id) for job_id in (first, second)]
+    assert all(job["state"] == "finished" and job["result"]["failed"] == 0 for job in jobs), jobs
+    assert sum(job["result"]["predicted"] for job in jobs) == 8, jobs
     check_one_brush_prediction_per_task(api, project, tasks, ml["model_version"])
