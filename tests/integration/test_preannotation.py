@@ -208,8 +208,8 @@ def publish_default_weights_as(model_dir: Path, project: int, name: str, workdir
 
 def test_a_job_deletes_only_the_older_predictions_this_backend_stored(label_studio, tmp_path):
     """Beside the backend's own predictions: another backend instance's (even of the same version),
-    a prediction with a rectangle of a tool no longer in the config, and after a PINNED_VERSIONS
-    rollback the newer version's. Each new version replaces only the backend's own older ones."""
+    a ``segassist-`` prediction holding a rectangle, and after a PINNED_VERSIONS rollback the newer
+    version's. Each new version replaces only the backend's own older ones."""
     api = label_studio.api
     backend = backend_without_sam(tmp_path, label_studio, {})
     try:
@@ -220,7 +220,7 @@ def test_a_job_deletes_only_the_older_predictions_this_backend_stored(label_stud
         ours = {task: prediction["id"] for task, (prediction,) in predictions_by_task(api, project, default_version).items()}
         foreign = {}
         for task, (prediction,) in predictions_by_task(api, project, default_version).items():
-            box = {**rectangle((5, 5, 40, 40), WIDTH, HEIGHT), "from_name": "old_detector"}
+            box = rectangle((5, 5, 40, 40), WIDTH, HEIGHT)  # Label Studio refuses a from_name not in the config
             foreign[task] = [
                 api.post("/api/predictions/", json={"task": task, "model_version": default_version, "score": 0.5,
                                                     "result": prediction["result"]})["id"],  # another instance's
@@ -358,7 +358,7 @@ def test_with_redis_a_worker_shutdown_hands_its_chunk_back(label_studio, redis_s
 
 
 def test_with_redis_a_second_job_while_one_runs_stores_each_prediction_once(label_studio, redis_server, scaled_out):
-    api, (backend, workers) = label_studio.api, scaled_out
+    api, (backend, _) = label_studio.api, scaled_out
     project, ml = connect_project(api, backend, "two jobs on RQ", preannotate_on_import=False)
     tasks = import_boxed_tasks(api, project, 8, WIDTH, HEIGHT)
     first = start_job(backend, project)
