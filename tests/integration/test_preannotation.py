@@ -370,5 +370,6 @@ def test_with_redis_a_second_job_while_one_runs_stores_each_prediction_once(labe
     assert second != first  # not merged: the first is running
     jobs = [wait_for_job(backend, job_id) for job_id in (first, second)]
     assert all(job["state"] == "finished" and job["result"]["failed"] == 0 for job in jobs), jobs
+    assert jobs[1]["started_at"] >= jobs[0]["finished_at"], "the second run waited for the first"
     assert sum(job["result"]["predicted"] for job in jobs) == 8, jobs
     check_one_brush_prediction_per_task(api, project, tasks, ml["model_version"])
