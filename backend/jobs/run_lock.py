@@ -28,11 +28,11 @@ from pathlib import Path
 
 from backend.jobs.store import HEARTBEAT_STALE_S
 from backend.project_store import project_id
+from backend.redis_connection import redis_client
 
 logger = logging.getLogger(__name__)
 
 WAIT_POLL_S = 0.5
-REDIS_TIMEOUT_S = 10.0
 
 # Take or keep the key when it is free or the holder's own; 1 when held by the holder afterwards.
 _TAKE = """
@@ -70,7 +70,7 @@ class ProjectRunLock:
         self._path = Path(directory) / f"{kind}.lock"
         self._key = f"segmentation-backend:{kind}:{self.project}"
         self._ttl_ms = int(ttl_s * 1000)
-        self._redis = _redis_client(redis) if isinstance(redis, str) and redis else (redis or None)
+        self._redis = redis_client(redis) if isinstance(redis, str) and redis else (redis or None)
         self._fd: int | None = None
 
     def acquire(self, blocking: bool = True) -> None:
@@ -143,8 +143,3 @@ class ProjectRunLock:
         self._fd = fd
         return True
 
-
-def _redis_client(url: str):
-    import redis
-
-    return redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S)
