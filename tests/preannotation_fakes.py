@@ -143,9 +143,10 @@ class SharedRunLock:
             raise RunLockBusy(self._holders[self.project])
 
     def refresh(self) -> bool:
-        if self._holders.setdefault(self.project, self.holder) != self.holder:
-            return False
-        return True
+        return self._holders.setdefault(self.project, self.holder) == self.holder
+
+    def keep_alive(self) -> None:
+        self.refresh()
 
     def release(self) -> None:
         if self._holders.get(self.project) == self.holder:

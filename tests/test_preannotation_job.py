@@ -288,7 +288,7 @@ def test_a_run_waiting_for_the_project_gives_way_to_a_queued_training_job(settin
         jobs.create(PROJECT_ID, "10 new annotations")
         job = new_job(settings, tasks=[1])
         run_preannotation_job(settings, job.id, model=model, tasks_api=FakeLabelStudio([box_task(1)]),
-                              yield_to_training=True)
+                              yield_to_first=True)
     job = jobs.get(job.id)
     assert job.state == QUEUED and "training" in job.progress["message"] and job.attempts == 0
 

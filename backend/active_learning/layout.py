@@ -2,7 +2,7 @@
 
     MODEL_DIR/active_learning/projects/<project id>/
       pending.json                  annotation events since the last job (see events.py)
-      pending.lock, train.lock      short state lock; held for a whole training run
+      pending.lock, train.lock      short state lock; the training run lock (backend.jobs.run_lock)
       active.json                   {"version": name}: the version serving this project
       versions/<name>/              published weights + version.json (see versions.py)
       proposals.json                the last training job's word on the proposal model (proposal_training.py)
@@ -24,9 +24,6 @@ class Layout(JobLayout):
 
     def pending_lock(self, project: str) -> Path:
         return self.project_dir(project) / "pending.lock"
-
-    def train_lock(self, project: str) -> Path:
-        return self.project_dir(project) / "train.lock"
 
     def active_file(self, project: str) -> Path:
         return self.project_dir(project) / "active.json"

@@ -65,7 +65,8 @@ class ProjectRunLock:
     open Redis client; empty for the file lock. Use as a context manager (blocks until free) or
     with ``acquire`` / ``release``."""
 
-    def __init__(self, directory: Path, project: str, kind: str, holder: str, redis="", ttl_s: float = 120.0):
+    def __init__(self, directory: Path, project: str, kind: str, holder: str, redis="",
+                 ttl_s: float = HEARTBEAT_STALE_S):
         self.project, self.kind, self.holder = project_id(project), kind, holder
         self._path = Path(directory) / f"{kind}.lock"
         self._key = f"segmentation-backend:{kind}:{self.project}"
