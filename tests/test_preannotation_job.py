@@ -528,7 +528,8 @@ def test_a_cancelled_job_stops_at_the_next_task_and_keeps_its_work(settings, mod
     assert job.result[PREDICTED] == 3 and job.result["total"] == 6
 
 
-def test_a_cancelled_rq_job_stops_its_chunks(settings, model):
+def test_a_cancelled_rq_job_stops_its_chunks(settings, model, monkeypatch):
+    monkeypatch.setattr(chunks, "run_lock", SharedRunLocks().lock)  # RQ's: the job's chunks share it
     jobs = JobStore(JobLayout(settings.model_dir))
     job = new_job(settings, scope="all")
     ls = CancelledAt([box_task(i) for i in range(1, 7)], at=2, jobs=jobs, job_id=job.id)
