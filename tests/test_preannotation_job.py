@@ -258,7 +258,9 @@ def test_an_older_prediction_already_gone_is_no_failure(settings, model):
     assert ls.deleted and len(ls.created) == 1
 
 
-def test_a_second_run_waits_for_the_projects_running_one(settings, model):
+def waiting_behind_another_run(settings, model):
+    """(jobs, job, Label Studio, the other run's lock, the job's thread): a job started while another
+    run (e.g. python -m backend preannotate, in another process) holds the project, once it waits."""
     import threading
     import time
 
@@ -266,7 +268,7 @@ def test_a_second_run_waits_for_the_projects_running_one(settings, model):
 
     jobs = JobStore(JobLayout(settings.model_dir))
     other = ProjectRunLock(jobs.layout.project_dir(PROJECT_ID), PROJECT_ID, "preannotation", "p7-other-run")
-    other.acquire()  # e.g. python -m backend preannotate, in another process
+    other.acquire()
     ls, job = FakeLabelStudio([box_task(1)]), new_job(settings, tasks=[1])
     waiting = threading.Thread(target=run, args=(settings, job, model, ls))
     waiting.start()
@@ -274,10 +276,23 @@ def test_a_second_run_waits_for_the_projects_running_one(settings, model):
     while "p7-other-run" not in jobs.get(job.id).progress.get("message", ""):
         assert time.monotonic() < deadline, jobs.get(job.id).progress
         time.sleep(0.05)
+    return jobs, job, ls, other, waiting
+
+
+def test_a_second_run_waits_for_the_projects_running_one(settings, model):
+    jobs, job, ls, other, waiting = waiting_behind_another_run(settings, model)
     assert ls.reads == [] and jobs.get(job.id).state == RUNNING
     other.release()
     waiting.join(10)
     assert jobs.get(job.id).state == FINISHED and jobs.get(job.id).result[PREDICTED] == 1
+
+
+def test_a_run_waiting_for_the_project_can_be_cancelled(settings, model):
+    jobs, job, ls, other, waiting = waiting_behind_another_run(settings, model)
+    jobs.cancel(job.id)
+    waiting.join(10)
+    other.release()
+    assert jobs.get(job.id).state == "cancelled" and ls.reads == []
 
 
 def test_a_run_waiting_for_the_project_gives_way_to_a_queued_training_job(settings, model):
