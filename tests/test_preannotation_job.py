@@ -618,8 +618,8 @@ def test_a_started_chunk_whose_worker_died_is_queued_again_at_once(settings, mon
 
     from backend.preannotation.chunk_owner import OWNER_STALE_S, owner_file
 
-    settings, ls, jobs, job, queue = planned_with_redis(settings, 6)
-    monkeypatch.setattr(chunks, "rq_status", lambda connection, rq_id: "started" if "-c" in rq_id else "finished")
+    settings, ls, jobs, job, queue = planned_with_redis(settings, 6, monkeypatch)
+    monkeypatch.setattr(chunks, "rq_status", lambda connection, rq_id: "finished" if rq_id == job.id else "started")
     monkeypatch.setattr(chunks, "POLL_EVERY_S", 0.0)
     directory = JobTasks(jobs.layout, PROJECT_ID, job.id).directory
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -643,7 +643,7 @@ def test_a_chunk_is_owned_on_disk_while_it_runs(tmp_path):
 
 
 def test_a_chunk_handed_back_at_a_shutdown_is_queued_again_without_counting_an_attempt(settings, model, monkeypatch):
-    settings, ls, jobs, job, queue = planned_with_redis(settings, 2)
+    settings, ls, jobs, job, queue = planned_with_redis(settings, 2, monkeypatch)
     directory = JobTasks(jobs.layout, PROJECT_ID, job.id).directory
 
     class Here:
