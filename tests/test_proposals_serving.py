@@ -197,17 +197,20 @@ def test_pre_annotation_stores_proposals_for_tasks_without_prompts_and_counts_em
     from preannotation_fakes import FakeLabelStudio
 
     from backend.preannotation.job import preannotate_task
+    from backend.preannotation.owned_predictions import OwnedPredictions
     from backend.preannotation.progress import NO_PROMPTS, PREDICTED
 
+    record = OwnedPredictions(tmp_path / "record")
     model, _ = model_for(tmp_path, FakeProposer([CAR]))
     context = model.project_context(PROJECT)
     ls = FakeLabelStudio([task(1)])
-    assert preannotate_task(model, context, ls, "7", 1) == (PREDICTED, "")
+    assert preannotate_task(model, context, ls, "7", 1, record) == (PREDICTED, "")
     (stored,) = ls.predictions_of(1)
     assert stored["model_version"] == context.version and len(stored["result"]) == 1
     empty, _ = model_for(tmp_path / "empty", FakeProposer([]))
-    outcome, message = preannotate_task(empty, empty.project_context(PROJECT), FakeLabelStudio([task(2)]), "7", 2)
+    outcome, message = preannotate_task(empty, empty.project_context(PROJECT), FakeLabelStudio([task(2)]), "7", 2,
+                                        record)
     assert outcome == NO_PROMPTS and "found no object" in message
     off, _ = model_for(tmp_path / "off", None, status={"message": "cold start: 1 annotated tasks, 7 more needed"})
-    outcome, message = preannotate_task(off, off.project_context(PROJECT), FakeLabelStudio([task(3)]), "7", 3)
+    outcome, message = preannotate_task(off, off.project_context(PROJECT), FakeLabelStudio([task(3)]), "7", 3, record)
     assert outcome == NO_PROMPTS and "7 more needed" in message
