@@ -194,7 +194,8 @@ class ImageLoader:
         timeout_s = self._settings.image_timeout_s
         return self._in_flight.run(absolute, lambda: self._fetch(absolute, background), wait_s=timeout_s,
                                    on_timeout=lambda: ImageTimeout(f"loading '{redact(absolute)}' took longer than "
-                                                                   f"{timeout_s:g} s (IMAGE_TIMEOUT)"))
+                                                                   f"{timeout_s:g} s (IMAGE_TIMEOUT)",
+                                                                   transient=self._is_label_studio_url(absolute)))
 
     def _fetch(self, url: str, background: bool) -> LoadedImage:
         """Downloads, decodes and caches the image at ``url`` (absolute)."""
@@ -298,7 +299,8 @@ class ImageLoader:
                 return self._download_within(url, timeout_s - (time.monotonic() - started))
         except NoSlot:
             raise ImageBusy(f"{self._settings.image_downloads} image downloads kept running for {timeout_s:g} s "
-                            "(IMAGE_DOWNLOADS, IMAGE_TIMEOUT); try again in a moment") from None
+                            "(IMAGE_DOWNLOADS, IMAGE_TIMEOUT); try again in a moment",
+                            transient=self._is_label_studio_url(url)) from None
 
     def _download_within(self, url: str, timeout_s: float) -> tuple[bytes, str]:
         with DeadlineSession(timeout_s) as session:
@@ -340,8 +342,8 @@ class ImageLoader:
                     raise ImageAuthError(
                         f"Label Studio answered {what} with an HTML page, probably its login page: {PAT_HINT}")
                 return None, body
-        except LabelStudioAuthError as exc:
-            raise ImageAuthError(f"cannot download {what}: {exc}") from None
+        except LabelStudioAuthError as exc:  # the access-token refresh: unreachable or 5xx is an outage
+            raise ImageAuthError(f"cannot download {what}: {exc}", transient=exc.transient) from None
         except requests.Timeout:
             raise ImageTimeout(f"downloading {what} took longer than {timeout_s:g} s (IMAGE_TIMEOUT)",
                                transient=self._is_label_studio_url(url)) from None

@@ -396,7 +396,7 @@ class SegmentationModel:
         try:
             return self.images.load(url, task_id=task_id)
         except ImageBusy as exc:
-            raise RequestError(f"image not loaded: {exc}", 503) from None
+            raise RequestError(f"image not loaded: {exc}", 503, transient=exc.transient) from None
         except ImageError as exc:
             log.warning("task %s: image not loaded: %s", task_id, exc.detail)
             raise RequestError(f"image not loaded: {exc}", 422, transient=exc.transient) from None

@@ -520,6 +520,38 @@ def test_a_transient_image_download_from_label_studio_waits_and_another_image_er
     assert "not an image" in job.progress["errors"]["2"]
 
 
+def test_an_image_download_whose_token_refresh_finds_label_studio_down_waits_and_fails_no_task(
+        settings, no_waiting, requests_mock):
+    """The access token of a Personal Access Token is refreshed when an image on Label Studio is
+    downloaded; Label Studio refusing that connection is the outage, not an answer about the task."""
+    import base64
+    import io
+
+    import requests
+    from PIL import Image
+
+    from backend.images import ImageLoader
+
+    def jwt(claims: str) -> str:
+        return "eyJhbGciOiJIUzI1NiJ9." + base64.urlsafe_b64encode(claims.encode()).rstrip(b"=").decode() + ".c2ln"
+
+    ls_url, image_path = "http://ls.test:8080", "/data/upload/7/cat.png"
+    png = io.BytesIO()
+    Image.new("RGB", (W, H)).save(png, "PNG")
+    requests_mock.post(f"{ls_url}/api/token/refresh/",
+                       [{"exc": requests.ConnectionError("connection refused")}] * 2
+                       + [{"json": {"access": jwt('{"token_type": "access", "iat": 0, "exp": 300}')}}])
+    requests_mock.get(ls_url + image_path, content=png.getvalue())
+    loader = ImageLoader(replace(settings, label_studio_url=ls_url,
+                                 label_studio_api_key=jwt('{"token_type": "refresh"}')))
+    model = fake_model(settings.model_dir, images=loader)
+    model.setup(PROJECT, CONFIG, {"preannotate_on_import": True})
+    ls = FakeLabelStudio([box_task(1, url=image_path)])
+    job = run(settings, new_job(settings, scope="all"), model, ls)
+    assert job.result[PREDICTED] == 1 and job.result[FAILED] == 0, job.progress.get("errors")
+    assert len(no_waiting) == 2, "the job waited out both refused refreshes"
+
+
 class CancelledAt(FakeLabelStudio):
     """``DELETE /jobs/<id>`` arrives while the job reads task ``at``."""
 

@@ -139,6 +139,11 @@ def job_state(backend, job_id: str) -> dict:
     return requests.get(f"{backend.url}/jobs/{job_id}", auth=backend.auth, timeout=10).json()
 
 
+def task_errors(job: dict) -> str:
+    """The job with its per-task error messages first, so an assertion says which error path failed a task."""
+    return f"task errors: {job['progress'].get('errors')}; job: {job}"
+
+
 def wait_for_progress(backend, job_id: str, reached, timeout_s: float = TIMEOUT_S) -> dict:
     deadline = time.monotonic() + timeout_s
     while not reached(job := job_state(backend, job_id)):
@@ -159,14 +164,15 @@ def test_a_label_studio_outage_mid_job_pauses_it_and_fails_no_task(label_studio,
     label_studio.stop()
     try:
         job = wait_for_progress(backend, job_id, lambda job: job["progress"].get("stage") == "waiting", 60)
-        assert job["state"] == "running" and job["progress"]["failed"] == 0, job
+        assert job["state"] == "running" and job["progress"]["failed"] == 0, task_errors(job)
         assert job["progress"]["message"].startswith("waiting for Label Studio (") and "retrying in" in job["progress"]["message"]
         time.sleep(5)  # a few more tries while it is down
-        assert job_state(backend, job_id)["progress"]["failed"] == 0
+        job = job_state(backend, job_id)
+        assert job["progress"]["failed"] == 0, task_errors(job)
     finally:
         label_studio.start_again()
     job = wait_for_job(backend, job_id)
-    assert job["state"] == "finished" and job["result"]["failed"] == 0, job
+    assert job["state"] == "finished" and job["result"]["failed"] == 0, task_errors(job)
     assert job["result"]["predicted"] + job["result"]["already_predicted"] == 30, job
     check_one_brush_prediction_per_task(api, project, tasks, ml["model_version"])
 
