@@ -210,21 +210,32 @@ def test_busy_only_when_no_slot_comes_free_within_the_deadline(ls):
 
 
 def test_a_slow_host_cannot_hold_every_slot(ls, foreign):
-    foreign.routes["/slow1.png"] = foreign.routes["/slow2.png"] = trickle_headers(0.02)
-    loader = loader_for(ls, image_timeout_s=1.0, image_downloads=2)  # at most 1 per host
+    foreign.routes["/slow1.png"] = foreign.routes["/slow2.png"] = trickle_headers(0.02)  # 8 s: past the deadline
+    timeout_s = 3.0
+    loader = loader_for(ls, image_timeout_s=timeout_s, image_downloads=2)  # at most 1 per host
+    asked = []  # the hosts that asked for a slot, before waiting for it
+    slot = loader._slots.slot
+    loader._slots.slot = lambda host, wait_s: asked.append(host) or slot(host, wait_s)
     errors = []
     slow = [threading.Thread(target=lambda path=path: errors.append(_error_of(loader, f"{foreign.url}{path}")))
             for path in ("/slow1.png", "/slow2.png")]
     for thread in slow:
         thread.start()
-    time.sleep(0.2)  # one slow download runs, the other waits for the slow host's slot
+    wait_for(lambda: len(asked) == 2 and foreign.seen)  # one slow download runs, the other waits for its slot
     started = time.monotonic()
     assert loader.load("/data/upload/1/x.png").width == 8  # the fast host still gets a slot
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < timeout_s / 2, "the fast host waited for a slow host's slot"
+    assert len(foreign.seen) == 1  # while the first holds the slow host's slot, the second never gets it
     for thread in slow:
         thread.join()
     assert all(isinstance(error, (ImageTimeout, ImageBusy)) for error in errors), errors
-    assert len(foreign.seen) == 1  # the second slow download never got the host's slot
+
+
+def wait_for(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        time.sleep(0.01)
 
 
 def test_concurrent_loads_of_one_url_share_one_download(ls):
