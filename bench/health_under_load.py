@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from local_http import LocalServer, respond  # noqa: E402
 from segmentation_fakes import CONFIG, rectangle  # noqa: E402
+from support.processes import wait_for_health  # noqa: E402
 
 MODEL_TYPE = "sam2.1_hiera_tiny"
 WIDTH, HEIGHT = 1024, 768
@@ -98,13 +99,7 @@ def run(threads: int, clients: int, checkpoint: Path | None, images: LocalServer
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+        wait_for_health(url, timeout_s=300)
         requests.post(f"{url}/setup", json={"project": "1.1", "schema": CONFIG}, timeout=10).raise_for_status()
         answers, health = [], []
         done = threading.Event()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,12 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from local_http import LocalServer, content, delayed, trickle_headers  # noqa: E402
 from segmentation_fakes import CONFIG, rectangle  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from support.processes import free_port, wait_for_health  # noqa: E402
 
 
 def png_bytes() -> bytes:
@@ -115,13 +109,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     hosts = {"one": Host(1.0), "fast": Host(0.1), "slow": Host(2.5)}
     try:
-        for _ in range(240):
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+        wait_for_health(url, timeout_s=120)
         requests.post(f"{url}/setup", json={"project": "1.1", "schema": CONFIG}, timeout=10).raise_for_status()
         print(f"backend: {args.checkout}, THREADS=4, IMAGE_DOWNLOADS=2, IMAGE_TIMEOUT={args.timeout:g}")
         one = hosts["one"].image("same")

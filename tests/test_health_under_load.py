@@ -17,6 +17,7 @@ import requests
 
 from local_http import LocalServer, content
 from segmentation_fakes import CONFIG, rectangle
+from support.processes import free_port, wait_for_health
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 16
@@ -50,7 +51,7 @@ def test_health_answers_while_every_client_waits_for_an_encoding(tmp_path):
     images = LocalServer()
     for index in range(CLIENTS):
         images.routes[f"/{index}.png"] = content(_png(index))
-    port = _free_port()
+    port = free_port()
     release = tmp_path / "release"
     env = {key: value for key, value in os.environ.items() if key != "THREADS"}  # gunicorn.conf.py's default
     env.update(PORT=str(port), WORKERS="1", MODEL_DIR=str(tmp_path / "model"), RELEASE=str(release),
@@ -61,7 +62,7 @@ def test_health_answers_while_every_client_waits_for_an_encoding(tmp_path):
     url = f"http://127.0.0.1:{port}"
     statuses = []
     try:
-        _wait_for(url)
+        wait_for_health(url)
         requests.post(f"{url}/setup", json={"project": "1.1", "schema": CONFIG}, timeout=10).raise_for_status()
 
         def predict(index):
@@ -100,20 +101,3 @@ def _png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str) -> None:
-    for _ in range(240):
-        try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("the backend did not start")

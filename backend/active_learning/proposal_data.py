@@ -28,10 +28,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from backend.active_learning.ls_data import ProjectDataError, mask_regions, region_label
-from backend.images import ImageError, ImageLoader
-from backend.label_studio_client import SETTINGS_HINT, LabelStudioClient
-from backend.labeling import LabelingConfig, LabelingError, ToolKind
+from backend.active_learning.ls_data import LabelStudioProjectReader, mask_regions, region_label
+from backend.images import ImageError
+from backend.labeling import LabelingConfig, ToolKind
 from backend.protocol import RegionError, box_px, point_px
 from backend.routing import EXTREME_POINTS
 from backend.training.datasets import result_mask
@@ -118,22 +117,13 @@ def scaled(image: np.ndarray, objects: list, max_side: int = MAX_SIDE) -> tuple[
     return small, out
 
 
-class ProposalDataReader:
-    """Reads projects' annotated tasks from the Label Studio at ``settings.label_studio_url``."""
-
-    def __init__(self, settings, client: LabelStudioClient | None = None, image_loader: ImageLoader | None = None):
-        self._client = client or LabelStudioClient.from_settings(settings)
-        if not self._client.configured:
-            raise ProjectDataError(f"training reads annotations from Label Studio: {SETTINGS_HINT}")
-        self._images = image_loader or ImageLoader(settings)
-        self._extreme_tool_prefix = settings.extreme_tool_prefix
+class ProposalDataReader(LabelStudioProjectReader):
+    """Reads projects' annotated tasks from the Label Studio at ``settings.label_studio_url`` (the same
+    connection and config reading as the extreme-point model's reader; other tasks and objects)."""
 
     def read(self, project: str, progress: Callable[[int, int], None] = lambda done, total: None) -> ProposalData:
         """Every annotated task of ``project`` (see the module docstring); ``progress(done, total)``."""
-        try:
-            config = LabelingConfig.parse(self._client.label_config(project), self._extreme_tool_prefix)
-        except LabelingError as exc:
-            raise ProjectDataError(f"project {project}'s labeling config: {exc}") from None
+        config = self._labeling_config(project)
         chosen = [(task, latest_annotation(task)) for task in self._client.export(project) if isinstance(task, dict)]
         chosen = [(task, annotation) for task, annotation in chosen if annotation is not None]
         data = ProposalData(tasks=[], labels=list(config.mask_tools_for_label), skipped=[])

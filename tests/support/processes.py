@@ -24,6 +24,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for_health(url: str, timeout_s: float = 120.0) -> None:
+    """Poll ``<url>/health`` until it answers 2xx; raises ServerStartError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/health", timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise ServerStartError(f"the backend at {url} did not answer /health within {timeout_s:.0f} s")
+
+
 class ServerStartError(RuntimeError):
     """A server exited or never answered its health check; the message carries its log tail."""
 
