@@ -290,6 +290,19 @@ def test_with_redis_two_workers_share_one_projects_pre_annotation(label_studio, 
     assert len(done_by) == 2 and all(count > 0 for count in done_by.values()), done_by
 
 
+def chunk_in_hand(backend, project: int, job_id: str, workers: list) -> tuple[Path, int, object]:
+    """Wait until a worker has taken one of the job's chunks; (the chunk's owner record on disk, its
+    work horse's pid, the worker process whose work horse runs it)."""
+    state_dir = backend.model_dir / "active_learning" / "projects" / str(project) / "jobs" / job_id
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (owners := sorted(state_dir.glob("owner-*.json"))):
+        assert time.monotonic() < deadline, "no chunk was taken"
+        time.sleep(0.05)
+    horse = json.loads(owners[0].read_text())["pid"]
+    parent = int(Path(f"/proc/{horse}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return owners[0], horse, next(w for w in workers if w.pid == parent)
+
+
 def test_with_redis_a_killed_workers_chunk_is_queued_again_at_once(label_studio, redis_server, scaled_out):  # noqa: F811
     """RQ notices a SIGKILLed worker only when its registration expires (7.5 min); the chunk's owner
     on disk (host:pid) tells the dispatcher at once, and the other worker finishes it."""
@@ -301,16 +314,7 @@ def test_with_redis_a_killed_workers_chunk_is_queued_again_at_once(label_studio,
     answer = requests.post(f"{backend.url}/jobs", json={"type": "preannotate", "project": project, "tasks": tasks},
                            auth=backend.auth, timeout=10)
     job_id = answer.json()["job"]["id"]
-    state_dir = backend.model_dir / "active_learning" / "projects" / str(project) / "jobs" / job_id
-    deadline = time.monotonic() + TIMEOUT_S
-    while not (owners := sorted(state_dir.glob("owner-*.json"))):
-        assert time.monotonic() < deadline, "no chunk was taken"
-        time.sleep(0.05)
-    import json
-
-    horse = json.loads(owners[0].read_text())["pid"]
-    parent = int(Path(f"/proc/{horse}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    victim = next(w for w in workers if w.pid == parent)  # the worker whose work horse runs the chunk
+    _, horse, victim = chunk_in_hand(backend, project, job_id, workers)
     os.killpg(victim.pid, signal.SIGKILL)  # the machine goes down: worker and work horse at once
     try:
         os.kill(horse, signal.SIGKILL)
@@ -328,7 +332,6 @@ def test_with_redis_a_killed_workers_chunk_is_queued_again_at_once(label_studio,
 def test_with_redis_a_worker_shutdown_hands_its_chunk_back(label_studio, redis_server, scaled_out):  # noqa: F811
     """SIGTERM to a worker (a deploy) reaches its work horse: the chunk stops after the task in hand,
     is handed back (no attempt counted) and finished by another worker; the worker exits."""
-    import json
     import signal
 
     api, (backend, workers) = label_studio.api, scaled_out
@@ -343,15 +346,8 @@ def test_with_redis_a_worker_shutdown_hands_its_chunk_back(label_studio, redis_s
     answer = requests.post(f"{backend.url}/jobs", json={"type": "preannotate", "project": project, "tasks": tasks},
                            auth=backend.auth, timeout=10)
     job_id = answer.json()["job"]["id"]
-    state_dir = backend.model_dir / "active_learning" / "projects" / str(project) / "jobs" / job_id
-    deadline = time.monotonic() + TIMEOUT_S
-    while not (owners := sorted(state_dir.glob("owner-*.json"))):
-        assert time.monotonic() < deadline, "no chunk was taken"
-        time.sleep(0.05)
-    chunk = int(owners[0].stem.split("-")[1])
-    horse = json.loads(owners[0].read_text())["pid"]
-    parent = int(Path(f"/proc/{horse}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    victim = next(w for w in workers if w.pid == parent)
+    owner, horse, victim = chunk_in_hand(backend, project, job_id, workers)
+    chunk, state_dir = int(owner.stem.split("-")[1]), owner.parent
     os.kill(victim.pid, signal.SIGTERM)  # the worker only, as `docker stop` does
     deadline = time.monotonic() + 60
     while victim.exit_code() is None:

@@ -12,14 +12,12 @@ training steps find the objects; this checks the loop, bench/proposals.py measur
 from __future__ import annotations
 
 import time
-import uuid
 
-import numpy as np
 import pytest
 import requests
-from label_studio_sdk.converter.brush import decode_rle, mask2rle
+from label_studio_sdk.converter.brush import decode_rle
 from support.backend_server import BackendServer
-from support.preannotation_project import LABEL_CONFIG, image_uri, object_box, predictions_by_task
+from support.preannotation_project import LABEL_CONFIG, brush, image_uri, object_box, predictions_by_task
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +39,6 @@ def backend(label_studio, tmp_path_factory):
                                label_studio.personal_access_token)
     yield server
     server.stop()
-
-
-def brush(box) -> dict:
-    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
-    x0, y0, x1, y1 = box
-    mask[y0:y1, x0:x1] = 255
-    return {"id": uuid.uuid4().hex[:10], "from_name": "mask", "to_name": "image", "type": "brushlabels",
-            "original_width": WIDTH, "original_height": HEIGHT, "image_rotation": 0,
-            "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["Cat"]}}
 
 
 def empty_image_uri() -> str:
@@ -98,7 +87,7 @@ def test_annotated_tasks_train_proposals_and_the_unlabeled_tasks_get_masks_of_th
     tasks = api.post(f"/api/projects/{project}/import?return_task_ids=true", json=imported)["task_ids"]
     annotated, unlabeled, negative = tasks[:ANNOTATED], tasks[ANNOTATED:-1], tasks[-1]
     for task, box in zip(annotated, boxes):
-        api.post(f"/api/tasks/{task}/annotations/", json={"result": [brush(box)]})
+        api.post(f"/api/tasks/{task}/annotations/", json={"result": [brush(box, WIDTH, HEIGHT)]})
     api.post(f"/api/tasks/{negative}/annotations/", json={"result": []})  # nothing there: a true negative
 
     api.post(f"/api/ml/{ml}/train")  # the "Start training" button

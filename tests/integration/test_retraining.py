@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 import requests
 import torch
-from label_studio_sdk.converter.brush import mask2rle
 from PIL import Image
 from support.backend_server import BackendServer
+from support.preannotation_project import brush
 from support.processes import ServerProcess
 
 from backend.networks.weights import ModelConfig, save_weights
@@ -88,15 +88,6 @@ def png(box) -> bytes:
     return data.getvalue()
 
 
-def brush(box) -> dict:
-    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
-    x0, y0, x1, y1 = box
-    mask[y0:y1, x0:x1] = 255
-    return {"id": uuid.uuid4().hex[:10], "from_name": "mask", "to_name": "image", "type": "brushlabels",
-            "original_width": WIDTH, "original_height": HEIGHT, "image_rotation": 0,
-            "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["Cat"]}}
-
-
 def extreme_points(box) -> list[dict]:
     x0, y0, x1, y1 = box
     points = [((x0 + x1) / 2, y0), ((x0 + x1) / 2, y1), (x0, (y0 + y1) / 2), (x1, (y0 + y1) / 2)]
@@ -132,7 +123,7 @@ def test_saved_annotations_retrain_the_project_and_predictions_carry_the_new_ver
     tasks = upload["task_ids"]
     assert len(tasks) == len(OBJECTS)
     for task, box in zip(tasks, OBJECTS):  # as an annotator's "Submit" saves them; each fires the webhook
-        api.post(f"/api/tasks/{task}/annotations/", json={"result": [brush(box)]})
+        api.post(f"/api/tasks/{task}/annotations/", json={"result": [brush(box, WIDTH, HEIGHT)]})
 
     job = wait_for_job(backend, project, worker, 1)
     assert job["state"] == "finished", f"{job['error']}\n{worker.log_tail()}"

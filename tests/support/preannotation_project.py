@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,18 @@ def rectangle(box, width: int, height: int) -> dict:
             "original_height": height, "image_rotation": 0,
             "value": {"x": 100 * x0 / width, "y": 100 * y0 / height, "width": 100 * (x1 - x0) / width,
                       "height": 100 * (y1 - y0) / height, "rotation": 0, "rectanglelabels": ["Cat"]}}
+
+
+def brush(box, width: int, height: int) -> dict:
+    """A brush region (fresh id) filling ``box`` on a ``width`` x ``height`` image, as an annotation holds it."""
+    from label_studio_sdk.converter.brush import mask2rle
+
+    mask = np.zeros((height, width), np.uint8)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = 255
+    return {"id": uuid.uuid4().hex[:10], "from_name": "mask", "to_name": "image", "type": "brushlabels",
+            "original_width": width, "original_height": height, "image_rotation": 0,
+            "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["Cat"]}}
 
 
 def connect_project(api, backend, title: str, preannotate_on_import: bool = True) -> tuple[int, dict]:
