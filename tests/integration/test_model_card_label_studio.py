@@ -20,7 +20,8 @@ import pytest
 import requests
 from support.backend_server import BackendServer
 from support.ls_api import LabelStudioApiError
-from test_retraining import HEIGHT, LABEL_CONFIG, OBJECTS, WIDTH, blank_weights, brush, png  # noqa: F401 (a fixture)
+from support.preannotation_project import brush
+from test_retraining import HEIGHT, LABEL_CONFIG, OBJECTS, WIDTH, blank_weights, png  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def connect(api, backend, title: str, tasks: list) -> tuple[int, int, list[int]]
     upload = api.post(f"/api/projects/{project}/import?return_task_ids=true", files={
         f"object{i}.png": (f"object{i}.png", png(box), "image/png") for i, box in enumerate(OBJECTS)})
     for task, box in zip(upload["task_ids"], tasks):
-        api.post(f"/api/tasks/{task}/annotations/", json={"result": [brush(box)]})
+        api.post(f"/api/tasks/{task}/annotations/", json={"result": [brush(box, WIDTH, HEIGHT)]})
     return project, ml, upload["task_ids"]
 
 
