@@ -1,4 +1,4 @@
-"""A job file of a type this backend does not know (written by a newer version, or damaged) never
+"""A job file of a type this backend does not know (written by a newer version, or damaged), or no job at all, never
 stops the dispatcher: a queued one fails saying so, a running one is left alone with one warning,
 and the other jobs run, embedded and on RQ."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from backend.jobs.executors import EmbeddedExecutor, RQExecutor
 from backend.jobs.layout import JobLayout
-from backend.jobs.store import FAILED, FINISHED, QUEUED, RUNNING, Job, JobStore
+from backend.jobs.store import FAILED, FINISHED, QUEUED, RUNNING, Job, JobNotFound, JobStore
 from backend.jobs.types import PREANNOTATE, TRAIN
 from backend.settings import Settings
 
@@ -49,6 +49,25 @@ def test_the_embedded_executor_fails_a_queued_job_of_an_unknown_type_and_runs_th
     failed = jobs.get(stranger.id)
     assert failed.state == FAILED and "knows no job type" in failed.error and "newer version" in failed.error
     assert caplog.text.count(stranger.id) == 1  # one warning
+
+
+@pytest.mark.parametrize("content", ['{"id": "p7-cut-off', '["a list"]', '{"state": "queued"}', "\x00\x01"])
+def test_a_job_file_that_is_no_job_is_skipped_with_one_warning_and_the_others_run(tmp_path, content, caplog):
+    settings = Settings(model_dir=tmp_path)
+    jobs = JobStore(JobLayout(tmp_path))
+    known = jobs.create("8", "test")
+    damaged = jobs.layout.jobs_dir / "p7-damaged-20260101T000000-abcdef.json"
+    damaged.write_text(content)
+    executor = EmbeddedExecutor(settings, jobs, finish_at_once)
+    deadline = time.monotonic() + 60
+    while jobs.get(known.id).state != FINISHED and time.monotonic() < deadline:
+        executor.poll()
+        time.sleep(0.1)
+    assert [job.id for job in jobs.list()] == [known.id] and jobs.get(known.id).state == FINISHED
+    assert caplog.text.count(damaged.name) == 1  # listed at every poll, warned about once
+    with pytest.raises(JobNotFound):
+        jobs.get("p7-damaged-20260101T000000-abcdef")
+    assert damaged.read_text() == content  # left as it was, for whoever looks at it
 
 
 def test_a_running_job_of_an_unknown_type_is_left_alone_with_one_warning_and_a_dead_one_fails(tmp_path, caplog):

@@ -21,6 +21,7 @@ fraction) has not moved for ``STALLED_AFTER_S``: its workers are gone, or it wai
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -36,6 +37,8 @@ from backend.files import file_lock, read_json, write_json_atomic
 from backend.jobs.layout import JobLayout
 from backend.jobs.types import TRAIN, job_type, known_type, load
 from backend.project_store import project_id
+
+log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", "failed", "cancelled"
 ENDED = (FINISHED, FAILED, CANCELLED)
@@ -127,9 +130,9 @@ class NotCancellable(ValueError):
 class JobStore:
     def __init__(self, layout: JobLayout):
         self.layout = layout
-        # path -> ((inode, mtime), job): the dispatcher lists jobs twice a second; files only change
+        # path -> ((inode, mtime), job or None if unreadable): the dispatcher lists jobs twice a second; files only change
         # by atomic replacement (a new inode), so unchanged ones need not be parsed again.
-        self._parsed: dict[Path, tuple[tuple[int, int], Job]] = {}
+        self._parsed: dict[Path, tuple[tuple[int, int], Job | None]] = {}
         self._parsed_lock = threading.Lock()
 
     def create(self, project: str, trigger: str, type: str = TRAIN, params: dict | None = None,
@@ -153,10 +156,10 @@ class JobStore:
         slash, hundreds of characters: ids this store makes are short and plain)."""
         if not JOB_ID.fullmatch(job_id):
             raise JobNotFound(job_id)
-        value = read_json(self._path(job_id))
-        if value is None:
+        job = _parse(self._path(job_id))
+        if job is None:
             raise JobNotFound(job_id)
-        return Job.from_json(value)
+        return job
 
     def list(self, project: str | None = None) -> list[Job]:
         """Jobs, oldest first; only ``project``'s when given."""
@@ -178,10 +181,7 @@ class JobStore:
             cached = self._parsed.get(path)
         if cached is not None and cached[0] == signature:
             return cached[1]
-        value = read_json(path)
-        if value is None:
-            return None
-        job = Job.from_json(value)
+        job = _parse(path)
         with self._parsed_lock:
             self._parsed[path] = (signature, job)
         return job
@@ -387,3 +387,15 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def _parse(path: Path) -> Job | None:
+    """The job in ``path``; None when the file is gone or cannot be read as a job. A damaged or
+    hand-edited file must not stop every other job from being listed or run: it is skipped with a
+    warning and left on disk as it is."""
+    try:
+        value = read_json(path)
+        return None if value is None else Job.from_json(value)
+    except (ValueError, TypeError, KeyError) as exc:  # bad JSON, not an object, fields missing
+        log.warning("job file %s cannot be read as a job and is skipped (%s)", path.name, exc.__class__.__name__)
+        return None
