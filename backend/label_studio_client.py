@@ -8,7 +8,7 @@ and any waits between tries), follows no redirect, and carries the token only wh
 jitter, as long as the deadline leaves time for the wait: Label Studio rate-limits asset downloads.
 
 API failures are ``LabelStudioError``s in three classes a caller can act on: ``LabelStudioUnavailable``
-(transient: unreachable, timed out, 5xx, 429 after the retries), ``LabelStudioAuthRefused`` (401/403
+(transient: unreachable, timed out, 5xx, 429 after the retries, a 2xx that is no JSON), ``LabelStudioAuthRefused`` (401/403
 or no access token: the key must change) and ``LabelStudioRefused`` (any other answer about this
 call, e.g. 400 or 404, with its ``status``). Messages are safe to show: no token, no payload, URLs
 through ``redact``.
@@ -67,6 +67,13 @@ class LabelStudioRefused(LabelStudioError):
     def __init__(self, message: str, status: int):
         super().__init__(message)
         self.status = status
+
+
+def not_json(what: str) -> LabelStudioUnavailable:
+    """The error for a 2xx answer that is no JSON: a proxy's page in front of Label Studio while it
+    restarts, or an answer cut short; nothing about the call itself, so worth trying again later."""
+    return LabelStudioUnavailable(f"Label Studio's answer while {what} is not valid JSON (a proxy's page, "
+                                  "or an answer cut short)")
 
 
 def error_for_status(status: int, what: str) -> LabelStudioError:
@@ -215,7 +222,7 @@ class LabelStudioClient:
         try:
             return response.json()
         except ValueError:
-            raise LabelStudioError(f"Label Studio's answer while {what} is not valid JSON") from None
+            raise not_json(what) from None
 
     # --- the API calls the backend makes -------------------------------------------------------------
 
@@ -313,7 +320,7 @@ class LabelStudioClient:
         try:
             tasks = jsonlib.loads(response.content)
         except ValueError:
-            raise LabelStudioError(f"Label Studio's answer while {what} is not valid JSON") from None
+            raise not_json(what) from None
         if not isinstance(tasks, list):
             raise LabelStudioError(f"Label Studio's export of project {project} is not a list of tasks")
         return tasks

@@ -190,8 +190,8 @@ class LabelStudioAuth(requests.auth.AuthBase):
         except (ValueError, KeyError, TypeError):
             access = None
         if not isinstance(access, str) or not access:
-            raise LabelStudioAuthError(
-                f"Label Studio's /api/token/refresh/ at {where} answered without an access token"
+            raise LabelStudioAuthError(  # a proxy's page or an answer cut short, not a verdict on the key
+                f"Label Studio's /api/token/refresh/ at {where} answered without an access token", transient=True
             )
         # Lifetime from the token's own claims (exp - iat, both on the server's clock), to be counted
         # on our clock: robust to clock skew between the backend and Label Studio.

@@ -132,7 +132,7 @@ def test_a_redirect_is_not_followed_and_the_body_goes_nowhere_else(requests_mock
 
 def test_answers_that_are_not_what_was_asked_for_are_errors(requests_mock):
     requests_mock.get(f"{LS}/api/projects/3/", text="<html>login</html>")
-    with pytest.raises(LabelStudioError, match="not valid JSON"):
+    with pytest.raises(LabelStudioUnavailable, match="not valid JSON"):  # a proxy's page: tried again later
         client().label_config("3")
     requests_mock.get(f"{LS}/api/projects/3/", json={"id": 3})
     with pytest.raises(LabelStudioError, match="no label_config"):

@@ -98,8 +98,9 @@ def test_unreachable_label_studio_is_reported(requests_mock):
 
 def test_answer_without_access_token_is_an_error(requests_mock):
     requests_mock.post(REFRESH, json={"detail": "nope"})
-    with pytest.raises(LabelStudioAuthError, match="without an access token"):
+    with pytest.raises(LabelStudioAuthError, match="without an access token") as error:
         LabelStudioAuth(LS, PAT).headers_for(LS + "/x")
+    assert error.value.transient and not error.value.refused  # not a verdict on the key: tried again later
 
 
 def test_legacy_token_is_sent_as_token_scheme_without_refresh(requests_mock):
