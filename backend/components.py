@@ -127,7 +127,7 @@ class Components:
             return None
         from backend.jobs.dispatcher import Dispatcher
 
-        return Dispatcher(self.jobs, self.executor, [self.retraining.queue_due])
+        return Dispatcher(self.jobs, self.executor, [self.retraining.queue_due], self.settings)
 
     # -- webhooks -------------------------------------------------------------------------------
 

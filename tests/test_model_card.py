@@ -3,6 +3,8 @@ description), and a Label Studio that is down or refuses never failing the job."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -13,6 +15,7 @@ from backend.active_learning.layout import Layout
 from backend.active_learning.ls_data import ProjectDataError
 from backend.active_learning.model_card import ModelCard, base_title
 from backend.active_learning.training_job import run_training_job
+from backend.jobs.dispatcher import Dispatcher
 from backend.jobs.store import FAILED, FINISHED, JobStore
 from backend.label_studio_client import LabelStudioClient
 from backend.ls_auth import LabelStudioAuth
@@ -31,6 +34,13 @@ def settings(tmp_path) -> Settings:
     weights = write_fake_weights(tmp_path / "default", 0.5, version="base-v0")
     return Settings(model_dir=tmp_path / "model_dir", extreme_weights=weights, train_steps=3,
                     label_studio_url=LS, label_studio_api_key=KEY)
+
+
+class NoExecutor:
+    """An executor with nothing to start: the dispatcher's round only reaps."""
+
+    def poll(self) -> None:
+        pass
 
 
 def run_job(settings, trainer, reader=None):
@@ -91,6 +101,19 @@ def test_not_published_and_failed_jobs_say_so_on_the_card(settings, requests_moc
     assert last["title"] == title
     assert why in last["description"]
     assert job.state == (FAILED if isinstance(reader, UnreadableProject) else FINISHED)
+
+
+def test_a_job_whose_process_died_says_so_on_the_card_instead_of_its_last_progress(settings, requests_mock):
+    patch = label_studio(requests_mock)
+    jobs = JobStore(Layout(settings.model_dir))
+    job = jobs.create("3", "START_TRAINING (Label Studio's Start training)")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # the job's process, killed mid-training
+    gone.wait()
+    jobs.mark_running(job.id, gone.pid)
+    Dispatcher(jobs, NoExecutor(), settings=settings).tick()
+    last = patch.request_history[-1].json()
+    assert last["title"] == "my model — training failed" and f"pid {gone.pid}" in last["description"]
+    assert jobs.get(job.id).state == FAILED and jobs.get(job.id).result["label_studio"]["model_card"] == "updated"
 
 
 def test_label_studio_down_never_fails_the_job_and_the_result_says_why(settings, requests_mock, caplog):

@@ -41,7 +41,7 @@ from backend.jobs.backoff import Backoff
 from backend.label_studio_client import LabelStudioUnavailable
 from backend.jobs.lifecycle import Heartbeat, ProgressWriter, Stopped, failures_recorded
 from backend.jobs.run_lock import ProjectRunLock
-from backend.jobs.store import FINISHED, RUNNING, JobStore, outcome_summary
+from backend.jobs.store import FINISHED, RUNNING, Job, JobStore, outcome_summary
 from backend.jobs.types import follow_ups
 
 logger = logging.getLogger(__name__)
@@ -126,6 +126,13 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
     log("training job %s for project %s %s", job_id, job.project, outcome_summary(job))
     shown = card.show_outcome(job)
     jobs.update(job_id, lambda ended: ended.result.update(shown))
+
+
+def show_lost_job(settings, job: Job, card: ModelCard | None = None) -> None:
+    """A job whose process died (``JobStore.reap_dead``) on the model card, which would otherwise
+    show its last progress ("training 40%") for good; never raised."""
+    shown = (card or ModelCard(settings, job)).show_outcome(job)
+    JobStore(Layout(settings.model_dir)).update(job.id, lambda ended: ended.result.update(shown))
 
 
 def training_lock(layout: Layout, project: str, job_id: str, redis_url: str) -> ProjectRunLock:

@@ -18,6 +18,8 @@ A job type says:
   ``JobRequestError``); types without one start otherwise, as ``start_hint`` says.
 - ``follow_ups``: ``(settings, job, result) -> dict`` hooks a finished job of the type calls
   (before it is marked finished); what they return joins the job's result.
+- ``on_lost``: ``(settings, job) -> None``, called by the dispatcher for a job that failed because
+  its process died (killed, out of memory): the job's own code could not say so where the user looks.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class JobType:
     request: str | None = None
     start_hint: str = ""
     follow_ups: tuple[str, ...] = ()
+    on_lost: str | None = None
 
 
 JOB_TYPES = {job_type.name: job_type for job_type in (
@@ -56,7 +59,8 @@ JOB_TYPES = {job_type.name: job_type for job_type in (
             rq_body="backend.active_learning.training_job:run_training_job", queue=TRAINING_QUEUE, first=True,
             failure_note="; serving is unchanged", summary="backend.active_learning.training_job:result_summary",
             start_hint='training starts from Label Studio\'s "Start training"',
-            follow_ups=("backend.preannotation.trigger:after_training",)),
+            follow_ups=("backend.preannotation.trigger:after_training",),
+            on_lost="backend.active_learning.training_job:show_lost_job"),
     JobType(PREANNOTATE, "pre-annotation", body="backend.preannotation.job:run_queued_job",
             rq_body="backend.preannotation.chunks:plan_rq_chunks", queue=PREANNOTATION_QUEUE, resumable=True,
             rq_poll="backend.preannotation.chunks:poll_chunks", request="backend.preannotation.trigger:request_from_http"),
