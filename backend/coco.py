@@ -26,6 +26,7 @@ class EvalObject:
     annotation_id: int
     category: str
     mask: np.ndarray
+    name: str = ""  # a readable name where the dataset has one (the real-photo set: "coffee/cup")
 
 
 @dataclass(frozen=True)
