@@ -14,6 +14,7 @@ from backend.evaluation import evaluate as evaluate_command
 from backend.coco import CocoObjects
 from backend.segmenters.grabcut import GrabCutSegmenter
 from backend.evaluation.harness import METHODS, evaluate
+from backend.evaluation.real_photos import evaluation_images
 from backend.evaluation.report import ALL, summarize
 from backend.prompts import PromptKind, Segmentation
 
@@ -278,3 +279,50 @@ def test_stage_times_reach_the_latency_table_and_the_per_object_rows(tmp_path, m
     assert "| custom-extreme |" in (out / "report.md").read_text() and "coarse 3.0, refine 7.0" in (out / "report.md").read_text()
     rows = [row for row in read_csv(out / "per_object.csv") if row["method"] == "custom-box"]
     assert json.loads(rows[0]["stage_ms"]) == {"coarse": 3.0, "refine": 5.0}
+
+
+def tiny_real_set(tmp_path):
+    """A one-photo, two-object set in the real-photo format: two coins of scikit-image's coins photo."""
+    ring = [[30, 35], [60, 35], [60, 72], [30, 72]]
+    spec = {"photos": {"coins": {"package": "skimage", "path": "data/coins.png", "split": "heldout", "objects": [
+        {"name": "left", "kind": "solid", "how": "test", "polygons": [ring]},
+        {"name": "right", "kind": "thin", "how": "test", "polygons": [[[x + 55, y] for x, y in ring]]},
+    ]}}}
+    path = tmp_path / "set.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_command_evaluates_the_real_photo_set_with_named_objects(tmp_path, monkeypatch, capsys):
+    set_file = tiny_real_set(tmp_path)
+    monkeypatch.setattr(evaluate_command, "evaluation_images", lambda split: evaluation_images(split, set_file))
+    monkeypatch.setattr(evaluate_command, "load_segmenters", lambda args, needed, device: ({"extreme": BoxFiller()}, []))
+    parser = argparse.ArgumentParser()
+    evaluate_command.add_arguments(parser)
+    args = parser.parse_args(["--real-photos", "heldout", "--methods", "custom-box", "--out", str(tmp_path / "out")])
+    assert evaluate_command.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "the real-photo set, heldout (2 objects in 1 photos" in printed
+    assert "| coins/left | 1.000 |" in printed and "| coins/right | 1.000 |" in printed  # boxes: BoxFiller is exact
+    assert {row["category"] for row in read_csv(tmp_path / "out" / "miou.csv")} == {"solid", "thin", ALL}
+    assert {row["name"] for row in read_csv(tmp_path / "out" / "per_object.csv")} == {"coins/left", "coins/right"}
+
+
+@pytest.mark.parametrize("datasets", [[], ["COCO"], ["COCO", "--real-photos", "heldout"]])
+def test_command_needs_one_dataset(tmp_path, capsys, datasets):
+    path = write_coco(tmp_path, SCENES)
+    named = [str(path), str(tmp_path / "images"), *datasets[1:]] if datasets else []
+    if datasets == ["COCO"]:
+        named = [str(path)]  # annotations without their images directory
+    parser = argparse.ArgumentParser()
+    evaluate_command.add_arguments(parser)
+    assert evaluate_command.run(parser.parse_args([*named, "--out", str(tmp_path / "out")])) == 2
+    assert "give a COCO set (annotations and images) or --real-photos" in capsys.readouterr().err
+
+
+def test_the_real_photo_set_is_evaluated_whole(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    evaluate_command.add_arguments(parser)
+    args = parser.parse_args(["--real-photos", "heldout", "--max-objects", "3", "--methods", "grabcut"])
+    assert evaluate_command.run(args) == 2
+    assert "evaluated whole" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``python -m backend evaluate``: the study's comparison on a COCO-format dataset.
+"""``python -m backend evaluate``: the study's comparison on a COCO-format dataset, or with
+``--real-photos`` on the bundled real-photo set (``backend.evaluation.real_photos``).
 
 Every non-crowd object is segmented by each method from a prompt derived from its ground-truth
 mask: the custom model from 4 extreme points, SAM from the tight and the loose (+20% per side)
@@ -24,6 +25,7 @@ from backend.coco import CocoObjects
 from backend.segmenters.grabcut import GrabCutSegmenter
 from backend.evaluation.harness import METHODS, METHODS_BY_NAME, Method, ObjectResult, Segmenter, evaluate
 from backend.evaluation.mask_metrics import BOUNDARY_TOLERANCE_PX
+from backend.evaluation.real_photos import SPLITS, RealPhotoSet, evaluation_images
 from backend.evaluation.report import markdown, summarize, write_report
 from backend.segmenters.sam_types import SAM_TYPES
 from backend.settings import REPO_ROOT, Settings
@@ -31,8 +33,14 @@ from backend.settings import REPO_ROOT, Settings
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     settings = Settings.from_env()
-    parser.add_argument("annotations", type=Path, help="COCO instances JSON (polygons or RLE masks)")
-    parser.add_argument("images", type=Path, help="directory the images' file_name entries are relative to")
+    parser.add_argument("annotations", type=Path, nargs="?", help="COCO instances JSON (polygons or RLE masks)")
+    parser.add_argument("images", type=Path, nargs="?", help="directory the images' file_name entries are relative to")
+    parser.add_argument(
+        "--real-photos",
+        choices=[*SPLITS, "all"],
+        help="evaluate on the bundled real-photo set instead of a COCO set: its held-out part (never trained on), "
+        "its train part or all; categories are the objects' kinds (solid, thin, text)",
+    )
     parser.add_argument(
         "--methods",
         type=_method_names,
@@ -109,8 +117,11 @@ def _non_negative_float(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     wanted = [method for method in METHODS if method.name in args.methods]
     device = Settings(device=args.device).resolved_device()
+    if (args.real_photos is None) == (args.annotations is None) or (args.annotations is None) != (args.images is None):
+        print("error: give a COCO set (annotations and images) or --real-photos, not both", file=sys.stderr)
+        return 2
     try:
-        dataset = CocoObjects(args.annotations, args.images, args.min_area, args.max_objects, args.seed)
+        dataset = load_dataset(args)
         segmenters, notes = load_segmenters(args, {method.segmenter for method in wanted}, device)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -132,6 +143,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {files.markdown}, {files.miou_csv}, {files.boundary_csv}, {files.outside_csv}, {files.latency_csv}, "
           f"{files.results_csv}, {files.chart}")
     return 0
+
+
+def load_dataset(args: argparse.Namespace) -> CocoObjects | RealPhotoSet:
+    if args.real_photos:
+        if args.max_objects or args.min_area:
+            raise ValueError("--max-objects and --min-area select COCO objects; the real-photo set is evaluated whole")
+        return evaluation_images(args.real_photos)
+    return CocoObjects(args.annotations, args.images, args.min_area, args.max_objects, args.seed)
 
 
 def load_segmenters(args: argparse.Namespace, needed: set[str], device: str) -> tuple[dict[str, Segmenter], list[str]]:
@@ -200,7 +219,7 @@ def runnable_methods(wanted: list[Method], segmenters: dict[str, Segmenter]) -> 
 
 
 def run_notes(
-    args: argparse.Namespace, dataset: CocoObjects, segmenters: dict[str, Segmenter], device: str
+    args: argparse.Namespace, dataset: CocoObjects | RealPhotoSet, segmenters: dict[str, Segmenter], device: str
 ) -> list[str]:
     """What was measured, so a table can be read (and reproduced) on its own."""
     models = ", ".join(dict.fromkeys(segmenter.model_name for segmenter in segmenters.values()))
@@ -212,10 +231,14 @@ def run_notes(
         # The load says whether other processes shared the cores, i.e. how far to trust the latencies.
         load = f", 1-min load average at the end {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
         where = f"cpu ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores{load})"
+    if args.real_photos:
+        data = (f"data: the real-photo set, {args.real_photos} ({len(dataset)} objects in {dataset.n_images} photos "
+                "shipped with scikit-image and matplotlib, true masks from backend/evaluation/real_photos.json)")
+    else:
+        data = (f"data: {args.annotations} ({len(dataset)} objects in {dataset.n_images} images, min area {args.min_area} px"
+                + (f", sample of {args.max_objects}" if args.max_objects else "") + ")")
     return [
-        f"data: {args.annotations} ({len(dataset)} objects in {dataset.n_images} images, min area {args.min_area} px"
-        + (f", sample of {args.max_objects}" if args.max_objects else "")
-        + ")",
+        data,
         f"models: {models}; device: {where}; extreme-point jitter: {jitter}; seed: {args.seed}",
     ]
 

@@ -69,6 +69,7 @@ class ObjectResult:
     boundary_f: float = 0.0  # outline F-score at the run's pixel tolerance; 0 when the method failed
     outside: float = 0.0  # fraction of the predicted mask outside the object (flooding); 0 when it failed
     stage_ms: dict[str, float] = field(default_factory=dict)  # e.g. {"coarse": 40.1, "refine": 80.3}
+    name: str = ""  # the object's name where the dataset has one (the real-photo set: "coffee/cup")
 
 
 def loose_box(box: Box, image_size: tuple[int, int], scale: float = LOOSE_BOX_SCALE) -> Box:
@@ -142,6 +143,7 @@ def _run_one(
         annotation_id=obj.annotation_id,
         category=obj.category,
         method=method.name,
+        name=obj.name,
         iou=0.0,
         latency_ms=latency_ms,
         error=error,

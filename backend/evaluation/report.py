@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class Summary:
     boundary_f: dict[str, dict[str, float]]
     outside: dict[str, dict[str, float]]
     boundary_tolerance_px: float
+    named_iou: dict[str, dict[str, float]] = field(default_factory=dict)  # object name -> method -> IoU (named objects)
 
 
 def summarize(results: list[ObjectResult], methods: list[str], boundary_tolerance_px: float) -> Summary:
@@ -68,15 +69,20 @@ def summarize(results: list[ObjectResult], methods: list[str], boundary_toleranc
                 stage: float(np.median([r.stage_ms[stage] for r in mine if stage in r.stage_ms])) for stage in stages
             },
         )
+    named_iou: dict[str, dict[str, float]] = {}
+    for result in results:
+        if result.name and result.method in methods:
+            named_iou.setdefault(result.name, {})[result.method] = result.iou
     return Summary(
         methods=methods, categories=categories, miou=means["iou"], counts=counts, latency=latency,
         boundary_f=means["boundary_f"], outside=means["outside"], boundary_tolerance_px=boundary_tolerance_px,
+        named_iou=named_iou,
     )
 
 
 def markdown(summary: Summary, notes: Sequence[str] = ()) -> str:
     """The mIoU, boundary F-score and outside-fraction tables (rows categories + all, columns
-    methods) and the latency table."""
+    methods), the latency table, and the IoU of each named object (the real-photo set)."""
     tolerance = f"{summary.boundary_tolerance_px:g} px"
     lines = _metric_table(summary, summary.miou, "mIoU")
     lines += [""] + _metric_table(summary, summary.boundary_f, f"boundary F-score (tolerance {tolerance})")
@@ -92,6 +98,11 @@ def markdown(summary: Summary, notes: Sequence[str] = ()) -> str:
         lines.append(
             f"| {method} | {timing.median_ms:.1f} | {timing.p90_ms:.1f} | {stages} | {timing.objects} | {timing.failures} |"
         )
+    if summary.named_iou:
+        lines += ["", "| IoU: object | " + " | ".join(summary.methods) + " |", "|---|" + "---:|" * len(summary.methods)]
+        for name, by_method in summary.named_iou.items():
+            cells = [f"{by_method[method]:.3f}" if method in by_method else "-" for method in summary.methods]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
