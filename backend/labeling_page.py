@@ -96,12 +96,18 @@ def page_answer(regions: list[dict], covered: list[Segmentation], parents: list[
 
     regions: the mask regions (brush or polygon); ``covered[i]`` is the segmentation of what region i
     covers, ``applied[parents[i]]`` the policy output it is (a part of).
-    routed: the prompts the segmentations answer, with the regions that made them.
+    routed: the prompts the segmentations answer, with the regions that made them and the objects
+    they answer (``Routed.objects``: a refined object's earlier mask regions are replaced).
     on_screen: label -> (region, bool mask (H, W)) of the masks already on screen that may merge, in
     the order ``PolicySet.apply`` got them as ``existing``.
+
+    The answer holds each of ``regions`` in order (its id possibly changed) as its only mask regions
+    without ``dynamic``; the rest are echoes.
     """
     answer = []
     handed: set[tuple[str, int]] = set()  # (label, index on screen) already replaced by a region
+    earlier = [[mask for source in a.sources if routed.objects[source] is not None
+                for mask in routed.objects[source].mask_regions] for a in applied]
     for region, part, parent in zip(regions, covered, parents):
         label = applied[parent].segmentation.label
         screen = on_screen.get(label, [])
@@ -110,10 +116,24 @@ def page_answer(regions: list[dict], covered: list[Segmentation], parents: list[
             if (label, index) not in handed and np.logical_and(part.mask, screen[index][1]).any():
                 handed.add((label, index))
                 replaced.append(screen[index][0])
-        kept = next((other for other in replaced if other.get("from_name") == region["from_name"]), None)
+        # A refined object's mask takes the id of its earlier mask; a merged one, of a mask it absorbed.
+        own = next((mask for mask in earlier[parent] if mask.get("from_name") == region["from_name"]), None)
+        if own is not None:
+            earlier[parent].remove(own)
+        kept = own or next((other for other in replaced if other.get("from_name") == region["from_name"]), None)
         answer.append({**region, "id": kept["id"]} if kept else region)
         answer += [echo_region(other, remove=True) for other in replaced if other is not kept]
-    for prompt, group in zip(routed.prompts, routed.prompt_regions):
+    # Earlier parts (polygons) that no part of the refined mask took over go; a brush mask is one region.
+    answer += [echo_region(mask, remove=True) for left in earlier for mask in left if mask.get("type") != "brushlabels"]
+    for prompt, group, obj in zip(routed.prompts, routed.prompt_regions, routed.objects):
         if prompt.kind is PromptKind.EXTREME:
-            answer += finished_point_echoes(group, keep_points)
+            anchors = [region for region in group if region.get("id") in obj.anchor_ids]
+            corrections = [region for region in group if region.get("id") not in obj.anchor_ids]
+            answer += finished_point_echoes(anchors, keep_points) + correction_echoes(corrections)
     return answer + pending_point_echoes(routed.pending_regions)
+
+
+def correction_echoes(corrections: list[dict]) -> list[dict]:
+    """Echoes for an object's correction clicks: those the page no longer marks as drawn, marked for
+    removal, so that accepting the refined mask clears every click (kept points or not)."""
+    return [echo_region(region, remove=True) for region in corrections if "is_positive" not in region]

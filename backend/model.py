@@ -46,6 +46,7 @@ import numpy as np
 from backend.labeling import LabelingConfig, MaskKind, parse_label_config
 from backend.labeling_page import page_answer, unserved_echoes, without_kept_points
 from backend.images import ImageBusy, ImageError
+from backend.known_objects import RecentObjects, region_reference
 from backend.mask_output import MaskOutput
 from backend.policies import WILDCARD, PolicySet, keep_largest
 from backend.proposal_masks import proposal_masks
@@ -108,12 +109,13 @@ class BatchPrediction:
 
 class SegmentationModel:
     def __init__(self, settings: Settings, segmenters: SegmenterSet, images, store: ProjectStore, webhooks=None,
-                 project_models=None, embed_ahead=None):
+                 project_models=None, embed_ahead=None, known_objects: RecentObjects | None = None):
         """``images``: an ``ImageLoader`` (``load(url, task_id) -> LoadedImage``, raising ``ImageError``).
         ``project_models``: per-project extreme-point versions (``active_learning.serving.ProjectModels``),
         or None to serve ``segmenters.extreme`` to every project. ``embed_ahead``: SAM embeddings ahead
         of the annotator (``backend.embeddings.ahead.EmbedAhead``), or None (no SAM). ``webhooks``: where
-        ``fit`` hands events (``backend.webhooks.Webhooks``), or None in a job's process."""
+        ``fit`` hands events (``backend.webhooks.Webhooks``), or None in a job's process.
+        ``known_objects``: the objects answered per task, for correction clicks (a new store if None)."""
         self.settings = settings
         self.embed_ahead = embed_ahead
         self.segmenters = segmenters
@@ -121,6 +123,7 @@ class SegmentationModel:
         self.images = images
         self.store = store
         self.webhooks = webhooks
+        self.known_objects = known_objects or RecentObjects()
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -246,7 +249,7 @@ class SegmentationModel:
                 return [self._prewarm(tasks[0], project_ref, project)]
             if self.embed_ahead is not None:
                 self.embed_ahead.working_on(project_id(project_ref), tasks[0].get("id"), project.config.image_key)
-            return [self._interactive(tasks[0], context, project)]
+            return [self._interactive(tasks[0], context, project_ref, project)]
         return self._batch(tasks, project)
 
     def _prewarm(self, task: dict, project_ref, project: ProjectContext) -> dict:
@@ -347,7 +350,7 @@ class SegmentationModel:
                 found.segmentations[index] = replace(segmentation, mask=keep_largest(segmentation.mask))
         return found
 
-    def _interactive(self, task: dict, context: dict, project: ProjectContext) -> dict:
+    def _interactive(self, task: dict, context: dict, project_ref, project: ProjectContext) -> dict:
         """The answer to a smart tool, shaped for the labeling page (``backend.labeling_page``)."""
         config, policies, version = project.config, project.options.policies, project.version
         regions = without_kept_points(context["result"])
@@ -356,25 +359,54 @@ class SegmentationModel:
         self._check_prompt_count(regions, config)
         image = self._load_image(task, config)
         _warn_on_other_size(task, regions, config, image)
-        routed = prompts_from_regions(regions, config, image.width, image.height)
+        task_key = _task_key(project_ref, task)
+        known = self.known_objects.of_task(task_key) if task_key else []
+        routed = prompts_from_regions(regions, config, image.width, image.height, known)
         unserved = list(zip(routed.error_regions, routed.errors))
         segmentations, served = [], []
-        for prompt, group in zip(routed.prompts, routed.prompt_regions):
+        for prompt, group, obj in zip(routed.prompts, routed.prompt_regions, routed.objects):
             try:
                 segmentations.append(self._segment(image, prompt, project.segmenters))
-                served.append((prompt, group))
+                served.append((prompt, group, obj))
             except (RoutingError, PromptError) as exc:
                 unserved.append((group, str(exc)))
         for _, reason in unserved:
             log.warning("task %s: prompt not served: %s", task.get("id"), reason)
-        routed = replace(routed, prompts=[prompt for prompt, _ in served], prompt_regions=[group for _, group in served])
-        on_screen = self._masks_on_screen(task, regions, config, policies, image.width, image.height)
+        routed = replace(routed, prompts=[prompt for prompt, _, _ in served],
+                         prompt_regions=[group for _, group, _ in served], objects=[obj for _, _, obj in served])
+        # A refined object's earlier mask is replaced, not merged with its own refinement.
+        refined = {mask.get("id") for obj in routed.objects if obj is not None for mask in obj.mask_regions}
+        on_screen = self._masks_on_screen(task, regions, config, policies, image.width, image.height, refined)
         screen_masks = {label: [mask for _, mask in pairs] for label, pairs in on_screen.items()}
         applied = policies.apply(segmentations, screen_masks)
         entry, covered, parents = self._entry([a.segmentation for a in applied], routed, project)
-        entry["result"] = page_answer(entry["result"], covered, parents, applied, routed, on_screen,
-                                     project.options.keep_extreme_points) + unserved_echoes(unserved)
+        answer = page_answer(entry["result"], covered, parents, applied, routed, on_screen,
+                             project.options.keep_extreme_points)
+        if task_key:
+            masks = [region for region in answer if region.get("from_name") in config.mask_tools
+                     and not region.get("dynamic")]
+            self._remember(task_key, routed, applied, parents, masks)
+        entry["result"] = answer + unserved_echoes(unserved)
         return entry
+
+    def _remember(self, task_key: tuple, routed: Routed, applied: list, parents: list[int],
+                  masks: list[dict]) -> None:
+        """Records the EXTREME and BOX objects just answered, with their mask regions (``masks``: the
+        answer's mask regions, one per entry of ``parents``), for correction clicks to come
+        (``backend.known_objects``). An object merged with other masks is forgotten: its region is
+        no longer its own mask."""
+        regions_of: dict[int, list[dict]] = {}
+        for region, parent in zip(masks, parents):
+            regions_of.setdefault(parent, []).append(region_reference(region))
+        answered, forgotten = [], []
+        for index, result in enumerate(applied):
+            objects = [routed.objects[s] for s in result.sources if routed.objects[s] is not None]
+            objects = [obj for obj in objects if None not in obj.anchor_ids]
+            if len(result.sources) == 1 and not result.absorbed:
+                answered += [replace(obj, mask_regions=tuple(regions_of.get(index, []))) for obj in objects]
+            else:
+                forgotten += objects
+        self.known_objects.remember(task_key, answered, forgotten)
 
     def _check_prompt_count(self, regions: list[dict], config: LabelingConfig) -> None:
         """RequestError (422) when ``regions`` hold more prompt regions than MAX_PROMPT_REGIONS: the
@@ -411,9 +443,9 @@ class SegmentationModel:
         return replace(segmentation, label=prompt.label, model=model)
 
     def _masks_on_screen(self, task: dict, context_regions: list, config: LabelingConfig, policies: PolicySet,
-                         width: int, height: int) -> dict[str, list[tuple[dict, np.ndarray]]]:
+                         width: int, height: int, leaving: set = frozenset()) -> dict[str, list[tuple[dict, np.ndarray]]]:
         """label -> (region, bool mask) of the masks (brush or polygon) on the annotator's screen
-        (context and latest draft), only for labels that merge."""
+        (context and latest draft), only for labels that merge, but for those whose ids are ``leaving``."""
         merging = {label for label in config.mask_labels if policies.for_label(label).merge_overlapping}
         if not merging:
             return {}
@@ -422,6 +454,7 @@ class SegmentationModel:
         regions = list(context_regions) + (latest["result"] if latest else [])
         candidates = [region for region in regions if region.get("from_name") in config.mask_tools
                       and isinstance(region.get("id"), str)  # a merged mask replaces a region on screen by its id
+                      and region["id"] not in leaving
                       and _first_label(region) in merging]
         limit = self.settings.max_screen_masks
         if len(candidates) > limit:
@@ -454,6 +487,12 @@ class SegmentationModel:
         """Hands a webhook event to the sinks that want it (``backend.webhooks``: the event log,
         retraining, pre-annotation, embedding ahead) and returns their answer."""
         return self.webhooks.handle(action, payload)
+
+
+def _task_key(project_ref, task: dict) -> tuple | None:
+    """(project id, task id): what the known objects of a task are kept under; None without a task id."""
+    task_id = task.get("id")
+    return (project_id(project_ref), task_id) if isinstance(task_id, int) and not isinstance(task_id, bool) else None
 
 
 def _first_label(region: dict) -> str | None:

@@ -218,6 +218,7 @@ class Applied:
 
     segmentation: Segmentation
     absorbed: tuple[int, ...] = ()
+    sources: tuple[int, ...] = ()  # which of the segmentations given to ``apply`` it holds
 
 
 class PolicySet:
@@ -258,10 +259,10 @@ class PolicySet:
         cleaned = [replace(s, mask=self.for_label(s.label).clean(s.mask)) for s in segmentations]
         result: list[Applied] = []
         merged_labels: set[str] = set()
-        for seg in cleaned:
+        for index, seg in enumerate(cleaned):
             policy = self.for_label(seg.label)
             if not policy.merge_overlapping:
-                result.append(Applied(seg))
+                result.append(Applied(seg, sources=(index,)))
             elif seg.label not in merged_labels:
                 merged_labels.add(seg.label)
                 result += self._merge_label(seg.label, cleaned, (existing or {}).get(seg.label, []), policy)
@@ -270,18 +271,21 @@ class PolicySet:
     @staticmethod
     def _merge_label(label: str, cleaned: list[Segmentation], existing: list[np.ndarray],
                      policy: LabelPolicy) -> list[Applied]:
-        new = [s for s in cleaned if s.label == label]
+        indices = [i for i, s in enumerate(cleaned) if s.label == label]
+        new = [cleaned[i] for i in indices]
         masks = [s.mask for s in new] + [m.astype(bool) for m in existing]
         merged = []
         for group in overlap_groups(masks):
             members = [new[i] for i in group if i < len(new)]
+            sources = tuple(indices[i] for i in group if i < len(new))
             if not members:
                 continue  # only existing masks: already on screen
             if len(group) == 1:
-                merged.append(Applied(members[0]))
+                merged.append(Applied(members[0], sources=sources))
                 continue
             union = np.logical_or.reduce([masks[i] for i in group])
             absorbed = tuple(sorted(i - len(new) for i in group if i >= len(new)))
             merged.append(Applied(replace(members[0], mask=policy.clean(union), score=min(s.score for s in members),
-                                          model="+".join(dict.fromkeys(s.model for s in members))), absorbed))
+                                          model="+".join(dict.fromkeys(s.model for s in members))), absorbed,
+                                  sources))
         return merged

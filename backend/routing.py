@@ -2,39 +2,63 @@
 
 Regions to prompts (``prompts_from_regions``), per label of the prompt tools in the config:
 
-- each rectangle is one BOX prompt; clicks (from click tools, positive or negative) of the same
-  label that fall inside a rectangle join it as points (the smallest such rectangle, if several);
-- the other clicks of a label form one POINTS prompt (clicks accumulate, as Label Studio sends
-  every smart region of the tool with each request); clicks that are all negative make no prompt;
-- extreme-tool points of a label, in the order given, make one EXTREME prompt per 4 consecutive
-  positive points; 1-3 leftover points are *pending* (no mask, no error) so the annotator can keep
-  clicking; negative points on an extreme tool are ignored.
+- each rectangle is one BOX prompt;
+- extreme-tool points of a label, in the order given, make one EXTREME prompt per 4 positive points;
+  1-3 points of an unfinished group are *pending* (no mask, no error) so the annotator can keep
+  clicking. Once a group is complete, the label's next point on that tool is a **correction** of
+  the label's latest object when it is negative (Alt+click), or positive and inside that object's
+  box (the extreme points' box) by more than ``EDGE_FRACTION`` of its side (extreme points lie on
+  their box's edges, so a point on an edge starts an object, or the same object drawn again); any
+  other positive point starts a new group of 4. A negative point with no object to correct, or
+  inside an unfinished group, is ignored;
+- clicks of a click tool (positive or negative) of the same label inside the box of a rectangle or
+  of an extreme object join the smallest such object as corrections; the other clicks of a label
+  form one POINTS prompt (clicks accumulate, as Label Studio sends every smart region of the tool
+  with each request); clicks that are all negative make no prompt.
 
-Prompts come out in the order of the first region that made them. A region that cannot be used
-(unknown label, outside the image, zero-area box) is reported in ``Routed.errors`` and skipped;
-the caller decides whether that fails the request (interactive) or only that region (batch).
+An object's prompt carries its corrections after its anchors, in click order: EXTREME ``points``
+(4 + k, 2) with ``point_labels`` 1 for the 4 extreme points, then 1/0 per correction; BOX ``points``
+are its clicks.
+
+``known`` objects (``backend.known_objects``: what this process answered on the task) stand in for
+regions the page no longer sends: once a mask is accepted, the page deletes its points or
+rectangle, and the next click arrives alone. A known object whose anchors are still in the request
+is formed from the request as above (the request is the whole truth) and keeps its mask's ids; one
+whose anchors are gone takes part with its remembered anchors and clicks, so a click can correct
+it, and the request's clicks it already holds (by region id) stay its own.
+
+Prompts come out in the order of the first region that made them; a known object that no region
+of the request touches is no prompt. A region that cannot be used (unknown label, outside the
+image, zero-area box) is reported in ``Routed.errors`` and skipped; the caller decides whether that
+fails the request (interactive) or only that region (batch).
 
 For batch pre-annotation, ``prompts_from_task`` reads the prompts in a task's own predictions
-and (not cancelled) annotations; a prompt found in several of them (e.g. an imported box that an
-annotator kept) is used once.
+and (not cancelled) annotations (extreme points followed by correction clicks give the corrected
+prompt); a prompt found in several of them (e.g. an imported box that an annotator kept) is used once.
 
 Segmenter choice (``choose_segmenter``): EXTREME -> the extreme-point model, else SAM (which takes
-the points' bounding box plus the 4 points as positive clicks); BOX -> SAM, else the extreme-point
-model's box mode; POINTS -> SAM only.
+the points' bounding box plus the 4 points as positive clicks, and the corrections); BOX -> SAM,
+else the extreme-point model's box mode; POINTS -> SAM only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from backend.known_objects import Click, KnownObject
 from backend.labeling import LabelingConfig, ToolKind
 from backend.prompts import Prompt, PromptKind
 from backend.protocol import RegionError, box_px, point_px
 
 EXTREME_POINTS = 4
+# A positive extreme-tool point closer than this to the edge of the latest object's box (fraction of
+# the box's side on that axis, at least EDGE_MIN_PX) is not a correction but starts a group: extreme
+# points lie on their box's edges, so it is the next object's point, or the same object drawn again.
+EDGE_FRACTION, EDGE_MIN_PX = 0.03, 2.0
 _PROMPT_TYPES = {"rectanglelabels", "keypointlabels"}
 
 
@@ -63,6 +87,8 @@ class Routed:
     errors: one message per unusable region (or unusable group of extreme points).
     error_regions: for each error, the regions it is about.
     image_rotation: the annotator's view rotation reported by the prompt regions (0 if none).
+    objects: for each prompt, the EXTREME or BOX object it answers as this request leaves it (anchors,
+    corrections, and the mask regions of the known object it refines), or None (POINTS).
     """
 
     prompts: list[Prompt] = field(default_factory=list)
@@ -72,6 +98,7 @@ class Routed:
     errors: list[str] = field(default_factory=list)
     error_regions: list[list[dict]] = field(default_factory=list)
     image_rotation: int = 0
+    objects: list[KnownObject | None] = field(default_factory=list)
 
     def unusable(self, message: str, regions: list[dict]) -> None:
         self.errors.append(message)
@@ -86,13 +113,63 @@ class _Click:
     positive: bool
     region: dict
 
+    @property
+    def id(self):
+        return self.region.get("id")
 
-def prompts_from_regions(regions: list, config: LabelingConfig, width: int, height: int) -> Routed:
-    """Prompts in ``regions`` (Label Studio result dicts) for an image of ``width`` x ``height`` px."""
+
+@dataclass(eq=False)
+class _Object:
+    """An EXTREME or BOX object while the request is read: its anchors, its corrections, and the
+    request's regions that belong to it (``order``: the first one's place; None: none so far)."""
+
+    kind: PromptKind
+    tool: str
+    label: str
+    box: tuple[float, float, float, float]
+    anchor_ids: tuple
+    anchor_points: np.ndarray
+    clicks: list[Click]
+    known: KnownObject | None = None
+    order: int | None = None
+    regions: list[tuple[int, dict]] = field(default_factory=list)  # (place in the request, region)
+
+    @classmethod
+    def remembered(cls, known: KnownObject) -> "_Object":
+        return cls(known.kind, known.tool, known.label, known.box, known.anchor_ids, known.anchor_points,
+                   list(known.clicks), known)
+
+    def take(self, order: int, region: dict) -> None:
+        """A region of the request belongs to this object."""
+        self.order = order if self.order is None else min(self.order, order)
+        self.regions.append((order, region))
+
+    def correct(self, click: _Click) -> None:
+        self.clicks.append(Click(click.id, click.point, click.positive))
+        self.take(click.order, click.region)
+
+    def prompt(self) -> Prompt:
+        points = np.array([c.point for c in self.clicks], np.float32).reshape(-1, 2)
+        labels = np.array([1 if c.positive else 0 for c in self.clicks], np.int64)
+        if self.kind is PromptKind.BOX:
+            return Prompt(PromptKind.BOX, self.label, box=self.box, points=points, point_labels=labels)
+        return Prompt(PromptKind.EXTREME, self.label, points=np.concatenate([self.anchor_points, points]),
+                      point_labels=np.concatenate([np.ones(EXTREME_POINTS, np.int64), labels]))
+
+    def state(self) -> KnownObject:
+        """The object as this request leaves it (its mask regions still those of the known object)."""
+        return KnownObject(self.kind, self.tool, self.label, self.box, self.anchor_ids, self.anchor_points,
+                           tuple(self.clicks), self.known.mask_regions if self.known else ())
+
+
+def prompts_from_regions(regions: list, config: LabelingConfig, width: int, height: int,
+                         known: Sequence[KnownObject] = ()) -> Routed:
+    """Prompts in ``regions`` (Label Studio result dicts) for an image of ``width`` x ``height`` px;
+    ``known``: the objects answered on this task before, oldest first (see the module docstring)."""
     routed = Routed()
     boxes: list[tuple[int, str, tuple[float, float, float, float], dict]] = []
     clicks: list[_Click] = []
-    extreme: dict[tuple[str, str], list[tuple[int, tuple[float, float], dict]]] = {}
+    extreme: dict[tuple[str, str], list[_Click]] = {}
     rotation_seen = False
     for order, region in enumerate(regions):
         if not isinstance(region, dict) or region.get("from_name") not in config.tools:
@@ -106,57 +183,96 @@ def prompts_from_regions(regions: list, config: LabelingConfig, width: int, heig
             value = region["value"]
             if tool.kind is ToolKind.RECTANGLE:
                 boxes.append((order, label, box_px(value, width, height, what), region))
-            elif tool.kind is ToolKind.CLICK:
-                clicks.append(_Click(order, label, point_px(value, width, height, what), _is_positive(region), region))
-            elif _is_positive(region):
-                extreme.setdefault((tool.name, label), []).append((order, point_px(value, width, height, what), region))
+            else:
+                click = _Click(order, label, point_px(value, width, height, what), _is_positive(region), region)
+                (clicks if tool.kind is ToolKind.CLICK else extreme.setdefault((tool.name, label), [])).append(click)
         except RegionError as exc:
             routed.unusable(str(exc), [region])
             continue
         if not rotation_seen and isinstance(region.get("image_rotation"), (int, float)):
             routed.image_rotation, rotation_seen = int(region["image_rotation"]), True
 
-    ordered: list[tuple[int, Prompt, list[dict]]] = []
-    box_clicks: dict[int, list[_Click]] = {i: [] for i in range(len(boxes))}
+    sent = {region.get("id") for region in regions if isinstance(region, dict) and region.get("id") is not None}
+    objects = [_Object.remembered(k) for k in known if not sent.intersection(k.anchor_ids)]
+    on_screen = {frozenset(k.anchor_ids): k for k in known if sent.intersection(k.anchor_ids)}
+    owner = {click_id: obj for obj in objects for click_id in obj.known.click_ids}
+    for (tool_name, label), points in extreme.items():
+        _extreme_objects(tool_name, label, points, objects, owner, on_screen, routed)
+    for order, label, box, region in boxes:
+        rectangle = _Object(PromptKind.BOX, region["from_name"], label, box, (region.get("id"),),
+                            np.zeros((0, 2), np.float32), [], on_screen.get(frozenset([region.get("id")])))
+        rectangle.take(order, region)
+        objects.append(rectangle)
     free_clicks: dict[str, list[_Click]] = {}
     for click in clicks:
-        inside = [i for i, (_, label, box, _) in enumerate(boxes)
-                  if label == click.label and _contains(box, click.point)]
+        if click.id in owner:
+            owner[click.id].take(click.order, click.region)
+            continue
+        inside = [obj for obj in objects if obj.label == click.label and _contains(obj.box, click.point)]
         if inside:
-            box_clicks[min(inside, key=lambda i: _area(boxes[i][2]))].append(click)
+            min(inside, key=lambda obj: _area(obj.box)).correct(click)
         else:
             free_clicks.setdefault(click.label, []).append(click)
-    for i, (order, label, box, region) in enumerate(boxes):
-        points, point_labels = _points(box_clicks[i])
-        ordered.append((order, Prompt(PromptKind.BOX, label, box=box, points=points, point_labels=point_labels),
-                        [region] + [c.region for c in box_clicks[i]]))
+
+    ordered: list[tuple[int, Prompt, list[dict], KnownObject | None]] = [
+        (obj.order, obj.prompt(), [region for _, region in sorted(obj.regions, key=lambda r: r[0])], obj.state())
+        for obj in objects if obj.order is not None]
     for label, group in free_clicks.items():
         if not any(c.positive for c in group):
             routed.pending.append(f'clicks for "{label}" are all negative: add a positive click')
             continue
         points, point_labels = _points(group)
         ordered.append((group[0].order, Prompt(PromptKind.POINTS, label, points=points, point_labels=point_labels),
-                        [c.region for c in group]))
-    for (tool_name, label), points in extreme.items():
-        for start in range(0, len(points), EXTREME_POINTS):
-            group = points[start : start + EXTREME_POINTS]
-            if len(group) < EXTREME_POINTS:
-                routed.pending.append(f'"{tool_name}" "{label}": {len(group)} of {EXTREME_POINTS} extreme points')
-                routed.pending_regions += [region for _, _, region in group]
-                continue
-            xy = np.array([p for _, p, _ in group], np.float32)
-            if np.ptp(xy[:, 0]) < 1 or np.ptp(xy[:, 1]) < 1:
-                routed.unusable(f'extreme points of "{label}" on "{tool_name}" span no area; click the '
-                                "top-, bottom-, left- and right-most points of the object",
-                                [region for _, _, region in group])
-                continue
-            ordered.append((group[0][0], Prompt(PromptKind.EXTREME, label, points=xy,
-                                                point_labels=np.ones(EXTREME_POINTS, np.int64)),
-                            [region for _, _, region in group]))
+                        [c.region for c in group], None))
     ordered.sort(key=lambda item: item[0])
-    routed.prompts = [prompt for _, prompt, _ in ordered]
-    routed.prompt_regions = [regions_of_prompt for _, _, regions_of_prompt in ordered]
+    routed.prompts = [prompt for _, prompt, _, _ in ordered]
+    routed.prompt_regions = [regions_of_prompt for _, _, regions_of_prompt, _ in ordered]
+    routed.objects = [obj for _, _, _, obj in ordered]
     return routed
+
+
+def _extreme_objects(tool_name: str, label: str, points: list[_Click], objects: list[_Object],
+                     owner: dict, on_screen: dict, routed: Routed) -> None:
+    """The extreme-tool points of one tool and label: groups of 4 become objects (appended to
+    ``objects``), corrections join the label's latest object, an unfinished group is pending."""
+    mine = [obj for obj in objects if obj.kind is PromptKind.EXTREME and (obj.tool, obj.label) == (tool_name, label)]
+    latest = mine[-1] if mine else None
+    group: list[_Click] = []
+    for point in points:
+        if point.id in owner:
+            owner[point.id].take(point.order, point.region)
+        elif group:
+            if point.positive:  # a negative point inside an unfinished group: ignored
+                group.append(point)
+            if len(group) == EXTREME_POINTS:
+                formed = _group_object(tool_name, label, group, on_screen, routed)
+                if formed is not None:
+                    objects.append(formed)
+                    latest = formed
+                group = []
+        elif latest is not None and (not point.positive or _well_inside(latest.box, point.point)):
+            latest.correct(point)
+        elif point.positive:
+            group = [point]
+    if group:
+        routed.pending.append(f'"{tool_name}" "{label}": {len(group)} of {EXTREME_POINTS} extreme points')
+        routed.pending_regions += [p.region for p in group]
+
+
+def _group_object(tool_name: str, label: str, group: list[_Click], on_screen: dict,
+                  routed: Routed) -> _Object | None:
+    """The object of a complete group of extreme points, or None (reported) when they span no area."""
+    xy = np.array([p.point for p in group], np.float32)
+    if np.ptp(xy[:, 0]) < 1 or np.ptp(xy[:, 1]) < 1:
+        routed.unusable(f'extreme points of "{label}" on "{tool_name}" span no area; click the '
+                        "top-, bottom-, left- and right-most points of the object", [p.region for p in group])
+        return None
+    ids = tuple(p.id for p in group)
+    box = (float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max()))
+    obj = _Object(PromptKind.EXTREME, tool_name, label, box, ids, xy, [], on_screen.get(frozenset(ids)))
+    for point in group:
+        obj.take(point.order, point.region)
+    return obj
 
 
 def task_sources(task: dict) -> list[list]:
@@ -181,11 +297,12 @@ def prompts_from_task(task: dict, config: LabelingConfig, width: int, height: in
         routed = prompts_from_regions(result, config, width, height)
         if routed.prompts and not merged.prompts:
             merged.image_rotation = routed.image_rotation
-        for prompt, regions in zip(routed.prompts, routed.prompt_regions):
+        for prompt, regions, obj in zip(routed.prompts, routed.prompt_regions, routed.objects):
             if _signature(prompt) not in seen:
                 seen.add(_signature(prompt))
                 merged.prompts.append(prompt)
                 merged.prompt_regions.append(regions)
+                merged.objects.append(obj)
         merged.pending += routed.pending
         merged.pending_regions += routed.pending_regions
         merged.errors += routed.errors
@@ -278,6 +395,13 @@ def _points(clicks: list[_Click]) -> tuple[np.ndarray, np.ndarray]:
 
 def _contains(box: tuple[float, float, float, float], point: tuple[float, float]) -> bool:
     return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+def _well_inside(box: tuple[float, float, float, float], point: tuple[float, float]) -> bool:
+    """Inside ``box`` and farther than the edge margin from each of its edges."""
+    margin_x = max(EDGE_MIN_PX, EDGE_FRACTION * (box[2] - box[0]))
+    margin_y = max(EDGE_MIN_PX, EDGE_FRACTION * (box[3] - box[1]))
+    return box[0] + margin_x < point[0] < box[2] - margin_x and box[1] + margin_y < point[1] < box[3] - margin_y
 
 
 def _area(box: tuple[float, float, float, float]) -> float:
