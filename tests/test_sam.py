@@ -207,8 +207,63 @@ def test_boxes_and_several_clicks_ask_for_one_mask():
     seg = segmenter(sam)
     seg.segment(image(), box(10, 10, 100, 100))
     seg.segment(image(), clicks([[20, 20], [50, 50]], [1, 0]))
-    seg.segment(image(), box(10, 10, 100, 100, points=[[50, 50]], labels=[1]))
-    assert sam.mask_decoder.multimask_requests == [False, False, False]
+    seg.segment(image(), box(10, 10, 100, 100, points=[[50, 50]], labels=[1]))  # the box, then box + click
+    assert sam.mask_decoder.multimask_requests == [False, False, False, False]
+
+
+# --- corrections: one click more per decoder run, the previous logits as mask input --------------
+
+
+def decoder_outputs(sam: Sam) -> list:
+    """The low-res logits of each mask-decoder run, recorded."""
+    outputs = []
+    sam.mask_decoder.register_forward_hook(lambda module, args, output: outputs.append(output[0].detach().clone()))
+    return outputs
+
+
+@pytest.mark.parametrize(
+    "prompt, first_points, first_labels",
+    [
+        (box(60, 40, 300, 200, points=[[100, 100], [150, 120]], labels=[0, 1]), 0, []),
+        (clicks([[180, 40], [170, 200], [60, 120], [300, 110], [150, 100], [200, 150]], [1, 1, 1, 1, 0, 1],
+                PromptKind.EXTREME), 4, [1, 1, 1, 1]),
+    ],
+    ids=["box + 2 clicks", "extreme points + 2 corrections"],
+)
+def test_each_correction_click_refines_the_previous_answer_through_the_mask_input(prompt, first_points, first_labels):
+    sam = tiny_sam()
+    spy, outputs = PromptSpy(sam), decoder_outputs(sam)
+    segmenter(sam).segment(image(), prompt)
+    assert len(spy.calls) == 3 and spy.calls[0]["masks"] is None
+    if first_points:
+        assert spy.calls[0]["points"][1].tolist() == [first_labels]
+    else:
+        assert spy.calls[0]["points"] is None
+    for run in (1, 2):  # one click more each run, the previous run's logits as the mask input
+        coords, labels = spy.calls[run]["points"]
+        assert coords.shape == (1, first_points + run, 2)
+        assert labels.tolist() == [prompt.point_labels[: first_points + run].tolist()]
+        assert spy.calls[run]["masks"].shape == (1, 1, 256, 256)
+        assert torch.equal(spy.calls[run]["masks"], outputs[run - 1][:, :1])
+    assert all(torch.equal(call["boxes"], spy.calls[0]["boxes"]) for call in spy.calls)
+
+
+def test_a_refined_mask_is_what_metas_predictor_gives_with_the_previous_logits_as_mask_input():
+    from segment_anything import SamPredictor
+
+    sam = tiny_sam()
+    predictor = SamPredictor(sam)
+    predictor.set_image(image().array)
+    scale = np.array([1024 / WIDTH, 683 / HEIGHT])
+    natural_box, point = np.array([60, 40, 300, 200], float), np.array([[150, 100]], float)
+    # Meta's predictor takes pixel indices: ours are continuous coordinates, half an input pixel apart.
+    meta_box = (natural_box.reshape(2, 2) - 0.5 / scale).reshape(4)
+    _, _, first = predictor.predict(box=meta_box, multimask_output=False)
+    masks, predicted_iou, _ = predictor.predict(point_coords=point - 0.5 / scale, point_labels=np.array([0]),
+                                                box=meta_box, mask_input=first, multimask_output=False)
+    result = segmenter(sam).segment(image(), box(*natural_box, points=point, labels=[0]))
+    assert np.array_equal(result.mask, masks[0])
+    assert result.score == pytest.approx(float(np.clip(predicted_iou[0], 0, 1)), abs=1e-6)
 
 
 # --- embedding cache -----------------------------------------------------------------------------
@@ -263,7 +318,7 @@ def test_concurrent_prompts_on_one_image_encode_once():
         (box(700, 10, 800, 60), "no area inside the 600x400 image"),
         (box(10, 10, 50, 50, points=[[500, 500]], labels=[1]), "outside"),
         (clicks([[10, 10]], [0]), "at least one positive click"),
-        (clicks([[10, 10], [20, 20], [30, 30]], [1, 1, 1], PromptKind.EXTREME), "exactly 4 points"),
+        (clicks([[10, 10], [20, 20], [30, 30]], [1, 1, 1], PromptKind.EXTREME), "needs 4 points"),
         (clicks([[10, 10], [10, 20], [10, 30], [10, 40]], [1, 1, 1, 1], PromptKind.EXTREME), "no area"),
         (clicks([[10, 10]], [1, 1]), "1 points but 2 point labels"),
         (clicks([[10, np.nan]], [1]), "finite"),

@@ -172,9 +172,10 @@ def bfloat16_features(segmenter):
             clicks([[200, 150], [400, 300]], [1, 0]),
             {"point_coords": [[200, 150], [400, 300]], "point_labels": [1, 0], "multimask_output": False},
         ),
-        (
+        (  # corrections: the box first, then the click with the box's low-res logits as the mask input
             box(60, 40, 300, 200, points=[[150, 100]], labels=[0]),
-            {"box": [60, 40, 300, 200], "point_coords": [[150, 100]], "point_labels": [0], "multimask_output": False},
+            {"box": [60, 40, 300, 200], "point_coords": [[150, 100]], "point_labels": [0], "multimask_output": False,
+             "refines": {"box": [60, 40, 300, 200], "multimask_output": False}},
         ),
         (
             clicks([[180, 40], [170, 200], [60, 120], [300, 110]], [1, 1, 1, 1], PromptKind.EXTREME),
@@ -185,17 +186,35 @@ def bfloat16_features(segmenter):
                 "multimask_output": False,
             },
         ),
+        (
+            clicks([[180, 40], [170, 200], [60, 120], [300, 110], [150, 100]], [1, 1, 1, 1, 0], PromptKind.EXTREME),
+            {
+                "box": [60, 40, 300, 200],
+                "point_coords": [[180, 40], [170, 200], [60, 120], [300, 110], [150, 100]],
+                "point_labels": [1, 1, 1, 1, 0],
+                "multimask_output": False,
+                "refines": {"box": [60, 40, 300, 200], "point_coords": [[180, 40], [170, 200], [60, 120], [300, 110]],
+                            "point_labels": [1, 1, 1, 1], "multimask_output": False},
+            },
+        ),
     ],
-    ids=["box", "one click", "two clicks", "box + negative click", "extreme points"],
+    ids=["box", "one click", "two clicks", "box + negative click", "extreme points", "extreme points + correction"],
 )
 def test_masks_are_metas_predictor_masks(segmenter, reference, prompt, reference_inputs):
     # Meta's predictor takes pixel indices; ours are continuous coordinates, half a pixel of the
     # input frame apart (the module docstring of backend.segmenters.sam).
-    inputs = dict(reference_inputs)
-    if "box" in inputs:
-        inputs["box"] = (np.reshape(inputs["box"], (2, 2)) - 0.5 / SCALE).reshape(4)
-    if "point_coords" in inputs:
-        inputs["point_coords"] = np.array(inputs["point_coords"]) - 0.5 / SCALE
+    def pixel_indices(inputs: dict) -> dict:
+        inputs = dict(inputs)
+        if "box" in inputs:
+            inputs["box"] = (np.reshape(inputs["box"], (2, 2)) - 0.5 / SCALE).reshape(4)
+        if "point_coords" in inputs:
+            inputs["point_coords"] = np.array(inputs["point_coords"]) - 0.5 / SCALE
+        return inputs
+
+    inputs = pixel_indices(reference_inputs)
+    if "refines" in inputs:  # the answer before the last click, its low-res logits fed back
+        _, _, previous = reference.predict(**pixel_indices(inputs.pop("refines")))
+        inputs["mask_input"] = previous
     masks, predicted_iou, _ = reference.predict(**inputs)
     best = int(np.argmax(predicted_iou))
 
@@ -225,7 +244,7 @@ def prompt_spy(segmenter):
     calls = []
 
     def record(module, args, kwargs):
-        assert kwargs["boxes"] is None and kwargs["masks"] is None  # boxes travel as labelled points
+        assert kwargs["boxes"] is None  # boxes travel as labelled points
         coords, labels = kwargs["points"]
         calls.append((coords.numpy()[0], labels.tolist()[0]))
 
@@ -255,7 +274,7 @@ def input_frame(points) -> np.ndarray:
 )
 def test_prompts_reach_the_prompt_encoder_in_the_stretched_input_frame(segmenter, prompt_spy, prompt, coords, labels):
     segmenter.segment(IMAGE, prompt)
-    [(sent_coords, sent_labels)] = prompt_spy
+    sent_coords, sent_labels = prompt_spy[-1]  # a box's click comes in a second run (a correction)
     np.testing.assert_allclose(sent_coords, input_frame(coords), atol=1e-3)
     assert sent_labels == labels
 

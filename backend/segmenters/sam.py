@@ -72,8 +72,10 @@ class PromptableModel(Protocol):
         points: torch.Tensor | None,
         labels: torch.Tensor | None,
         multimask: bool,
+        mask_input: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(low-res mask logits (1, K, h, w), predicted IoU (1, K)): K = 3 proposals or 1 mask."""
+        """(low-res mask logits (1, K, h, w), predicted IoU (1, K)): K = 3 proposals or 1 mask.
+        ``mask_input``: low-res logits (1, 1, h, w) of the previous answer to refine, or None."""
 
     def upscale(self, low_res_logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Low-res logits (1, 1, h, w) -> logits (1, 1, height, width) at the natural size."""
@@ -83,9 +85,16 @@ class SamSegmenter:
     """``segment(image, prompt) -> Segmentation`` with SAM 1 or SAM 2.1.
 
     BOX: the box, plus any clicks in ``prompt.points``. POINTS: positive/negative clicks.
-    EXTREME: the box bounding the 4 points plus the 4 points as positive clicks.
+    EXTREME: the box bounding the first 4 points plus those 4 as positive clicks, then any further
+    points as correction clicks with their labels.
     A single click alone is ambiguous, so SAM proposes 3 masks; every other prompt gets one mask.
     The answer is the proposal with the highest predicted IoU, which is also the score.
+
+    Correction clicks refine instead of starting over: a BOX with clicks and an EXTREME prompt with
+    corrections are decoded as the annotator built them, the box (or box and extreme points) first,
+    then one click more at a time, each run taking the previous one's low-res logits as its mask
+    input (as SAM was trained for interactive use, and as Meta's predictors take ``mask_input``).
+    The image features are computed once, so each further run is one decoder pass (milliseconds).
 
     Thread-safe: the image encoder runs under the cache's per-image computation and one encoder
     pass at a time (two at once would only split the cores and double the peak memory); the
@@ -140,24 +149,30 @@ class SamSegmenter:
         no area inside it, a kind without the inputs it needs).
         """
         height, width = image.height, image.width
-        box, points, labels = _sam_inputs(prompt, width, height)
+        box, points, labels, first = _sam_inputs(prompt, width, height)
         scale = self.model.input_scale(height, width)
         device = self.model.device
 
         def input_frame(xy: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(xy * scale - 0.5, dtype=torch.float32, device=device)
 
+        count = 0 if points is None else len(points)
         with torch.no_grad():
-            low_res_logits, predicted_iou = self.model.decode(
-                _each_tensor(self.embedding(image), lambda tensor: tensor.to(device)),
-                box=None if box is None else input_frame(box.reshape(2, 2)).reshape(4),
-                points=None if points is None else input_frame(points),
-                labels=None if labels is None else torch.as_tensor(labels, device=device),
-                multimask=box is None and len(points) == 1,  # one click alone
-            )
-            best = int(predicted_iou[0].argmax())
+            features = _each_tensor(self.embedding(image), lambda tensor: tensor.to(device))
+            previous = None
+            for used in range(first, count + 1) if count else [0]:  # one click more per run (corrections)
+                low_res_logits, predicted_iou = self.model.decode(
+                    features,
+                    box=None if box is None else input_frame(box.reshape(2, 2)).reshape(4),
+                    points=input_frame(points[:used]) if used else None,
+                    labels=torch.as_tensor(labels[:used], device=device) if used else None,
+                    multimask=box is None and used == 1,  # one click alone
+                    mask_input=previous,
+                )
+                best = int(predicted_iou[0].argmax())
+                previous = low_res_logits[:, best : best + 1]
             # Upscale only the chosen proposal: for a large photo each full-size float mask is big.
-            logits = self.model.upscale(low_res_logits[:, best : best + 1], height, width)
+            logits = self.model.upscale(previous, height, width)
             mask = (logits[0, 0] > self.model.mask_threshold).cpu().numpy()
         score = float(predicted_iou[0, best].clamp(0.0, 1.0))
         return Segmentation(mask=mask, score=score, label=prompt.label, model=self.model_name)
@@ -230,11 +245,11 @@ class SegmentAnything:
         pixels = torch.as_tensor(resized, device=self.sam.device).permute(2, 0, 1)[None].float()
         return self.sam.image_encoder(self.sam.preprocess(pixels))
 
-    def decode(self, features, box, points, labels, multimask):
+    def decode(self, features, box, points, labels, multimask, mask_input=None):
         sparse, dense = self.sam.prompt_encoder(
             points=None if points is None else (points[None], labels[None]),
             boxes=None if box is None else box[None],
-            masks=None,
+            masks=mask_input,
         )
         return self.sam.mask_decoder(
             image_embeddings=features,
@@ -301,8 +316,9 @@ def _each_tensor(features: Features, function) -> Features:
 
 def _sam_inputs(
     prompt: Prompt, width: int, height: int
-) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Validated (box (4,) or None, points (N, 2) or None, point labels (N,) or None) in natural pixels."""
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, int]:
+    """Validated (box (4,) or None, points (N, 2) or None, point labels (N,) or None, how many
+    points the first decoder run takes: the rest are corrections, one more per run) in natural pixels."""
     points = _points_inside(np.asarray(prompt.points, dtype=np.float64).reshape(-1, 2), width, height)
     labels = np.asarray(prompt.point_labels, dtype=np.int64).reshape(-1)
     if len(labels) != len(points):
@@ -313,16 +329,17 @@ def _sam_inputs(
         if prompt.box is None:
             raise PromptError("a box prompt needs a box")
         box = _box_inside(np.asarray(prompt.box, dtype=np.float64), width, height)
-        return box, (points if len(points) else None), (labels if len(points) else None)
+        return box, (points if len(points) else None), (labels if len(points) else None), 0
     if prompt.kind == PromptKind.POINTS:
         if not (labels == 1).any():
             raise PromptError("a click prompt needs at least one positive click")
-        return None, points, labels
+        return None, points, labels, len(points)
     if prompt.kind == PromptKind.EXTREME:
-        if len(points) != 4:
-            raise PromptError(f"an extreme-point prompt needs exactly 4 points, got {len(points)}")
-        box = _box_inside(np.concatenate([points.min(axis=0), points.max(axis=0)]), width, height)
-        return box, points, np.ones(4, dtype=np.int64)
+        if len(points) < 4:
+            raise PromptError(f"an extreme-point prompt needs 4 points (then any corrections), got {len(points)}")
+        extreme = points[:4]
+        box = _box_inside(np.concatenate([extreme.min(axis=0), extreme.max(axis=0)]), width, height)
+        return box, points, np.concatenate([np.ones(4, dtype=np.int64), labels[4:]]), 4
     raise PromptError(f"SAM cannot answer a {prompt.kind!r} prompt")
 
 

@@ -70,7 +70,7 @@ class Sam21:
             features["high_res_s0"], features["high_res_s1"] = feature_maps[0], feature_maps[1]
         return features
 
-    def decode(self, features, box, points, labels, multimask):
+    def decode(self, features, box, points, labels, multimask, mask_input=None):
         coords, point_labels = [], []
         if box is not None:
             coords.append(box.reshape(2, 2))
@@ -79,8 +79,10 @@ class Sam21:
             coords.append(points)
             point_labels.append(labels)
         prompt_encoder = self.model.sam_prompt_encoder
+        if mask_input is not None:  # what Meta's predictor hands back as the low-res logits to feed in
+            mask_input = torch.clamp(mask_input, -32.0, 32.0)
         sparse, dense = prompt_encoder(
-            points=(torch.cat(coords)[None], torch.cat(point_labels).int()[None]), boxes=None, masks=None
+            points=(torch.cat(coords)[None], torch.cat(point_labels).int()[None]), boxes=None, masks=mask_input
         )
         high_res = [features[name] for name in ("high_res_s0", "high_res_s1") if name in features]
         low_res_logits, predicted_iou, _, _ = self.model.sam_mask_decoder(
