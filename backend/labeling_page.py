@@ -27,6 +27,14 @@ So, for the extreme-point tool (4 clicks per object):
   (``policies.Applied.absorbed``); a mask answered as several regions (one polygon per part) hands
   each absorbed mask to the first of its parts that overlaps it.
 
+Correction clicks (``backend.routing``: a click near an object refines it; ``backend.known_objects``:
+the objects answered on the task) are answered with the refined mask under the **id of the mask it
+refines**, so accepting it replaces that region (with Auto-Accept on, or after ✓), or the earlier
+suggestion; no second region. Earlier parts a refined polygon mask no longer has come back dynamic
+(removed). The correction clicks themselves are dynamic on the page (drawn with a smart tool), so
+accepting the refined mask clears them; any that are no longer dynamic are echoed for removal
+(also when the project keeps extreme points: those stay read-only, the corrections go).
+
 A prompt the backend cannot serve (a label without a mask tool, a point outside the image, a box of
 no area, extreme points on one line, no segmenter for its kind) cannot be an error: Label Studio
 1.23 answers the page's ``/api/ml/<id>/interactive-annotating`` with HTTP 200 and ``{"errors":

@@ -33,6 +33,11 @@ requesting user's). Submitted annotations are not used, since the request does n
 is open. The merged mask comes back with the id of the region it absorbed, so the page replaces
 that region (``backend.labeling_page``, which also shapes the rest of the interactive answer for
 the page: extreme points stay on screen until their object's mask arrives).
+
+Correction clicks: each process remembers, per task, the extreme-point and rectangle objects it
+answered (``backend.known_objects``), so a click that arrives alone after the page accepted a mask
+(and deleted its points) still refines that object (``backend.routing``); the refined mask keeps
+the region id of the mask it refines, and is never merged with that mask itself.
 """
 
 from __future__ import annotations
@@ -385,20 +390,22 @@ class SegmentationModel:
         if task_key:
             masks = [region for region in answer if region.get("from_name") in config.mask_tools
                      and not region.get("dynamic")]
-            self._remember(task_key, routed, applied, parents, masks)
+            absorbed = {on_screen[a.segmentation.label][index][0]["id"] for a in applied for index in a.absorbed}
+            self._remember(task_key, routed, applied, parents, masks, [k for k in known if absorbed.intersection(
+                mask.get("id") for mask in k.mask_regions)])
         entry["result"] = answer + unserved_echoes(unserved)
         return entry
 
     def _remember(self, task_key: tuple, routed: Routed, applied: list, parents: list[int],
-                  masks: list[dict]) -> None:
+                  masks: list[dict], merged_away: list) -> None:
         """Records the EXTREME and BOX objects just answered, with their mask regions (``masks``: the
         answer's mask regions, one per entry of ``parents``), for correction clicks to come
-        (``backend.known_objects``). An object merged with other masks is forgotten: its region is
-        no longer its own mask."""
+        (``backend.known_objects``). An object merged with other masks is forgotten, as are the known
+        objects whose masks a merge absorbed (``merged_away``): their region is no longer their own mask."""
         regions_of: dict[int, list[dict]] = {}
         for region, parent in zip(masks, parents):
             regions_of.setdefault(parent, []).append(region_reference(region))
-        answered, forgotten = [], []
+        answered, forgotten = [], list(merged_away)
         for index, result in enumerate(applied):
             objects = [routed.objects[s] for s in result.sources if routed.objects[s] is not None]
             objects = [obj for obj in objects if None not in obj.anchor_ids]

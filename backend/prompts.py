@@ -18,7 +18,7 @@ import numpy as np
 class PromptKind(str, Enum):
     BOX = "box"  # a rectangle, optionally with clicks inside -> SAM (or custom model box mode)
     POINTS = "points"  # positive/negative clicks -> SAM
-    EXTREME = "extreme"  # exactly 4 positive extreme points -> custom model
+    EXTREME = "extreme"  # 4 positive extreme points, then any correction clicks (1/0) -> custom model
 
 
 @dataclass(frozen=True, eq=False)

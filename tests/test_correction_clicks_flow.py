@@ -273,3 +273,26 @@ def test_a_mask_merged_into_another_region_is_no_longer_corrected(page):
     assert merged["id"] == other["id"]
     result = page([keypoint(50, 35, tool="extreme")], task(drafts=[draft]), merge)
     assert brushes(result) == [] and [r["id"] for r in result] == ["kp50_35"]  # the first of a new group
+
+
+def test_an_object_whose_mask_a_later_object_absorbed_is_no_longer_corrected(page):
+    merge = {"policies": {"Car": {"merge_overlapping": True}}}
+    [first] = brushes(page(extreme_points(*CAR), extra_params=merge))
+    draft = {"id": 3, "result": [first], "updated_at": "2026-12-06T10:00:00Z"}
+    second = extreme_points(60, 30, 100, 70)
+    [merged] = brushes(page(second[3:] + second[:3], task(drafts=[draft]), merge))  # begun right of the first box
+    assert merged["id"] == first["id"]
+    result = page([keypoint(50, 35, tool="extreme")], task(drafts=[{**draft, "result": [merged]}]), merge)
+    assert brushes(result) == [] and [r["id"] for r in result] == ["kp50_35"]  # the first of a new group
+
+
+def test_a_polygon_part_the_refined_mask_no_longer_has_is_removed(tmp_path):
+    from test_app_polygons import POLYGON_CONFIG, PaintingSegmenter, post, with_speck_and_hole
+
+    app, _, _ = make_app(tmp_path, segmenters=SegmenterSet(sam=PaintingSegmenter(with_speck_and_hole),
+                                                           sam_name="sam-fake"))
+    [entry], _ = post(app, [rectangle(50, 20, 120, 70)], config=POLYGON_CONFIG)
+    body, speck = [r for r in entry["result"] if r["type"] == "polygonlabels"]
+    [entry], _ = post(app, [rectangle(50, 20, 120, 70)], {"policies": {"Car": {"keep_largest": True}}},
+                      config=POLYGON_CONFIG)  # the same rectangle again: the same object, now without the speck
+    assert [(r["id"], r.get("dynamic")) for r in entry["result"]] == [(body["id"], None), (speck["id"], True)]
