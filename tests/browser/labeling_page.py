@@ -226,15 +226,17 @@ class LabelingPage:
 
     def click(self, x: float, y: float, modifier: str | None = None) -> None:
         """A click at image pixel (x, y), holding ``modifier`` if given: "Alt" makes a smart point
-        negative; "Control" places a point on top of a mask (a plain click there selects the mask)."""
+        negative; "Control" places a point on top of a mask (a plain click there selects the mask);
+        "Alt+Control" both."""
         sx, sy = self._screen(x, y)
+        keys = modifier.split("+") if modifier else []
         self.page.mouse.move(sx, sy)
-        if modifier:
-            self.page.keyboard.down(modifier)
+        for key in keys:
+            self.page.keyboard.down(key)
         self.page.mouse.down()
         self.page.mouse.up()
-        if modifier:
-            self.page.keyboard.up(modifier)
+        for key in reversed(keys):
+            self.page.keyboard.up(key)
 
     def drag(self, x0: float, y0: float, x1: float, y1: float) -> None:
         """A drag from image pixel (x0, y0) to (x1, y1), as when drawing a rectangle."""

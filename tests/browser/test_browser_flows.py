@@ -85,16 +85,18 @@ def saved_masks(result: list[dict]) -> list[tuple[str, np.ndarray, str]]:
 
 
 def draw_extreme_points(labeling: LabelingPage, obj: SceneObject, auto_accept: bool,
-                        pending_screenshot: Path | None = None, modifier: str | None = None) -> float:
-    """Clicks the object's 4 extreme points (holding ``modifier``); returns seconds from the 4th
-    click to its mask. Checks that the points stay on the page until the mask comes, and go with it."""
-    for count, (x, y) in enumerate(obj.points[:3], start=1):
+                        pending_screenshot: Path | None = None, modifier: str | None = None, first: int = 0) -> float:
+    """Clicks the object's 4 extreme points (holding ``modifier``), beginning with point ``first``
+    (left, right, top, bottom); returns seconds from the 4th click to its mask. Checks that the
+    points stay on the page until the mask comes, and go with it."""
+    points = np.roll(obj.points, -first, axis=0)
+    for count, (x, y) in enumerate(points[:3], start=1):
         labeling.answered(lambda: labeling.click(x, y, modifier))
         # The answer is the points themselves: accepted at once, or offered as suggestions.
         labeling.wait_for_counts(points=count, suggestions=0 if auto_accept else count)
     if pending_screenshot:
         labeling.screenshot(pending_screenshot)
-    seconds = labeling.timed_until_mask(lambda: labeling.click(*obj.points[3], modifier))
+    seconds = labeling.timed_until_mask(lambda: labeling.click(*points[3], modifier))
     if not auto_accept:
         labeling.wait_for_counts(suggestions=1)  # the mask alone: the points were never accepted
         labeling.accept_suggestions()
@@ -167,8 +169,9 @@ def test_merge_overlapping_ends_with_one_region(labeling, project, click_to_mask
     click_to_mask["extreme_points_first_of_two"] = draw_extreme_points(labeling, first, auto_accept=True)
     [first_id] = [r["id"] for r in labeling.regions() if r["type"] == "brushregion"]
     labeling.wait_for_draft_with(first_id)  # the backend merges with what the page's draft holds
-    # Some of the second object's points lie on the first mask, where a plain click selects the mask.
-    seconds = draw_extreme_points(labeling, second, auto_accept=True, modifier="Control")
+    # Some of the second object's points lie on the first mask, where a plain click selects the mask;
+    # it begins at its right-most point, outside the first object's box (a point inside would correct it).
+    seconds = draw_extreme_points(labeling, second, auto_accept=True, modifier="Control", first=1)
     click_to_mask["extreme_points_merged"] = seconds
     labeling.wait_for_counts(masks=1)
     assert [r["id"] for r in labeling.regions()] == [first_id], "the merged mask must replace the first"
