@@ -369,7 +369,12 @@ class SegmentationModel:
         routed = prompts_from_regions(regions, config, image.width, image.height, known)
         unserved = list(zip(routed.error_regions, routed.errors))
         segmentations, served = [], []
+        limit = self.settings.max_prompt_regions
         for prompt, group, obj in zip(routed.prompts, routed.prompt_regions, routed.objects):
+            if len(prompt.points) > limit:  # remembered corrections are not in the request's count
+                unserved.append((group, f"{len(prompt.points)} points and correction clicks on one object, over "
+                                        f"the limit of {limit} (MAX_PROMPT_REGIONS): draw the object again"))
+                continue
             try:
                 segmentations.append(self._segment(image, prompt, project.segmenters))
                 served.append((prompt, group, obj))

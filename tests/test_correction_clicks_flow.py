@@ -296,3 +296,19 @@ def test_a_polygon_part_the_refined_mask_no_longer_has_is_removed(tmp_path):
     [entry], _ = post(app, [rectangle(50, 20, 120, 70)], {"policies": {"Car": {"keep_largest": True}}},
                       config=POLYGON_CONFIG)  # the same rectangle again: the same object, now without the speck
     assert [(r["id"], r.get("dynamic")) for r in entry["result"]] == [(body["id"], None), (speck["id"], True)]
+
+
+def test_an_object_with_more_corrections_than_the_limit_comes_back_with_the_reason(tmp_path):
+    app, segmenters, _ = make_app(tmp_path, max_prompt_regions=6)
+    client = app.test_client()
+    assert client.post("/setup", json=setup_body()).status_code == 200
+
+    def ask(context):
+        return client.post("/predict", json=predict_body([task()], context=context)).get_json()["results"][0]["result"]
+
+    ask(extreme_points(*CAR))
+    ask([keypoint(40, 30, tool="extreme")])
+    ask([keypoint(60, 30, tool="extreme")])  # 4 points and 2 corrections: at the limit
+    [echo] = ask([keypoint(40, 40, tool="extreme")])
+    assert echo["id"] == "kp40_40" and "over the limit of 6 (MAX_PROMPT_REGIONS)" in echo["meta"]["text"][0]
+    assert len(segmenters.extreme.prompts) == 3
