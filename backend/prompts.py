@@ -15,10 +15,16 @@ from enum import Enum
 import numpy as np
 
 
+EXTREME_POINTS = 4  # an EXTREME prompt's first points: left-, right-, top- and bottom-most, any order
+
+
 class PromptKind(str, Enum):
-    BOX = "box"  # a rectangle, optionally with clicks inside -> SAM (or custom model box mode)
+    # A rectangle, optionally with clicks -> SAM (inside the box), or the custom model's box mode
+    # (correction clicks: positive adds a missed part, negative removes a spill).
+    BOX = "box"
     POINTS = "points"  # positive/negative clicks -> SAM
-    EXTREME = "extreme"  # 4 positive extreme points, then any correction clicks (1/0) -> custom model
+    # 4 positive extreme points, then any correction clicks in the order clicked -> custom model.
+    EXTREME = "extreme"
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,8 +57,11 @@ class Prompt:
     """One object to segment.
 
     box: (x0, y0, x1, y1) in natural-image pixels, or None.
-    points: float array (N, 2) of (x, y) natural-image pixels (N may be 0).
-    point_labels: int array (N,), 1 = positive click, 0 = negative click.
+    points: float array (N, 2) of (x, y) natural-image pixels (N may be 0). For EXTREME, N >= 4:
+        rows 0-3 are the extreme points (label 1), rows 4.. correction clicks in the order clicked.
+        For a BOX the custom model answers, every row is a correction click.
+    point_labels: int array (N,), 1 = positive click (adds a missed part), 0 = negative click
+        (removes a spill); one label per point.
     label: the BrushLabels label the resulting mask gets.
     """
 

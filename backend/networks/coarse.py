@@ -1,8 +1,9 @@
 """Coarse stage: EfficientNet-Lite0 encoder + light FPN decoder on the prompt crop.
 
-Input  (B, 5, S, S) float: RGB scaled to [-1, 1] (x / 127.5 - 1, `prompt_crop.network_input`), the point heatmap
-       channel (Gaussians at the 4 extreme points; all zero for a box prompt) and the box
-       channel (1 inside the prompt's box, 0 outside), all in crop pixels.
+Input  (B, 7, S, S) float: RGB scaled to [-1, 1] (x / 127.5 - 1, `prompt_crop.network_input`), the point heatmap
+       channel (Gaussians at the 4 extreme points; all zero for a box prompt), the box
+       channel (1 inside the prompt's box, 0 outside), and the positive and negative correction
+       clicks (Gaussians like the heatmap's; all zero before any correction), all in crop pixels.
 Output (B, 1, S, S) mask logits over the same crop. S must be a multiple of 32.
 """
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from backend.networks.blocks import ConvBnRelu
 
-IN_CHANNELS = 5
+IN_CHANNELS = 7
 # Indices of the Lite0 blocks whose outputs are the stride-4, 8, 16 and 32 features.
 _SKIP_BLOCKS = (2, 4, 10, 15)
 _SKIP_CHANNELS = (24, 40, 112, 320)

@@ -5,7 +5,8 @@ and *crop* pixels of a square crop of side ``size`` (same convention inside the 
 covers an integer rectangle of the natural image, the ``CropWindow``, which may extend past
 the image borders; the part outside is padded with grey. The window is the prompt's box plus a
 relative margin, its shorter side widened to at least half the longer one so that thin objects
-are stretched at most 2x when resized to the square network input.
+are stretched at most 2x when resized to the square network input. Correction clicks are two more
+input channels; a positive click outside the window grows the prompt box (``box_with_clicks``).
 """
 
 from __future__ import annotations
@@ -119,10 +120,36 @@ def box_channel(box: tuple[float, float, float, float], size: int) -> np.ndarray
 
 
 def network_input(
-    image_crop: np.ndarray, points: np.ndarray, box: tuple[float, float, float, float]
+    image_crop: np.ndarray,
+    points: np.ndarray,
+    box: tuple[float, float, float, float],
+    positive: np.ndarray | None = None,
+    negative: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(5, S, S) float32 input of the coarse net from an (S, S, 3) uint8 crop, crop-pixel points
-    (4, 2) (empty for a box prompt) and the crop-pixel prompt box: RGB, heatmap, box channel."""
+    """(7, S, S) float32 input of the coarse net from an (S, S, 3) uint8 crop, crop-pixel points
+    (4, 2) (empty for a box prompt), the crop-pixel prompt box and crop-pixel correction clicks
+    (k, 2), positive and negative (none by default): RGB, heatmap, box channel, positive clicks,
+    negative clicks. A click is a Gaussian like an extreme point's (``point_heatmap``)."""
     size = image_crop.shape[0]
     rgb = image_crop.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
-    return np.concatenate([rgb, point_heatmap(points, size)[None], box_channel(box, size)[None]])
+    clicks = [point_heatmap(np.zeros((0, 2)) if c is None else c, size)[None] for c in (positive, negative)]
+    return np.concatenate([rgb, point_heatmap(points, size)[None], box_channel(box, size)[None], *clicks])
+
+
+def box_with_clicks(
+    box: tuple[float, float, float, float], positive: np.ndarray, margin: float
+) -> tuple[float, float, float, float]:
+    """The prompt box, grown to contain every positive natural-pixel click (k, 2) when one lies
+    outside its crop window: the annotator marks a part the extreme points (or the box) left out,
+    so the points were wrong there. Clicks inside the window leave the box (and the crop) as they
+    are; negative clicks never move it (outside the window the mask is empty anyway)."""
+    positive = np.asarray(positive, np.float64).reshape(-1, 2)
+    window = crop_window(box, margin)
+    outside = (
+        (positive[:, 0] < window.x0) | (positive[:, 0] > window.x1)
+        | (positive[:, 1] < window.y0) | (positive[:, 1] > window.y1)
+    )
+    if not outside.any():
+        return box
+    (x0, y0), (x1, y1) = positive.min(axis=0), positive.max(axis=0)
+    return (min(box[0], x0), min(box[1], y0), max(box[2], x1), max(box[3], y1))

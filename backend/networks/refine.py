@@ -1,8 +1,9 @@
 """Refinement stage: a small U-Net at twice the coarse crop resolution that sharpens the coarse mask.
 
-Input  (B, 6, R, R) float: RGB scaled to [-1, 1] (as the coarse stage), the coarse mask logits
-       (upsampled to R, divided by `LOGIT_SCALE`), the point heatmap and the box channel, all in
-       refinement-crop pixels (the same crop as the coarse stage, R = 2 S).
+Input  (B, 8, R, R) float: RGB scaled to [-1, 1] (as the coarse stage), the coarse mask logits
+       (upsampled to R, divided by `LOGIT_SCALE`), the point heatmap, the box channel and the
+       positive and negative correction clicks, all in refinement-crop pixels (the same crop as the
+       coarse stage, R = 2 S).
 Output (B, 1, R, R) refined mask logits = coarse logits + a learned residual.
 Fully convolutional: training may use windows of the crop; R must be a multiple of 8.
 """
@@ -15,7 +16,7 @@ from torch import nn
 
 from backend.networks.blocks import ConvBnRelu
 
-IN_CHANNELS = 6
+IN_CHANNELS = 8
 COARSE_CHANNEL = 3
 LOGIT_SCALE = 8.0  # keeps the coarse-logit input channel in a range similar to the others
 

@@ -2,6 +2,8 @@
 
 The manifest holds the model configuration, each file's sha256 and parameter count, and
 free-form provenance (training data, command, validation figures). Loading verifies sha256.
+Weights saved before the correction-click channels (5 coarse / 6 refinement inputs) load with
+zero kernels for the missing inputs: they take clicks and, without any, answer exactly as before.
 """
 
 from __future__ import annotations
@@ -76,6 +78,23 @@ def read_manifest(weights_dir: Path) -> dict:
         raise WeightsError(f"{path} is not valid JSON: {exc.msg}") from None
 
 
+def with_missing_inputs_zeroed(state: dict, expected: dict) -> dict:
+    """`state` with each convolution kernel that has fewer input channels than `expected`'s (the
+    first layer of weights older than the click channels) padded with zero kernels for the
+    missing, last, inputs; every other tensor as it is (a real mismatch still fails on load)."""
+    out = dict(state)
+    for key, tensor in state.items():
+        want = expected.get(key)
+        if (
+            want is not None and tensor.ndim == 4 and want.ndim == 4 and tensor.shape[1] < want.shape[1]
+            and tensor.shape[0] == want.shape[0] and tensor.shape[2:] == want.shape[2:]
+        ):
+            padded = torch.zeros(want.shape, dtype=tensor.dtype)
+            padded[:, : tensor.shape[1]] = tensor
+            out[key] = padded
+    return out
+
+
 def load_weights(weights_dir: Path, device: str = "cpu") -> tuple[CoarseNet, RefineNet, ModelConfig, dict]:
     """Both stages in eval mode (fp32) on `device`, their config and the manifest; sha256-verified."""
     weights_dir = Path(weights_dir)
@@ -93,6 +112,7 @@ def load_weights(weights_dir: Path, device: str = "cpu") -> tuple[CoarseNet, Ref
         if sha256_of(path) != entry["sha256"]:
             raise WeightsError(f"{path} does not match the sha256 in its manifest")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        module.load_state_dict(with_missing_inputs_zeroed(state, module.state_dict()))
         module.to(device).eval()
     return coarse, refine, config, manifest

@@ -1,4 +1,10 @@
-"""Custom two-stage model inference: 4 extreme points (or a box) -> mask at natural image size.
+"""Custom two-stage model inference: 4 extreme points (or a box), and any correction clicks after
+them -> mask at natural image size.
+
+Correction clicks (the prompt's points after the 4 extreme points, or a box prompt's points) are
+two more input channels, positive and negative; a positive click outside the crop window grows the
+prompt box to contain it (``prompt_crop.box_with_clicks``). Each click re-runs the whole model
+with every click so far: the answer depends on the clicks, not on an earlier mask.
 
 Pipeline per object: crop window = prompt box + margin (``backend.networks.prompt_crop``) ->
 coarse net at ``crop_size`` -> refinement net on the same window at ``refine_size`` -> refined
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -22,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from backend.networks.coarse import CoarseNet
-from backend.networks.prompt_crop import CropWindow, crop_window, network_input
+from backend.networks.prompt_crop import CropWindow, box_with_clicks, crop_window, network_input
 from backend.networks.refine import LOGIT_SCALE, RefineNet
 from backend.networks.weights import ModelConfig, load_weights
-from backend.prompts import Prompt, PromptError, PromptKind, Segmentation
+from backend.prompts import EXTREME_POINTS, Prompt, PromptError, PromptKind, Segmentation
 
 SCORE_BAND = 0.05
 
@@ -53,11 +60,12 @@ class ExtremeSegmenter:
         return f"extreme-{self.version}"
 
     def segment(self, image: HasPixels, prompt: Prompt) -> Segmentation:
-        """Mask (H, W) bool of the natural image for an EXTREME prompt (4 points, any order) or a BOX
-        prompt; ``stage_ms`` holds the wall time of the coarse stage, the refinement and the paste-back."""
-        points, box = prompt_geometry(prompt)
+        """Mask (H, W) bool of the natural image for an EXTREME prompt (4 points, any order, then any
+        correction clicks) or a BOX prompt (its points are correction clicks); ``stage_ms`` holds
+        the wall time of the coarse stage, the refinement and the paste-back."""
+        geometry = prompt_geometry(prompt)
         stage_ms: dict[str, float] = {}
-        window, crop = self.predict_crop(image.array, points, box, stage_ms)
+        window, crop = self.predict_crop(image.array, geometry, stage_ms)
         start = time.perf_counter()
         mask = window.paste(crop, image.array.shape[:2], threshold=0.5)
         stage_ms["paste"] = (time.perf_counter() - start) * 1000
@@ -67,24 +75,22 @@ class ExtremeSegmenter:
 
     @torch.no_grad()
     def predict_crop(
-        self,
-        image: np.ndarray,
-        points: np.ndarray,
-        box: tuple[float, float, float, float],
-        stage_ms: dict[str, float] | None = None,
+        self, image: np.ndarray, geometry: "PromptGeometry", stage_ms: dict[str, float] | None = None
     ) -> tuple[CropWindow, np.ndarray]:
-        """The crop window and its (R, R) float32 foreground probabilities for natural-pixel points
-        (4, 2), or (0, 2) for a box prompt, and the prompt box. Each stage's wall time (its input
-        crop included) goes into ``stage_ms`` ("coarse", "refine") when given."""
+        """The crop window and its (R, R) float32 foreground probabilities for a prompt's geometry
+        (natural pixels). Each stage's wall time (its input crop included) goes into ``stage_ms``
+        ("coarse", "refine") when given."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         stage_ms = {} if stage_ms is None else stage_ms
+        box = box_with_clicks(geometry.box, geometry.positive, self.config.margin)
         window = crop_window(box, self.config.margin)
         start = time.perf_counter()
         # The crop and its mirror image in one batch; averaging the two cancels any left/right bias.
-        coarse_logits = self.coarse(_with_mirror(self._input(image, window, points, box, self.config.crop_size)))
+        coarse_input = self._input(image, window, geometry, box, self.config.crop_size)
+        coarse_logits = self.coarse(_with_mirror(coarse_input))
         stage_ms["coarse"], start = self._since(start), time.perf_counter()
-        refine_input = _with_mirror(self._input(image, window, points, box, self.config.refine_size))
+        refine_input = _with_mirror(self._input(image, window, geometry, box, self.config.refine_size))
         probabilities = torch.sigmoid(self.refine(refine_stage_input(refine_input, coarse_logits)))
         averaged = ((probabilities[0, 0] + probabilities[1, 0].flip(-1)) / 2).float().cpu().numpy()
         stage_ms["refine"] = self._since(start)
@@ -96,8 +102,11 @@ class ExtremeSegmenter:
             torch.cuda.synchronize(self.device)
         return (time.perf_counter() - start) * 1000
 
-    def _input(self, image, window: CropWindow, points, box, size: int) -> torch.Tensor:
-        array = network_input(window.extract(image, size), window.to_crop(points, size), window.box_to_crop(box, size))
+    def _input(self, image, window: CropWindow, geometry: "PromptGeometry", box, size: int) -> torch.Tensor:
+        array = network_input(
+            window.extract(image, size), window.to_crop(geometry.points, size), window.box_to_crop(box, size),
+            window.to_crop(geometry.positive, size), window.to_crop(geometry.negative, size),
+        )
         return torch.from_numpy(array)[None].to(self.device)
 
 
@@ -119,23 +128,51 @@ def certainty_score(probabilities: np.ndarray) -> float:
 
 
 def refine_stage_input(refine_input: torch.Tensor, coarse_logits: torch.Tensor) -> torch.Tensor:
-    """(B, 6, R, R) refinement input: (B, 5, R, R) RGB/heatmap/box at the refinement size with the
-    (B, 1, S, S) coarse logits upsampled to R and scaled inserted as channel 3."""
+    """(B, 8, R, R) refinement input: (B, 7, R, R) RGB/heatmap/box/clicks at the refinement size with
+    the (B, 1, S, S) coarse logits upsampled to R and scaled inserted as channel 3."""
     coarse_up = F.interpolate(coarse_logits, size=refine_input.shape[-2:], mode="bilinear", align_corners=False)
     return torch.cat([refine_input[:, :3], coarse_up / LOGIT_SCALE, refine_input[:, 3:]], dim=1)
 
 
-def prompt_geometry(prompt: Prompt) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Natural-pixel points (4, 2) for EXTREME (empty for BOX) and the prompt box (x0, y0, x1, y1)."""
+@dataclass(frozen=True)
+class PromptGeometry:
+    """What the model reads from a prompt, in natural pixels: the extreme points (4, 2) (empty for
+    a box), the prompt box (x0, y0, x1, y1), and the correction clicks, positive and negative (k, 2)."""
+
+    points: np.ndarray
+    box: tuple[float, float, float, float]
+    positive: np.ndarray
+    negative: np.ndarray
+
+
+def prompt_geometry(prompt: Prompt) -> PromptGeometry:
+    """The geometry of an EXTREME prompt (4 extreme points, then correction clicks) or a BOX prompt
+    (its points are correction clicks); a PromptError for any other prompt, fewer than 4 extreme
+    points, labels that do not match the points, or non-finite coordinates."""
+    points = np.asarray(prompt.points, np.float32).reshape(-1, 2)
+    labels = np.asarray(prompt.point_labels).reshape(-1)
+    if len(labels) != len(points):
+        raise PromptError(f"{len(points)} points but {len(labels)} point labels")
+    if not np.isfinite(points).all():
+        raise PromptError("prompt points must be finite")
+    if not np.isin(labels, (0, 1)).all():
+        raise PromptError("point labels must be 1 (positive) or 0 (negative)")
     if prompt.kind == PromptKind.EXTREME:
-        points = np.asarray(prompt.points, np.float32).reshape(-1, 2)
-        if len(points) != 4 or not np.isfinite(points).all():
-            raise PromptError(f"an extreme-point prompt needs 4 finite points, got {len(points)}")
-        (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
-        return points, (float(x0), float(y0), float(x1), float(y1))
-    if prompt.kind == PromptKind.BOX:
+        if len(points) < EXTREME_POINTS:
+            raise PromptError(f"an extreme-point prompt needs {EXTREME_POINTS} points, got {len(points)}")
+        if not labels[:EXTREME_POINTS].all():
+            raise PromptError(f"the first {EXTREME_POINTS} points of an extreme-point prompt must be positive")
+        extreme, clicks, click_labels = points[:EXTREME_POINTS], points[EXTREME_POINTS:], labels[EXTREME_POINTS:]
+        (x0, y0), (x1, y1) = extreme.min(axis=0), extreme.max(axis=0)
+        box = (float(x0), float(y0), float(x1), float(y1))
+    elif prompt.kind == PromptKind.BOX:
         if prompt.box is None:
             raise PromptError("a box prompt needs a box")
         x0, y0, x1, y1 = (float(v) for v in prompt.box)
-        return np.zeros((0, 2), np.float32), (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-    raise PromptError(f"the extreme-point model takes EXTREME or BOX prompts, not {prompt.kind.value}")
+        if not all(np.isfinite((x0, y0, x1, y1))):
+            raise PromptError("a box prompt needs a finite box")
+        extreme, clicks, click_labels = np.zeros((0, 2), np.float32), points, labels
+        box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    else:
+        raise PromptError(f"the extreme-point model takes EXTREME or BOX prompts, not {prompt.kind.value}")
+    return PromptGeometry(extreme, box, clicks[click_labels == 1], clicks[click_labels == 0])

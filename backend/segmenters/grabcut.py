@@ -32,7 +32,7 @@ class GrabCutSegmenter:
         Returns a (H, W) bool mask."""
         if prompt.kind not in (PromptKind.BOX, PromptKind.EXTREME):
             raise PromptError(f"GrabCut needs a box or extreme points, not {prompt.kind.value} prompts")
-        _, box = prompt_geometry(prompt)
+        box = prompt_geometry(prompt).box  # GrabCut reads no correction clicks
         pixels = image.array
         height, width = pixels.shape[:2]
         x0, y0, x1, y1 = _pixel_box(box, width, height)

@@ -39,7 +39,8 @@ class TrainingExamples(torch.utils.data.Dataset):
 
 
 def make_example(sample: Sample, config: ModelConfig, rng: np.random.Generator, augment: bool = True) -> dict:
-    """Tensors: coarse_input (5, S, S), refine_input (5, R, R) (RGB, heatmap, box), coarse_target
+    """Tensors: coarse_input (7, S, S), refine_input (7, R, R) (RGB, heatmap, box, and the two click
+    channels, empty: ``simulated_corrections`` adds clicks to a batch with the model), coarse_target
     (1, S, S) and refine_target (1, R, R) in [0, 1], window (2,) int64 top-left (x, y) of the
     R/2-sized refinement training window."""
     image, mask = sample

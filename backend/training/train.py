@@ -1,7 +1,8 @@
 """Training loop for the two-stage extreme-point model, and ``python -m backend train``.
 
 ``train(...)`` is the one code path for the default weights, the CLI and the retraining webhook:
-it trains both stages jointly (the refinement stage sees the detached coarse logits), validates
+it trains both stages jointly (the refinement stage sees the detached coarse logits), gives a share
+of each batch simulated correction clicks (``simulated_corrections``), validates
 mIoU from extreme points every ``eval_every`` steps, checkpoints every ``checkpoint_every`` steps
 (resuming from ``out_dir/checkpoint.pt`` when present) and finally writes a weights directory
 (``backend.networks.weights``) into ``out_dir``.
@@ -39,9 +40,11 @@ from backend.segmenters.extreme import ExtremeSegmenter, refine_stage_input
 from backend.training.anchoring import Anchoring
 from backend.training.datasets import CocoSamples, LabelStudioSamples, Sample, SyntheticSamples
 from backend.training.examples import TrainingExamples
-from backend.training.validation import evaluate_miou
+from backend.training.simulated_corrections import CORRECTED_FRACTION, add_simulated_corrections
+from backend.training.validation import click_curve, evaluate_miou
 
 CHECKPOINT = "checkpoint.pt"
+REPORT_CLICKS = 3
 ProgressCallback = Callable[[int, int, dict], None]
 
 
@@ -64,6 +67,7 @@ def train(
     version: str | None = None,
     provenance: dict | None = None,
     anchoring: Anchoring | None = None,
+    corrections: float = CORRECTED_FRACTION,
 ) -> dict:
     """Train (or fine-tune from `init_weights_dir`) and write a weights directory to `out_dir`.
 
@@ -71,7 +75,8 @@ def train(
     `config` (default ``ModelConfig()``) sets the sizes. `progress_cb(step, steps, metrics)` is
     called after every step. With `anchoring` (fine-tuning a project's few annotations) the
     batch-norm statistics stay the parent's and the weights are pulled toward the parent's
-    (``backend.training.anchoring``). Empty `samples_val` skips validation. Returns the final
+    (``backend.training.anchoring``). `corrections` is the share of examples trained with 1-3
+    simulated correction clicks. Empty `samples_val` skips validation. Returns the final
     metrics: steps, train_loss (mean of the last 50 steps), val_miou_extreme and val_miou_box (with
     validation samples), seconds, and the eval history.
     """
@@ -138,6 +143,11 @@ def train(
             drop_last=len(samples_train) >= batch_size, worker_init_fn=_single_threaded_opencv,
         )
         for batch in loader:
+            if corrections > 0:
+                coarse.eval()
+                rng = np.random.default_rng([seed, state["step"]])
+                batch = add_simulated_corrections(coarse, batch, rng, device, corrections)
+                train_mode()
             loss, parts = step_loss(coarse, refine, batch, device)
             if anchoring is not None:
                 loss = loss + anchoring.penalty(parameters, parent)
@@ -174,7 +184,8 @@ def train(
     save_weights(
         out_dir, coarse, refine, config, version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
         {**(provenance or {}), "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                                             "device": device, "train_samples": len(samples_train),
+                                             "device": device, "corrections": corrections,
+                                             "train_samples": len(samples_train),
                                              "val_samples": len(samples_val), "metrics": metrics,
                                              **({"anchoring": asdict(anchoring)} if anchoring else {})}},
     )
@@ -250,12 +261,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="data loader worker processes")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--corrections", type=float, default=CORRECTED_FRACTION, metavar="FRACTION",
+                        help="share of training examples given 1-3 simulated correction clicks "
+                             f"(default {CORRECTED_FRACTION}; 0 trains the first mask only)")
     parser.add_argument("--crop-size", type=int, default=ModelConfig.crop_size,
                         help="coarse crop side (multiple of 32; refinement uses twice it); ignored with --init")
     parser.add_argument("--version", help="version string for the manifest (default: a UTC timestamp)")
     parser.add_argument("--report", type=int, default=0, metavar="N",
                         help="after training, add held-out synthetic figures on N samples (model from extreme "
-                             "points and boxes, GrabCut from the points' box) to the manifest")
+                             "points and boxes, after 0-3 simulated correction clicks, GrabCut from the "
+                             "points' box) to the manifest")
     parser.add_argument("--report-only", action="store_true",
                         help="skip training: write the --report figures for the weights already in --out")
 
@@ -300,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = train(
         samples_train, samples_val, args.init, args.out, args.steps, args.batch_size, args.lr, args.seed, device,
         config=config, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-        num_workers=args.workers, version=args.version, provenance=provenance,
+        num_workers=args.workers, version=args.version, provenance=provenance, corrections=args.corrections,
     )
     if args.report:
         add_heldout_report(args.out, args.report, args.seed, device)
@@ -320,6 +335,9 @@ def add_heldout_report(weights_dir: Path, count: int, seed: int, device: str) ->
         "miou_extreme_points": round(evaluate_miou(segmenter, samples, PromptKind.EXTREME), 4),
         "miou_box": round(evaluate_miou(segmenter, samples, PromptKind.BOX), 4),
         "miou_grabcut_points_box": round(evaluate_miou(GrabCutSegmenter(), samples, PromptKind.EXTREME), 4),
+        "miou_extreme_after_clicks": [round(v, 4) for v in click_curve(segmenter, samples, REPORT_CLICKS)],
+        "clicks": f"0-{REPORT_CLICKS} simulated correction clicks after exact extreme points "
+                  "(backend.training.correction_clicks, 2 px jitter)",
     }
     manifest = read_manifest(weights_dir)
     manifest["validation"] = report

@@ -1,4 +1,5 @@
-"""Validation metrics: mean IoU of a segmenter over samples, from exact extreme points or tight boxes."""
+"""Validation metrics: mean IoU of a segmenter over samples, from exact extreme points or tight boxes,
+and after simulated correction clicks (``correction_clicks.next_click``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from backend.prompts import Prompt, PromptKind
+from backend.training.correction_clicks import next_click
 from backend.training.datasets import Sample
 from backend.training.mask_prompts import extreme_points, mask_box
 
@@ -55,6 +57,40 @@ def instance_ious(
         if progress is not None:
             progress(index + 1, len(samples))
     return scores
+
+
+def click_curve(
+    segmenter,
+    samples: Sequence[Sample],
+    clicks: int,
+    kind: PromptKind = PromptKind.EXTREME,
+    jitter_px: float = 2.0,
+    seed: int = 0,
+) -> list[float]:
+    """Mean IoU after 0, 1, ..., `clicks` simulated correction clicks: the ideal `kind` prompt, then
+    each click at the largest error of the mask so far (jittered by up to `jitter_px`), all clicks
+    sent with the prompt. A sample whose mask is exact keeps its IoU for the clicks it needs no more."""
+    if not len(samples):
+        raise ValueError("no validation samples")
+    rng = np.random.default_rng(seed)
+    curves = []
+    for image, mask in samples:
+        prompt = prompt_for(mask, kind)
+        pixels = _Pixels(image)
+        predicted = segmenter.segment(pixels, prompt).mask
+        curve = [iou(predicted, mask)]
+        for _ in range(clicks):
+            click = next_click(predicted, mask, rng, jitter_px)
+            if click is not None:
+                prompt = Prompt(
+                    kind=prompt.kind, label=prompt.label, box=prompt.box,
+                    points=np.vstack([prompt.points, [[click.x, click.y]]]).astype(np.float32),
+                    point_labels=np.append(prompt.point_labels, int(click.positive)).astype(np.int64),
+                )
+                predicted = segmenter.segment(pixels, prompt).mask
+            curve.append(iou(predicted, mask))
+        curves.append(curve)
+    return [float(v) for v in np.mean(curves, axis=0)]
 
 
 class _Pixels:
