@@ -3,7 +3,8 @@
     .venv/bin/python bench/model_latency.py [--weights DIR] [--threads 2] [--runs 20] [--device cpu]
 
 Prints parameter counts, fp16 file sizes, median/p90 milliseconds of the coarse stage, the
-refinement stage, and a whole ``segment`` call (crop, both stages, paste back) on a 1024x768 photo.
+refinement stage, and a whole ``segment`` call (crop, both stages, paste back) on a 1024x768 photo:
+from the 4 extreme points, and with 2 correction clicks after them (a correction re-runs the call).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from backend.networks.coarse import IN_CHANNELS  # noqa: E402
 from backend.networks.weights import parameter_count  # noqa: E402
 from backend.prompts import Prompt, PromptKind  # noqa: E402
 from backend.segmenters.extreme import ExtremeSegmenter, refine_stage_input  # noqa: E402
@@ -49,12 +51,15 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     segmenter = ExtremeSegmenter.load(args.weights, args.device)
     config = segmenter.config
-    coarse_in = torch.randn(1, 5, config.crop_size, config.crop_size, device=args.device)
-    refine_in = torch.randn(1, 5, config.refine_size, config.refine_size, device=args.device)
+    coarse_in = torch.randn(1, IN_CHANNELS, config.crop_size, config.crop_size, device=args.device)
+    refine_in = torch.randn(1, IN_CHANNELS, config.refine_size, config.refine_size, device=args.device)
     coarse_logits = torch.randn(1, 1, config.crop_size, config.crop_size, device=args.device)
     image = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
     points = np.array([[500, 200], [300, 400], [500, 600], [700, 380]], np.float32)
     prompt = Prompt(kind=PromptKind.EXTREME, label="object", points=points, point_labels=np.ones(4, np.int64))
+    clicks = np.array([[520, 420], [340, 250]], np.float32)  # one positive, one negative
+    corrected = Prompt(kind=PromptKind.EXTREME, label="object", points=np.vstack([points, clicks]),
+                       point_labels=np.array([1, 1, 1, 1, 1, 0]))
 
     class Pixels:
         array = image
@@ -68,6 +73,7 @@ def main() -> int:
             "coarse": timed(lambda: segmenter.coarse(coarse_in), args.runs),
             "refine": timed(lambda: segmenter.refine(refine_stage_input(refine_in, coarse_logits)), args.runs),
             "segment_1024x768": timed(lambda: segmenter.segment(Pixels, prompt), args.runs),
+            "segment_1024x768_2_clicks": timed(lambda: segmenter.segment(Pixels, corrected), args.runs),
         }
     print(json.dumps(report, indent=2))
     return 0

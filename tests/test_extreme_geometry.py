@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from backend.networks.prompt_crop import CropWindow, box_channel, crop_window, network_input, point_heatmap
+from backend.networks.prompt_crop import (
+    CropWindow,
+    box_channel,
+    box_with_clicks,
+    crop_window,
+    network_input,
+    point_heatmap,
+)
 
 
 def test_window_is_box_plus_margin_of_larger_side():
@@ -74,7 +81,35 @@ def test_paste_of_window_outside_image_is_empty():
 def test_network_input_channels():
     crop = np.zeros((32, 32, 3), np.uint8)
     x = network_input(crop, np.array([[16.5, 0.5]]), (0, 0, 32, 32))
-    assert x.shape == (5, 32, 32)
+    assert x.shape == (7, 32, 32)
     assert x[:3].min() == pytest.approx(-1.0)
     assert np.unravel_index(np.argmax(x[3]), (32, 32)) == (0, 16)
     assert x[4].all()
+    assert not x[5:].any()  # no correction clicks
+
+
+def test_network_input_click_channels():
+    crop = np.zeros((32, 32, 3), np.uint8)
+    x = network_input(crop, np.zeros((0, 2)), (0, 0, 32, 32), positive=np.array([[4.5, 20.5], [30.5, 2.5]]),
+                      negative=np.array([[10.5, 10.5]]))
+    assert not x[3].any()  # a box prompt: no extreme points
+    assert x[5, 20, 4] == pytest.approx(1.0) and x[5, 2, 30] == pytest.approx(1.0)
+    assert x[5, 10, 10] < 0.01
+    assert np.unravel_index(np.argmax(x[6]), (32, 32)) == (10, 10)
+    np.testing.assert_array_equal(x[6], point_heatmap(np.array([[10.5, 10.5]]), 32))  # drawn as extreme points are
+
+
+def test_clicks_inside_the_window_leave_the_box_alone():
+    box = (100.0, 100.0, 200.0, 160.0)
+    window = crop_window(box, 0.15)
+    inside = np.array([[window.x0 + 1, window.y0 + 1], [150, 130]], np.float32)
+    assert box_with_clicks(box, inside, 0.15) == box
+    assert box_with_clicks(box, np.zeros((0, 2)), 0.15) == box
+
+
+def test_a_positive_click_outside_the_window_grows_the_box_to_contain_it():
+    box = (100.0, 100.0, 200.0, 160.0)
+    grown = box_with_clicks(box, np.array([[150, 130], [260, 40]], np.float32), 0.15)
+    assert grown == (100.0, 40.0, 260.0, 160.0)
+    window = crop_window(grown, 0.15)
+    assert window.x0 < 100 and window.x1 > 260 and window.y0 < 40 and window.y1 > 160

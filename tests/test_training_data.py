@@ -70,8 +70,9 @@ def test_training_example_tensors_and_targets():
     config = ModelConfig(crop_size=64, refine_size=128)
     samples = SyntheticSamples(3, seed=0)
     example = make_example(samples[1], config, np.random.default_rng(0))
-    assert example["coarse_input"].shape == (5, 64, 64)
-    assert example["refine_input"].shape == (5, 128, 128)
+    assert example["coarse_input"].shape == (7, 64, 64)
+    assert example["refine_input"].shape == (7, 128, 128)
+    assert not example["coarse_input"][5:].any() and not example["refine_input"][5:].any()  # no clicks yet
     assert example["coarse_target"].shape == (1, 64, 64) and example["refine_target"].shape == (1, 128, 128)
     assert 0 < example["refine_target"].mean() < 1
     x, y = example["window"].tolist()
