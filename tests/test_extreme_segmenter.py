@@ -98,8 +98,9 @@ def test_segment_from_box(segmenter):
 
 def test_bad_prompts_are_refused(segmenter):
     image, _ = scene((50, 50), (25, 25), (10, 10))
-    with pytest.raises(ValueError, match="4 finite points"):
-        segmenter.segment(Pixels(image), Prompt(kind=PromptKind.EXTREME, label="x", points=np.zeros((3, 2))))
+    with pytest.raises(ValueError, match="needs 4 points"):
+        segmenter.segment(Pixels(image), Prompt(kind=PromptKind.EXTREME, label="x", points=np.zeros((3, 2)),
+                                                point_labels=np.ones(3, np.int64)))
     with pytest.raises(ValueError, match="EXTREME or BOX"):
         segmenter.segment(Pixels(image), Prompt(kind=PromptKind.POINTS, label="x", points=np.zeros((1, 2))))
     with pytest.raises(ValueError, match="uint8"):

@@ -149,6 +149,8 @@ def prompt_geometry(prompt: Prompt) -> PromptGeometry:
     """The geometry of an EXTREME prompt (4 extreme points, then correction clicks) or a BOX prompt
     (its points are correction clicks); a PromptError for any other prompt, fewer than 4 extreme
     points, labels that do not match the points, or non-finite coordinates."""
+    if prompt.kind not in (PromptKind.EXTREME, PromptKind.BOX):
+        raise PromptError(f"the extreme-point model takes EXTREME or BOX prompts, not {prompt.kind.value}")
     points = np.asarray(prompt.points, np.float32).reshape(-1, 2)
     labels = np.asarray(prompt.point_labels).reshape(-1)
     if len(labels) != len(points):
@@ -165,7 +167,7 @@ def prompt_geometry(prompt: Prompt) -> PromptGeometry:
         extreme, clicks, click_labels = points[:EXTREME_POINTS], points[EXTREME_POINTS:], labels[EXTREME_POINTS:]
         (x0, y0), (x1, y1) = extreme.min(axis=0), extreme.max(axis=0)
         box = (float(x0), float(y0), float(x1), float(y1))
-    elif prompt.kind == PromptKind.BOX:
+    else:
         if prompt.box is None:
             raise PromptError("a box prompt needs a box")
         x0, y0, x1, y1 = (float(v) for v in prompt.box)
@@ -173,6 +175,4 @@ def prompt_geometry(prompt: Prompt) -> PromptGeometry:
             raise PromptError("a box prompt needs a finite box")
         extreme, clicks, click_labels = np.zeros((0, 2), np.float32), points, labels
         box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-    else:
-        raise PromptError(f"the extreme-point model takes EXTREME or BOX prompts, not {prompt.kind.value}")
     return PromptGeometry(extreme, box, clicks[click_labels == 1], clicks[click_labels == 0])
