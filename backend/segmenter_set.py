@@ -88,7 +88,7 @@ def _load_extreme(settings: Settings, device: str) -> tuple[object | None, str]:
     try:
         from backend.segmenters.extreme import ExtremeSegmenter
 
-        extreme = ExtremeSegmenter.load(settings.extreme_weights, device)
+        extreme = ExtremeSegmenter.load(settings.extreme_weights, device, settings.extreme_native_refine)
     except Exception as exc:
         log.exception("extreme-point model failed to load from %s", settings.extreme_weights)
         return None, f"failed to load {settings.extreme_weights}: {type(exc).__name__}: {exc}"

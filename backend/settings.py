@@ -22,6 +22,18 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _switch(value: str | None, name: str, default: bool) -> bool:
+    """An on/off setting; anything else is an error naming the variable (a typo must not pass as off)."""
+    if value is None or value.strip() == "":
+        return default
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be on or off (true/false, 1/0, yes/no), got {value!r}")
+
+
 def _list(value: str | None) -> tuple[str, ...]:
     """A comma- or space-separated list."""
     return tuple(item for item in (value or "").replace(",", " ").split() if item)
@@ -64,6 +76,8 @@ class Settings:
     model_dir: Path = REPO_ROOT / "var"
     # Custom extreme-point model weights (directory with manifest.json); default: the committed ones.
     extreme_weights: Path = REPO_ROOT / "model_weights" / "extreme"
+    # Edge-aware refinement of its masks at the photo's resolution (backend.segmenters.native_refine).
+    extreme_native_refine: bool = False
     # SAM: checkpoint path (None or missing file -> SAM disabled, box fallback to the custom model).
     sam_model_type: str = DEFAULT_SAM_TYPE  # one of backend.segmenters.sam_types.SAM_TYPES
     sam_checkpoint: Path | None = None
@@ -142,6 +156,8 @@ class Settings:
         return cls(
             model_dir=Path(env.get("MODEL_DIR") or defaults.model_dir),
             extreme_weights=Path(env.get("EXTREME_WEIGHTS") or defaults.extreme_weights),
+            extreme_native_refine=_switch(env.get("EXTREME_NATIVE_REFINE"), "EXTREME_NATIVE_REFINE",
+                                          defaults.extreme_native_refine),
             sam_model_type=env.get("SAM_MODEL_TYPE") or defaults.sam_model_type,
             sam_checkpoint=Path(checkpoint) if checkpoint else None,
             device=env.get("DEVICE") or defaults.device,

@@ -4,7 +4,9 @@
 
 Prints parameter counts, fp16 file sizes, median/p90 milliseconds of the coarse stage, the
 refinement stage, and a whole ``segment`` call (crop, both stages, paste back) on a 1024x768 photo:
-from the 4 extreme points, and with 2 correction clicks after them (a correction re-runs the call).
+from the 4 extreme points, and with 2 correction clicks after them (a correction re-runs the call);
+then whole calls on scikit-image's coffee photo (the cup's extreme points) at its own size and
+doubled (1200x800), without and with the native-resolution refinement (EXTREME_NATIVE_REFINE).
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
+import skimage.data
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.networks.coarse import IN_CHANNELS  # noqa: E402
 from backend.networks.weights import parameter_count  # noqa: E402
-from backend.prompts import Prompt, PromptKind  # noqa: E402
+from backend.prompts import LoadedImage, Prompt, PromptKind  # noqa: E402
 from backend.segmenters.extreme import ExtremeSegmenter, refine_stage_input  # noqa: E402
+from backend.segmenters.native_refine import NativeRefinement  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 
@@ -75,8 +80,29 @@ def main() -> int:
             "segment_1024x768": timed(lambda: segmenter.segment(Pixels, prompt), args.runs),
             "segment_1024x768_2_clicks": timed(lambda: segmenter.segment(Pixels, corrected), args.runs),
         }
+        report.update(photo_calls(segmenter, args.runs))
     print(json.dumps(report, indent=2))
     return 0
+
+
+# The coffee cup's extreme points (left, right, top, bottom) in the 600x400 photo.
+CUP_POINTS = np.array([[173.5, 111.5], [409.5, 123.5], [295.5, 18.5], [223.5, 307.5]], np.float32)
+
+
+def photo_calls(segmenter: ExtremeSegmenter, runs: int) -> dict:
+    """Whole calls on the coffee photo, at its size and doubled, plain and natively refined."""
+    native = ExtremeSegmenter(segmenter.coarse, segmenter.refine, segmenter.config, segmenter.version,
+                              segmenter.device, NativeRefinement())
+    photo = skimage.data.coffee()
+    report = {}
+    for scale in (1, 2):
+        image = LoadedImage(cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC), "coffee")
+        prompt = Prompt(kind=PromptKind.EXTREME, label="cup", points=CUP_POINTS * scale,
+                        point_labels=np.ones(4, np.int64))
+        size = f"{image.width}x{image.height}"
+        report[f"segment_coffee_{size}"] = timed(lambda: segmenter.segment(image, prompt), runs)
+        report[f"segment_coffee_{size}_native_refine"] = timed(lambda: native.segment(image, prompt), runs)
+    return report
 
 
 if __name__ == "__main__":

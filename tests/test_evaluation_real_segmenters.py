@@ -60,8 +60,8 @@ def real_segmenters(monkeypatch, tmp_path):
         name = adapter_for(model_type).model_name(model_type)
         return SamSegmenter(SegmentAnything(tiny_sam()), name, EmbeddingCache(capacity=1))
 
-    def extreme_load(weights_dir, device="cpu"):
-        calls["extreme"] = (weights_dir, device)
+    def extreme_load(weights_dir, device="cpu", native_refine=False):
+        calls["extreme"] = (weights_dir, device, native_refine)
         config = ModelConfig()
         return ExtremeSegmenter(*config.build(pretrained=False), config, "random", device)
 
@@ -99,7 +99,7 @@ def test_all_five_methods_run_through_the_real_segmenters(tmp_path, real_segment
     assert evaluate_command.run(args) == 0
     assert real_segmenters == {
         "sams": [("vit_b", tmp_path / "sam.pth", "cpu")],
-        "extreme": (tmp_path / "weights", "cpu"),
+        "extreme": (tmp_path / "weights", "cpu", False),
     }
     with (tmp_path / "out" / "per_object.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -131,3 +131,13 @@ def test_several_sam_models_are_compared_in_one_run(tmp_path, real_segmenters, c
                        "sam-loose-box@sam2.1-hiera_tiny", "grabcut"}
     printed = capsys.readouterr().out
     assert "shared by sam-box@sam2.1-hiera_tiny and sam-loose-box@sam2.1-hiera_tiny" in printed
+
+
+def test_the_extreme_model_is_evaluated_as_the_server_runs_it(real_segmenters, tmp_path, monkeypatch):
+    monkeypatch.setenv("EXTREME_NATIVE_REFINE", "on")
+    parser = argparse.ArgumentParser()
+    evaluate_command.add_arguments(parser)
+    args = parser.parse_args(["a.json", "images", "--extreme-weights", str(tmp_path / "weights")])
+    segmenters, _ = evaluate_command.load_segmenters(args, {"extreme"}, "cpu")
+    assert set(segmenters) == {"extreme"}
+    assert real_segmenters["extreme"] == (tmp_path / "weights", "cpu", True)

@@ -47,7 +47,7 @@ class ProjectModels:
         def load(weights_dir):
             from backend.segmenters.extreme import ExtremeSegmenter
 
-            return ExtremeSegmenter.load(weights_dir, device)
+            return ExtremeSegmenter.load(weights_dir, device, settings.extreme_native_refine)
 
         def load_proposals(weights_dir):
             from backend.proposals import ProposalModel

@@ -170,7 +170,7 @@ def load_segmenters(args: argparse.Namespace, needed: set[str], device: str) -> 
         else:
             from backend.segmenters.extreme import ExtremeSegmenter
 
-            segmenters["extreme"] = ExtremeSegmenter.load(weights, device)
+            segmenters["extreme"] = ExtremeSegmenter.load(weights, device, settings.extreme_native_refine)
     if "sam" in needed:
         sams = sam_models(args, settings)
         if not sams:
@@ -237,6 +237,8 @@ def run_notes(
     else:
         data = (f"data: {args.annotations} ({len(dataset)} objects in {dataset.n_images} images, min area {args.min_area} px"
                 + (f", sample of {args.max_objects}" if args.max_objects else "") + ")")
+    if getattr(segmenters.get("extreme"), "native", None) is not None:
+        models += " with its masks refined at the photos' resolution (EXTREME_NATIVE_REFINE)"
     return [
         data,
         f"models: {models}; device: {where}; extreme-point jitter: {jitter}; seed: {args.seed}",

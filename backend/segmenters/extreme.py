@@ -8,7 +8,9 @@ with every click so far: the answer depends on the clicks, not on an earlier mas
 
 Pipeline per object: crop window = prompt box + margin (``backend.networks.prompt_crop``) ->
 coarse net at ``crop_size`` -> refinement net on the same window at ``refine_size`` -> refined
-probabilities pasted back into the natural frame and thresholded at 0.5.
+probabilities pasted back into the natural frame and thresholded at 0.5; with a ``NativeRefinement``
+(``backend.segmenters.native_refine``) the uncertain pixels are first decided again by their colour
+at the photo's resolution.
 
 Score: the mean certainty max(p, 1 - p) of the refined probabilities over the predicted mask and
 a band around its outline (within 5% of the crop side), i.e. how decided the model is
@@ -33,6 +35,7 @@ from backend.networks.prompt_crop import CropWindow, box_with_clicks, crop_windo
 from backend.networks.refine import LOGIT_SCALE, RefineNet
 from backend.networks.weights import ModelConfig, load_weights
 from backend.prompts import EXTREME_POINTS, Prompt, PromptError, PromptKind, Segmentation
+from backend.segmenters.native_refine import NativeRefinement
 
 SCORE_BAND = 0.05
 
@@ -42,18 +45,21 @@ class HasPixels(Protocol):
 
 
 class ExtremeSegmenter:
-    def __init__(self, coarse: CoarseNet, refine: RefineNet, config: ModelConfig, version: str, device: str = "cpu"):
+    def __init__(self, coarse: CoarseNet, refine: RefineNet, config: ModelConfig, version: str, device: str = "cpu",
+                 native: NativeRefinement | None = None):
         self.coarse = coarse.to(device).eval()
         self.refine = refine.to(device).eval()
         self.config = config
         self.version = version
         self.device = device
+        self.native = native
 
     @classmethod
-    def load(cls, weights_dir: str | Path, device: str = "cpu") -> "ExtremeSegmenter":
-        """Load a weights directory (manifest.json + sha256-verified stage files); raises WeightsError."""
+    def load(cls, weights_dir: str | Path, device: str = "cpu", native_refine: bool = False) -> "ExtremeSegmenter":
+        """Load a weights directory (manifest.json + sha256-verified stage files); raises WeightsError.
+        ``native_refine``: masks refined at the photo's resolution (``NativeRefinement()``)."""
         coarse, refine, config, manifest = load_weights(Path(weights_dir), device)
-        return cls(coarse, refine, config, str(manifest["version"]), device)
+        return cls(coarse, refine, config, str(manifest["version"]), device, NativeRefinement() if native_refine else None)
 
     @property
     def model_name(self) -> str:
@@ -62,13 +68,17 @@ class ExtremeSegmenter:
     def segment(self, image: HasPixels, prompt: Prompt) -> Segmentation:
         """Mask (H, W) bool of the natural image for an EXTREME prompt (4 points, any order, then any
         correction clicks) or a BOX prompt (its points are correction clicks); ``stage_ms`` holds
-        the wall time of the coarse stage, the refinement and the paste-back."""
+        the wall time of the coarse stage, the refinement and the paste-back ("native" instead of
+        "paste" with a native-resolution refinement)."""
         geometry = prompt_geometry(prompt)
         stage_ms: dict[str, float] = {}
         window, crop = self.predict_crop(image.array, geometry, stage_ms)
         start = time.perf_counter()
-        mask = window.paste(crop, image.array.shape[:2], threshold=0.5)
-        stage_ms["paste"] = (time.perf_counter() - start) * 1000
+        if self.native is None:
+            mask = window.paste(crop, image.array.shape[:2], threshold=0.5)
+        else:
+            mask = self.native.mask(image.array, window, crop)
+        stage_ms["paste" if self.native is None else "native"] = (time.perf_counter() - start) * 1000
         return Segmentation(
             mask=mask, score=certainty_score(crop), label=prompt.label, model=self.model_name, stage_ms=stage_ms
         )
