@@ -115,3 +115,12 @@ def test_mirrored_image_gives_the_mirrored_mask(segmenter):
     result = segmenter.segment(Pixels(image), extreme_prompt(mask))
     mirrored = segmenter.segment(Pixels(image[:, ::-1].copy()), extreme_prompt(mask[:, ::-1]))
     assert (mirrored.mask != result.mask[:, ::-1]).sum() <= 0.001 * mask.sum()
+
+
+def test_with_the_native_refinement_the_mask_is_refined_at_the_photos_resolution(segmenter):
+    image, mask = scene((240, 320), (160, 120), (70, 50))
+    refined = ExtremeSegmenter.load(WEIGHTS, native_refine=True)
+    result = refined.segment(Pixels(image), extreme_prompt(mask))
+    assert result.mask.shape == mask.shape and iou(result.mask, mask) > 0.9
+    assert "native" in result.stage_ms and "paste" not in result.stage_ms
+    assert segmenter.native is None and "paste" in segmenter.segment(Pixels(image), extreme_prompt(mask)).stage_ms
