@@ -195,7 +195,7 @@ def prompts_from_regions(regions: list, config: LabelingConfig, width: int, heig
     sent = {region.get("id") for region in regions if isinstance(region, dict) and region.get("id") is not None}
     objects = [_Object.remembered(k) for k in known if not sent.intersection(k.anchor_ids)]
     on_screen = {frozenset(k.anchor_ids): k for k in known if sent.intersection(k.anchor_ids)}
-    owner = {click_id: obj for obj in objects for click_id in obj.known.click_ids}
+    owner = {click_id: obj for obj in objects for click_id in obj.known.click_ids if click_id is not None}
     for (tool_name, label), points in extreme.items():
         _extreme_objects(tool_name, label, points, objects, owner, on_screen, routed)
     for order, label, box, region in boxes:
