@@ -303,7 +303,7 @@ def test_command_evaluates_the_real_photo_set_with_named_objects(tmp_path, monke
     assert evaluate_command.run(args) == 0
     printed = capsys.readouterr().out
     assert "the real-photo set, heldout (2 objects in 1 photos" in printed
-    assert "| coins/left | 1.000 |" in printed and "| coins/right | 1.000 |" in printed  # boxes: BoxFiller is exact
+    assert "| coins/left | 1.000 → 1.000 |" in printed and "| coins/right | 1.000 → 1.000 |" in printed  # exact boxes
     assert {row["category"] for row in read_csv(tmp_path / "out" / "miou.csv")} == {"solid", "thin", ALL}
     assert {row["name"] for row in read_csv(tmp_path / "out" / "per_object.csv")} == {"coins/left", "coins/right"}
 

@@ -67,3 +67,54 @@ def test_extreme_points_start_grabcut_from_the_box_they_span():
     points = np.array([[40.5, 45.0], [89.5, 45.0], [65.0, 30.5], [65.0, 59.5]], np.float32)  # pixel centres
     prompt = Prompt(PromptKind.EXTREME, "thing", points=points, point_labels=np.ones(4, np.int64))
     assert iou(GrabCutSegmenter().segment(image, prompt).mask, mask) > 0.9
+
+
+def clicked(prompt, *clicks):
+    """``prompt`` with correction clicks (x, y, positive) after its points."""
+    points = np.concatenate([prompt.points.reshape(-1, 2), [[x, y] for x, y, _ in clicks]]).astype(np.float32)
+    labels = np.concatenate([prompt.point_labels, [int(positive) for _, _, positive in clicks]]).astype(np.int64)
+    return Prompt(prompt.kind, prompt.label, box=prompt.box, points=points, point_labels=labels)
+
+
+def test_a_negative_click_removes_a_look_alike_inside_the_box():
+    image, mask = scene()
+    pixels = image.array.copy()
+    pixels[61:66, 60:65] = pixels[40, 60]  # a 5x5 patch of the object's red inside the box, not the object
+    image = LoadedImage(array=pixels, key="look-alike")
+    box = box_prompt((34.0, 25.0, 96.0, 66.0))
+    before = GrabCutSegmenter().segment(image, box).mask
+    assert before[61:66, 60:65].all()  # GrabCut alone takes it for the object
+    after = GrabCutSegmenter().segment(image, clicked(box, (62.5, 63.5, False))).mask
+    assert not after[61:66, 60:65].any() and iou(after, mask) > iou(before, mask)
+
+
+def test_a_positive_click_keeps_a_part_that_looks_like_the_background():
+    image, mask = scene()
+    pixels = image.array.copy()
+    pixels[38:52, 82:90] = image.array[38:52, 100:108]  # the object's right end has the background's texture
+    image = LoadedImage(array=pixels, key="background-like end")
+    points = np.array([[40.5, 45.0], [89.5, 45.0], [65.0, 30.5], [65.0, 59.5]], np.float32)
+    extreme = Prompt(PromptKind.EXTREME, "thing", points=points, point_labels=np.ones(4, np.int64))
+    before = GrabCutSegmenter().segment(image, extreme).mask
+    assert not before[38:52, 82:90].any()  # GrabCut alone cuts it off
+    after = GrabCutSegmenter().segment(image, clicked(extreme, (86.5, 45.5, True))).mask
+    assert after[42:49, 83:90].mean() > 0.8 and iou(after, mask) > iou(before, mask) + 0.05
+
+
+def test_a_later_click_wins_where_discs_overlap_and_outside_clicks_count():
+    image, mask = scene()
+    box = box_prompt((40.0, 30.0, 90.0, 60.0))
+    answer = GrabCutSegmenter().segment(image, clicked(box, (60.5, 40.5, False), (61.5, 40.5, True), (10.5, 80.5, True)))
+    assert answer.mask[40, 61] and answer.mask[80, 10]  # the positive click after the negative; one outside the box
+    assert not GrabCutSegmenter().segment(image, clicked(box, (61.5, 40.5, True), (60.5, 40.5, False))).mask[40, 60]
+
+
+def test_clicks_must_have_labels_and_extreme_points_come_first():
+    image, _ = scene()
+    box = box_prompt((34.0, 25.0, 96.0, 66.0))
+    unlabeled = Prompt(PromptKind.BOX, "thing", box=box.box, points=np.array([[50.0, 40.0]], np.float32))
+    with pytest.raises(ValueError, match="1 points but 0 point labels"):
+        GrabCutSegmenter().segment(image, unlabeled)
+    three = Prompt(PromptKind.EXTREME, "thing", points=np.zeros((3, 2), np.float32), point_labels=np.ones(3, np.int64))
+    with pytest.raises(ValueError, match="needs 4 points, got 3"):
+        GrabCutSegmenter().segment(image, three)

@@ -8,9 +8,11 @@ boundary F-score (outline pixels within ``--boundary-tolerance`` px of the true 
 fraction of the mask outside the object (how far a box-mode mask floods the background), and the
 custom model's per-stage times (coarse, refine). Several SAM models (e.g. SAM 1
 vit_b and SAM 2.1 hiera_tiny) are compared in one run by repeating ``--sam-checkpoint`` and
-``--sam-model-type``; their methods are then named ``sam-box@<model>``. Writes report.md (the three
-tables per category, latency per method), miou.csv, boundary_f.csv, outside.csv, latency.csv,
-per_object.csv and miou_by_category.png.
+``--sam-model-type``; their methods are then named ``sam-box@<model>``. Then each first mask is
+corrected by simulated clicks (``backend.evaluation.clicks``, ``--clicks``): IoU after 0, 1, 2, 3
+corrections and NoC@90 per method. Writes report.md (the three tables per category, latency per
+method, the click tables, each named object's IoU), miou.csv, boundary_f.csv, outside.csv,
+latency.csv, clicks.csv, per_object.csv and miou_by_category.png.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from backend.coco import CocoObjects
 from backend.segmenters.grabcut import GrabCutSegmenter
+from backend.evaluation.clicks import ClickProtocol
 from backend.evaluation.harness import METHODS, METHODS_BY_NAME, Method, ObjectResult, Segmenter, evaluate
 from backend.evaluation.mask_metrics import BOUNDARY_TOLERANCE_PX
 from backend.evaluation.real_photos import SPLITS, RealPhotoSet, evaluation_images
@@ -85,6 +88,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=BOUNDARY_TOLERANCE_PX,
         help=f"pixels an outline may be off and still count in the boundary F-score (default {BOUNDARY_TOLERANCE_PX})",
     )
+    parser.add_argument(
+        "--clicks",
+        type=_non_negative_int,
+        default=ClickProtocol.corrections,
+        help="correction-click protocol: report the IoU after 0..N simulated correction clicks (RITM's: the interior "
+        "of the largest error region, positive or negative) and NoC@90 (default %(default)s; 0 = first masks only)",
+    )
+    parser.add_argument(
+        "--max-clicks",
+        type=_at_least_four,
+        default=ClickProtocol.max_clicks,
+        help="NoC@90's cap, the first prompt's clicks included (4 extreme points count 4, a box 2); an object not at "
+        "0.90 by then counts the cap (default %(default)s)",
+    )
+    parser.add_argument(
+        "--click-jitter",
+        type=_non_negative_float,
+        default=ClickProtocol.jitter_px,
+        help="pixels a simulated correction click may land off the error region's most interior pixel "
+        "(default %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "evaluate", help="output directory")
     parser.add_argument("--device", default=settings.device, help="cpu, cuda, cuda:N or auto (default: $DEVICE)")
     parser.add_argument("--seed", type=int, default=0, help="for --max-objects sampling, --jitter and GrabCut")
@@ -104,6 +128,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _at_least_four(text: str) -> int:
+    value = int(text)
+    if value < 4:
+        raise argparse.ArgumentTypeError(f"must be at least 4 (the extreme points' clicks), got {value}")
     return value
 
 
@@ -135,13 +173,17 @@ def run(args: argparse.Namespace) -> int:
     if not len(dataset):
         print(f"error: no objects in {args.annotations} match (non-crowd, area >= {args.min_area})", file=sys.stderr)
         return 2
-    results = evaluate(dataset, methods, segmenters, len(dataset), args.jitter, args.seed, args.boundary_tolerance)
-    summary = summarize(results, [method.name for method in methods], args.boundary_tolerance)
+    protocol = ClickProtocol(args.clicks, args.max_clicks, args.click_jitter) if args.clicks else None
+    results = evaluate(
+        dataset, methods, segmenters, len(dataset), args.jitter, args.seed, args.boundary_tolerance, protocol
+    )
+    summary = summarize(results, [method.name for method in methods], args.boundary_tolerance, args.clicks)
     notes = run_notes(args, dataset, segmenters, device) + notes + result_notes(results, methods)
     files = write_report(summary, results, args.out, notes)
     print(markdown(summary, notes))
+    clicks_csv = f", {files.clicks_csv}" if files.clicks_csv else ""
     print(f"wrote {files.markdown}, {files.miou_csv}, {files.boundary_csv}, {files.outside_csv}, {files.latency_csv}, "
-          f"{files.results_csv}, {files.chart}")
+          f"{files.results_csv}, {files.chart}{clicks_csv}")
     return 0
 
 
@@ -242,6 +284,9 @@ def run_notes(
     return [
         data,
         f"models: {models}; device: {where}; extreme-point jitter: {jitter}; seed: {args.seed}",
+        *([f"correction clicks: {args.clicks} reported, NoC@90 capped at {args.max_clicks} clicks (4 extreme points "
+           f"count 4, a box 2), each click within {args.click_jitter:g} px of the largest error region's most "
+           "interior pixel"] if args.clicks else []),
     ]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backend.coco import EvalImage, EvalObject
+from backend.evaluation.clicks import ClickOutcome, ClickProtocol, correct
 from backend.evaluation.mask_metrics import BOUNDARY_TOLERANCE_PX, boundary_f_score, outside_fraction
 from backend.prompts import LoadedImage, Prompt, PromptKind, Segmentation
 from backend.training.mask_prompts import extreme_points, mask_box
@@ -70,6 +71,7 @@ class ObjectResult:
     outside: float = 0.0  # fraction of the predicted mask outside the object (flooding); 0 when it failed
     stage_ms: dict[str, float] = field(default_factory=dict)  # e.g. {"coarse": 40.1, "refine": 80.3}
     name: str = ""  # the object's name where the dataset has one (the real-photo set: "coffee/cup")
+    clicks: ClickOutcome | None = None  # the correction-click protocol, when it ran
 
 
 def loose_box(box: Box, image_size: tuple[int, int], scale: float = LOOSE_BOX_SCALE) -> Box:
@@ -107,9 +109,12 @@ def evaluate(
     jitter: float = 0.0,
     seed: int = 0,
     boundary_tolerance_px: float = BOUNDARY_TOLERANCE_PX,
+    clicks: ClickProtocol | None = None,
 ) -> list[ObjectResult]:
     """Run each method on each object of ``images``; ``segmenters`` maps Method.segmenter to an
-    object with ``.segment(image, prompt)``.
+    object with ``.segment(image, prompt)``. With ``clicks``, each first mask is then corrected by
+    simulated clicks (``backend.evaluation.clicks``), jittered from a generator seeded by (seed,
+    annotation id): every method sees the same jitter on the same object.
 
     Each method handles all objects of an image in turn, so a segmenter that caches per image
     (SAM's embedding) pays for it on the image's first object. A method that raises on an object
@@ -123,14 +128,19 @@ def evaluate(
                 segmenter = segmenters[method.segmenter]
                 for obj, obj_prompts in zip(item.objects, prompts):
                     prompt = method.prompt(obj_prompts)
-                    results.append(_run_one(segmenter, method, item, obj, prompt, boundary_tolerance_px))
+                    result, mask = _run_one(segmenter, method, item, obj, prompt, boundary_tolerance_px)
+                    if clicks is not None and mask is not None:
+                        outcome = _correct(segmenter, method, item, obj, prompt, mask, clicks, seed)
+                        result = replace(result, clicks=outcome)
+                    results.append(result)
             progress.update(len(item.objects))
     return results
 
 
 def _run_one(
     segmenter: Segmenter, method: Method, item: EvalImage, obj: EvalObject, prompt: Prompt, tolerance_px: float
-) -> ObjectResult:
+) -> tuple[ObjectResult, np.ndarray | None]:
+    """The object's result and the method's mask (None when it failed)."""
     start = time.perf_counter()
     try:
         segmentation = segmenter.segment(item.image, prompt)
@@ -149,14 +159,28 @@ def _run_one(
         error=error,
     )
     if segmentation is None:
-        return result
-    mask = segmentation.mask
-    if mask.shape != obj.mask.shape:  # a segmenter bug, not a hard object: stop
-        raise ValueError(f"{method.name} returned a {mask.shape} mask for a {obj.mask.shape} image")
+        return result, None
+    mask = _checked(segmentation.mask, method, obj)
     return replace(
         result,
         iou=iou(mask, obj.mask),
         boundary_f=boundary_f_score(mask, obj.mask, tolerance_px),
         outside=outside_fraction(mask, obj.mask),
         stage_ms=dict(segmentation.stage_ms),
-    )
+    ), mask
+
+
+def _correct(
+    segmenter: Segmenter, method: Method, item: EvalImage, obj: EvalObject, prompt: Prompt, first: np.ndarray,
+    protocol: ClickProtocol, seed: int,
+) -> ClickOutcome:
+    def segment(corrected: Prompt) -> np.ndarray:
+        return segmenter.segment(item.image, corrected).mask
+
+    return correct(segment, prompt, first, obj.mask, protocol, np.random.default_rng([seed, obj.annotation_id]))
+
+
+def _checked(mask: np.ndarray, method: Method, obj: EvalObject) -> np.ndarray:
+    if mask.shape != obj.mask.shape:  # a segmenter bug, not a hard object: stop
+        raise ValueError(f"{method.name} returned a {mask.shape} mask for a {obj.mask.shape} image")
+    return mask

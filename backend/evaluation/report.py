@@ -1,19 +1,21 @@
 """Tables and chart of an evaluation: per-category mIoU (markdown, CSV, grouped bar chart PNG),
 mean boundary F-score and mean fraction of the mask outside the object (markdown, CSV), latency
-per method with its stages, and the raw per-object results."""
+per method with its stages, the correction-click protocol (``click_report``), each named object's
+IoU, and the raw per-object results."""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from backend.evaluation.click_report import ClickSummary, click_markdown, click_notes, summarize_clicks, write_clicks_csv
 from backend.evaluation.harness import ObjectResult
 
 ALL = "all"  # the row/group of every object together (mean over objects, not over categories)
@@ -42,9 +44,14 @@ class Summary:
     outside: dict[str, dict[str, float]]
     boundary_tolerance_px: float
     named_iou: dict[str, dict[str, float]] = field(default_factory=dict)  # object name -> method -> IoU (named objects)
+    named_after_click: dict[str, dict[str, float]] = field(default_factory=dict)  # ... IoU after one correction
+    clicks: dict[str, ClickSummary] = field(default_factory=dict)  # per method that ran the click protocol
 
 
-def summarize(results: list[ObjectResult], methods: list[str], boundary_tolerance_px: float) -> Summary:
+def summarize(
+    results: list[ObjectResult], methods: list[str], boundary_tolerance_px: float, corrections: int = 0
+) -> Summary:
+    """``corrections``: how many correction clicks the click tables report (the protocol's)."""
     if not results:
         raise ValueError("no results to summarize: the dataset selection holds no objects")
     categories = sorted({result.category for result in results}) + [ALL]
@@ -70,13 +77,17 @@ def summarize(results: list[ObjectResult], methods: list[str], boundary_toleranc
             },
         )
     named_iou: dict[str, dict[str, float]] = {}
+    named_after_click: dict[str, dict[str, float]] = {}
     for result in results:
         if result.name and result.method in methods:
             named_iou.setdefault(result.name, {})[result.method] = result.iou
+            if result.clicks is not None and not result.clicks.refused:
+                named_after_click.setdefault(result.name, {})[result.method] = result.clicks.iou_after(1)
     return Summary(
         methods=methods, categories=categories, miou=means["iou"], counts=counts, latency=latency,
         boundary_f=means["boundary_f"], outside=means["outside"], boundary_tolerance_px=boundary_tolerance_px,
-        named_iou=named_iou,
+        named_iou=named_iou, named_after_click=named_after_click,
+        clicks=summarize_clicks(results, methods, categories, ALL, corrections) if corrections else {},
     )
 
 
@@ -98,11 +109,20 @@ def markdown(summary: Summary, notes: Sequence[str] = ()) -> str:
         lines.append(
             f"| {method} | {timing.median_ms:.1f} | {timing.p90_ms:.1f} | {stages} | {timing.objects} | {timing.failures} |"
         )
+    if summary.clicks:
+        lines += [""] + click_markdown(summary.clicks, summary.categories, summary.counts)
     if summary.named_iou:
-        lines += ["", "| IoU: object | " + " | ".join(summary.methods) + " |", "|---|" + "---:|" * len(summary.methods)]
+        title = "IoU (→ after one correction click)" if summary.named_after_click else "IoU"
+        lines += ["", f"| {title}: object | " + " | ".join(summary.methods) + " |", "|---|" + "---:|" * len(summary.methods)]
         for name, by_method in summary.named_iou.items():
-            cells = [f"{by_method[method]:.3f}" if method in by_method else "-" for method in summary.methods]
+            after = summary.named_after_click.get(name, {})
+            cells = [
+                (f"{by_method[method]:.3f}" + (f" → {after[method]:.3f}" if method in after else ""))
+                if method in by_method else "-"
+                for method in summary.methods
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    notes = [*notes, *click_notes(summary.clicks)]
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
@@ -144,12 +164,24 @@ def write_latency_csv(summary: Summary, path: Path) -> None:
             )
 
 
+CLICK_COLUMNS = ("click_ious", "noc90", "noc90_reached", "click_ms", "clicks_refused")
+
+
 def write_results_csv(results: list[ObjectResult], path: Path) -> None:
+    """One row per object and method; the click protocol's outcome (when it ran) in CLICK_COLUMNS."""
+    columns = [field.name for field in fields(ObjectResult) if field.name != "clicks"] + list(CLICK_COLUMNS)
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[field.name for field in fields(ObjectResult)])
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for result in results:
-            writer.writerow({**asdict(result), "stage_ms": json.dumps(result.stage_ms)})
+            row = {key: value for key, value in asdict(result).items() if key != "clicks"}
+            row["stage_ms"] = json.dumps(result.stage_ms)
+            if result.clicks is not None:
+                outcome = result.clicks
+                row.update(click_ious=json.dumps([round(value, 4) for value in outcome.ious]), noc90=outcome.noc,
+                           noc90_reached=outcome.reached, click_ms=json.dumps([round(ms, 1) for ms in outcome.click_ms]),
+                           clicks_refused=outcome.refused)
+            writer.writerow(row)
 
 
 def plot_miou(summary: Summary, path: Path, title: str = "mIoU by category") -> None:
@@ -186,6 +218,7 @@ class ReportFiles:
     latency_csv: Path
     results_csv: Path
     chart: Path
+    clicks_csv: Path | None = None  # when the click protocol ran
 
 
 def write_report(
@@ -208,4 +241,7 @@ def write_report(
     write_latency_csv(summary, files.latency_csv)
     write_results_csv(results, files.results_csv)
     plot_miou(summary, files.chart)
+    if summary.clicks:
+        files = replace(files, clicks_csv=out_dir / "clicks.csv")
+        write_clicks_csv(summary.clicks, files.clicks_csv)
     return files
