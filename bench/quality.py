@@ -1,20 +1,25 @@
-"""Quality bench: the study's comparison on the held-out synthetic set, with the default weights.
+"""Quality bench: the study's comparison with the default weights, on the real-photo held-out set
+and on the held-out synthetic set, with the correction-click protocol.
 
-    .venv/bin/python bench/quality.py                     # offline methods, 100 held-out scenes
+    .venv/bin/python bench/quality.py                     # offline methods
     .venv/bin/python bench/quality.py --sam-checkpoint model_weights/sam_vit_b_01ec64.pth
 
-Writes the held-out set once under runs/bench/ (COCO format, reused afterwards while the
-generator's source is unchanged: its hash is in the folder's name), then runs
-``python -m backend evaluate`` on it: the custom model from 4 extreme points and from the tight
-box, GrabCut from the tight box, and SAM from the tight and loose boxes when a checkpoint is given.
-Prints the tables (per shape family: mIoU, boundary F-score, fraction of the mask outside the
-object; latency with the custom model's stages) and writes report.md, miou.csv, boundary_f.csv,
-outside.csv, latency.csv, per_object.csv and miou_by_category.png to bench/results/quality/ (the
-README quotes the tables and shows the chart).
+Three runs of ``python -m backend evaluate``, each writing its report.md, CSVs and chart:
 
-The held-out split uses photos and shape families the training never saw (see
-``backend.training.synthetic``); scene seed 1 is the stream of the manifest's held-out report
-(which samples one object per scene; here every object of every scene counts).
+- ``real/``: the real-photo set's held-out part (``backend.evaluation.real_photos``: photos shipped
+  with scikit-image and matplotlib, true masks; never trained on), first masks and correction
+  clicks (IoU after 0..3 clicks, NoC@90), and each object's IoU (the coffee cup among them);
+- ``synthetic/``: every object of the held-out synthetic scenes, first masks, per shape family;
+- ``synthetic-clicks/``: the click protocol on a seeded sample of those objects (a method that
+  ignores clicks runs up to 20 of them per object: the whole set would take hours on a CPU).
+
+Methods: the custom model from 4 extreme points and from the tight box, GrabCut from the tight box,
+and SAM from the tight and loose boxes when a checkpoint is given. Results go to
+bench/results/quality/ (the README quotes the tables and shows the chart). The synthetic set is
+written once under runs/bench/ (COCO format, reused while the generator's source is unchanged: its
+hash is in the folder's name); its held-out split uses photos and shape families the training never
+saw (see ``backend.training.synthetic``), scene seed 1 being the stream of the manifest's held-out
+report (which samples one object per scene; here every object of every scene counts).
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=100, help="held-out scenes (2-5 objects each; default 100)")
     parser.add_argument("--data-seed", type=int, default=1, help="held-out scene stream (default 1)")
+    parser.add_argument(
+        "--click-objects", type=int, default=60, help="synthetic objects the click protocol samples (default 60)"
+    )
     parser.add_argument("--sam-checkpoint", type=Path, help="add SAM's tight/loose box methods")
     parser.add_argument("--sam-model-type", default="vit_b", choices=list(SAM_TYPES))
     parser.add_argument("--extreme-weights", type=Path, help="default: the committed model_weights/extreme")
@@ -45,32 +53,49 @@ def main() -> int:
     # process holds a core (measured here: p90 2.7 s per object with two threads, under 75 ms with one).
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch's choice)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "quality")
+    parser.add_argument("--only", choices=["real", "synthetic", "synthetic-clicks"], action="append",
+                        help="run only these parts (repeatable; default all three)")
     args = parser.parse_args()
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    # The generator's source in the name: a set written by an older generator is never reused.
-    generator = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:10]
-    data_dir = REPO_ROOT / "runs" / "bench" / f"heldout-seed{args.data_seed}-{args.scenes}-{generator}"
-    annotations = data_dir / "instances.json"
-    if not annotations.is_file():  # write_coco writes instances.json last: present means complete
-        print(f"writing {args.scenes} held-out synthetic scenes to {data_dir}")
-        synthetic.write_coco(data_dir, args.scenes, args.data_seed, split="heldout")
-    # Relative paths keep the machine's directory layout out of the committed report.
-    command = [os.path.relpath(annotations), os.path.relpath(data_dir / "images"), "--out", str(args.out)]
-    command += ["--device", args.device]
+    common = ["--device", args.device]
     methods = ["custom-extreme", "custom-box", "grabcut"]
     if args.sam_checkpoint:
         methods += ["sam-box", "sam-loose-box"]
-        command += ["--sam-checkpoint", str(args.sam_checkpoint), "--sam-model-type", args.sam_model_type]
-    command += ["--methods", ",".join(methods)]
+        common += ["--sam-checkpoint", str(args.sam_checkpoint), "--sam-model-type", args.sam_model_type]
+    common += ["--methods", ",".join(methods)]
     if args.extreme_weights:
-        command += ["--extreme-weights", str(args.extreme_weights)]
-    evaluate_parser = argparse.ArgumentParser()
-    evaluate.add_arguments(evaluate_parser)
-    return evaluate.run(evaluate_parser.parse_args(command))
+        common += ["--extreme-weights", str(args.extreme_weights)]
+    parts = args.only or ["real", "synthetic", "synthetic-clicks"]
+    runs = {"real": ["--real-photos", "heldout"]}
+    if {"synthetic", "synthetic-clicks"} & set(parts):
+        # Relative paths keep the machine's directory layout out of the committed report.
+        annotations, images = (os.path.relpath(path) for path in synthetic_set(args.scenes, args.data_seed))
+        runs["synthetic"] = [annotations, images, "--clicks", "0"]
+        runs["synthetic-clicks"] = [annotations, images, "--max-objects", str(args.click_objects)]
+    for part in parts:
+        print(f"== {part}", flush=True)
+        evaluate_parser = argparse.ArgumentParser()
+        evaluate.add_arguments(evaluate_parser)
+        status = evaluate.run(evaluate_parser.parse_args([*runs[part], *common, "--out", str(args.out / part)]))
+        if status:
+            return status
+    return 0
+
+
+def synthetic_set(scenes: int, data_seed: int) -> tuple[Path, Path]:
+    """The held-out synthetic set's instances.json and image folder, written on first use."""
+    # The generator's source in the name: a set written by an older generator is never reused.
+    generator = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:10]
+    data_dir = REPO_ROOT / "runs" / "bench" / f"heldout-seed{data_seed}-{scenes}-{generator}"
+    annotations = data_dir / "instances.json"
+    if not annotations.is_file():  # write_coco writes instances.json last: present means complete
+        print(f"writing {scenes} held-out synthetic scenes to {data_dir}")
+        synthetic.write_coco(data_dir, scenes, data_seed, split="heldout")
+    return annotations, data_dir / "images"
 
 
 if __name__ == "__main__":

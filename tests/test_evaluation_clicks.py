@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -144,6 +145,20 @@ def test_the_harness_reports_clicks_per_method_and_leaves_refusals_out():
     assert "| custom-extreme | 4 | 1 | 0.000 | refused | refused | refused | - | - | - |" in table
     assert "custom-extreme: corrections refused or failed on 1 of 1 objects" in table
     assert "| blank/discs | 0.000 | 0.000 → " in table
+    assert "reads no clicks" not in table
+
+
+class IgnoresClicks(DiscPainter):
+    def segment(self, image, prompt):
+        return super().segment(image, replace(prompt, points=prompt.points[:0], point_labels=prompt.point_labels[:0]))
+
+
+def test_a_segmenter_that_ignores_clicks_is_named_in_the_notes():
+    methods = [METHODS_BY_NAME["custom-box"]]
+    results = evaluate(harness_images(), methods, {"extreme": IgnoresClicks()}, clicks=ClickProtocol(jitter_px=0.0))
+    summary = summarize(results, ["custom-box"], 2.0, corrections=3)
+    assert summary.clicks["custom-box"].noc == 20 and summary.clicks["custom-box"].not_reached == 1
+    assert "custom-box: no correction click changed any mask's IoU (its segmenter reads no clicks)" in markdown(summary)
 
 
 def cli(tmp_path, *options):

@@ -20,6 +20,7 @@ class ClickSummary:
     objects: int  # objects whose first mask the method gave (the protocol ran on them)
     refused: int  # of those, objects whose corrections the segmenter refused or failed on
     refusal: str  # the first refusal's message, "" when none
+    unchanged: bool  # no correction changed any object's IoU (a segmenter that reads no clicks)
     miou_first: float  # mean IoU of the first masks, over every object the protocol ran on
     miou_after: tuple[float, ...]  # mean IoU after 0, 1, … corrections, over objects not refused
     noc: float  # mean NoC@90 over objects not refused (nan when none)
@@ -48,6 +49,7 @@ def summarize_clicks(
             refused=len(refusals),
             refusal=refusals[0] if refusals else "",
             miou_first=float(np.mean([result.clicks.ious[0] for result in ran])),
+            unchanged=bool(times) and all(len(set(result.clicks.ious)) == 1 for result in corrected),
             miou_after=tuple(
                 float(np.mean([result.clicks.iou_after(k) for result in corrected])) if corrected else nan
                 for k in range(corrections + 1)
@@ -102,6 +104,8 @@ def click_markdown(summaries: dict[str, ClickSummary], categories: list[str], co
 def click_notes(summaries: dict[str, ClickSummary]) -> list[str]:
     notes = []
     for method, summary in summaries.items():
+        if summary.unchanged:
+            notes.append(f"{method}: no correction click changed any mask's IoU (its segmenter reads no clicks)")
         if summary.refused:
             notes.append(
                 f"{method}: corrections refused or failed on {summary.refused} of {summary.objects} objects "

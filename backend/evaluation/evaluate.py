@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -272,7 +273,7 @@ def run_notes(
 
         # The load says whether other processes shared the cores, i.e. how far to trust the latencies.
         load = f", 1-min load average at the end {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-        where = f"cpu ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores{load})"
+        where = f"cpu: {cpu_model()} ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores{load})"
     if args.real_photos:
         data = (f"data: the real-photo set, {args.real_photos} ({len(dataset)} objects in {dataset.n_images} photos "
                 "shipped with scikit-image and matplotlib, true masks from backend/evaluation/real_photos.json)")
@@ -288,6 +289,17 @@ def run_notes(
            f"count 4, a box 2), each click within {args.click_jitter:g} px of the largest error region's most "
            "interior pixel"] if args.clicks else []),
     ]
+
+
+def cpu_model() -> str:
+    """The CPU's model name where the system tells it (Linux), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{platform.machine()} {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return platform.machine() or "unknown"
 
 
 def result_notes(results: list[ObjectResult], methods: list[Method]) -> list[str]:
