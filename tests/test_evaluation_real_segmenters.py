@@ -4,6 +4,7 @@ Random weights give meaningless IoUs; this checks the plumbing (loading, prompts
 
 import argparse
 import csv
+import json
 
 import pytest
 import torch
@@ -94,6 +95,8 @@ def test_all_five_methods_run_through_the_real_segmenters(tmp_path, real_segment
             "cpu",
             "--jitter",
             "0.02",
+            "--max-clicks",
+            "4",  # the 3 reported corrections: enough to see every segmenter take (or refuse) them
         ]
     )
     assert evaluate_command.run(args) == 0
@@ -107,6 +110,9 @@ def test_all_five_methods_run_through_the_real_segmenters(tmp_path, real_segment
     assert n_objects >= 2 and len(rows) == n_objects * len(METHODS)
     assert {row["method"] for row in rows} == {method.name for method in METHODS}
     assert all(row["error"] == "" and 0.0 <= float(row["iou"]) <= 1.0 for row in rows)
+    # SAM and GrabCut take the box's correction clicks; the refusals are the extreme model's own to report.
+    assert all(row["clicks_refused"] == "" and len(json.loads(row["click_ious"])) >= 2
+               for row in rows if row["method"] in ("sam-box", "sam-loose-box", "grabcut"))
     printed = capsys.readouterr().out
     assert f"| **all** | {n_objects} |" in printed and "| grabcut |" in printed
 
@@ -117,7 +123,7 @@ def test_several_sam_models_are_compared_in_one_run(tmp_path, real_segmenters, c
     parser = argparse.ArgumentParser()
     evaluate_command.add_arguments(parser)
     common = [str(annotations), str(tmp_path / "synthetic" / "images"), "--out", str(tmp_path / "out"),
-              "--methods", "sam-box,sam-loose-box,grabcut", "--sam-checkpoint", str(tmp_path / "sam.pth"),
+              "--methods", "sam-box,sam-loose-box,grabcut", "--clicks", "0", "--sam-checkpoint", str(tmp_path / "sam.pth"),
               "--sam-model-type", "vit_b", "--sam-checkpoint", str(tmp_path / "sam2.1.pt")]
     assert evaluate_command.run(parser.parse_args(common)) == 2  # one type for two checkpoints
     assert "2 --sam-checkpoint but 1 --sam-model-type" in capsys.readouterr().err
