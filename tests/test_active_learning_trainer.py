@@ -11,9 +11,9 @@ from active_learning_fakes import FakeReader
 from backend.jobs.store import FINISHED, JobStore
 from backend.active_learning.layout import Layout
 from backend.active_learning.serving import ProjectModels
-from backend.active_learning.trainer import ExtremeTrainer
+from backend.active_learning.trainer import FINE_TUNE_BATCH, FINE_TUNE_LR, ExtremeTrainer
 from backend.active_learning.training_job import run_training_job
-from backend.networks.weights import ModelConfig, save_weights
+from backend.networks.weights import ModelConfig, load_weights, read_manifest, save_weights
 from backend.segmenters.extreme import ExtremeSegmenter
 from backend.settings import Settings
 
@@ -77,3 +77,37 @@ def test_a_job_fine_tunes_the_real_model_and_the_project_serves_the_result(tmp_p
     segmenter, version = models.segmenter_for("3")
     assert version.name == "p3-v1" and segmenter.version == "p3-v1" and segmenter is not default
     assert models.segmenter_for("4") == (default, models.registry.default)
+
+
+def squares(count: int) -> list:
+    samples = []
+    for index in range(count):
+        image = np.full((48, 48, 3), 30, np.uint8)
+        mask = np.zeros((48, 48), bool)
+        mask[8 + index % 4 : 30 + index % 4, 10 : 34 - index % 3] = True
+        image[mask] = 220
+        samples.append((image, mask))
+    return samples
+
+
+def no_progress(step, total, message):
+    pass
+
+
+def test_a_fine_tune_at_learning_rate_zero_serves_exactly_the_parent(tmp_path, tiny_weights):
+    """The job's whole path (train mode, examples, saving, loading, scoring) changes nothing by
+    itself: a fine-tune that cannot move the weights scores every instance as the parent does."""
+    trainer = ExtremeTrainer(threads=1, batch_size=2, lr=0.0)
+    trainer.fine_tune(squares(4), tiny_weights, tmp_path, 3, "zero", no_progress)
+    parent, tuned = load_weights(tiny_weights), load_weights(tmp_path)
+    for before, after in zip(parent[:2], tuned[:2]):
+        assert before.state_dict().keys() == after.state_dict().keys()
+        assert all(torch.equal(before.state_dict()[key], after.state_dict()[key]) for key in before.state_dict())
+    samples = squares(6)
+    assert trainer.scores(tmp_path, samples) == trainer.scores(tiny_weights, samples)
+
+
+def test_the_fine_tuning_recipe_reaches_the_training_loop(tmp_path, tiny_weights):
+    ExtremeTrainer(threads=1).fine_tune(squares(4), tiny_weights, tmp_path, 2, "recipe", no_progress)
+    training = read_manifest(tmp_path)["training"]
+    assert (training["lr"], training["batch_size"], training["steps"]) == (FINE_TUNE_LR, FINE_TUNE_BATCH, 2)
