@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 from backend.jobs.store import JobStore  # noqa: E402
 from backend.active_learning.layout import Layout  # noqa: E402
 from backend.active_learning.ls_data import AnnotatedTask, ProjectData, crop_sample  # noqa: E402
-from backend.active_learning.trainer import ExtremeTrainer  # noqa: E402
+from backend.active_learning.trainer import FINE_TUNE_BATCH, FINE_TUNE_LR, ExtremeTrainer  # noqa: E402
 from backend.active_learning.training_job import run_training_job  # noqa: E402
 from backend.active_learning.versions import VersionRegistry  # noqa: E402
 from backend.settings import Settings  # noqa: E402
@@ -82,7 +82,7 @@ class StaticReader:
 
 
 def run(weights: Path, tasks: int, steps: int, seed: int = 7, min_hole: float = 0.08, threads: int = 0,
-        batch_size: int = 8, lr: float = 3e-4, heldout: int = 6) -> dict:
+        batch_size: int = FINE_TUNE_BATCH, lr: float = FINE_TUNE_LR, heldout: int = 6) -> dict:
     """Run one training job on the fill-holes project; returns the job's result, timings, and on
     ``heldout`` further tasks the mIoU against the project's masks and, as the control, against
     the exact masks (holes kept), before and after."""
@@ -121,8 +121,8 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=60, help="annotated tasks in the project")
     parser.add_argument("--steps", type=int, default=0, help="fine-tuning steps per model (0: scaled with the data)")
     parser.add_argument("--heldout", type=int, default=12, help="further tasks of the project to measure on")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--batch-size", type=int, default=FINE_TUNE_BATCH, help="default: the jobs' own")
+    parser.add_argument("--lr", type=float, default=FINE_TUNE_LR, help="default: the jobs' own")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: half the cores)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--min-hole", type=float, default=0.08, help="least hole share of an annotated object")
