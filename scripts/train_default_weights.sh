@@ -32,7 +32,8 @@ work=${WORK_DIR:-$(mktemp -d runs/default-weights.XXXXXX)}  # WORK_DIR=<an earli
 "$python" -c "from backend.training.synthetic import generate_scene as g; g(0, 0, 'train'); g(0, 0, 'heldout')
 import backend.networks.coarse"
 
-# 1700 steps of 64 (109k scenes of a fresh stream, seed 7; seeds 0-6 made the committed weights)
+# 1700 steps of 64 (109k scenes of a fresh stream, seed 7; seeds 0-5 made the committed weights,
+# seed 6 a 55-step CPU trial of the click channels that did not help: README, correction clicks)
 # at the learning rate of the committed weights' second GPU stage; 14 loader workers feed the GPU.
 # The click simulation costs about one more coarse forward pass per step: 1700 steps, not 2000.
 PYTHONUNBUFFERED=1 "$python" -m backend train --synthetic 400000 --val-synthetic 100 \
