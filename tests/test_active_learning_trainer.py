@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from active_learning_fakes import FakeReader
+from support.square_samples import squares
 
 from backend.jobs.store import FINISHED, JobStore
 from backend.active_learning.layout import Layout
@@ -77,17 +78,6 @@ def test_a_job_fine_tunes_the_real_model_and_the_project_serves_the_result(tmp_p
     segmenter, version = models.segmenter_for("3")
     assert version.name == "p3-v1" and segmenter.version == "p3-v1" and segmenter is not default
     assert models.segmenter_for("4") == (default, models.registry.default)
-
-
-def squares(count: int) -> list:
-    samples = []
-    for index in range(count):
-        image = np.full((48, 48, 3), 30, np.uint8)
-        mask = np.zeros((48, 48), bool)
-        mask[8 + index % 4 : 30 + index % 4, 10 : 34 - index % 3] = True
-        image[mask] = 220
-        samples.append((image, mask))
-    return samples
 
 
 def no_progress(step, total, message):

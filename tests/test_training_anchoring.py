@@ -3,9 +3,9 @@ learn, and the L2-SP penalty keeps them closer to the parent than fine-tuning wi
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from support.square_samples import squares
 
 from backend.networks.weights import ModelConfig, load_weights, save_weights
 from backend.training.anchoring import Anchoring
@@ -19,17 +19,6 @@ def tiny_parent(tmp_path_factory):
     directory = tmp_path_factory.mktemp("parent")
     save_weights(directory, *config.build(pretrained=False), config, "tiny-v0", {})
     return directory
-
-
-def squares(count: int) -> list:
-    samples = []
-    for index in range(count):
-        image = np.full((48, 48, 3), 30, np.uint8)
-        mask = np.zeros((48, 48), bool)
-        mask[8 + index % 4 : 30 + index % 4, 10 : 34 - index % 3] = True
-        image[mask] = 220
-        samples.append((image, mask))
-    return samples
 
 
 def fine_tuned(parent, out_dir, anchoring):
