@@ -13,6 +13,8 @@ import sys
 
 COMMANDS = {
     "train": ("backend.training.train", "train the custom extreme-point model"),
+    "pretrain-proposals": ("backend.proposals.pretrain",
+                           "pretrain the class-agnostic base of per-project proposal models on synthetic scenes"),
     "evaluate": ("backend.evaluation.evaluate", "compare extreme points, SAM boxes and GrabCut on a COCO dataset"),
     "download-sam": ("backend.sam_checkpoints", "download an official SAM checkpoint (sha256-verified)"),
     "worker": ("backend.jobs.worker", "run embeddings ahead, training and pre-annotation jobs from the RQ queues (REDIS_URL)"),

@@ -139,6 +139,8 @@ class Settings:
     proposals_min_tasks: int = 8
     proposals_steps: int = 0
     proposals_max_objects: int = 100
+    # The class-agnostic base a project's first proposal model starts from (a folder absent: the ImageNet encoder).
+    proposals_base: Path = REPO_ROOT / "model_weights" / "proposals"
     # Pin a project to a model version (rollback): {"<project id>": "<version name>"}.
     pinned_versions: dict = field(default_factory=dict)
     # Pre-annotation jobs: tasks per chunk (with REDIS_URL, the unit RQ workers share a project in)
@@ -197,6 +199,7 @@ class Settings:
             proposals_min_tasks=max(2, int(env.get("PROPOSALS_MIN_TASKS") or defaults.proposals_min_tasks)),
             proposals_steps=int(env.get("PROPOSALS_STEPS") or defaults.proposals_steps),
             proposals_max_objects=max(1, int(env.get("PROPOSALS_MAX_OBJECTS") or defaults.proposals_max_objects)),
+            proposals_base=Path(env.get("PROPOSALS_BASE_WEIGHTS") or defaults.proposals_base),
             pinned_versions=_json(env.get("PINNED_VERSIONS"), "PINNED_VERSIONS"),
             preannotate_chunk_tasks=max(1, int(env.get("PREANNOTATE_CHUNK_TASKS") or defaults.preannotate_chunk_tasks)),
             preannotate_threads=int(env.get("PREANNOTATE_THREADS") or defaults.preannotate_threads),

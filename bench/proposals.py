@@ -1,6 +1,6 @@
 """The proposal model's learning curve on synthetic projects (issue 18).
 
-    .venv/bin/python bench/proposals.py [--sizes 5,10,20,40] [--test 30] [--threads 1] [--steps N]
+    .venv/bin/python bench/proposals.py [--sizes 5,10,20,40] [--test 30] [--threads 1] [--steps N] [--base DIR|none]
 
 A synthetic project has two labels by shape family — ``round`` (blob, polygon, ring) and
 ``branchy`` (limbs, tree; held-out scenes add the unseen horse and plant) — and several objects
@@ -8,11 +8,14 @@ per image, every scene resized to a 640 px longer side. Annotated tasks come fro
 training split; the test tasks ("unlabeled") from its held-out split: other photos, other
 shapes, two unseen families. For each project size n, the n annotated tasks are split as a
 retraining job splits them (a fifth held out, at least one): the model trains on the rest, and
-the held-out ones fit its score calibration and choose its threshold. On the test tasks each
+the held-out ones fit its score calibration and choose its threshold. Training starts from the
+class-agnostic base (``--base``, default the committed ``model_weights/proposals``; ``none``: the
+ImageNet encoder with a fresh FPN and head). On the test tasks each
 proposal becomes a mask through the extreme-point model (default weights, box mode: this model
 predicts boxes), and the masks are matched to the true ones (IoU >= 0.5, same label, most
 confident first): recall, precision and mean IoU of the matched masks; beside them box-level
-recall/precision, training time, and the proposal time per 640 px image (the model alone) and the
+recall/precision, the box recall/precision on the tasks it trained on (does it fit them?),
+training time, and the proposal time per 640 px image (the model alone) and the
 mask time per object. Raw output goes to --out (default bench/results/proposals.txt).
 """
 
@@ -37,6 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 
 from backend.prompts import LoadedImage, Prompt, PromptKind  # noqa: E402
 from backend.proposals import ProposalModel, evaluate_proposals, train_proposal_model  # noqa: E402
+from backend.proposals.base import DEFAULT_BASE_DIR  # noqa: E402
 from backend.segmenters.extreme import ExtremeSegmenter  # noqa: E402
 from backend.training.synthetic import generate_scene  # noqa: E402
 from backend.training.validation import iou  # noqa: E402
@@ -100,14 +104,18 @@ def run_size(n: int, args, tests, segmenter) -> dict:
     with tempfile.TemporaryDirectory() as out_dir:
         start, cpu_start = time.perf_counter(), time.process_time()
         metrics = train_proposal_model(train_tasks, LABELS, out_dir, heldout=heldout, steps=args.steps,
+                                       base_dir=None if args.base == "none" else args.base,
                                        device="cpu", seed=args.seed, progress_cb=report_progress)
         train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
         model = ProposalModel.load(out_dir)
     boxes = evaluate_proposals(model, tests)
+    fit = evaluate_proposals(model, train_tasks)
     masks = mask_figures(model, segmenter, tests)
     return {"tasks": n, "trained_on": len(train_tasks), "heldout": heldout_count, "train_s": train_s,
             "train_cpu_s": train_cpu_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "steps": metrics["training"]["steps"], "threshold": model.threshold,
+            "steps": metrics["training"]["steps"], "init": metrics["training"]["init"],
+            "final_loss": metrics["training"]["final_loss"], "train_box_recall": fit["recall"],
+            "train_box_precision": fit["precision"], "threshold": model.threshold,
             "calibration": model.manifest["calibration"], "box_recall": boxes["recall"],
             "box_precision": boxes["precision"], "box_per_label": boxes["per_label"], **masks}
 
@@ -120,6 +128,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=str(REPO_ROOT / "model_weights" / "extreme"))
+    parser.add_argument("--base", default=str(DEFAULT_BASE_DIR),
+                        help="class-agnostic base the training starts from; 'none': the ImageNet encoder")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "proposals.txt"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -131,16 +141,18 @@ def main() -> int:
         print(json.dumps(rows[-1]), flush=True)
     lines = [
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, busy), "
-        f"torch threads {args.threads}; {args.test} test tasks; seed {args.seed}",
+        f"torch threads {args.threads}; {args.test} test tasks; seed {args.seed}; start: {rows[0]['init'] if rows else '-'}",
         "| annotated tasks (train + held out) | steps | train s (CPU s) | threshold | mask recall | mask precision "
-        "| matched mIoU | box recall | box precision | proposals s / 640 px image (median, p90) | mask ms / object |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| matched mIoU | box recall | box precision | box recall, precision on its training tasks | final loss "
+        "| proposals s / 640 px image (median, p90) | mask ms / object |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['tasks']} ({r['trained_on']} + {r['heldout']}) | {r['steps']} | {r['train_s']:.0f} ({r['train_cpu_s']:.0f}) | {r['threshold']:.2f} "
             f"| {r['mask_recall']:.3f} | {r['mask_precision']:.3f} | {r['matched_miou']:.3f} | {r['box_recall']:.3f} "
-            f"| {r['box_precision']:.3f} | {r['propose_s_median']:.2f}, {r['propose_s_p90']:.2f} "
+            f"| {r['box_precision']:.3f} | {r['train_box_recall']:.2f}, {r['train_box_precision']:.2f} | {r['final_loss']:.2f} "
+            f"| {r['propose_s_median']:.2f}, {r['propose_s_p90']:.2f} "
             f"| {r['mask_ms_per_object_median']:.0f} |"
         )
     table = "\n".join(lines)

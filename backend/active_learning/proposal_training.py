@@ -6,7 +6,8 @@ from its annotated tasks and publish it as a new version only if it is not worse
    result, ``/health`` and the status page say how many more are needed.
 2. Hold out about a quarter of the tasks, chosen by a hash of the task id (``split.task_hash``, so a
    task keeps its side as the project grows; at least one held out, at least one trained on).
-3. Train on the rest, starting from the serving proposal model when there is one (``backend.proposals``);
+3. Train on the rest, starting from the serving proposal model when there is one, else from the
+   class-agnostic base (``PROPOSALS_BASE_WEIGHTS``; absent: the ImageNet encoder) (``backend.proposals``);
    the confidence threshold is chosen on the held-out tasks (best F1), where the score calibration is
    fitted too.
 4. Compare on the held-out tasks, each model at its own threshold: the new one is published when its
@@ -61,13 +62,14 @@ class ProposalTrainer(Protocol):
 class BackendProposalTrainer:
     """``backend.proposals`` on the job's device and threads."""
 
-    def __init__(self, device: str, threads: int, steps: int | None = None, seed: int = 0):
-        self.device, self.threads, self.steps, self.seed = device, threads, steps, seed
+    def __init__(self, device: str, threads: int, steps: int | None = None, seed: int = 0,
+                 base_dir: Path | None = None):
+        self.device, self.threads, self.steps, self.seed, self.base_dir = device, threads, steps, seed, base_dir
 
     @classmethod
     def from_settings(cls, settings) -> "BackendProposalTrainer":
         return cls(settings.resolved_device(), training_threads(settings.train_threads),
-                   settings.proposals_steps or None)
+                   settings.proposals_steps or None, base_dir=settings.proposals_base)
 
     def train(self, examples, heldout, labels, out_dir, init_dir, progress) -> dict:
         import torch
@@ -75,7 +77,8 @@ class BackendProposalTrainer:
         from backend.proposals import train_proposal_model
 
         torch.set_num_threads(self.threads)
-        return train_proposal_model(examples, labels, out_dir, heldout=heldout, init_dir=init_dir, steps=self.steps,
+        return train_proposal_model(examples, labels, out_dir, heldout=heldout, init_dir=init_dir, base_dir=self.base_dir,
+                                    steps=self.steps,
                                     device=self.device, progress_cb=progress, seed=self.seed,
                                     provenance={"data": f"Label Studio annotations: {len(examples)} training, "
                                                         f"{len(heldout)} held-out tasks"})

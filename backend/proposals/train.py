@@ -1,8 +1,9 @@
 """Training a project's proposal model from its annotated tasks (the same call from jobs, tests and bench).
 
-Fine-tunes the detector (``network.py``) from the ImageNet encoder, or from a previous version
-(``init_dir``: its weights, with the rows of labels both know carried over), on augmented batches
-(``augment.py``). With held-out examples, the score calibration is fitted and the threshold chosen
+Fine-tunes the detector (``network.py``) from a previous version (``init_dir``: its weights, with
+the rows of labels both know carried over), else from the class-agnostic base (``base_dir``: every
+label starts as its ``object`` row, see ``base.py``), else from the ImageNet encoder with a fresh
+FPN and head, on augmented batches (``augment.py``). With held-out examples, the score calibration is fitted and the threshold chosen
 on them, and their figures go into the manifest and the returned metrics.
 """
 
@@ -18,6 +19,7 @@ import torch
 
 from backend.proposals.annotations import ProposalError, prepare
 from backend.proposals.augment import augment
+from backend.proposals.base import load_base, start_from
 from backend.proposals.calibration import fit_calibration
 from backend.proposals.evaluate import best_threshold, collect, figures, recalibrated
 from backend.proposals.model import DEFAULT_THRESHOLD, ProposalModel
@@ -42,6 +44,7 @@ def train_proposal_model(
     *,
     heldout: Sequence[tuple] = (),
     init_dir: str | Path | None = None,
+    base_dir: str | Path | None = None,
     steps: int | None = None,
     device: str | None = None,
     progress_cb: Callable[[int, int, dict], None] | None = None,
@@ -52,12 +55,17 @@ def train_proposal_model(
     """Train on ``examples`` (``(image, [(label, geometry)])``, see ``annotations``) for ``labels``,
     save the model into ``out_dir`` and return its metrics: ``training`` (counts of what was used
     and left out, steps, seconds, final loss), ``threshold``, and with ``heldout`` the held-out
-    figures at that threshold. Raises ProposalError when there is nothing to learn from."""
+    figures at that threshold. Starting from a previous version or the base, the detector has their
+    ``config``; ``config`` is for a start from the ImageNet encoder. Raises ProposalError when there
+    is nothing to learn from."""
     labels = list(dict.fromkeys(labels))
     if not labels:
         raise ProposalError("a proposal model needs at least one label")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     started = time.monotonic()
+    source = ProposalModel.load(init_dir) if init_dir is not None else load_base(base_dir)
+    if source is not None:
+        config = source.config
     prepared, counts = prepare(examples, labels, config.long_side)
     if counts.objects == 0:
         raise ProposalError(
@@ -69,9 +77,9 @@ def train_proposal_model(
         raise ProposalError(f"steps must be at least 1, got {steps}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    detector = build_detector(config, len(labels), pretrained=init_dir is None)
-    if init_dir is not None:
-        _start_from(detector, ProposalModel.load(init_dir), labels)
+    detector = build_detector(config, len(labels), pretrained=source is None)
+    if source is not None:
+        start_from(detector, source, labels)
     detector.to(device).train()
     parameters = [p for p in detector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, weight_decay=1e-4)
@@ -95,7 +103,7 @@ def train_proposal_model(
     metrics = {
         "training": {**counts.as_dict(), "steps": steps, "batch_size": BATCH_SIZE, "seconds": round(train_seconds, 1),
                      "final_loss": float(np.mean(losses[-10:])), "device": device, "seed": seed,
-                     "init": str(init_dir) if init_dir is not None else "imagenet"},
+                     "init": _init_name(init_dir, source)},
         "threshold": DEFAULT_THRESHOLD,
     }
     if heldout:
@@ -112,9 +120,15 @@ def train_proposal_model(
 
 
 def _batch(prepared, rng: np.random.Generator, device: str):
+    return detector_inputs([augment(prepared[int(i)], prepared, rng) for i in rng.integers(len(prepared), size=BATCH_SIZE)],
+                           device)
+
+
+def detector_inputs(pairs, device: str):
+    """(image uint8 HxWx3, [Target]) pairs -> FCOS's training inputs: image tensors in [0, 1] and
+    targets with 1-based labels."""
     images, targets = [], []
-    for i in rng.integers(len(prepared), size=BATCH_SIZE):
-        image, objects = augment(prepared[int(i)], prepared, rng)
+    for image, objects in pairs:
         images.append(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255).to(device))
         boxes = np.array([t.box for t in objects], np.float32).reshape(-1, 4)
         targets.append({"boxes": torch.from_numpy(boxes).to(device),
@@ -128,15 +142,9 @@ def _lr_factor(step: int, steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - WARMUP_STEPS) / max(1, steps - WARMUP_STEPS))))
 
 
-def _start_from(detector, previous: ProposalModel, labels: list[str]) -> None:
-    """Load a previous version's weights; the classifier rows of labels both models know are kept,
-    new labels start from the fresh head's prior."""
-    state = previous.detector.state_dict()
-    own = detector.state_dict()
-    for key in ("head.classification_head.cls_logits.weight", "head.classification_head.cls_logits.bias"):
-        rows = own[key].clone()
-        for new_index, label in enumerate(labels):
-            if label in previous.labels:
-                rows[new_index + 1] = state[key][previous.labels.index(label) + 1]
-        state[key] = rows
-    detector.load_state_dict(state)
+def _init_name(init_dir, source: ProposalModel | None) -> str:
+    if init_dir is not None:
+        return str(init_dir)
+    if source is None:
+        return "imagenet"
+    return f"base {source.manifest['files']['model']['sha256'][:12]}"
