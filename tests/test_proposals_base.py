@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from backend.active_learning.proposal_training import BackendProposalTrainer
 from backend.proposals import ProposalModel, ProposalWeightsError, train_proposal_model
-from backend.proposals.base import BASE_LABEL, load_base, start_from
+from backend.proposals.base import BASE_LABEL, DEFAULT_BASE_DIR, load_base, start_from
 from backend.proposals.network import DetectorConfig, build_detector
 from backend.proposals.pretrain import pretrain
 from backend.settings import Settings
@@ -97,9 +98,11 @@ def test_without_base_weights_training_starts_from_imagenet(tmp_path):
     assert metrics["training"]["init"] == "imagenet"
 
 
-def test_the_base_folder_is_a_setting_defaulting_to_the_committed_weights(tmp_path):
-    assert Settings.from_env({}).proposals_base.parts[-2:] == ("model_weights", "proposals")
-    assert Settings.from_env({"PROPOSALS_BASE_WEIGHTS": str(tmp_path)}).proposals_base == tmp_path
+def test_the_base_folder_is_a_setting_defaulting_to_the_committed_weights_and_the_jobs_trainer_uses_it(tmp_path):
+    assert Settings.from_env({}).proposals_base == DEFAULT_BASE_DIR
+    settings = Settings.from_env({"PROPOSALS_BASE_WEIGHTS": str(tmp_path)})
+    assert settings.proposals_base == tmp_path
+    assert BackendProposalTrainer.from_settings(settings).base_dir == tmp_path
 
 
 def test_pretraining_resumes_from_its_checkpoint_and_writes_a_loadable_base(tmp_path):

@@ -25,6 +25,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -119,6 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop at the first checkpoint after this many minutes of this run, and write the base")
+    parser.add_argument("--long-side", type=int, default=DEFAULT_CONFIG.long_side,
+                        help="px: the detector's image size, kept by the projects' models that start from this base")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -148,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
     manifest = pretrain(args.out, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         validation=args.validation, checkpoint_every=args.checkpoint_every,
-                        max_minutes=args.max_minutes, device=args.device, provenance=provenance, progress_cb=report)
+                        max_minutes=args.max_minutes, device=args.device, provenance=provenance, progress_cb=report,
+                        config=replace(DEFAULT_CONFIG, long_side=args.long_side))
     print(json.dumps({key: manifest[key] for key in ("training", "heldout", "threshold")}, indent=2))
     return 0
