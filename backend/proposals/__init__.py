@@ -12,7 +12,7 @@ The interface (stable; the serving, jobs and versions side builds on exactly thi
   ``.propose(image: LoadedImage, threshold=None, max_objects=MAX_OBJECTS) -> list[Proposal]``: most
   confident first, one per object (suppression within and across labels), at most ``MAX_OBJECTS``
   (100).
-- ``train_proposal_model(examples, labels, out_dir, *, heldout=(), init_dir=None, steps=None,
+- ``train_proposal_model(examples, labels, out_dir, *, heldout=(), init_dir=None, base_dir=None, steps=None,
   device=None, progress_cb=None, seed=0, provenance=None) -> metrics``: ``examples`` and
   ``heldout`` are ``(image HxWx3 uint8, [(label, geometry), ...])`` with a geometry a mask (HxW
   bool), a box (x0, y0, x1, y1) or points (N, 2) (extreme points: their extent is the box); an
@@ -22,12 +22,15 @@ The interface (stable; the serving, jobs and versions side builds on exactly thi
   ``metrics["heldout"]`` holds its recall, precision, f1, counts at that threshold. Weights and a
   manifest (format, labels, config, threshold, calibration, sha256, the metrics, ``provenance``)
   are written atomically, the manifest last. ``progress_cb(step, steps, {"loss", ...})``. Raises
-  ``ProposalError`` when there is nothing to learn from.
+  ``ProposalError`` when there is nothing to learn from. It starts from ``init_dir`` (a previous
+  version), else from the class-agnostic base in ``base_dir`` (``base.load_base``: each label from
+  its ``object`` row), else from the ImageNet encoder.
 - ``evaluate_proposals(model, examples, threshold=None) -> {recall, precision, f1, threshold, images,
   objects, proposals, correct, mean_box_iou, per_label}`` (IoU >= 0.5 with an object of the same
   label, greedy most confident first); ``choose_threshold(model, heldout) -> float`` (best F1).
 
-Images of any size are resized so their longer side is 512 px (``DetectorConfig.long_side``);
+Images of any size are resized so their longer side is ``DetectorConfig.long_side`` (512 px; a
+model trained from the class-agnostic base, ``base.py``, has the base's: 384 px);
 boxes come back in the caller's pixels. Torch threads are the caller's (``torch.set_num_threads``).
 """
 
