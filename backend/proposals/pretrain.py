@@ -40,7 +40,7 @@ from backend.proposals.base import BASE_LABEL
 from backend.proposals.evaluate import best_threshold, collect, figures
 from backend.proposals.model import ProposalModel
 from backend.proposals.network import DetectorConfig, build_detector
-from backend.proposals.train import DEFAULT_CONFIG, detector_inputs
+from backend.proposals.train import DEFAULT_CONFIG, detector_inputs, optimisation_step
 from backend.training.synthetic import generate_scene
 
 CHECKPOINT = "checkpoint.pt"
@@ -82,12 +82,7 @@ def pretrain(out_dir: str | Path, steps: int, *, batch_size: int = 4, lr: float 
         examples = [scene_example(seed, step * batch_size + k, "train") for k in range(batch_size)]
         prepared, _ = prepare(examples, [BASE_LABEL], config.long_side)
         images, targets = detector_inputs([augment(item, prepared, rng) for item in prepared], device)
-        loss_parts = detector(images, targets)
-        loss = sum(loss_parts.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 5.0)
-        optimizer.step()
+        loss, loss_parts = optimisation_step(detector, images, targets, optimizer, parameters)
         step += 1
         recent.append([float(loss.detach())] + [float(loss_parts[key].detach()) for key in LOSS_COLUMNS[2:]])
         if step % LOSS_EVERY == 0 or step == steps:

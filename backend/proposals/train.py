@@ -87,12 +87,7 @@ def train_proposal_model(
     losses = []
     for step in range(1, steps + 1):
         images, targets = _batch(prepared, rng, device)
-        loss_parts = detector(images, targets)
-        loss = sum(loss_parts.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 5.0)
-        optimizer.step()
+        loss, loss_parts = optimisation_step(detector, images, targets, optimizer, parameters)
         schedule.step()
         losses.append(float(loss.detach()))
         if progress_cb is not None:
@@ -117,6 +112,18 @@ def train_proposal_model(
         metrics["heldout"] = figures(results, model.threshold, model.labels)
     model.save(out_dir, {**(provenance or {}), **metrics})
     return metrics
+
+
+def optimisation_step(detector, images, targets, optimizer, parameters) -> tuple[torch.Tensor, dict]:
+    """One step on a batch: the detector's summed losses back-propagated, gradients clipped, the
+    optimiser stepped; returns the loss and its parts (a project's training and the base's share it)."""
+    loss_parts = detector(images, targets)
+    loss = sum(loss_parts.values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 5.0)
+    optimizer.step()
+    return loss, loss_parts
 
 
 def _batch(prepared, rng: np.random.Generator, device: str):
