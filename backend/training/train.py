@@ -127,6 +127,8 @@ def train(
     def validate(kinds=(PromptKind.EXTREME,)) -> dict:
         segmenter = ExtremeSegmenter(coarse, refine, config, "training", device)
         result = {f"val_miou_{kind.value}": evaluate_miou(segmenter, samples_val, kind) for kind in kinds}
+        if corrections > 0:  # is the model learning to follow clicks? (one simulated click after the points)
+            result["val_miou_extreme_1_click"] = click_curve(segmenter, samples_val, 1)[1]
         train_mode()
         return result
 
