@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"custom model weights directory (default: $EXTREME_WEIGHTS or {settings.extreme_weights})",
     )
     parser.add_argument(
-        "--max-objects", type=_positive_int, help="evaluate a seeded random sample of this many objects"
+        "--max-objects", type=_int_at_least(1), help="evaluate a seeded random sample of this many objects"
     )
     parser.add_argument("--min-area", type=float, default=0.0, help="skip objects of fewer pixels (default 0)")
     parser.add_argument(
@@ -91,14 +91,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--clicks",
-        type=_non_negative_int,
+        type=_int_at_least(0),
         default=ClickProtocol.corrections,
         help="correction-click protocol: report the IoU after 0..N simulated correction clicks (RITM's: the interior "
         "of the largest error region, positive or negative) and NoC@90 (default %(default)s; 0 = first masks only)",
     )
     parser.add_argument(
         "--max-clicks",
-        type=_at_least_four,
+        type=_int_at_least(4, " (the extreme points' clicks)"),
         default=ClickProtocol.max_clicks,
         help="NoC@90's cap, the first prompt's clicks included (4 extreme points count 4, a box 2); an object not at "
         "0.90 by then counts the cap (default %(default)s)",
@@ -125,25 +125,16 @@ def _method_names(text: str) -> list[str]:
     return names
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int, why: str = ""):
+    """An argparse type: an int of at least ``minimum`` (``why`` says the reason in the error)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}{why}, got {value}")
+        return value
 
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def _at_least_four(text: str) -> int:
-    value = int(text)
-    if value < 4:
-        raise argparse.ArgumentTypeError(f"must be at least 4 (the extreme points' clicks), got {value}")
-    return value
+    parse.__name__ = f"int_at_least_{minimum}"  # argparse names the type in its "invalid ... value" error
+    return parse
 
 
 def _non_negative_float(text: str) -> float:
