@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 
 from backend.prompts import LoadedImage, Prompt, PromptKind  # noqa: E402
 from backend.proposals import ProposalModel, evaluate_proposals, train_proposal_model  # noqa: E402
-from backend.proposals.base import DEFAULT_BASE_DIR  # noqa: E402
 from backend.segmenters.extreme import ExtremeSegmenter  # noqa: E402
+from backend.settings import Settings  # noqa: E402
 from backend.training.synthetic import generate_scene  # noqa: E402
 from backend.training.validation import iou  # noqa: E402
 
@@ -128,7 +128,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=str(REPO_ROOT / "model_weights" / "extreme"))
-    parser.add_argument("--base", default=str(DEFAULT_BASE_DIR),
+    parser.add_argument("--base", default=str(Settings().proposals_base),
                         help="class-agnostic base the training starts from; 'none': the ImageNet encoder")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "proposals.txt"))
     args = parser.parse_args()

@@ -13,10 +13,10 @@ import torch
 
 from backend.active_learning.proposal_training import BackendProposalTrainer
 from backend.proposals import ProposalModel, ProposalWeightsError, train_proposal_model
-from backend.proposals.base import BASE_LABEL, DEFAULT_BASE_DIR, load_base, start_from
+from backend.proposals.base import BASE_LABEL, load_base, start_from
 from backend.proposals.network import DetectorConfig, build_detector
 from backend.proposals.pretrain import pretrain
-from backend.settings import Settings
+from backend.settings import REPO_ROOT, Settings
 
 TINY = DetectorConfig(long_side=192, fpn_channels=32, head_convs=1)
 CLASS_WEIGHT, CLASS_BIAS = "head.classification_head.cls_logits.weight", "head.classification_head.cls_logits.bias"
@@ -99,7 +99,7 @@ def test_without_base_weights_training_starts_from_imagenet(tmp_path):
 
 
 def test_the_base_folder_is_a_setting_defaulting_to_the_committed_weights_and_the_jobs_trainer_uses_it(tmp_path):
-    assert Settings.from_env({}).proposals_base == DEFAULT_BASE_DIR
+    assert Settings.from_env({}).proposals_base == REPO_ROOT / "model_weights" / "proposals"
     settings = Settings.from_env({"PROPOSALS_BASE_WEIGHTS": str(tmp_path)})
     assert settings.proposals_base == tmp_path
     assert BackendProposalTrainer.from_settings(settings).base_dir == tmp_path

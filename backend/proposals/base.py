@@ -19,7 +19,6 @@ from backend.proposals.model import MANIFEST, ProposalModel, ProposalWeightsErro
 logger = logging.getLogger(__name__)
 
 BASE_LABEL = "object"
-DEFAULT_BASE_DIR = Path(__file__).resolve().parents[2] / "model_weights" / "proposals"
 _CLASS_ROWS = ("head.classification_head.cls_logits.weight", "head.classification_head.cls_logits.bias")
 
 
