@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from backend.prompts import Prompt, PromptError, PromptKind
-from backend.training.correction_clicks import next_click
+from backend.training.correction_clicks import next_click, with_click
 from backend.training.validation import iou
 
 IOU_TARGET = 0.90
@@ -53,14 +53,6 @@ def first_prompt_clicks(prompt: Prompt) -> int:
     if prompt.kind not in FIRST_PROMPT_CLICKS:
         raise ValueError(f"no click count for a {prompt.kind.value} prompt")
     return FIRST_PROMPT_CLICKS[prompt.kind]
-
-
-def with_click(prompt: Prompt, x: float, y: float, positive: bool) -> Prompt:
-    """``prompt`` with one more correction click after its points (EXTREME: rows 4.. are clicks;
-    BOX: every point is a click)."""
-    points = np.concatenate([np.asarray(prompt.points, np.float32).reshape(-1, 2), [[x, y]]]).astype(np.float32)
-    labels = np.concatenate([np.asarray(prompt.point_labels, np.int64).reshape(-1), [int(positive)]])
-    return replace(prompt, points=points, point_labels=labels)
 
 
 def correct(

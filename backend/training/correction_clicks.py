@@ -5,7 +5,7 @@ positive click when that region is a missed part (true but not predicted), a neg
 is a spill (predicted but not true). It lands on the region's most interior pixel, the one
 farthest from the region's outline (the image frame counts as outline: nobody clicks on the
 frame), optionally jittered like a human hand. Training (simulated corrections) and the
-interactive benchmark use this one function.
+interactive benchmark use this one function, and ``with_click`` to add the click to a prompt.
 
 Coordinates are those of ``backend.prompts``: pixel (col, row) is the unit square whose centre is
 (col + 0.5, row + 0.5); the masks may be natural images or crops alike.
@@ -13,10 +13,13 @@ Coordinates are those of ``backend.prompts``: pixel (col, row) is the unit squar
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import cv2
 import numpy as np
+
+from backend.prompts import Prompt
 
 
 class Click(NamedTuple):
@@ -66,3 +69,11 @@ def _most_interior(region: np.ndarray) -> tuple[int, int]:
     distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
     row, col = np.unravel_index(int(np.argmax(distance)), distance.shape)
     return int(row), int(col)
+
+
+def with_click(prompt: Prompt, x: float, y: float, positive: bool) -> Prompt:
+    """``prompt`` with one more correction click after its points (EXTREME: rows 4.. are clicks;
+    BOX: every point is a click)."""
+    points = np.concatenate([np.asarray(prompt.points, np.float32).reshape(-1, 2), [[x, y]]]).astype(np.float32)
+    labels = np.concatenate([np.asarray(prompt.point_labels, np.int64).reshape(-1), [int(positive)]])
+    return replace(prompt, points=points, point_labels=labels)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from backend.prompts import Prompt, PromptKind
-from backend.training.correction_clicks import next_click
+from backend.training.correction_clicks import next_click, with_click
 from backend.training.datasets import Sample
 from backend.training.mask_prompts import extreme_points, mask_box
 
@@ -82,11 +82,7 @@ def click_curve(
         for _ in range(clicks):
             click = next_click(predicted, mask, rng, jitter_px)
             if click is not None:
-                prompt = Prompt(
-                    kind=prompt.kind, label=prompt.label, box=prompt.box,
-                    points=np.vstack([prompt.points, [[click.x, click.y]]]).astype(np.float32),
-                    point_labels=np.append(prompt.point_labels, int(click.positive)).astype(np.int64),
-                )
+                prompt = with_click(prompt, click.x, click.y, click.positive)
                 predicted = segmenter.segment(pixels, prompt).mask
             curve.append(iou(predicted, mask))
         curves.append(curve)
