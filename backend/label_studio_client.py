@@ -302,8 +302,10 @@ class LabelStudioClient:
         """``PATCH /api/ml/<id>`` of ``backend`` (as ``ml_backends`` lists it) with ``fields``; the
         updated backend. Label Studio 1.23 checks the connection again on every update and needs its
         ``url``, ``project`` and authentication in the body (an empty ``basic_auth_pass`` keeps the
-        stored one), so they are sent as listed."""
-        body = {key: backend.get(key) for key in ("url", "project", "auth_method")}
+        stored one), so they are sent as listed. Its check calls ``/setup`` with the body's
+        ``extra_params``, so they go along too: without them that ``/setup`` would store the project
+        with none (proposals and policies off) until Label Studio's next ``/setup``."""
+        body = {key: backend.get(key) for key in ("url", "project", "auth_method", "extra_params")}
         if backend.get("auth_method") == "BASIC_AUTH":
             body.update(basic_auth_user=backend.get("basic_auth_user") or "", basic_auth_pass="")
         what = f"updating ML backend {backend.get('id')}"

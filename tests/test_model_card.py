@@ -24,7 +24,8 @@ from backend.settings import Settings
 LS = "http://ls.test:8080"
 KEY = "0123456789abcdef0123456789abcdef01234567"
 OURS = {"id": 7, "url": "http://backend:9090", "project": 3, "title": "my model", "auth_method": "BASIC_AUTH",
-        "basic_auth_user": "ls", "model_version": "segassist-base-v0+nosam"}
+        "basic_auth_user": "ls", "model_version": "segassist-base-v0+nosam",
+        "extra_params": {"proposals": True}}
 OTHER = {"id": 8, "url": "http://other:9090", "project": 3, "title": "someone else's", "auth_method": "NONE",
          "model_version": "yolo-3"}
 
@@ -73,10 +74,11 @@ def test_progress_and_the_published_outcome_reach_the_card_with_the_new_model_ve
     assert titles[-1] == "my model — published p3-v1 (held-out mIoU 0.5 → 0.6)"
     assert "published p3-v1 (held-out mIoU 0.5 -> 0.6 on " in bodies[-1]["description"]
     assert job.id in bodies[-1]["description"]
-    # Label Studio 1.23 checks the connection on every update: url, project and auth go along, and an
-    # empty password keeps the one it stores.
+    # Label Studio 1.23 checks the connection on every update: url, project, auth and extra params go
+    # along, and an empty password keeps the one it stores.
     assert all(body["url"] == OURS["url"] and body["project"] == 3 and body["auth_method"] == "BASIC_AUTH"
-               and body["basic_auth_user"] == "ls" and body["basic_auth_pass"] == "" for body in bodies)
+               and body["basic_auth_user"] == "ls" and body["basic_auth_pass"] == ""
+               and body["extra_params"] == {"proposals": True} for body in bodies)
     assert not any(request.url.startswith(f"{LS}/api/ml/8") for request in requests_mock.request_history)
     assert job.result["label_studio"] == {"model_card": "updated", "ml_backends": [7],
                                           "model_version": "segassist-p3-v1+nosam"}

@@ -14,13 +14,18 @@ worse" and gets published. No SAM checkpoint: start-up stays fast.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 from support.backend_server import BackendServer
 from support.ls_api import LabelStudioApiError
 from support.preannotation_project import brush
+from backend.label_studio_client import LabelStudioClient
+from backend.ls_auth import LabelStudioAuth
 from test_retraining import HEIGHT, LABEL_CONFIG, OBJECTS, WIDTH, blank_weights, png  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
@@ -92,6 +97,50 @@ def test_a_published_version_shows_on_the_ml_backend_in_label_studio(label_studi
     # Predictions Label Studio stores from now on carry the new version.
     answer = api.post(f"/api/ml/{ml}/interactive-annotating", json={"task": tasks[0], "context": {"result": []}})
     assert answer["data"]["model_version"] == f"segassist-{version}+nosam"
+
+
+class SetupRecorder(BaseHTTPRequestHandler):
+    """An ML backend that answers /health and /setup and keeps each /setup's body."""
+    setups: list[dict] = []
+
+    def do_GET(self):
+        self.answer({"status": "UP", "model_class": "SetupRecorder"})
+
+    def do_POST(self):
+        self.setups.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.answer({"model_version": "recorder-v1"})
+
+    def answer(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_card_update_keeps_the_extra_params_in_every_setup_label_studio_sends(label_studio):
+    """Label Studio checks the connection on each PATCH by calling /setup with the PATCH's body: an
+    update without the extra params would store the project with none (proposals off) meanwhile."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SetupRecorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api, url = label_studio.api, f"http://127.0.0.1:{server.server_address[1]}"
+        project = api.post("/api/projects/", json={"title": "extra params kept", "label_config": LABEL_CONFIG.read_text()})
+        extra = {"proposals": True, "proposal_threshold": 0.4}
+        api.post("/api/ml/", json={"project": project["id"], "url": url, "title": TITLE, "extra_params": extra})
+        client = LabelStudioClient(label_studio.url, LabelStudioAuth(label_studio.url, label_studio.personal_access_token),
+                                   timeout_s=30.0)
+        SetupRecorder.setups.clear()
+        [listed] = client.ml_backends(str(project["id"]))
+        client.update_ml_backend(listed, {"title": f"{TITLE} — training 0%"})
+        assert len(SetupRecorder.setups) >= 2  # the listing's, the update's check and its state update
+        assert all(setup["extra_params"] == extra for setup in SetupRecorder.setups), SetupRecorder.setups
+    finally:
+        server.shutdown()
 
 
 def test_a_job_that_cannot_train_says_why_on_the_ml_backend(label_studio, backend):
