@@ -140,10 +140,15 @@ class SegmentationModel:
 
     def segmenters_for(self, project_ref: str | None = None) -> SegmenterSet:
         """The segmenters serving a project: with active learning, its current extreme-point version."""
+        return self.serving_for(project_ref)[0]
+
+    def serving_for(self, project_ref: str | None = None) -> tuple[SegmenterSet, dict]:
+        """``segmenters_for``, and the policies its extreme-point version learned from the project's
+        annotations ({label: {policy key: value}}; none for the default weights)."""
         if self.project_models is None or project_ref is None:
-            return self.segmenters
+            return self.segmenters, {}
         extreme, version = self.project_models.segmenter_for(project_id(project_ref))
-        return replace(self.segmenters, extreme=extreme, extreme_version=version.name)
+        return replace(self.segmenters, extreme=extreme, extreme_version=version.name), version.policies
 
     def versions(self, project_ref: str | None = None) -> dict:
         """``/versions``: every model version the project's predictions may carry (every project's when
@@ -190,8 +195,8 @@ class SegmentationModel:
             if stored is None:
                 raise RequestError(f"no label_config in the request and no /setup seen for project {pid}")
             label_config = stored.label_config
-        options = ProjectOptions.for_project(self.settings.default_options, stored)
-        segmenters = self.segmenters_for(pid)
+        segmenters, learned = self.serving_for(pid)
+        options = ProjectOptions.for_project(self.settings.default_options, stored, learned)
         proposer, note = self.proposer_for(pid, options)
         return ProjectContext(
             config=parse_label_config(label_config, self.settings.extreme_tool_prefix),

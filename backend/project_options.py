@@ -4,7 +4,8 @@ Label Studio sends the extra params JSON (*Settings → Model → edit → Extra
 the server default has the same shape (env ``POLICIES`` as JSON, or the file ``POLICIES_FILE``).
 Each source is parsed once: ``/setup``'s when it arrives (a bad one answers 422 naming the key),
 the server default at start-up (``Settings.from_env``: a bad one stops the start, naming the key
-and the source). A project is served the server default with its own options over it
+and the source). A project is served the server default, the policies its serving version learned
+from its annotations (``backend.active_learning.learned_policies``), then its own options over them
 (``ProjectOptions.for_project``): every option the project sets wins, the policies per label and
 policy key (``PolicySet.updated``).
 
@@ -123,10 +124,13 @@ class ProjectOptions:
         return replace(self, **values, given=self.given | later.given)
 
     @classmethod
-    def for_project(cls, default: "ProjectOptions | None", setup) -> "ProjectOptions":
-        """The options serving a project: the server default (``Settings.default_options``), then
-        what the project's ``/setup`` stored (a ``ProjectSetup``, or None before any)."""
+    def for_project(cls, default: "ProjectOptions | None", setup, learned: dict | None = None) -> "ProjectOptions":
+        """The options serving a project: the server default (``Settings.default_options``), then the
+        policies learned from its annotations (``learned``, its serving version's), then what the
+        project's ``/setup`` stored (a ``ProjectSetup``, or None before any)."""
         options = default or cls()
+        if learned:
+            options = options.updated(cls.parse({"policies": learned}, "learned policies"))
         if setup is None:
             return options
         return options.updated(cls.parse(setup.extra_params, "extra params"))

@@ -14,8 +14,9 @@ default weights never trained on, ``backend.training.synthetic``). Three kinds o
 
 For every number of annotated tasks the script runs a real training job (the webhook's code path:
 cross-validated publish decision, fine-tune on all tasks, publish) from the default weights on the
-first N tasks, and measures the serving model (the published version, or the parent when the job
-kept it) on separate held-out tasks of the same project annotated the same way. It prints a table,
+first N tasks, and measures the serving model (the published version with the policies it learned,
+or the parent when the job kept it) on separate held-out tasks of the same project annotated the
+same way. It prints a table,
 writes the raw figures to --out (JSON) and a plot beside it (PNG).
 """
 
@@ -41,6 +42,7 @@ from learning_policy import StaticReader, hole_fraction  # noqa: E402
 
 from backend.jobs.store import JobStore  # noqa: E402
 from backend.active_learning.layout import Layout  # noqa: E402
+from backend.active_learning.learned_policies import policy_ious  # noqa: E402
 from backend.active_learning.ls_data import AnnotatedTask, crop_sample  # noqa: E402
 from backend.active_learning.trainer import ExtremeTrainer  # noqa: E402
 from backend.active_learning.training_job import run_training_job  # noqa: E402
@@ -106,8 +108,9 @@ def curve(policy: str, weights: Path, points: list[int], heldout: int, seed: int
     held-out instances."""
     annotator = Annotator(policy, ExtremeSegmenter.load(weights), min_hole)
     tasks = project_tasks(annotator, max(points), seed, first_id=1)
-    held_out = [s for task in project_tasks(annotator, heldout, seed + HELDOUT_SEED_OFFSET, first_id=100_000)
-                for s in task.samples]
+    held_tasks = project_tasks(annotator, heldout, seed + HELDOUT_SEED_OFFSET, first_id=100_000)
+    held_out = [sample for task in held_tasks for sample in task.samples]
+    held_labels = [label for task in held_tasks for label in task.labels]
     parent_scores = trainer.scores(weights, held_out)
     rows = []
     for count in points:
@@ -125,14 +128,17 @@ def curve(policy: str, weights: Path, points: list[int], heldout: int, seed: int
             result = done.result
             serving = parent_scores
             if result["published"]:
-                trained = VersionRegistry.from_settings(job_settings).get(PROJECT, result["version"]).path
-                serving = trainer.scores(trained, held_out)
+                version = VersionRegistry.from_settings(job_settings).get(PROJECT, result["version"])
+                # as the project is served: the version's weights, then the policies it learned
+                serving = policy_ious(version.policies, trainer.masks(version.path, held_out),
+                                      [mask for _, mask in held_out], held_labels)
         gains = np.asarray(serving) - np.asarray(parent_scores)
         rows.append({
             "tasks": count, "instances": result["instances"], "published": result["published"],
             "heldout_miou": round(float(np.mean(serving)), 4), "heldout_gain": round(float(gains.mean()), 4),
             "heldout_gain_sd": round(float(gains.std()), 4), "decision": result.get("decision"),
             "reason": result.get("reason"), "steps": result.get("steps"), "fold_steps": result.get("fold_steps"),
+            "learned_policies": result.get("policies"),
             "job_seconds": round(seconds, 1), "job_cpu_seconds": round(cpu_seconds, 1),
         })
         print(f"  {policy:8s} {count:3d} tasks: {format_row(rows[-1], float(np.mean(parent_scores)))}", flush=True)
@@ -146,13 +152,13 @@ def format_row(row: dict, parent: float) -> str:
                 if decision else "not trained (too few instances)")
     outcome = "published" if row["published"] else "kept parent"
     return (f"{row['instances']:3d} inst | held-out {parent:.3f} -> {row['heldout_miou']:.3f} "
-            f"({row['heldout_gain']:+.3f}) | {estimate} | {outcome} | {job_time(row)}")
+            f"({row['heldout_gain']:+.3f}) | {estimate} | policies: {learned(row)} | {outcome} | {job_time(row)}")
 
 
 def table(curves: list[dict]) -> str:
     lines = ["| annotators | tasks (instances) | parent held-out mIoU | serving held-out mIoU | "
-             "job's cross-validated gain [95% interval] | job's decision | job time, wall (CPU) |",
-             "|---|---|---|---|---|---|---|"]
+             "job's cross-validated gain [95% interval] | learned policies | job's decision | job time, wall (CPU) |",
+             "|---|---|---|---|---|---|---|---|"]
     for item in curves:
         for row in item["points"]:
             decision = row["decision"]
@@ -160,9 +166,17 @@ def table(curves: list[dict]) -> str:
                         if decision else "below TRAIN_MIN_INSTANCES")
             lines.append(
                 f"| {item['annotator']} | {row['tasks']} ({row['instances']}) | {item['parent_heldout_miou']:.3f} | "
-                f"{row['heldout_miou']:.3f} ({row['heldout_gain']:+.3f}) | {estimate} | "
+                f"{row['heldout_miou']:.3f} ({row['heldout_gain']:+.3f}) | {estimate} | {learned(row)} | "
                 f"{'published' if row['published'] else 'parent kept'} | {job_time(row)} |")
     return "\n".join(lines)
+
+
+def learned(row: dict) -> str:
+    """The policies the job's version learned ("-" for runs from before policies were learned)."""
+    policies = row.get("learned_policies")
+    if policies is None:
+        return "-"
+    return ", ".join(f"{label}: {' + '.join(entry)}" for label, entry in policies.items()) or "none"
 
 
 def job_time(row: dict) -> str:

@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 from active_learning_fakes import fake_task
 
-from backend.active_learning.cross_validation import too_few_annotations
+from backend.active_learning.cross_validation import PairedScores, too_few_annotations
 from backend.active_learning.publish_decision import decide
 from backend.active_learning.split import task_folds
 from backend.active_learning.trainer import MAX_STEPS, MIN_STEPS, STEPS_PER_INSTANCE, fine_tune_steps
+
+
+def cv_method(folds: int) -> str:
+    return PairedScores([], [], folds, []).method
 
 
 def paired(gain_mean: float, gain_sd: float, instances: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -21,7 +25,7 @@ def paired(gain_mean: float, gain_sd: float, instances: int, seed: int = 0) -> t
 
 
 def test_a_clear_gain_publishes_and_says_how_sure():
-    decision = decide(*paired(0.06, 0.05, 30), folds=3)
+    decision = decide(*paired(0.06, 0.05, 30), method=cv_method(3))
     low, high = decision.ci95
     assert decision.publish and 0.0 < low < decision.mean_gain < high
     assert decision.instances == 30 and decision.method == "paired bootstrap over instances, 3-fold cross-validation by task"
@@ -32,7 +36,7 @@ def test_a_clear_gain_publishes_and_says_how_sure():
 
 def test_a_clear_loss_is_refused_with_the_figures():
     parent, candidate = paired(-0.08, 0.05, 30)
-    decision = decide(parent, candidate, folds=3)
+    decision = decide(parent, candidate, method=cv_method(3))
     assert not decision.publish and decision.ci95[1] < 0
     reason = decision.reason("p3-v2")
     assert reason.startswith(f"held-out mIoU fell from {parent.mean():.4f} (p3-v2) to {candidate.mean():.4f}; mean paired gain -")
@@ -42,7 +46,7 @@ def test_a_clear_loss_is_refused_with_the_figures():
 def test_a_gain_within_the_noise_keeps_the_parent():
     """A small mean gain with a wide spread: the interval reaches below zero, so nothing changes."""
     parent, candidate = paired(0.005, 0.08, 20, seed=3)
-    decision = decide(parent, candidate, folds=2)
+    decision = decide(parent, candidate, method=cv_method(2))
     assert decision.mean_gain > 0 and decision.ci95[0] < 0 < decision.ci95[1]
     assert not decision.publish
     assert decision.reason("base-v0").startswith(f"no clear gain: held-out mIoU {parent.mean():.4f} (base-v0) -> ")
@@ -50,21 +54,21 @@ def test_a_gain_within_the_noise_keeps_the_parent():
 
 def test_the_same_scores_always_give_the_same_interval_and_more_instances_narrow_it():
     few, many = paired(0.02, 0.05, 10), paired(0.02, 0.05, 200)
-    assert decide(*few, folds=2).ci95 == decide(*few, folds=2).ci95
+    assert decide(*few, method=cv_method(2)).ci95 == decide(*few, method=cv_method(2)).ci95
     width = lambda d: d.ci95[1] - d.ci95[0]  # noqa: E731
-    assert width(decide(*many, folds=3)) < width(decide(*few, folds=3)) / 2
+    assert width(decide(*many, method=cv_method(3))) < width(decide(*few, method=cv_method(3))) / 2
 
 
 def test_a_candidate_identical_on_every_instance_is_not_worse():
     scores = [0.0, 0.4, 0.9]
-    decision = decide(scores, scores, folds=3)
+    decision = decide(scores, scores, method=cv_method(3))
     assert decision.publish and decision.ci95 == (0.0, 0.0) and decision.mean_gain == 0.0
 
 
 @pytest.mark.parametrize("parent, candidate", [([0.5, 0.6], [0.5]), ([], [])])
 def test_unpaired_scores_are_an_error(parent, candidate):
     with pytest.raises(ValueError, match="paired scores"):
-        decide(parent, candidate, folds=2)
+        decide(parent, candidate, method=cv_method(2))
 
 
 def test_too_few_annotations_say_how_many_more():

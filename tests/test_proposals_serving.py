@@ -44,11 +44,11 @@ class FakeProposer:
 
 
 class FakeProjectModels:
-    def __init__(self, extreme, proposer=None, status=None):
-        self.extreme, self.proposer, self.status = extreme, proposer, status or {}
+    def __init__(self, extreme, proposer=None, status=None, policies=None):
+        self.extreme, self.proposer, self.status, self.policies = extreme, proposer, status or {}, policies or {}
 
     def segmenter_for(self, project):
-        return self.extreme, SimpleNamespace(name="p7-v2" if self.proposer else "v1")
+        return self.extreme, SimpleNamespace(name="p7-v2" if self.proposer else "v1", policies=self.policies)
 
     def proposer_for(self, project):
         return (self.proposer, SimpleNamespace(name="p7-v2")) if self.proposer else (None, None)

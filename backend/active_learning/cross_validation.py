@@ -33,6 +33,10 @@ class PairedScores:
     folds: int
     steps: list[int]  # per fold
 
+    @property
+    def method(self) -> str:
+        return f"paired bootstrap over instances, {self.folds}-fold cross-validation by task"
+
 
 def too_few_annotations(tasks: Sequence[AnnotatedTask], min_instances: int) -> str | None:
     """Why a job should not train on ``tasks`` (None when it should): cross-validation needs two

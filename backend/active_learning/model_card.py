@@ -67,7 +67,8 @@ def outcome_status(job: Job) -> str:
     result = job.result
     if result.get("published"):
         before, after = result.get("miou_before"), result.get("miou_after")
-        figures = f" (held-out mIoU {before} → {after})" if before is not None and after is not None else ""
+        label = result.get("figures", "held-out mIoU")
+        figures = f" ({label} {before} → {after})" if before is not None and after is not None else ""
         return f"published {result.get('version')}{figures}"
     parent = result.get("parent")
     return f"not published ({parent} serves)" if parent else "not published"

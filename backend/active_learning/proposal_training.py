@@ -34,8 +34,7 @@ from backend.active_learning.layout import Layout
 from backend.active_learning.proposal_data import ProposalData, ProposalTask
 from backend.active_learning.split import task_hash
 from backend.active_learning.trainer import training_threads
-from backend.active_learning.versions import PROPOSALS_DIR, VERSION_FILE, VersionInfo, verify_files
-from backend.checksums import sha256_of
+from backend.active_learning.versions import PROPOSALS_DIR, stage_weights_of
 from backend.files import write_json_atomic
 from backend.project_options import ProjectOptions
 from backend.project_store import ProjectStore
@@ -167,9 +166,10 @@ def train_proposals(settings, project: str, job_id: str, registry, data: Proposa
         return _outcome(settings, project, {"trained": True, "published": False, "version": None, **summary,
                                             "reason": decision.reason}, message)
     progress(0.95, f"proposals: publishing {name}")
-    files = _stage_version(out, serving)
+    files = stage_weights_of(serving, out)
     version = registry.publish(project, name, out, files, parent=serving.name, job=job_id,
-                               metrics={"proposals": summary, "extreme": f"weights of {serving.name}"})
+                               metrics={"proposals": summary, "extreme": f"weights of {serving.name}"},
+                               policies=serving.policies)
     message = f"published {version.name}: {decision.reason}"
     progress(1.0, f"proposals: {version.name} serves project {project}")
     return _outcome(settings, project, {"trained": True, "published": True, "version": version.name, **summary,
@@ -193,17 +193,6 @@ def record_failure(settings, project: str, error: str) -> dict:
     """The step's result when it failed (bad data, Label Studio down): the job goes on; serving is unchanged."""
     return _outcome(settings, project, {"trained": False, "published": False, "version": None, "error": error},
                     f"failed: {error}; serving is unchanged")
-
-
-def _stage_version(out: Path, serving: VersionInfo) -> dict[str, str]:
-    """Copy the serving version's extreme-point weights beside the staged proposal model; every file
-    of the new version with its sha256."""
-    for source in sorted(Path(serving.path).iterdir()):
-        if source.is_file() and source.name != VERSION_FILE:
-            shutil.copyfile(source, out / source.name)
-    files = {str(path.relative_to(out)): sha256_of(path) for path in sorted(out.rglob("*")) if path.is_file()}
-    verify_files(out, files, "the staged proposal version")
-    return files
 
 
 def _outcome(settings, project: str, result: dict, message: str) -> dict:

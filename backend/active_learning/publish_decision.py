@@ -18,7 +18,6 @@ import numpy as np
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_CHUNK_VALUES = 2_000_000
 CONFIDENCE = 0.95
-METHOD = "paired bootstrap over instances, {folds}-fold cross-validation by task"
 
 
 @dataclass(frozen=True)
@@ -47,21 +46,26 @@ class PublishDecision:
         return (f"mean paired gain {self.mean_gain:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}] "
                 f"over {self.instances} instances ({self.method})")
 
-    def reason(self, parent: str) -> str:
-        """Why the candidate is not published (only meaningful when ``publish`` is false)."""
+    def verdict(self, parent: str) -> str:
+        """Why the candidate is not taken, with the figures (only meaningful when ``publish`` is false)."""
         if self.mean_gain < 0:
             verdict = f"held-out mIoU fell from {self.miou_before:.4f} ({parent}) to {self.miou_after:.4f}"
         else:
             verdict = (f"no clear gain: held-out mIoU {self.miou_before:.4f} ({parent}) -> {self.miou_after:.4f} "
                        f"is within the noise")
-        return f"{verdict}; {self.summary()}; {parent} keeps serving"
+        return f"{verdict}; {self.summary()}"
+
+    def reason(self, parent: str) -> str:
+        """Why nothing is published (only meaningful when ``publish`` is false)."""
+        return f"{self.verdict(parent)}; {parent} keeps serving"
 
 
-def decide(parent_scores: Sequence[float], candidate_scores: Sequence[float], folds: int, seed: int = 0) -> PublishDecision:
+def decide(parent_scores: Sequence[float], candidate_scores: Sequence[float], method: str, seed: int = 0) -> PublishDecision:
     """Publish when the 95% paired-bootstrap interval of the mean per-instance gain lies at or above zero.
 
-    ``parent_scores[i]`` and ``candidate_scores[i]`` are the IoUs of the same instance; the bootstrap
-    is seeded, so the same scores always give the same decision."""
+    ``parent_scores[i]`` and ``candidate_scores[i]`` are the IoUs of the same instance; ``method``
+    says where they come from (for the result); the bootstrap is seeded, so the same scores always
+    give the same decision."""
     parent = np.asarray(parent_scores, np.float64)
     candidate = np.asarray(candidate_scores, np.float64)
     if parent.shape != candidate.shape or parent.ndim != 1 or len(parent) == 0:
@@ -70,7 +74,7 @@ def decide(parent_scores: Sequence[float], candidate_scores: Sequence[float], fo
     low, high = paired_bootstrap_interval(gains, seed)
     return PublishDecision(
         publish=bool(low >= 0.0), miou_before=float(parent.mean()), miou_after=float(candidate.mean()),
-        mean_gain=float(gains.mean()), ci95=(low, high), instances=len(gains), method=METHOD.format(folds=folds),
+        mean_gain=float(gains.mean()), ci95=(low, high), instances=len(gains), method=method,
     )
 
 

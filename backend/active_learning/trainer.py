@@ -52,6 +52,9 @@ class Trainer(Protocol):
     def scores(self, weights_dir: Path, samples: Sequence[Sample]) -> list[float]:
         """IoU of the weights in ``weights_dir`` on each of ``samples``, from exact extreme points."""
 
+    def masks(self, weights_dir: Path, samples: Sequence[Sample]) -> list[np.ndarray]:
+        """The masks those IoUs are of: one bool (h, w) mask per sample."""
+
     def fine_tune(
         self, train: Sequence[Sample], init_weights_dir: Path, out_dir: Path, steps: int, version: str,
         progress: StepProgress,
@@ -79,11 +82,16 @@ class ExtremeTrainer:
         return cls(device=settings.resolved_device(), threads=settings.train_threads)
 
     def scores(self, weights_dir: Path, samples: Sequence[Sample]) -> list[float]:
+        from backend.training.validation import iou
+
+        return [iou(predicted, mask) for predicted, (_, mask) in zip(self.masks(weights_dir, samples), samples)]
+
+    def masks(self, weights_dir: Path, samples: Sequence[Sample]) -> list[np.ndarray]:
         from backend.segmenters.extreme import ExtremeSegmenter
-        from backend.training.validation import instance_ious
+        from backend.training.validation import instance_masks
 
         self._bound_threads()
-        return instance_ious(ExtremeSegmenter.load(weights_dir, self.device), samples)
+        return instance_masks(ExtremeSegmenter.load(weights_dir, self.device), samples)
 
     def evaluate(self, weights_dir: Path, samples: Sequence[Sample]) -> float:
         """Mean IoU of ``scores`` (for benches and checks)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from backend.active_learning.layout import Layout
+from backend.active_learning.learned_policies import learn_policies
 from backend.active_learning.ls_data import LabelStudioProjectReader, ProjectDataError
 from backend.active_learning.cross_validation import cross_validate, too_few_annotations
 from backend.active_learning.model_card import ModelCard
@@ -35,7 +36,7 @@ from backend.active_learning.proposal_training import (outcome_line, proposals_e
                                                        train_proposals)
 from backend.active_learning.publish_decision import decide
 from backend.active_learning.trainer import ExtremeTrainer, Trainer, fine_tune_steps
-from backend.active_learning.versions import VersionError, VersionRegistry, verify_files
+from backend.active_learning.versions import VersionError, VersionRegistry, stage_weights_of, verify_files
 from backend.images import ImageError
 from backend.jobs.backoff import Backoff
 from backend.label_studio_client import LabelStudioUnavailable
@@ -47,7 +48,8 @@ from backend.jobs.types import follow_ups
 logger = logging.getLogger(__name__)
 
 # Share of the job's progress bar per stage.
-STAGES = {"proposals": (0.0, 1.0), "waiting": (0.0, 0.0), "fetching": (0.0, 0.1), "cross-validating": (0.1, 0.6),
+STAGES = {"proposals": (0.0, 1.0), "waiting": (0.0, 0.0), "fetching": (0.0, 0.1), "policies": (0.1, 0.12),
+          "cross-validating": (0.12, 0.6),
           "training": (0.6, 0.97), "publishing": (0.97, 1.0)}
 # Errors whose messages are written for users; anything else is reported with its type too.
 EXPECTED_ERRORS = (ProjectDataError, VersionError, ImageError)
@@ -152,27 +154,41 @@ def _train_and_publish(context: JobContext, settings, trainer: Trainer, reader, 
     if shortfall:
         return {"published": False, "version": None, **summary, "reason": f"{shortfall}; {base.name} keeps serving"}
 
+    progress("policies", 0.0, f"the labeling policies of {len(samples)} annotated instances")
+    learned = learn_policies(base.policies, trainer.masks(base.path, samples), [mask for _, mask in samples],
+                             [label for task in data.tasks for label in task.labels])
+
     def steps_for(instances: int) -> int:
         return fine_tune_steps(instances, settings.train_steps)
 
     paired = cross_validate(trainer, data.tasks, base.path, Path(staging) / "folds", name, steps_for,
                             lambda done, message: progress("cross-validating", done, message))
-    decision = decide(paired.parent, paired.candidate, paired.folds)
+    decision = decide(paired.parent, paired.candidate, paired.method)
     steps = steps_for(len(samples))
     metrics = {"miou_before": round(decision.miou_before, 4), "miou_after": round(decision.miou_after, 4),
                "decision": decision.as_result(), "steps": steps, "fold_steps": paired.steps,
-               "train_instances": len(samples), "val_instances": decision.instances, **summary}
-    if not decision.publish:
+               "train_instances": len(samples), "val_instances": decision.instances, **summary, **learned.as_result()}
+    if decision.publish:
+        out = Path(staging)
+        files = trainer.fine_tune(
+            samples, base.path, out, steps, name,
+            lambda step, total, message: progress("training", step / total, f"all tasks: step {step}/{total} {message}".strip()),
+        )
+        verify_files(out, files, "the trained checkpoint")  # a torn or damaged write stops here
+        reason = "; ".join(filter(None, [f"a clear gain: {decision.summary()}", learned.summary()]))
+    elif learned.changes:  # the parent's weights, served with the policies learned from the project
+        out = Path(staging) / "policies"
+        files = stage_weights_of(base, out)
+        metrics.update(miou_before=round(learned.miou_before, 4), miou_after=round(learned.miou_after, 4),
+                       figures="mIoU with the learned policies", steps=0)
+        reason = f"{learned.summary()}; the fine-tuned model is not taken: {decision.verdict(base.name)}"
+    else:
         return {"published": False, "version": None, **metrics, "reason": decision.reason(base.name)}
-    files = trainer.fine_tune(
-        samples, base.path, staging, steps, name,
-        lambda step, total, message: progress("training", step / total, f"all tasks: step {step}/{total} {message}".strip()),
-    )
-    verify_files(staging, files, "the trained checkpoint")  # a torn or damaged write stops here
     progress("publishing", 0.0, f"publishing {name}")
-    version = context.registry.publish(project, name, staging, files, parent=base.name, metrics=metrics, job=context.job_id)
+    version = context.registry.publish(project, name, out, files, parent=base.name, metrics=metrics,
+                                       job=context.job_id, policies=learned.policies)
     progress("publishing", 1.0, f"{version.name} serves project {project}")
-    return {"published": True, "version": version.name, **metrics, "reason": f"a clear gain: {decision.summary()}"}
+    return {"published": True, "version": version.name, **metrics, "reason": reason}
 
 
 def read_annotations(reader, project: str, progress: Callable):
@@ -215,7 +231,7 @@ def _proposal_step(context: JobContext, settings, progress: Progress, staging, r
 
 def result_summary(result: dict) -> str:
     """A finished training job in one line: published or not, with the figures."""
-    figures = (f"held-out mIoU {result.get('miou_before')} -> {result.get('miou_after')} on "
+    figures = (f"{result.get('figures', 'held-out mIoU')} {result.get('miou_before')} -> {result.get('miou_after')} on "
                f"{result.get('val_instances', '?')} instances, {result.get('train_instances', '?')} training "
                f"instances, {result.get('steps', '?')} steps")
     proposals = f"; {outcome_line(result['proposals'])}" if result.get("proposals") else ""

@@ -5,7 +5,8 @@ A project starts on the default weights (``settings.extreme_weights``). Each suc
 job publishes ``p<project>-v<n>`` whose parent is the version it was fine-tuned from:
 
     versions/<name>/            the trainer's files, exactly as staged (sha256-verified)
-    versions/<name>/version.json  {"name", "project", "parent", "created_at", "metrics", "files", "job"}
+    versions/<name>/version.json  {"name", "project", "parent", "created_at", "metrics", "files", "job",
+                                   "policies"}
     versions/<name>/proposals/  the project's proposal model, in a version that trained one (its extreme
                                 weights then are new, or the parent's copied over); a version without one
                                 is served the proposal model of its nearest ancestor that has one
@@ -62,6 +63,8 @@ class VersionInfo:
     files: {relative path: sha256} of the weights files (empty for the default weights, whose own
     manifest is checked by their loader).
     metrics: e.g. {"miou_before": 0.71, "miou_after": 0.83, "val_tasks": 4, ...}.
+    policies: the labeling policies learned from the project's annotations ({label: {policy key:
+    value}}, ``learned_policies``), served under the project's own.
     """
 
     name: str
@@ -72,6 +75,7 @@ class VersionInfo:
     metrics: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     job: str | None = None
+    policies: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         value = asdict(self)
@@ -180,11 +184,12 @@ class VersionRegistry:
 
     def publish(
         self, project: str, name: str, staged: Path, files: dict[str, str], parent: str, metrics: dict,
-        job: str | None = None,
+        job: str | None = None, policies: dict | None = None,
     ) -> VersionInfo:
         """Publish the trainer's output in ``staged`` as version ``name`` of ``project`` and make it active.
 
         files: {relative path: sha256} as the trainer wrote them; every one must match after the copy.
+        policies: the version's learned policies (``VersionInfo.policies``).
         Must run under the project's training lock. Raises ChecksumError (nothing published,
         serving unchanged) on any mismatch, VersionError if ``name`` exists.
         """
@@ -205,7 +210,7 @@ class VersionRegistry:
                 shutil.copyfile(staged / relative, temporary / relative)
             version = VersionInfo(
                 name=name, project=project, path=versions_dir / name, parent=parent,
-                created_at=time.time(), metrics=metrics, files=dict(files), job=job,
+                created_at=time.time(), metrics=metrics, files=dict(files), job=job, policies=dict(policies or {}),
             )
             verify_files(temporary, version.files, f"version {name}")
             write_json_atomic(temporary / VERSION_FILE, version.to_json())
@@ -249,6 +254,19 @@ def lineage_position(project: str, name: str | None) -> int:
     in publishing order), 0 for anything else (the default weights, another project's versions)."""
     match = _PROJECT_VERSION.match(name or "")
     return int(match["number"]) if match and match["project"] == project_id(project) else 0
+
+
+def stage_weights_of(version: VersionInfo, out: Path) -> dict[str, str]:
+    """Copy ``version``'s extreme-point weights into ``out`` (beside what is already staged there, e.g.
+    a proposal model), for a new version that keeps them; every file under ``out`` with its sha256."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for source in sorted(Path(version.path).iterdir()):
+        if source.is_file() and source.name != VERSION_FILE:
+            shutil.copyfile(source, out / source.name)
+    files = {str(path.relative_to(out)): sha256_of(path) for path in sorted(out.rglob("*")) if path.is_file()}
+    verify_files(out, files, f"the staged copy of {version.name}")
+    return files
 
 
 def verify_files(directory: Path, files: dict[str, str], what: str) -> None:

@@ -50,13 +50,22 @@ def instance_ious(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[float]:
     """The IoU of each sample, as ``evaluate_miou`` averages them (paired comparisons need each one)."""
-    scores = []
+    return [iou(predicted, mask) for predicted, (_, mask) in zip(instance_masks(segmenter, samples, kind, progress), samples)]
+
+
+def instance_masks(
+    segmenter,
+    samples: Sequence[Sample],
+    kind: PromptKind = PromptKind.EXTREME,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[np.ndarray]:
+    """The segmenter's mask of each sample from the ideal `kind` prompt of the sample's mask."""
+    masks = []
     for index, (image, mask) in enumerate(samples):
-        segmentation = segmenter.segment(_Pixels(image), prompt_for(mask, kind))
-        scores.append(iou(segmentation.mask, mask))
+        masks.append(segmenter.segment(_Pixels(image), prompt_for(mask, kind)).mask)
         if progress is not None:
             progress(index + 1, len(samples))
-    return scores
+    return masks
 
 
 def click_curve(
