@@ -13,6 +13,7 @@ import html
 import os
 import time
 
+from backend.active_learning.learned_policies import describe
 from backend.jobs.store import outcome_summary
 from backend.label_studio_check import NOT_CONFIGURED, OK
 from backend.labeling import LabelingConfig, LabelingError
@@ -93,8 +94,10 @@ def _projects(model) -> list[dict]:
                 config, model.segmenters, model.settings.extreme_tool_prefix).items())
         except LabelingError as exc:  # stored before a config rule changed
             tools, not_served = "", f"labeling config no longer accepted: {exc}"
+        learned = describe(model.serving_for(setup.project_id)[1])
         rows.append({"project": setup.project_id, "last /setup": _time(setup.updated_at),
-                     "model version": model.model_version_for(setup.project_id), "prompt tools": tools,
+                     "model version": model.model_version_for(setup.project_id), "learned policies": learned,
+                     "prompt tools": tools,
                      "tools not served": not_served or "none", "proposals": proposals.get(setup.project_id, "off")})
     return rows
 

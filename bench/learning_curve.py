@@ -42,7 +42,7 @@ from learning_policy import StaticReader, hole_fraction  # noqa: E402
 
 from backend.jobs.store import JobStore  # noqa: E402
 from backend.active_learning.layout import Layout  # noqa: E402
-from backend.active_learning.learned_policies import policy_ious  # noqa: E402
+from backend.active_learning.learned_policies import describe, policy_ious  # noqa: E402
 from backend.active_learning.ls_data import AnnotatedTask, crop_sample  # noqa: E402
 from backend.active_learning.trainer import ExtremeTrainer  # noqa: E402
 from backend.active_learning.training_job import run_training_job  # noqa: E402
@@ -174,9 +174,7 @@ def table(curves: list[dict]) -> str:
 def learned(row: dict) -> str:
     """The policies the job's version learned ("-" for runs from before policies were learned)."""
     policies = row.get("learned_policies")
-    if policies is None:
-        return "-"
-    return ", ".join(f"{label}: {' + '.join(entry)}" for label, entry in policies.items()) or "none"
+    return "-" if policies is None else describe(policies)
 
 
 def job_time(row: dict) -> str:

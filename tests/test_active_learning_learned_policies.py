@@ -10,7 +10,7 @@ from active_learning_fakes import FakeReader, FakeTrainer, write_fake_weights
 from test_proposals_serving import FakeProjectModels
 
 from backend.active_learning.layout import Layout
-from backend.active_learning.learned_policies import learn_policies, policy_ious
+from backend.active_learning.learned_policies import describe, learn_policies, policy_ious
 from backend.active_learning.model_card import outcome_status
 from backend.active_learning.training_job import run_training_job
 from backend.active_learning.versions import VersionRegistry
@@ -48,14 +48,14 @@ def test_annotators_who_fill_the_models_holes_teach_fill_holes_for_their_label_o
     assert (change.label, change.key, change.adopted) == ("Cat", "fill_holes", True)
     assert change.decision.ci95[0] > 0 and change.decision.miou_after == 1.0
     assert learned.miou_before < learned.miou_after == pytest.approx(1.0)
-    assert "fill_holes adopted for Cat" in learned.summary()
+    assert "fill_holes adopted for Cat" in learned.summary() and describe(learned.policies) == "Cat: fill_holes"
     assert policy_ious(learned.policies, masks, targets, labels) == [1.0] * 16
 
 
 def test_masks_the_annotators_accept_as_they_are_teach_nothing():
     masks = [ring()] * 10
     learned = learn_policies({}, masks, masks, ["Cat"] * 10)
-    assert learned.policies == {} and learned.changes == []
+    assert learned.policies == {} and learned.changes == [] and describe(learned.policies) == "none"
     assert learned.miou_before == learned.miou_after == 1.0
 
 

@@ -95,6 +95,7 @@ def test_status_page_shows_models_projects_jobs_and_caches(served):
     assert "<td>cpu</td>" in page
     assert "not configured" in page  # Label Studio
     assert "<td>7</td>" in page and "click (click)" in page and "SAM (set SAM_CHECKPOINT) is not loaded" in page
+    assert "<th>learned policies</th>" in page and "<td>none</td>" in page
     assert "published p7-v1 (held-out mIoU 0.61 -&gt; 0.72 on ? instances" in page
     assert "not published: held-out mIoU fell from 0.7200 to 0.7000" in page
     assert "failed: LABEL_STUDIO_URL is not set" in page

@@ -93,6 +93,11 @@ def policy_ious(policies: dict[str, dict], masks: Sequence[np.ndarray], targets:
     return [_ious(policies.get(label, {}), [i], masks, targets)[0] for i, label in enumerate(labels)]
 
 
+def describe(policies: dict[str, dict]) -> str:
+    """Learned policies in words: "Cat: fill_holes; Dog: fill_holes + keep_largest", or "none"."""
+    return "; ".join(f"{label}: {' + '.join(entry)}" for label, entry in sorted(policies.items())) or "none"
+
+
 def _ious(entry: dict, instances: Sequence[int], masks, targets) -> list[float]:
     policy = LabelPolicy(**entry)
     return [iou(policy.clean(masks[i]), np.asarray(targets[i], bool)) for i in instances]
