@@ -59,6 +59,12 @@ def test_masks_the_annotators_accept_as_they_are_teach_nothing():
     assert learned.miou_before == learned.miou_after == 1.0
 
 
+def test_a_label_with_few_instances_keeps_its_policies_however_clear_they_look():
+    learned = learn_policies({"Dog": {"keep_largest": True}}, [ring()] * 5 + [ring()] * 5,
+                             [solid()] * 5 + [ring()] * 5, ["Cat"] * 5 + ["Dog"] * 5)
+    assert learned.policies == {"Dog": {"keep_largest": True}} and learned.changes == []
+
+
 def test_a_few_instances_that_happen_to_gain_decide_nothing():
     masks = [ring()] * 12
     targets = [solid()] * 2 + [ring()] * 10  # two filled, ten kept: filling loses on most

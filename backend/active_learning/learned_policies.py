@@ -28,6 +28,9 @@ from backend.training.validation import iou
 
 # (policy key, value when adopted), tried in this order.
 CANDIDATES = (("fill_holes", True), ("keep_largest", True))
+# A label with fewer annotated instances keeps its policies: a bootstrap over two or three instances
+# that all gain has an interval above zero, and says little.
+MIN_LABEL_INSTANCES = 6
 METHOD = "paired bootstrap over the label's annotated instances, the parent model's masks"
 
 
@@ -66,7 +69,7 @@ class LearnedPolicies:
 def learn_policies(current: dict[str, dict], masks: Sequence[np.ndarray], targets: Sequence[np.ndarray],
                    labels: Sequence[str]) -> LearnedPolicies:
     """The policies learned by trying each candidate on each label's instances, starting from
-    ``current`` (the parent version's; labels without instances keep theirs).
+    ``current`` (the parent version's; labels with fewer than MIN_LABEL_INSTANCES keep theirs).
 
     ``masks[i]``: the parent model's mask of instance i; ``targets[i]``: the annotator's; ``labels[i]``: its label."""
     if not len(masks) == len(targets) == len(labels):
@@ -75,6 +78,8 @@ def learn_policies(current: dict[str, dict], masks: Sequence[np.ndarray], target
     changes = []
     for label in sorted(set(labels)):
         instances = [i for i, name in enumerate(labels) if name == label]
+        if len(instances) < MIN_LABEL_INSTANCES:
+            continue
         for key, value in CANDIDATES:
             entry = learned.get(label, {})
             toggled = {k: v for k, v in entry.items() if k != key} if key in entry else {**entry, key: value}
