@@ -103,6 +103,31 @@ def test_below_the_minimum_no_proposal_model_is_trained_and_the_job_says_how_man
     assert "5 more needed" in model.proposals_status("7")
 
 
+def test_both_models_of_a_job_read_through_one_image_loader(settings, monkeypatch):
+    """The extreme-point and the proposal readers share the job's image cache: each image is
+    downloaded once, not once per model."""
+    from backend.active_learning import training_job
+
+    loaders = []
+
+    class Recording:
+        def __init__(self, fake):
+            self.fake = fake
+
+        def __call__(self, settings, image_loader=None):
+            loaders.append(image_loader)
+            return self.fake
+
+    monkeypatch.setattr(training_job, "LabelStudioProjectReader", Recording(FakeReader()))
+    monkeypatch.setattr(training_job, "ProposalDataReader", Recording(FakeProposalReader()))
+    set_up(settings, {"proposals": True})
+    jobs = JobStore(JobLayout(settings.model_dir))
+    job = jobs.create("7", "test")
+    run_training_job(settings, job.id, trainer=FakeTrainer(), proposal_trainer=FakeProposalTrainer())
+    assert jobs.get(job.id).state == FINISHED and jobs.get(job.id).result["proposals"]["published"]
+    assert len(loaders) == 2 and loaders[0] is loaders[1] is not None
+
+
 def test_the_first_proposal_model_is_a_new_version_with_the_extreme_weights_carried_over(settings):
     set_up(settings, {"proposals": True})
     job = train(settings)  # the extreme-point model gets worse: not published

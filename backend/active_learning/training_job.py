@@ -37,7 +37,7 @@ from backend.active_learning.proposal_training import (outcome_line, proposals_e
 from backend.active_learning.publish_decision import decide
 from backend.active_learning.trainer import ExtremeTrainer, Trainer, fine_tune_steps
 from backend.active_learning.versions import VersionError, VersionRegistry, stage_weights_of, verify_files
-from backend.images import ImageError
+from backend.images import ImageError, ImageLoader
 from backend.jobs.backoff import Backoff
 from backend.label_studio_client import LabelStudioUnavailable
 from backend.jobs.lifecycle import Heartbeat, ProgressWriter, Stopped, failures_recorded
@@ -109,14 +109,17 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
                     with training_lock(layout, job.project, job_id, settings.redis_url) as lock:
                         heartbeat.keep_alive = lock.keep_alive
                         proposals = proposals_enabled(settings, job.project)
+                        images = ImageLoader(settings)  # both models read the same images: one download each
                         result = _train_and_publish(
                             context, settings, trainer or ExtremeTrainer.from_settings(settings),
-                            reader or LabelStudioProjectReader(settings),
+                            reader or LabelStudioProjectReader(settings, image_loader=images),
                             progress.within(0.0, 0.5) if proposals else progress, staging,
                         )
                         if proposals:
-                            result["proposals"] = _proposal_step(context, settings, progress.within(0.5, 1.0), staging,
-                                                                 proposal_reader, proposal_trainer)
+                            result["proposals"] = _proposal_step(
+                                context, settings, progress.within(0.5, 1.0), staging,
+                                (lambda: proposal_reader) if proposal_reader is not None
+                                else (lambda: ProposalDataReader(settings, image_loader=images)), proposal_trainer)
                 result.update(follow_ups(settings, job, result))
                 jobs.finish(job_id, result)
             except Stopped:
@@ -214,13 +217,15 @@ def read_annotations(reader, project: str, progress: Callable):
             time.sleep(wait_s)
 
 
-def _proposal_step(context: JobContext, settings, progress: Progress, staging, reader, trainer) -> dict:
-    """The proposal model's part of the job; its failure on the project's data is recorded in the
-    result and leaves the extreme-point outcome and serving as they are."""
+def _proposal_step(context: JobContext, settings, progress: Progress, staging, make_reader: Callable,
+                   trainer) -> dict:
+    """The proposal model's part of the job; its failure on the project's data (``make_reader()``
+    included: Label Studio not configured) is recorded in the result and leaves the extreme-point
+    outcome and serving as they are."""
     from backend.proposals import ProposalError
 
     try:
-        data = read_annotations(reader or ProposalDataReader(settings), context.project, progress)
+        data = read_annotations(make_reader(), context.project, progress)
         result = train_proposals(settings, context.project, context.job_id, context.registry, data,
                                  lambda done, message: progress("proposals", done, message), staging, trainer)
     except EXPECTED_ERRORS + (ProposalError,) as exc:
