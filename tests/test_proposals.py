@@ -17,7 +17,7 @@ from backend.proposals import (
 from backend.proposals.annotations import prepare
 from backend.proposals.augment import augment
 from backend.proposals.calibration import Calibration, fit_calibration
-from backend.proposals.evaluate import ImageResult, best_threshold
+from backend.proposals.evaluate import PRIOR_OBJECTS, PRIOR_THRESHOLD, ImageResult, best_threshold, heldout_threshold
 from backend.proposals.network import DetectorConfig, build_detector
 
 TINY = DetectorConfig(long_side=192, fpn_channels=32, head_convs=1)
@@ -103,6 +103,17 @@ def test_threshold_maximises_f1_and_sits_between_scores():
     # ranked: .9 T, .8 T, .7 T, .6 F, .4 T, .3 F with 4 objects: F1 best keeping the top 5 (4 found of 5)
     assert best_threshold(results) == pytest.approx((0.4 + 0.3) / 2)
     assert best_threshold([result([0.9], [False], 0)]) == 0.5  # nothing to find: the default
+
+
+def test_a_held_out_threshold_from_few_objects_leans_on_the_prior():
+    lucky = [result([0.9, 0.5, 0.45], [True, False, False], 2)]  # one task: its best F1 keeps only the top one
+    best = best_threshold(lucky)
+    assert best == pytest.approx(0.7)
+    chosen = heldout_threshold(lucky)
+    assert chosen == pytest.approx((2 * best + PRIOR_OBJECTS * PRIOR_THRESHOLD) / (2 + PRIOR_OBJECTS))
+    many = [result([0.9, 0.5, 0.45], [True, False, False], 2)] * 1000
+    assert abs(heldout_threshold(many) - best_threshold(many)) < 0.01  # many objects: their own choice
+    assert heldout_threshold([result([0.9], [False], 0)]) == PRIOR_THRESHOLD  # nothing to find
 
 
 def test_evaluate_and_choose_threshold_match_boxes_of_the_same_label():

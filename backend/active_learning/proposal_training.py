@@ -8,7 +8,8 @@ from its annotated tasks and publish it as a new version only if it is not worse
    task keeps its side as the project grows; at least one held out, at least one trained on).
 3. Train on the rest, starting from the serving proposal model when there is one, else from the
    class-agnostic base (``PROPOSALS_BASE_WEIGHTS``; absent: the ImageNet encoder) (``backend.proposals``);
-   the confidence threshold is chosen on the held-out tasks (best F1), where the score calibration is
+   the confidence threshold is chosen on the held-out tasks (best F1, pulled towards 0.3 when they hold
+   few objects: ``evaluate.heldout_threshold``), where the score calibration is
    fitted too.
 4. Compare on the held-out tasks, each model at its own threshold: the new one is published when its
    F1 (recall and precision together) is not lower than the serving proposal model's. A project's

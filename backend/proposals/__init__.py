@@ -18,7 +18,7 @@ The interface (stable; the serving, jobs and versions side builds on exactly thi
   bool), a box (x0, y0, x1, y1) or points (N, 2) (extreme points: their extent is the box); an
   image with no object is a true negative. Objects of labels not in ``labels``, empty or tiny ones
   and those beyond 100 per image are left out and counted in ``metrics["training"]``. With
-  ``heldout`` the calibration and the threshold (best F1) are fitted on it and
+  ``heldout`` the calibration and the threshold (best F1, pulled towards 0.3 on few objects) are fitted on it and
   ``metrics["heldout"]`` holds its recall, precision, f1, counts at that threshold. Weights and a
   manifest (format, labels, config, threshold, calibration, sha256, the metrics, ``provenance``)
   are written atomically, the manifest last. ``progress_cb(step, steps, {"loss", ...})``. Raises
@@ -27,7 +27,7 @@ The interface (stable; the serving, jobs and versions side builds on exactly thi
   its ``object`` row), else from the ImageNet encoder.
 - ``evaluate_proposals(model, examples, threshold=None) -> {recall, precision, f1, threshold, images,
   objects, proposals, correct, mean_box_iou, per_label}`` (IoU >= 0.5 with an object of the same
-  label, greedy most confident first); ``choose_threshold(model, heldout) -> float`` (best F1).
+  label, greedy most confident first); ``choose_threshold(model, heldout) -> float`` (``heldout_threshold``).
 
 Images of any size are resized so their longer side is ``DetectorConfig.long_side`` (512 px; a
 model trained from the class-agnostic base, ``base.py``, has the base's: 384 px);

@@ -21,15 +21,15 @@ from backend.proposals.annotations import ProposalError, prepare
 from backend.proposals.augment import augment
 from backend.proposals.base import load_base, start_from
 from backend.proposals.calibration import fit_calibration
-from backend.proposals.evaluate import best_threshold, collect, figures, recalibrated
+from backend.proposals.evaluate import collect, figures, heldout_threshold, recalibrated
 from backend.proposals.model import DEFAULT_THRESHOLD, ProposalModel
 from backend.proposals.network import DetectorConfig, build_detector
 
 BATCH_SIZE = 4
 LEARNING_RATE = 1e-3
 WARMUP_STEPS = 10
-STEPS_PER_IMAGE = 8  # default steps: this many per annotated image, within STEPS_RANGE
-STEPS_RANGE = (60, 200)
+STEPS_PER_IMAGE = 24  # default steps: this many per annotated image, within STEPS_RANGE
+STEPS_RANGE = (100, 480)
 DEFAULT_CONFIG = DetectorConfig()
 
 
@@ -107,7 +107,7 @@ def train_proposal_model(
             np.concatenate([r.scores for r in results]), np.concatenate([r.correct for r in results])
         )
         results = recalibrated(results, calibration)
-        model.calibration, model.threshold = calibration, best_threshold(results)
+        model.calibration, model.threshold = calibration, heldout_threshold(results)
         metrics["threshold"] = model.threshold
         metrics["heldout"] = figures(results, model.threshold, model.labels)
     model.save(out_dir, {**(provenance or {}), **metrics})
