@@ -51,7 +51,7 @@ from backend.prompts import LoadedImage, PromptKind  # noqa: E402
 from backend.segmenters.extreme import ExtremeSegmenter  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.training.datasets import MIN_MASK_PIXELS  # noqa: E402
-from backend.training.synthetic import generate_scene  # noqa: E402
+from backend.training.synthetic import SHAPE_FAMILIES, generate_scene  # noqa: E402
 from backend.training.validation import prompt_for  # noqa: E402
 
 PROJECT = "1"
@@ -62,13 +62,15 @@ HELDOUT_SEED_OFFSET = 1000  # held-out tasks come from another scene stream: sep
 class Annotator:
     """Turns a scene into an annotated task, following one of ANNOTATORS' policies."""
 
-    def __init__(self, policy: str, parent: ExtremeSegmenter, min_hole: float):
+    def __init__(self, policy: str, parent: ExtremeSegmenter, min_hole: float, family: str | None = None):
         if policy not in ANNOTATORS:
             raise ValueError(f"annotator must be one of {ANNOTATORS}, got {policy!r}")
-        self.policy, self.parent, self.min_hole = policy, parent, min_hole
+        self.policy, self.parent, self.min_hole, self.family = policy, parent, min_hole, family
 
-    def task(self, task_id: int, image: np.ndarray, masks: list[np.ndarray]) -> AnnotatedTask | None:
+    def task(self, task_id: int, image: np.ndarray, masks: list[np.ndarray], families: list[str]) -> AnnotatedTask | None:
         """The task's annotation, or None when this project would not contain the scene."""
+        if self.family is not None:  # a project of one kind of object: only those are annotated
+            masks = [mask for mask, family in zip(masks, families) if family == self.family]
         if self.policy == "fill" and not any(hole_fraction(mask)[1] >= self.min_hole for mask in masks):
             return None
         task = AnnotatedTask(task_id=task_id, annotation_id=task_id)
@@ -94,7 +96,7 @@ def project_tasks(annotator: Annotator, count: int, seed: int, first_id: int) ->
         if index > 50 * count:
             raise RuntimeError(f"the generator gave too few scenes for the {annotator.policy!r} project")
         scene = generate_scene(seed, index, "heldout")
-        task = annotator.task(first_id + index, scene.image, scene.masks)
+        task = annotator.task(first_id + index, scene.image, scene.masks, scene.families)
         if task is not None:
             tasks.append(task)
         index += 1
@@ -102,11 +104,11 @@ def project_tasks(annotator: Annotator, count: int, seed: int, first_id: int) ->
 
 
 def curve(policy: str, weights: Path, points: list[int], heldout: int, seed: int, min_hole: float,
-          trainer: ExtremeTrainer, settings: dict) -> Iterator[dict]:
+          trainer: ExtremeTrainer, settings: dict, family: str | None = None) -> Iterator[dict]:
     """One annotator's curve, yielded as far as it got after every point: the parent's held-out
     mIoU, then per point the job's outcome and the serving model's held-out mIoU on the same
     held-out instances."""
-    annotator = Annotator(policy, ExtremeSegmenter.load(weights), min_hole)
+    annotator = Annotator(policy, ExtremeSegmenter.load(weights), min_hole, family)
     tasks = project_tasks(annotator, max(points), seed, first_id=1)
     held_tasks = project_tasks(annotator, heldout, seed + HELDOUT_SEED_OFFSET, first_id=100_000)
     held_out = [sample for task in held_tasks for sample in task.samples]
@@ -213,6 +215,7 @@ def plot(curves: list[dict], path: Path, title: str) -> bool:
     for axes, label in ((served, "held-out mIoU (project's masks)"),
                         (estimated, "job's cross-validated gain, 95% interval")):
         axes.set_xscale("log")
+        axes.set_xlim(min(ticks) / 1.3, max(ticks) * 1.3)  # positive limits even for a panel with no point
         axes.set_xticks(ticks)
         axes.set_xticklabels([str(tick) for tick in ticks])
         axes.xaxis.set_minor_formatter(NullFormatter())
@@ -255,6 +258,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--min-hole", type=float, default=0.08,
                         help="least hole share of a 'fill' project's holed object")
+    parser.add_argument("--family", choices=SHAPE_FAMILIES["heldout"],
+                        help="a project of one kind of object: only scenes with objects of this shape family, "
+                             "and only those objects annotated")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "learning_curve.json")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="no training: join the curves of these runs (e.g. one per annotator, run side by "
@@ -275,12 +281,13 @@ def main() -> int:
     curves = []
     for policy in args.annotators:
         for partial in curve(policy, args.weights, sorted(args.points), args.heldout, args.seed, args.min_hole,
-                             trainer, {"train_steps": args.steps}):
+                             trainer, {"train_steps": args.steps}, args.family):
             minutes = (time.monotonic() - started) / 60
             # written after every point, so a long run's figures so far are kept if it is stopped
             args.out.write_text(json.dumps({
                 "weights": str(shown), "machine": machine, "minutes": round(minutes, 1), "seed": args.seed,
-                "min_hole": args.min_hole, "train_steps": args.steps, "curves": curves + [partial],
+                "min_hole": args.min_hole, "train_steps": args.steps, "family": args.family,
+                "curves": curves + [partial],
             }, indent=2) + "\n")
             plotted = plot(curves + [partial], image, f"learning curve from {shown.name} ({machine})")
         curves.append(partial)
