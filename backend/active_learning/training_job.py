@@ -116,10 +116,8 @@ def run_training_job(settings, job_id: str, trainer: Trainer | None = None, read
                             progress.within(0.0, 0.5) if proposals else progress, staging,
                         )
                         if proposals:
-                            result["proposals"] = _proposal_step(
-                                context, settings, progress.within(0.5, 1.0), staging,
-                                (lambda: proposal_reader) if proposal_reader is not None
-                                else (lambda: ProposalDataReader(settings, image_loader=images)), proposal_trainer)
+                            result["proposals"] = _proposal_step(context, settings, progress.within(0.5, 1.0), staging,
+                                                                 proposal_reader, proposal_trainer, images)
                 result.update(follow_ups(settings, job, result))
                 jobs.finish(job_id, result)
             except Stopped:
@@ -217,15 +215,15 @@ def read_annotations(reader, project: str, progress: Callable):
             time.sleep(wait_s)
 
 
-def _proposal_step(context: JobContext, settings, progress: Progress, staging, make_reader: Callable,
-                   trainer) -> dict:
-    """The proposal model's part of the job; its failure on the project's data (``make_reader()``
-    included: Label Studio not configured) is recorded in the result and leaves the extreme-point
-    outcome and serving as they are."""
+def _proposal_step(context: JobContext, settings, progress: Progress, staging, reader, trainer,
+                   images: ImageLoader) -> dict:
+    """The proposal model's part of the job, reading the project's images through the job's ``images``;
+    its failure on the project's data (Label Studio not configured included) is recorded in the
+    result and leaves the extreme-point outcome and serving as they are."""
     from backend.proposals import ProposalError
 
     try:
-        data = read_annotations(make_reader(), context.project, progress)
+        data = read_annotations(reader or ProposalDataReader(settings, image_loader=images), context.project, progress)
         result = train_proposals(settings, context.project, context.job_id, context.registry, data,
                                  lambda done, message: progress("proposals", done, message), staging, trainer)
     except EXPECTED_ERRORS + (ProposalError,) as exc:
