@@ -37,7 +37,9 @@ the page: extreme points stay on screen until their object's mask arrives).
 Correction clicks: each process remembers, per task, the extreme-point and rectangle objects it
 answered (``backend.known_objects``), so a click that arrives alone after the page accepted a mask
 (and deleted its points) still refines that object (``backend.routing``); the refined mask keeps
-the region id of the mask it refines, and is never merged with that mask itself.
+the region id of the mask it refines, and is never merged with that mask itself by a merging
+policy; the extreme-point model's answer to one new click only adds (positive) or only removes
+(negative) pixels of the mask it refines (``backend.correction_masks``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import numpy as np
 from backend.labeling import LabelingConfig, MaskKind, parse_label_config
 from backend.labeling_page import page_answer, unserved_echoes, without_kept_points
 from backend.images import ImageBusy, ImageError
+from backend.correction_masks import AnsweredMask, follow_correction
 from backend.known_objects import RecentObjects, region_reference
 from backend.mask_output import MaskOutput
 from backend.policies import WILDCARD, PolicySet, keep_largest
@@ -381,7 +384,11 @@ class SegmentationModel:
                                         f"the limit of {limit} (MAX_PROMPT_REGIONS): draw the object again"))
                 continue
             try:
-                segmentations.append(self._segment(image, prompt, project.segmenters))
+                segmentation = self._segment(image, prompt, project.segmenters)
+                if obj is not None and choose_segmenter(prompt, project.segmenters)[0] is project.segmenters.extreme:
+                    segmentation = replace(segmentation, mask=follow_correction(segmentation.mask, obj.answer,
+                                                                                obj.clicks))
+                segmentations.append(segmentation)
                 served.append((prompt, group, obj))
             except (RoutingError, PromptError) as exc:
                 unserved.append((group, str(exc)))
@@ -420,7 +427,10 @@ class SegmentationModel:
             objects = [routed.objects[s] for s in result.sources if routed.objects[s] is not None]
             objects = [obj for obj in objects if None not in obj.anchor_ids]
             if len(result.sources) == 1 and not result.absorbed:
-                answered += [replace(obj, mask_regions=tuple(regions_of.get(index, []))) for obj in objects]
+                answered += [replace(obj, mask_regions=tuple(regions_of.get(index, [])),
+                                     answer=AnsweredMask.of(result.segmentation.mask,
+                                                            [click.region_id for click in obj.clicks]))
+                             for obj in objects]
             else:
                 forgotten += objects
         self.known_objects.remember(task_key, answered, forgotten)

@@ -157,9 +157,11 @@ class _Object:
                       point_labels=np.concatenate([np.ones(EXTREME_POINTS, np.int64), labels]))
 
     def state(self) -> KnownObject:
-        """The object as this request leaves it (its mask regions still those of the known object)."""
+        """The object as this request leaves it (its mask regions and answered mask still those of the
+        known object)."""
         return KnownObject(self.kind, self.tool, self.label, self.box, self.anchor_ids, self.anchor_points,
-                           tuple(self.clicks), self.known.mask_regions if self.known else ())
+                           tuple(self.clicks), self.known.mask_regions if self.known else (),
+                           self.known.answer if self.known else None)
 
 
 def prompts_from_regions(regions: list, config: LabelingConfig, width: int, height: int,

@@ -2,9 +2,12 @@
 with ``backend.known_objects``), and what the page gets back (the same region refined, clicks
 cleared on accept). The page's side is tested in tests/browser/test_browser_corrections.py."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from backend.correction_masks import AnsweredMask
 from backend.known_objects import Click, KnownObject, RecentObjects
 from backend.labeling import LabelingConfig
 from backend.prompts import PromptKind, Segmentation
@@ -141,6 +144,18 @@ def test_known_objects_are_bounded_expire_and_the_latest_answered_comes_last():
     assert store.of_task((1, 3)) == []
 
 
+def test_answered_masks_beyond_the_budget_are_dropped_from_the_least_recently_answered_tasks():
+    answered = AnsweredMask.of(np.ones((80, 100), bool), [])  # 1000 bytes packed
+    store = RecentObjects(max_answer_bytes=2500)
+    for task_id in (1, 2, 3):
+        store.remember((1, task_id), [replace(obj("a"), answer=answered)])
+    assert [o.answer for o in store.of_task((1, 1))] == [None]  # the oldest task's mask went, its object stayed
+    assert [o.answer is answered for t in (2, 3) for o in store.of_task((1, t))] == [True, True]
+    store.remember((1, 2), [replace(obj("b"), answer=answered)])  # task 2 again: task 3 is now the oldest
+    assert [o.answer for o in store.of_task((1, 3))] == [None]
+    assert [o.answer is answered for o in store.of_task((1, 2))] == [True, True]
+
+
 # -- what the page gets back ---------------------------------------------------------------------
 
 class CorrectingSegmenter(BoxSegmenter):
@@ -163,7 +178,11 @@ class CorrectingSegmenter(BoxSegmenter):
 @pytest.fixture
 def page(tmp_path):
     """``ask(context, task=None, extra_params=None) -> result`` against one app (one memory)."""
-    segmenters = SegmenterSet(sam=CorrectingSegmenter("sam-fake"), extreme=CorrectingSegmenter("extreme-fake"),
+    return page_of(tmp_path, CorrectingSegmenter("extreme-fake"))
+
+
+def page_of(tmp_path, extreme):
+    segmenters = SegmenterSet(sam=CorrectingSegmenter("sam-fake"), extreme=extreme,
                               sam_name="sam-fake", extreme_version="v1")
     app, segmenters, _ = make_app(tmp_path, segmenters=segmenters)
     client = app.test_client()
@@ -224,6 +243,34 @@ def test_after_accept_the_clicks_on_screen_are_not_counted_twice(page):
     result = page([first, second])  # Auto-Accept off: the first click still waits beside the second
     assert [r["id"] for r in brushes(result)] == [mask["id"]]
     assert labels_of(page.segmenters.extreme.prompts[-1]) == [1, 1, 1, 1, 0, 1]
+
+
+class ForgetfulSegmenter(BoxSegmenter):
+    """The extreme points' rectangle; corrected, only a 10 px square at the latest positive click,
+    or the rectangle less one at a negative click: a model that loses the object when corrected."""
+
+    def segment(self, image, prompt):
+        self.prompts.append(prompt)
+        (x0, y0), (x1, y1) = prompt.points[:4].min(axis=0).astype(int), prompt.points[:4].max(axis=0).astype(int)
+        mask = box_mask(x0, y0, x1, y1, image.width, image.height)
+        if len(prompt.points) > 4:
+            (x, y), positive = prompt.points[-1].astype(int), bool(prompt.point_labels[-1])
+            clicked = box_mask(max(x - 5, 0), max(y - 5, 0), x + 5, y + 5, image.width, image.height)
+            mask = clicked if positive else mask & ~clicked
+        return Segmentation(mask=mask, score=0.9, label=prompt.label, model=self.model_name)
+
+
+def test_a_correction_keeps_the_rest_of_the_mask_it_refines(tmp_path):
+    ask = page_of(tmp_path, ForgetfulSegmenter("extreme-fake"))
+    points = extreme_points(*CAR)
+    first = mask_of(ask(points))
+    removed = mask_of(ask([keypoint(50, 35, tool="extreme", positive=False)]))
+    assert not removed[35, 50] and removed.sum() == first.sum() - 100
+    kept = mask_of(ask([keypoint(30, 20, tool="extreme")]))  # the model answers its 10 px square alone
+    assert (kept == removed).all()  # nothing of the mask lost, and the removed spill stays removed
+    # Nothing answered before on this task: the model's answer as it is.
+    alone = mask_of(ask(points + [keypoint(30, 20, tool="extreme")], task(task_id=2)))
+    assert alone.sum() == 100 and alone[20, 30]
 
 
 def test_a_fresh_set_of_four_points_starts_a_new_object(page):

@@ -103,6 +103,26 @@ def test_a_spill_gets_a_negative_click_then_the_miss_a_positive_one():
     assert outcome.noc == 4
 
 
+class Forgetful(DiscPainter):
+    """The two larger discs without clicks; corrected, only the disc at the latest positive click:
+    a model that loses the object when corrected."""
+
+    def segment(self, image, prompt):
+        first = 4 if prompt.kind == PromptKind.EXTREME else 0
+        if len(prompt.points) == first:
+            return Segmentation(mask=union(DISCS[:2]), score=0.5, label=prompt.label, model=self.model_name)
+        return super().segment(image, replace(prompt, points=prompt.points[-1:], point_labels=prompt.point_labels[-1:]))
+
+
+def test_merged_as_served_a_correction_keeps_the_mask_the_model_forgot():
+    forgetful = Forgetful()
+    first = forgetful.segment(None, BOX).mask
+    answers = {merge: correct(lambda p: forgetful.segment(None, p).mask, BOX, first, TRUTH, EXACT,
+                              np.random.default_rng(0), merge=merge) for merge in (False, True)}
+    assert answers[True].ious[:2] == pytest.approx([first.sum() / TRUTH.sum(), 1.0])
+    assert answers[False].ious[1] == pytest.approx(disc(*DISCS[2]).sum() / TRUTH.sum())  # the smallest disc alone
+
+
 def test_an_exact_first_mask_needs_no_click():
     outcome = run(DiscPainter(spill=TRUTH), EXTREME)
     assert outcome.ious == (1.0,) and outcome.noc == 4 and outcome.reached

@@ -6,8 +6,10 @@ pixels) are added to the prompt one at a time and the segmenter answers again wi
 Per object it records the IoU after 0, 1, 2, … corrections and NoC@90, the number of clicks until
 the mask first reaches 0.90 IoU, counting the first prompt's clicks (4 for extreme points, 2 for a
 box: its two corners); an object that does not reach it within ``max_clicks`` counts as
-``max_clicks`` and as not reached. A segmenter that refuses correction clicks (``PromptError``, e.g.
-weights older than the click channels) is recorded as such, with its first mask's IoU only.
+``max_clicks`` and as not reached. The extreme-point model's answers are merged with the mask
+before each click, as serving does (``backend.correction_masks``). A segmenter that refuses
+correction clicks (``PromptError``, e.g. weights older than the click channels) is recorded as
+such, with its first mask's IoU only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.correction_masks import corrected_mask
 from backend.prompts import Prompt, PromptError, PromptKind
 from backend.training.correction_clicks import next_click, with_click
 from backend.training.validation import iou
@@ -62,10 +65,13 @@ def correct(
     truth: np.ndarray,
     protocol: ClickProtocol,
     rng: np.random.Generator,
+    merge: bool = False,
 ) -> ClickOutcome:
     """Correction clicks after ``first_mask`` (the answer to ``prompt``): at least
     ``protocol.corrections`` of them, and more until the IoU reaches IOU_TARGET or the clicks
-    reach ``protocol.max_clicks``. ``segment`` answers a prompt with an (H, W) bool mask."""
+    reach ``protocol.max_clicks``. ``segment`` answers a prompt with an (H, W) bool mask; with
+    ``merge``, each answer is merged with the mask before the click as serving merges the
+    extreme-point model's (``backend.correction_masks``)."""
     first_clicks = clicks = first_prompt_clicks(prompt)
     mask, ious, click_ms = first_mask, [iou(first_mask, truth)], []
 
@@ -82,14 +88,15 @@ def correct(
         prompt = with_click(prompt, click.x, click.y, click.positive)
         start = time.perf_counter()
         try:
-            mask = segment(prompt)
+            answer = segment(prompt)
         except PromptError as exc:
             return outcome(None, f"takes no corrections: {exc}")
         except Exception as exc:  # noqa: BLE001 - recorded per object, as the harness records first-mask failures
             return outcome(None, traceback.format_exception_only(exc)[-1].strip())
         click_ms.append((time.perf_counter() - start) * 1000)
-        if mask.shape != truth.shape:  # a segmenter bug, not a hard object: stop
-            raise ValueError(f"a correction was answered with a {mask.shape} mask for a {truth.shape} image")
+        if answer.shape != truth.shape:  # a segmenter bug, not a hard object: stop
+            raise ValueError(f"a correction was answered with a {answer.shape} mask for a {truth.shape} image")
+        mask = corrected_mask(mask, answer, click.positive) if merge else answer
         clicks += 1
         ious.append(iou(mask, truth))
         if noc is None and ious[-1] >= IOU_TARGET and clicks <= protocol.max_clicks:

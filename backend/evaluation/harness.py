@@ -177,7 +177,8 @@ def _correct(
     def segment(corrected: Prompt) -> np.ndarray:
         return segmenter.segment(item.image, corrected).mask
 
-    return correct(segment, prompt, first, obj.mask, protocol, np.random.default_rng([seed, obj.annotation_id]))
+    return correct(segment, prompt, first, obj.mask, protocol, np.random.default_rng([seed, obj.annotation_id]),
+                   merge=method.segmenter == "extreme")
 
 
 def _checked(mask: np.ndarray, method: Method, obj: EvalObject) -> np.ndarray:
