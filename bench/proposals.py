@@ -6,7 +6,10 @@ A synthetic project has two labels by shape family — ``round`` (blob, polygon,
 ``branchy`` (limbs, tree; held-out scenes add the unseen horse and plant) — and several objects
 per image, every scene resized to a 640 px longer side. Annotated tasks come from the generator's
 training split; the test tasks ("unlabeled") from its held-out split: other photos, other
-shapes, two unseen families. For each project size n, the n annotated tasks are split as a
+shapes, two unseen families. With ``--annotated-from heldout`` the annotated tasks come from the
+held-out split too (scenes after the test ones): a project whose annotated and unlabeled tasks are
+alike, as a real project's are, on photos and shape families neither the base nor the extreme-point
+model trained on. For each project size n, the n annotated tasks are split as a
 retraining job splits them (a fifth held out, at least one): the model trains on the rest, and
 the held-out ones fit its score calibration and choose its threshold. Training starts from the
 class-agnostic base (``--base``, default the committed ``model_weights/proposals``; ``none``: the
@@ -99,7 +102,8 @@ def report_progress(step: int, steps: int, values: dict) -> None:
 
 
 def run_size(n: int, args, tests, segmenter) -> dict:
-    annotated = [task(args.seed, i, "train") for i in range(n)]
+    first = args.test if args.annotated_from == "heldout" else 0  # held-out: the scenes after the test ones
+    annotated = [task(args.seed, first + i, args.annotated_from) for i in range(n)]
     heldout_count = max(1, round(HELDOUT_FRACTION * n))
     train_tasks, heldout = annotated[heldout_count:], annotated[:heldout_count]
     with tempfile.TemporaryDirectory() as out_dir:
@@ -131,6 +135,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="5,10,20,40")
     parser.add_argument("--test", type=int, default=30, help="unlabeled (test) tasks, held-out split")
+    parser.add_argument("--annotated-from", choices=["train", "heldout"], default="train",
+                        help="the generator split of the annotated tasks (default train; the test tasks are held-out)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the model's own choice)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -148,7 +154,8 @@ def main() -> int:
         print(json.dumps(rows[-1]), flush=True)
     lines = [
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, busy), "
-        f"torch threads {args.threads}; {args.test} test tasks; seed {args.seed}; start: {rows[0]['init'] if rows else '-'}",
+        f"torch threads {args.threads}; {args.test} test tasks; annotated tasks from the {args.annotated_from} split; "
+        f"seed {args.seed}; start: {rows[0]['init'] if rows else '-'}",
         "| annotated tasks (train + held out) | steps | train s (CPU s) | threshold | mask recall | mask precision "
         "| matched mIoU | box recall | box precision | box recall, precision on its training tasks | box recall, precision at the test tasks' best threshold (oracle) | final loss "
         "| proposals s / 640 px image (median, p90) | mask ms / object |",

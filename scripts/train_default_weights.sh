@@ -32,14 +32,15 @@ work=${WORK_DIR:-$(mktemp -d runs/default-weights.XXXXXX)}  # WORK_DIR=<an earli
 "$python" -c "from backend.training.synthetic import generate_scene as g; g(0, 0, 'train'); g(0, 0, 'heldout')
 import backend.networks.coarse"
 
-# 1700 steps of 64 (109k scenes of a fresh stream, seed 8; seeds 0-5 made v4-synthetic, seed 6 a
-# 55-step CPU trial of the click channels that did not help, seed 7 the committed v5-clicks: 2400
-# steps of 8 on a 2-core CPU, 51 minutes; this run gives the click channels 6 times those examples)
+# 1700 steps of 64 (109k scenes of a fresh stream, seed 9; seeds 0-5 made v4-synthetic, seed 6 a
+# 55-step CPU trial of the click channels that did not help, seed 7 v5-clicks, seed 8 the committed
+# v6-text: 3000 steps of 8 on a 2-core CPU, 55 minutes, with printed words among the shapes; this run
+# gives the click channels and the words 4-5 times those examples)
 # at the learning rate of the committed weights' second GPU stage; 14 loader workers feed the GPU.
 # The click simulation costs about one more coarse forward pass per step: 1700 steps, not 2000.
 PYTHONUNBUFFERED=1 "$python" -m backend train --synthetic 400000 --val-synthetic 100 \
-  --init model_weights/extreme --steps 1700 --batch-size 64 --lr 6e-4 --seed 8 --corrections 0.6 \
+  --init model_weights/extreme --steps 1700 --batch-size 64 --lr 6e-4 --seed 9 --corrections 0.6 \
   --device cuda --threads 2 --workers 14 --eval-every 850 --checkpoint-every 250 \
-  --version v6-clicks --report 200 --out "$work" "$@" 2>&1 | tee "$out/train.log"
+  --version v7-clicks --report 200 --out "$work" "$@" 2>&1 | tee "$out/train.log"
 cp "$work/coarse.pt" "$work/refine.pt" "$work/manifest.json" "$out/"
 echo "weights in $out"

@@ -98,6 +98,17 @@ def test_thin_families_are_one_connected_piece_of_thin_parts(family):
         assert np.median(depth) <= 3.5
 
 
+def test_a_text_object_is_its_strokes_alone_and_training_only():
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        word = draw_family(rng, "text", 60, 240)
+        assert word.dtype == np.uint8 and set(np.unique(word)) == {0, 1}
+        assert abs(word.shape[1] - 240) <= 0.35 * 240 and word.shape[0] < word.shape[1]  # a word about that wide
+        assert cv2.connectedComponents(word)[0] >= 3  # letters apart: the paper between them is not the object
+        assert word.mean() < 0.7
+    assert "text" in SHAPE_FAMILIES["train"] and "text" not in SHAPE_FAMILIES["heldout"]
+
+
 def test_soft_alpha_is_a_matte_whose_half_level_is_the_shape():
     disc = np.zeros((80, 80), np.uint8)
     cv2.circle(disc, (40, 40), 30, 1, -1)

@@ -19,7 +19,7 @@ def test_the_script_fine_tunes_the_committed_weights_into_a_loadable_weights_dir
     subprocess.run([str(SCRIPT), str(out), *quick], env=env, check=True, capture_output=True, timeout=600)
     assert sorted(path.name for path in out.iterdir()) == ["coarse.pt", "manifest.json", "refine.pt", "train.log"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["version"] == "v6-clicks" and manifest["training"]["steps"] == 2
+    assert manifest["version"] == "v7-clicks" and manifest["training"]["steps"] == 2
     assert manifest["training"]["corrections"] == 0.6 and len(manifest["validation"]["miou_extreme_after_clicks"]) == 4
     assert "--init model_weights/extreme" in manifest["command"] and "validation" in manifest
     load_weights(out)  # sha256-verified, both stages

@@ -37,13 +37,14 @@ PHOTOS = {
 }
 _SPLIT_STREAM = {"train": 0, "heldout": 1}  # disjoint seed streams, so held-out shapes are new shapes
 SHAPE_FAMILIES = {
-    "train": ("blob", "polygon", "limbs", "ring", "tree"),
+    "train": ("blob", "polygon", "limbs", "ring", "tree", "text"),
     "heldout": ("blob", "polygon", "limbs", "ring", "tree", "horse", "plant"),
 }
 MIN_VISIBLE_PIXELS = 150
 MULTI_PART_FRACTION = 0.3
 INLAY_FRACTION = 0.4
 DARK_INLAY_FRACTION = 0.5  # dark enclosed parts must not read as holes
+FLAT_TEXT_FRACTION = 0.6  # printed words are mostly one ink colour
 HOLE_FRACTION = 0.15  # of non-ring shapes; a hole shows what lies behind the object
 SOFT_EDGE_FRACTION = 0.3  # objects alpha-blended over the scene with a blurred alpha
 SOFT_EDGE_SIGMA = (0.6, 2.5)  # px, the blur of a soft edge's alpha
@@ -102,7 +103,9 @@ def generate_scene(seed: int, index: int, split: str = "train") -> Scene:
             parts = [part & ~inlay for part in parts] + [inlay]
         colour = np.empty(mask.shape + (3,), np.float32)
         for index, part in enumerate(parts):
-            texture = _texture(rng, split, *mask.shape) * _lighting(rng, *mask.shape)[..., None]
+            flat = family == "text" and rng.random() < FLAT_TEXT_FRACTION
+            texture = _flat(rng, *mask.shape) if flat else _texture(rng, split, *mask.shape)
+            texture = texture * _lighting(rng, *mask.shape)[..., None]
             if part is inlay and rng.random() < DARK_INLAY_FRACTION:  # visors, pupils, screens, windows
                 texture *= rng.uniform(0.05, 0.3)
             if index == 0:  # a soft edge's fringe, outside every part, takes the first part's texture
@@ -118,8 +121,7 @@ def generate_scene(seed: int, index: int, split: str = "train") -> Scene:
 def _texture(rng: np.random.Generator, split: str, height: int, width: int) -> np.ndarray:
     """(height, width, 3) float32 texture: a random scaled crop of a photo, colour-shifted; sometimes flat."""
     if rng.random() < 0.15:
-        colour = rng.uniform(0, 255, size=3).astype(np.float32)
-        return np.broadcast_to(colour, (height, width, 3)) + rng.normal(0, 6, (height, width, 1)).astype(np.float32)
+        return _flat(rng, height, width)
     photo = _photo(str(rng.choice(PHOTOS[split])))
     scale = rng.uniform(0.4, 2.0) * max(height / photo.shape[0], width / photo.shape[1], 0.05)
     crop_h = min(photo.shape[0], max(2, int(height / scale)))
@@ -150,6 +152,12 @@ def _parts(rng: np.random.Generator, mask: np.ndarray) -> list[np.ndarray]:
         part[ys[nearest == k], xs[nearest == k]] = True
         parts.append(part)
     return parts
+
+
+def _flat(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """(height, width, 3) float32: one random colour with a little grain."""
+    colour = rng.uniform(0, 255, size=3).astype(np.float32)
+    return np.broadcast_to(colour, (height, width, 3)) + rng.normal(0, 6, (height, width, 1)).astype(np.float32)
 
 
 def _lighting(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -184,6 +192,8 @@ def draw_family(rng: np.random.Generator, family: str, h: int, w: int) -> np.nda
         return _tree(rng, h, w)
     if family == "plant":
         return _plant(rng, h, w)
+    if family == "text":
+        return _text(rng, w)
     if family == "horse":
         mask = cv2.resize(_horse(), (w, h), interpolation=cv2.INTER_NEAREST)
         return mask[:, ::-1].copy() if rng.random() < 0.5 else mask
@@ -257,6 +267,27 @@ def _plant(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         blade = np.concatenate([spine + bulge * normal, (spine - bulge * normal)[::-1]])
         cv2.fillPoly(canvas, [np.round(blade).astype(np.int32)], 1)
     return _tight(canvas)
+
+
+_HERSHEY_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
+                  cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX)
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+def _text(rng: np.random.Generator, w: int) -> np.ndarray:
+    """Training only: a printed word (OpenCV's Hershey fonts, sometimes italic) about ``w`` wide,
+    2-10 letters; its mask is the strokes alone, so the paper between them is not the object
+    (as with the scene-text words annotators outline). Strokes are 7-16% of the letter height."""
+    word = "".join(rng.choice(list(_LETTERS), size=int(rng.integers(2, 11))))
+    font = int(rng.choice(_HERSHEY_FONTS)) | (cv2.FONT_ITALIC if rng.random() < 0.25 else 0)
+    (unit_w, unit_h), _ = cv2.getTextSize(word, font, 1.0, 1)
+    scale = max(w, 16) / unit_w
+    letter_h = unit_h * scale
+    thickness = max(1, int(round(letter_h * rng.uniform(0.07, 0.16))))
+    canvas = np.zeros((int(3 * letter_h) + 4 * thickness + 8, int(1.3 * max(w, 16)) + 4 * thickness + 8), np.uint8)
+    origin = (2 * thickness + 4, int(2 * letter_h) + 2 * thickness)
+    cv2.putText(canvas, word, origin, font, scale, 255, thickness, cv2.LINE_AA)
+    return _tight((canvas >= 128).astype(np.uint8))
 
 
 def _tight(mask: np.ndarray) -> np.ndarray:
