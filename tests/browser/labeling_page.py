@@ -22,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 from playwright.sync_api import Page, Response, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 # The smart tool a labels control gets, as its button's aria-label in the smart-tool group.
 SMART_TOOL_OF_CONTROL = {"RectangleLabels": "rectangle-tool", "KeyPointLabels": "key-point-tool"}
@@ -337,5 +338,12 @@ class LabelingPage:
         self.page.locator(".ant-modal-content").wait_for()
 
     def close_settings(self) -> None:
-        self.page.click(".ant-modal-close")
-        self.page.locator("label.lsf-settings__field").first.wait_for(state="hidden")
+        fields = self.page.locator("label.lsf-settings__field").first
+        for _ in range(3):  # as with the switches, a click during the dialog's animation can get lost
+            self.page.click(".ant-modal-close")
+            try:
+                fields.wait_for(state="hidden", timeout=5000)
+                return
+            except PlaywrightTimeout:
+                pass
+        fields.wait_for(state="hidden")
