@@ -15,7 +15,8 @@ the held-out ones fit its score calibration and choose its threshold. Training s
 class-agnostic base (``--base``, default the committed ``model_weights/proposals``; ``none``: the
 ImageNet encoder with a fresh FPN and head). On the test tasks each
 proposal becomes a mask through the extreme-point model (default weights, box mode: this model
-predicts boxes), and the masks are matched to the true ones (IoU >= 0.5, same label, most
+predicts boxes), one mask per object as serving keeps them (``proposal_masks``), and the masks are
+matched to the true ones (IoU >= 0.5, same label, most
 confident first): recall, precision and mean IoU of the matched masks; beside them box-level
 recall/precision, the box recall/precision on the tasks it trained on (does it fit them?),
 training time, and the proposal time per 640 px image (the model alone) and the
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -41,7 +43,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 
-from backend.prompts import LoadedImage, Prompt, PromptKind  # noqa: E402
+from backend.prompts import LoadedImage  # noqa: E402
+from backend.proposal_masks import proposal_masks  # noqa: E402
 from backend.proposals import ProposalModel, evaluate_proposals, train_proposal_model  # noqa: E402
 from backend.proposals.evaluate import best_threshold, collect, figures  # noqa: E402
 from backend.segmenters.extreme import ExtremeSegmenter  # noqa: E402
@@ -67,25 +70,33 @@ def task(seed: int, index: int, split: str) -> tuple[np.ndarray, list[tuple[str,
 
 
 def mask_figures(model: ProposalModel, segmenter: ExtremeSegmenter, tests) -> dict:
-    """Proposals -> box-mode masks, matched to the true masks (IoU >= 0.5, same label, greedy by score)."""
+    """Proposals -> box-mode masks as serving makes them (``proposal_masks``: one mask per object),
+    matched to the true masks (IoU >= 0.5, same label, greedy by score)."""
     proposed = objects = 0
     ious, propose_s, mask_ms = [], [], []
+    segmenters = SimpleNamespace(sam=None, extreme=segmenter)
     for image, truth in tests:
         loaded = LoadedImage(array=image, key="bench")
         start = time.perf_counter()
         proposals = model.propose(loaded)
         propose_s.append(time.perf_counter() - start)
-        taken = [False] * len(truth)
-        for proposal in proposals:
+
+        def segment(prompt):
             start = time.perf_counter()
-            mask = segmenter.segment(loaded, Prompt(kind=PromptKind.BOX, label=proposal.label, box=proposal.box)).mask
+            segmentation = segmenter.segment(loaded, prompt)
             mask_ms.append((time.perf_counter() - start) * 1000)
-            scores = [0.0 if taken[j] or label != proposal.label else iou(mask, m) for j, (label, m) in enumerate(truth)]
+            return segmentation
+
+        found = proposal_masks(proposals, segment, segmenters, LABELS).segmentations
+        taken = [False] * len(truth)
+        for segmentation in found:
+            scores = [0.0 if taken[j] or label != segmentation.label else iou(segmentation.mask, m)
+                      for j, (label, m) in enumerate(truth)]
             j = int(np.argmax(scores)) if scores else -1
             if j >= 0 and scores[j] >= 0.5:
                 taken[j] = True
                 ious.append(scores[j])
-        proposed += len(proposals)
+        proposed += len(found)
         objects += len(truth)
     found = len(ious)
     return {

@@ -74,6 +74,17 @@ def test_propose_gives_one_proposal_per_object_across_labels_most_confident_firs
     assert len(model.propose(image(), threshold=0.0, max_objects=1)) == 1
 
 
+def test_a_box_mostly_inside_a_more_confident_box_of_its_label_is_a_part_not_an_object():
+    model = fixed_model(
+        boxes=[[10, 10, 50, 50], [12, 12, 30, 30], [40, 40, 70, 58], [20, 20, 35, 35], [0, 0, 60, 60]],
+        scores=[0.9, 0.8, 0.7, 0.6, 0.5], labels=[1, 1, 1, 2, 1],
+    )
+    boxes = [p.box for p in model.propose(image(), threshold=0.0)]
+    # the part (12..30) goes; a box half outside stays, as do one of another label and the larger,
+    # less confident box around the first (it is no part of it)
+    assert boxes == [(10.0, 10.0, 50.0, 50.0), (40.0, 40.0, 70.0, 58.0), (20.0, 20.0, 35.0, 35.0), (0.0, 0.0, 60.0, 60.0)]
+
+
 def test_propose_clips_boxes_to_the_image_and_rejects_non_rgb_arrays():
     model = fixed_model(boxes=[[-5, -5, 100, 100]], scores=[0.9], labels=[1])
     assert model.propose(image(60, 80))[0].box == (0.0, 0.0, 80.0, 60.0)

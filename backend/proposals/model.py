@@ -8,7 +8,8 @@ Scores: FCOS's own score (sqrt of class probability times centre-ness) mapped th
 calibration fitted on held-out annotated tasks (``calibration.py``): the probability that the
 proposal is a correct one (IoU >= 0.5 with an object of its label). One proposal per object: FCOS
 suppresses overlaps within a label, and ``propose`` then across labels, so an object never gets two
-proposals of different labels.
+proposals of different labels; a box mostly inside a more confident box of its label (a part of
+that object) is left out too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ MANIFEST = "manifest.json"
 WEIGHTS = "proposals.pt"
 DEFAULT_THRESHOLD = 0.5  # until held-out tasks choose one
 CROSS_LABEL_IOU = 0.6  # two proposals of different labels overlapping this much are one object
+# A box lying this much (of its own area) inside a more confident box of its label is a part of that
+# object: FCOS fires on parts (a limb, a wheel) that IoU suppression keeps, as their IoU is small.
+PART_OF_BOX = 0.8
 FLOOR = 0.05  # raw scores below this are never proposals (and not worth calibrating)
 MIN_BOX_PX = 1.0  # narrower or lower boxes are no objects (natural px)
 
@@ -134,7 +138,22 @@ class ProposalModel:
         keep = (output["scores"] >= FLOOR) & (sizes >= MIN_BOX_PX).all(dim=1)
         boxes, raw, labels = output["boxes"][keep], output["scores"][keep], output["labels"][keep] - 1
         keep = nms(boxes, raw, CROSS_LABEL_IOU)  # sorted by score, descending
+        keep = keep[_wholes(boxes[keep], labels[keep])]
         boxes, raw, labels = (t[keep].cpu().numpy() for t in (boxes, raw, labels))
         height, width = array.shape[:2]
         boxes = np.clip(boxes.astype(np.float64), 0, [width, height, width, height])
         return boxes, self.calibration.apply(raw.astype(np.float64)), labels.astype(np.int64)
+
+
+def _wholes(boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Indices of the boxes (most confident first) that are no part of a more confident box of
+    their label (``PART_OF_BOX`` of their area inside it)."""
+    corners_min = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    corners_max = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inside = (corners_max - corners_min).clamp(min=0).prod(dim=-1)  # [i, k]: i's area inside k
+    area = (boxes[:, 2:] - boxes[:, :2]).prod(dim=-1).clamp(min=1e-6)
+    part_of = ((inside / area[:, None] >= PART_OF_BOX) & (labels[:, None] == labels[None, :])).cpu().numpy()
+    kept = np.zeros(len(boxes), bool)
+    for i in range(len(boxes)):
+        kept[i] = not (part_of[i] & kept).any()
+    return torch.from_numpy(np.flatnonzero(kept)).to(boxes.device)
