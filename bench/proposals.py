@@ -3,8 +3,8 @@
     .venv/bin/python bench/proposals.py [--sizes 5,10,20,40] [--test 30] [--threads 1] [--steps N] [--base DIR|none]
 
 A synthetic project has two labels by shape family — ``round`` (blob, polygon, ring) and
-``branchy`` (limbs, tree; held-out scenes add the unseen horse and plant) — and several objects
-per image, every scene resized to a 640 px longer side. Annotated tasks come from the generator's
+``branchy`` (limbs, tree; held-out scenes add the unseen horse and plant; the training split's
+printed words are of neither label and stay unannotated) — and several objects per image, every scene resized to a 640 px longer side. Annotated tasks come from the generator's
 training split; the test tasks ("unlabeled") from its held-out split: other photos, other
 shapes, two unseen families. With ``--annotated-from heldout`` the annotated tasks come from the
 held-out split too (scenes after the test ones): a project whose annotated and unlabeled tasks are
@@ -66,7 +66,9 @@ def task(seed: int, index: int, split: str) -> tuple[np.ndarray, list[tuple[str,
     size = (round(scene.image.shape[1] * scale), round(scene.image.shape[0] * scale))
     image = cv2.resize(scene.image, size, interpolation=cv2.INTER_LINEAR)
     masks = [cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0 for m in scene.masks]
-    return image, [(LABEL_OF_FAMILY[f], m) for f, m in zip(scene.families, masks) if m.any()]
+    # Printed words (a training-split family) are of neither label: left unannotated, as a project
+    # leaves out what its labels do not name.
+    return image, [(LABEL_OF_FAMILY[f], m) for f, m in zip(scene.families, masks) if m.any() and f in LABEL_OF_FAMILY]
 
 
 def mask_figures(model: ProposalModel, segmenter: ExtremeSegmenter, tests) -> dict:
