@@ -10,7 +10,10 @@ default weights never trained on, ``backend.training.synthetic``). Three kinds o
   points), so the project's masks ARE the parent's predictions: training must not make it worse;
 - ``correct``: they correct the model's masks to the true object masks;
 - ``fill``: their policy fills every hole inside an object's outline, which the default weights
-  keep (the tasks are scenes with at least one object with a hole of ``--min-hole`` or more).
+  keep (the tasks are scenes with at least one object with a hole of ``--min-hole`` or more);
+- ``merge``: their policy merges touching instances into one region (a bunch of grapes, a crowd),
+  which the default weights, trained on single objects, do not (the tasks are scenes where at
+  least two objects touch; each region is prompted with its own extreme points).
 
 For every number of annotated tasks the script runs a real training job (the webhook's code path:
 cross-validated publish decision, fine-tune on all tasks, publish) from the default weights on the
@@ -33,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import binary_dilation
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
@@ -55,7 +59,7 @@ from backend.training.synthetic import SHAPE_FAMILIES, generate_scene  # noqa: E
 from backend.training.validation import prompt_for  # noqa: E402
 
 PROJECT = "1"
-ANNOTATORS = ("accept", "correct", "fill")
+ANNOTATORS = ("accept", "correct", "fill", "merge")
 HELDOUT_SEED_OFFSET = 1000  # held-out tasks come from another scene stream: separate tasks of the project
 
 
@@ -73,6 +77,11 @@ class Annotator:
             masks = [mask for mask, family in zip(masks, families) if family == self.family]
         if self.policy == "fill" and not any(hole_fraction(mask)[1] >= self.min_hole for mask in masks):
             return None
+        if self.policy == "merge":
+            merged = merged_instances(masks)
+            if len(merged) == len(masks):  # no two objects touch: nothing to merge in this scene
+                return None
+            masks = merged
         task = AnnotatedTask(task_id=task_id, annotation_id=task_id)
         for mask in masks:
             crop, truth = crop_sample(image, mask)
@@ -87,6 +96,26 @@ class Annotator:
                 task.samples.append((crop, annotation))
                 task.labels.append("object")
         return task if task.samples else None
+
+
+def merged_instances(masks: list[np.ndarray]) -> list[np.ndarray]:
+    """The masks with every group of touching ones (8-connected across their borders) as one union."""
+    grown = [binary_dilation(mask, structure=np.ones((3, 3), bool)) for mask in masks]
+    group = list(range(len(masks)))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            if (grown[i] & masks[j]).any():
+                group[root(j)] = root(i)
+    unions: dict[int, np.ndarray] = {}
+    for i, mask in enumerate(masks):
+        unions[root(i)] = unions[root(i)] | mask if root(i) in unions else mask.copy()
+    return list(unions.values())
 
 
 def project_tasks(annotator: Annotator, count: int, seed: int, first_id: int) -> list[AnnotatedTask]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from backend.active_learning.trainer import ExtremeTrainer
@@ -60,3 +61,17 @@ def test_fine_tuning_on_the_models_own_masks_leaves_it_where_it_was(tmp_path, ca
     with capsys.disabled():
         print(f"\naccepted masks, {len(held_out)} held-out instances: mIoU {before:.3f} -> {after:.3f}")
     assert abs(after - before) <= 0.02
+
+
+def test_the_merge_annotator_joins_touching_instances_transitively_and_keeps_apart_ones():
+    merged_instances = load_bench("learning_curve").merged_instances
+    masks = [np.zeros((12, 12), bool) for _ in range(4)]
+    masks[0][0:3, 0:3] = True
+    masks[1][3:6, 3:6] = True  # touches the first at a corner only
+    masks[2][3:6, 6:8] = True  # touches the second along a side
+    masks[3][9:12, 9:12] = True  # apart
+    merged = merged_instances(masks)
+    assert len(merged) == 2
+    assert np.array_equal(merged[0], masks[0] | masks[1] | masks[2])
+    assert np.array_equal(merged[1], masks[3])
+    assert all(m.sum() == 9 for m in merged_instances(masks[:1] + masks[3:]))
