@@ -54,8 +54,8 @@ class KnownObject:
     for a box); box: the extreme points' box or the rectangle (x0, y0, x1, y1); clicks: the
     corrections in click order; mask_regions: the regions answered for it (id, control, type: what
     replacing or removing them takes), empty until it has been answered; answer: the mask answered
-    for it and the clicks that mask answered (``backend.correction_masks``), None until answered
-    or once the store's mask budget dropped it.
+    for it and the clicks that mask answered (``backend.correction_masks``), None until answered,
+    when SAM answered (it refines from its own logits), or once the store's mask budget dropped it.
     """
 
     kind: PromptKind

@@ -384,18 +384,21 @@ class SegmentationModel:
                                         f"the limit of {limit} (MAX_PROMPT_REGIONS): draw the object again"))
                 continue
             try:
-                segmentation = self._segment(image, prompt, project.segmenters)
-                if obj is not None and choose_segmenter(prompt, project.segmenters)[0] is project.segmenters.extreme:
+                choice = choose_segmenter(prompt, project.segmenters)
+                segmentation = self._segment(image, prompt, project.segmenters, choice)
+                by_extreme = choice[0] is project.segmenters.extreme  # SAM refines from its own logits instead
+                if obj is not None and by_extreme:
                     segmentation = replace(segmentation, mask=follow_correction(segmentation.mask, obj.answer,
                                                                                 obj.clicks))
                 segmentations.append(segmentation)
-                served.append((prompt, group, obj))
+                served.append((prompt, group, obj, by_extreme))
             except (RoutingError, PromptError) as exc:
                 unserved.append((group, str(exc)))
         for _, reason in unserved:
             log.warning("task %s: prompt not served: %s", task.get("id"), reason)
-        routed = replace(routed, prompts=[prompt for prompt, _, _ in served],
-                         prompt_regions=[group for _, group, _ in served], objects=[obj for _, _, obj in served])
+        routed = replace(routed, prompts=[prompt for prompt, _, _, _ in served],
+                         prompt_regions=[group for _, group, _, _ in served],
+                         objects=[obj for _, _, obj, _ in served])
         # A refined object's earlier mask is replaced, not merged with its own refinement.
         refined = {mask.get("id") for obj in routed.objects if obj is not None for mask in obj.mask_regions}
         on_screen = self._masks_on_screen(task, regions, config, policies, image.width, image.height, refined)
@@ -409,16 +412,18 @@ class SegmentationModel:
                      and not region.get("dynamic")]
             absorbed = {on_screen[a.segmentation.label][index][0]["id"] for a in applied for index in a.absorbed}
             self._remember(task_key, routed, applied, parents, masks, [k for k in known if absorbed.intersection(
-                mask.get("id") for mask in k.mask_regions)])
+                mask.get("id") for mask in k.mask_regions)], [by_extreme for _, _, _, by_extreme in served])
         entry["result"] = answer + unserved_echoes(unserved)
         return entry
 
     def _remember(self, task_key: tuple, routed: Routed, applied: list, parents: list[int],
-                  masks: list[dict], merged_away: list) -> None:
+                  masks: list[dict], merged_away: list, by_extreme: list[bool]) -> None:
         """Records the EXTREME and BOX objects just answered, with their mask regions (``masks``: the
         answer's mask regions, one per entry of ``parents``), for correction clicks to come
-        (``backend.known_objects``). An object merged with other masks is forgotten, as are the known
-        objects whose masks a merge absorbed (``merged_away``): their region is no longer their own mask."""
+        (``backend.known_objects``), and the answered mask where the extreme-point model answered
+        (``by_extreme``, per prompt: its next correction merges with it). An object merged with other
+        masks is forgotten, as are the known objects whose masks a merge absorbed (``merged_away``):
+        their region is no longer their own mask."""
         regions_of: dict[int, list[dict]] = {}
         for region, parent in zip(masks, parents):
             regions_of.setdefault(parent, []).append(region_reference(region))
@@ -429,7 +434,8 @@ class SegmentationModel:
             if len(result.sources) == 1 and not result.absorbed:
                 answered += [replace(obj, mask_regions=tuple(regions_of.get(index, [])),
                                      answer=AnsweredMask.of(result.segmentation.mask,
-                                                            [click.region_id for click in obj.clicks]))
+                                                            [click.region_id for click in obj.clicks])
+                                     if by_extreme[result.sources[0]] else None)
                              for obj in objects]
             else:
                 forgotten += objects
@@ -460,8 +466,10 @@ class SegmentationModel:
             log.warning("task %s: image not loaded: %s", task_id, exc.detail)
             raise RequestError(f"image not loaded: {exc}", 422, transient=exc.transient) from None
 
-    def _segment(self, image, prompt: Prompt, segmenters: SegmenterSet) -> Segmentation:
-        segmenter, note = choose_segmenter(prompt, segmenters)
+    def _segment(self, image, prompt: Prompt, segmenters: SegmenterSet,
+                 choice: tuple | None = None) -> Segmentation:
+        """``prompt``'s segmentation by the segmenter ``choice`` (``choose_segmenter``'s answer, routed here when None)."""
+        segmenter, note = choice or choose_segmenter(prompt, segmenters)
         segmentation = segmenter.segment(image, prompt)
         if segmentation.mask.shape != (image.height, image.width):
             raise RuntimeError(f"{segmentation.model} returned a {segmentation.mask.shape} mask for a "

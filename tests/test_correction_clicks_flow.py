@@ -273,6 +273,20 @@ def test_a_correction_keeps_the_rest_of_the_mask_it_refines(tmp_path):
     assert alone.sum() == 100 and alone[20, 30]
 
 
+def test_only_the_extreme_point_models_answers_are_kept_for_merging_corrections(tmp_path):
+    segmenters = SegmenterSet(sam=CorrectingSegmenter("sam-fake"), extreme=CorrectingSegmenter("extreme-fake"),
+                              sam_name="sam-fake", extreme_version="v1")
+    app, _, _ = make_app(tmp_path, segmenters=segmenters)
+    client = app.test_client()
+    assert client.post("/setup", json=setup_body(None)).status_code == 200
+    for the_task, context in ((task(task_id=1), extreme_points(*CAR)), (task(task_id=2), [rectangle(20, 10, 120, 60)])):
+        assert client.post("/predict", json=predict_body([the_task], context=context)).status_code == 200
+    known = app.extensions["segmentation_model"].known_objects
+    [by_extreme], [by_sam] = known.of_task(("7", 1)), known.of_task(("7", 2))
+    assert by_extreme.kind is PromptKind.EXTREME and by_extreme.answer is not None
+    assert by_sam.kind is PromptKind.BOX and by_sam.answer is None  # SAM refines from its logits: no mask kept
+
+
 def test_a_fresh_set_of_four_points_starts_a_new_object(page):
     [first] = brushes(page(extreme_points(*CAR)))
     second = page(extreme_points(110, 20, 180, 90))
