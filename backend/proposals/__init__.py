@@ -10,7 +10,8 @@ The interface (stable; the serving, jobs and versions side builds on exactly thi
 - ``ProposalModel.load(weights_dir, device="cpu") -> ProposalModel`` (sha256-checked; raises
   ``ProposalWeightsError``); ``.labels`` (tuple), ``.threshold``, ``.manifest``;
   ``.propose(image: LoadedImage, threshold=None, max_objects=MAX_OBJECTS) -> list[Proposal]``: most
-  confident first, one per object (suppression within and across labels), at most ``MAX_OBJECTS``
+  confident first, one per object (suppression within and across labels, and of boxes lying mostly
+  inside a more confident box of their label: parts), at most ``MAX_OBJECTS``
   (100).
 - ``train_proposal_model(examples, labels, out_dir, *, heldout=(), init_dir=None, base_dir=None, steps=None,
   device=None, progress_cb=None, seed=0, provenance=None) -> metrics``: ``examples`` and
