@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import binary_dilation
+from scipy import ndimage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
@@ -48,6 +48,7 @@ from backend.jobs.store import JobStore  # noqa: E402
 from backend.active_learning.layout import Layout  # noqa: E402
 from backend.active_learning.learned_policies import describe, policy_ious  # noqa: E402
 from backend.active_learning.ls_data import AnnotatedTask, crop_sample  # noqa: E402
+from backend.policies import overlap_groups  # noqa: E402
 from backend.active_learning.trainer import ExtremeTrainer  # noqa: E402
 from backend.active_learning.training_job import run_training_job  # noqa: E402
 from backend.active_learning.versions import VersionRegistry  # noqa: E402
@@ -99,23 +100,13 @@ class Annotator:
 
 
 def merged_instances(masks: list[np.ndarray]) -> list[np.ndarray]:
-    """The masks with every group of touching ones (8-connected across their borders) as one union."""
-    grown = [binary_dilation(mask, structure=np.ones((3, 3), bool)) for mask in masks]
-    group = list(range(len(masks)))
-
-    def root(i: int) -> int:
-        while group[i] != i:
-            i = group[i]
-        return i
-
-    for i in range(len(masks)):
-        for j in range(i + 1, len(masks)):
-            if (grown[i] & masks[j]).any():
-                group[root(j)] = root(i)
-    unions: dict[int, np.ndarray] = {}
-    for i, mask in enumerate(masks):
-        unions[root(i)] = unions[root(i)] | mask if root(i) in unions else mask.copy()
-    return list(unions.values())
+    """The masks with every group of touching ones (8-connected across their borders) as one union.
+    Masks touch, directly or through others, exactly when they share a connected part of their union."""
+    if not masks:
+        return []
+    parts, _ = ndimage.label(np.logical_or.reduce(masks), structure=np.ones((3, 3), bool))
+    footprints = [np.isin(parts, np.unique(parts[mask])) for mask in masks]
+    return [np.logical_or.reduce([masks[i] for i in group]) for group in overlap_groups(footprints)]
 
 
 def project_tasks(annotator: Annotator, count: int, seed: int, first_id: int) -> list[AnnotatedTask]:

@@ -89,16 +89,16 @@ def mask_figures(model: ProposalModel, segmenter: ExtremeSegmenter, tests) -> di
             mask_ms.append((time.perf_counter() - start) * 1000)
             return segmentation
 
-        found = proposal_masks(proposals, segment, segmenters, LABELS).segmentations
+        kept = proposal_masks(proposals, segment, segmenters, LABELS).segmentations
         taken = [False] * len(truth)
-        for segmentation in found:
+        for segmentation in kept:
             scores = [0.0 if taken[j] or label != segmentation.label else iou(segmentation.mask, m)
                       for j, (label, m) in enumerate(truth)]
             j = int(np.argmax(scores)) if scores else -1
             if j >= 0 and scores[j] >= 0.5:
                 taken[j] = True
                 ious.append(scores[j])
-        proposed += len(found)
+        proposed += len(kept)
         objects += len(truth)
     found = len(ious)
     return {
