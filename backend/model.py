@@ -357,7 +357,8 @@ class SegmentationModel:
         proposals = project.proposer.propose(image, threshold=project.options.proposal_threshold,
                                              max_objects=self.settings.proposals_max_objects)
         found = proposal_masks(proposals, lambda prompt: self._segment(image, prompt, project.segmenters),
-                               project.segmenters, project.config.mask_tools_for_label, taken)
+                               project.segmenters, project.config.mask_tools_for_label, taken,
+                               lambda proposal, mask: project.proposer.relabelled(proposal, image.array, mask))
         for index, segmentation in enumerate(found.segmentations):
             if project.config.mask_tool(segmentation.label, project.output.preferred).kind is MaskKind.POLYGON:
                 found.segmentations[index] = replace(segmentation, mask=keep_largest(segmentation.mask))

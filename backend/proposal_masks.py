@@ -5,6 +5,9 @@ prompt of its label: its box (to SAM when SAM is loaded, else the extreme-point 
 or, without SAM, its predicted extreme points to the extreme-point model when it has them. The
 caller segments it like any prompt and then applies the project's policies and mask output.
 
+A model with a labeller (``backend.proposals.labeller``) labels each object from its mask: the
+proposal's label is the labeller's once the mask is made (``relabel``).
+
 One mask per object: proposals are taken most confident first, and one whose mask lies mostly
 (``DUPLICATE_OVERLAP`` of the smaller mask) on a mask already taken — a prompt's, or a more
 confident proposal's — is left out. So a task with prompts keeps its prompt masks, and proposals
@@ -21,7 +24,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from backend.prompts import Prompt, PromptError, PromptKind, Segmentation
+from backend.prompts import LoadedImage, Prompt, PromptError, PromptKind, Segmentation
 from backend.routing import EXTREME_POINTS, RoutingError, SegmenterChoice
 
 # A mask lying this much (of the smaller mask's pixels) on a mask already taken is the same object.
@@ -48,23 +51,27 @@ def proposal_prompt(proposal, segmenters: SegmenterChoice) -> Prompt:
 
 
 def proposal_masks(proposals: Iterable, segment: Callable[[Prompt], Segmentation], segmenters: SegmenterChoice,
-                   labels: Iterable[str], taken: list[np.ndarray] = ()) -> ProposalMasks:
+                   labels: Iterable[str], taken: list[np.ndarray] = (),
+                   relabel: Callable[[object, np.ndarray], object] | None = None) -> ProposalMasks:
     """Masks for ``proposals`` (most confident first), each through ``segment(prompt)``; ``labels``:
     the labels the project's config can give masks (a proposal of another label is left out); ``taken``:
-    the masks already in the answer (the task's prompts'), which no proposal may duplicate."""
+    the masks already in the answer (the task's prompts'), which no proposal may duplicate;
+    ``relabel(proposal, mask)``: the proposal with its object's label (the model's labeller)."""
     labels = set(labels)
     out = ProposalMasks()
     taken = list(taken)
     for proposal in sorted(proposals, key=lambda p: -p.score):
-        if proposal.label not in labels:
-            out.notes.append(f'skipped a proposal of label "{proposal.label}", which the labeling config does not give masks')
-            continue
         try:
             segmentation = segment(proposal_prompt(proposal, segmenters))
         except (RoutingError, PromptError) as exc:
             out.notes.append(f'skipped a proposal of "{proposal.label}": {exc}')
             continue
         if not segmentation.mask.any():
+            continue
+        if relabel is not None:
+            proposal = relabel(proposal, segmentation.mask)
+        if proposal.label not in labels:
+            out.notes.append(f'skipped a proposal of label "{proposal.label}", which the labeling config does not give masks')
             continue
         if any(same_object(segmentation.mask, mask) for mask in taken):
             out.duplicates += 1
@@ -80,3 +87,12 @@ def same_object(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two masks mostly cover one another (``DUPLICATE_OVERLAP`` of the smaller one)."""
     smaller = min(int(a.sum()), int(b.sum()))
     return smaller > 0 and int(np.logical_and(a, b).sum()) >= DUPLICATE_OVERLAP * smaller
+
+
+def box_mask_of(segmenter) -> Callable[[np.ndarray, tuple], np.ndarray]:
+    """``mask_of(image, box)`` for ``backend.proposals``: the object's mask from ``segmenter``'s box
+    mode (the extreme-point model), as serving makes a proposal's mask without SAM."""
+    def mask_of(image: np.ndarray, box: tuple) -> np.ndarray:
+        prompt = Prompt(PromptKind.BOX, "object", box=tuple(float(v) for v in box))
+        return segmenter.segment(LoadedImage(array=image, key="proposal-object"), prompt).mask
+    return mask_of

@@ -15,7 +15,9 @@ the held-out ones fit its score calibration and choose its threshold. Training s
 class-agnostic base (``--base``, default the committed ``model_weights/proposals``; ``none``: the
 ImageNet encoder with a fresh FPN and head). On the test tasks each
 proposal becomes a mask through the extreme-point model (default weights, box mode: this model
-predicts boxes), one mask per object as serving keeps them (``proposal_masks``), and the masks are
+predicts boxes), labelled by the model's labeller from that mask (``--labels detector``: the
+detector's own labels, no labeller; the held-out figures and threshold follow the same choice), one
+mask per object as serving keeps them (``proposal_masks``), and the masks are
 matched to the true ones (IoU >= 0.5, same label, most
 confident first): recall, precision and mean IoU of the matched masks; beside them box-level
 recall/precision, the box recall/precision on the tasks it trained on (does it fit them?),
@@ -44,7 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere
 
 from backend.prompts import LoadedImage  # noqa: E402
-from backend.proposal_masks import proposal_masks  # noqa: E402
+from backend.proposal_masks import box_mask_of, proposal_masks  # noqa: E402
 from backend.proposals import ProposalModel, evaluate_proposals, train_proposal_model  # noqa: E402
 from backend.proposals.evaluate import best_threshold, collect, figures  # noqa: E402
 from backend.segmenters.extreme import ExtremeSegmenter  # noqa: E402
@@ -89,7 +91,8 @@ def mask_figures(model: ProposalModel, segmenter: ExtremeSegmenter, tests) -> di
             mask_ms.append((time.perf_counter() - start) * 1000)
             return segmentation
 
-        kept = proposal_masks(proposals, segment, segmenters, LABELS).segmentations
+        kept = proposal_masks(proposals, segment, segmenters, LABELS,
+                              relabel=lambda proposal, mask: model.relabelled(proposal, image, mask)).segmentations
         taken = [False] * len(truth)
         for segmentation in kept:
             scores = [0.0 if taken[j] or label != segmentation.label else iou(segmentation.mask, m)
@@ -119,23 +122,25 @@ def run_size(n: int, args, tests, segmenter) -> dict:
     annotated = [task(args.seed, first + i, args.annotated_from) for i in range(n)]
     heldout_count = max(1, round(HELDOUT_FRACTION * n))
     train_tasks, heldout = annotated[heldout_count:], annotated[:heldout_count]
+    mask_of = box_mask_of(segmenter) if args.labels == "labeller" else None
     with tempfile.TemporaryDirectory() as out_dir:
         start, cpu_start = time.perf_counter(), time.process_time()
         metrics = train_proposal_model(train_tasks, LABELS, out_dir, heldout=heldout, steps=args.steps,
                                        base_dir=None if args.base == "none" else args.base,
-                                       device="cpu", seed=args.seed, progress_cb=report_progress)
+                                       device="cpu", seed=args.seed, progress_cb=report_progress, mask_of=mask_of)
         train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
         model = ProposalModel.load(out_dir)
-    test_results = collect(model, tests)
+    test_results = collect(model, tests, mask_of)
     boxes = figures(test_results, model.threshold, model.labels)
     # The model apart from its threshold choice: the test tasks' own best threshold (an oracle).
     oracle_threshold = best_threshold(test_results)
     oracle = figures(test_results, oracle_threshold)
-    fit = evaluate_proposals(model, train_tasks)
+    fit = evaluate_proposals(model, train_tasks, mask_of=mask_of)
     masks = mask_figures(model, segmenter, tests)
     return {"tasks": n, "trained_on": len(train_tasks), "heldout": heldout_count, "train_s": train_s,
             "train_cpu_s": train_cpu_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "steps": metrics["training"]["steps"], "init": metrics["training"]["init"],
+            "labels_from": metrics["training"]["labels_from"],
             "final_loss": metrics["training"]["final_loss"], "train_box_recall": fit["recall"],
             "train_box_precision": fit["precision"], "threshold": model.threshold,
             "calibration": model.manifest["calibration"], "box_recall": boxes["recall"],
@@ -151,6 +156,8 @@ def main() -> int:
     parser.add_argument("--annotated-from", choices=["train", "heldout"], default="train",
                         help="the generator split of the annotated tasks (default train; the test tasks are held-out)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the model's own choice)")
+    parser.add_argument("--labels", choices=["labeller", "detector"], default="labeller",
+                        help="labels from the labeller on each object's mask (as a training job does), or the detector's own")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=str(REPO_ROOT / "model_weights" / "extreme"))
@@ -168,7 +175,7 @@ def main() -> int:
     lines = [
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, busy), "
         f"torch threads {args.threads}; {args.test} test tasks; annotated tasks from the {args.annotated_from} split; "
-        f"seed {args.seed}; start: {rows[0]['init'] if rows else '-'}",
+        f"seed {args.seed}; start: {rows[0]['init'] if rows else '-'}; labels from: {args.labels}",
         "| annotated tasks (train + held out) | steps | train s (CPU s) | threshold | mask recall | mask precision "
         "| matched mIoU | box recall | box precision | box recall, precision on its training tasks | box recall, precision at the test tasks' best threshold (oracle) | final loss "
         "| proposals s / 640 px image (median, p90) | mask ms / object |",

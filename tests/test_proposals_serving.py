@@ -34,13 +34,17 @@ class FakeProposal:
 class FakeProposer:
     """A ProposalModel stand-in: the same proposals for every image; records the threshold asked."""
 
-    def __init__(self, proposals, threshold=0.5):
-        self.proposals, self.threshold, self.asked = proposals, threshold, []
+    def __init__(self, proposals, threshold=0.5, labeller=None):
+        self.proposals, self.threshold, self.asked, self.labeller = proposals, threshold, [], labeller
 
     def propose(self, image, threshold=None, max_objects=100):
         self.asked.append((threshold, max_objects))
         limit = self.threshold if threshold is None else threshold
         return [p for p in self.proposals if p.score >= limit][:max_objects]
+
+    def relabelled(self, proposal, array, mask):
+        """``labeller(mask)``: the label a labeller would give the object's mask."""
+        return proposal if self.labeller is None else replace(proposal, label=self.labeller(mask))
 
 
 class FakeProjectModels:
@@ -113,6 +117,20 @@ def test_two_proposals_of_one_object_give_one_region_the_more_confident(tmp_path
     model, _ = model_for(tmp_path, FakeProposer([again, CAR]))
     found = regions(model.batch_prediction(task(), model.project_context(PROJECT)))
     assert [r["value"]["brushlabels"] for r in found] == [["Car"]]
+
+
+def test_the_labeller_labels_each_object_from_its_mask_and_a_label_the_config_lacks_is_left_out(tmp_path):
+    seen = []
+
+    def labeller(mask):
+        seen.append(mask.sum())
+        return "Dog" if len(seen) == 1 else "Horse"
+
+    model, _ = model_for(tmp_path, FakeProposer([CAR, DOG], labeller=labeller))
+    prediction = model.batch_prediction(task(), model.project_context(PROJECT))
+    assert [r["value"]["brushlabels"] for r in regions(prediction)] == [["Dog"]]
+    assert seen == [40 * 30, 50 * 60]  # each proposal's own mask (the fake segmenter fills its box)
+    assert any('"Horse"' in note for note in prediction.skipped)
 
 
 def test_polygon_output_gives_one_region_per_object(tmp_path):

@@ -43,8 +43,9 @@ class FakeProposalTrainer:
     def __init__(self, heldout=None, error=None):
         self.heldout, self.error, self.calls = heldout or figures(0.8, 0.9), error, []
 
-    def train(self, examples, heldout, labels, out_dir, init_dir, progress):
-        self.calls.append({"train": len(examples), "heldout": len(heldout), "labels": list(labels), "init": init_dir})
+    def train(self, examples, heldout, labels, out_dir, init_dir, progress, masks_from):
+        self.calls.append({"train": len(examples), "heldout": len(heldout), "labels": list(labels), "init": init_dir,
+                           "masks_from": masks_from})
         if self.error:
             raise self.error
         progress(1, 1, {"loss": 0.5})
@@ -52,7 +53,7 @@ class FakeProposalTrainer:
         (Path(out_dir) / "manifest.json").write_text(json.dumps({"heldout": self.heldout}))
         return {"threshold": 0.4, "heldout": self.heldout, "training": {"steps": 1}}
 
-    def evaluate(self, weights_dir, heldout):
+    def evaluate(self, weights_dir, heldout, masks_from):
         return json.loads((Path(weights_dir) / "manifest.json").read_text())["heldout"]
 
 

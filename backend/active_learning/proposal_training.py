@@ -7,7 +7,9 @@ from its annotated tasks and publish it as a new version only if it is not worse
 2. Hold out about a quarter of the tasks, chosen by a hash of the task id (``split.task_hash``, so a
    task keeps its side as the project grows; at least one held out, at least one trained on).
 3. Train on the rest, starting from the serving proposal model when there is one, else from the
-   class-agnostic base (``PROPOSALS_BASE_WEIGHTS``; absent: the ImageNet encoder) (``backend.proposals``);
+   class-agnostic base (``PROPOSALS_BASE_WEIGHTS``; absent: the ImageNet encoder) (``backend.proposals``),
+   with a labeller that labels each object from its mask (made by the serving version's
+   extreme-point box mode where an annotation has none, and for every held-out proposal);
    the confidence threshold is chosen on the held-out tasks (best F1, pulled towards 0.3 when they hold
    few objects: ``evaluate.heldout_threshold``), where the score calibration is
    fitted too.
@@ -52,10 +54,11 @@ StepProgress = Callable[[float, str], None]
 
 class ProposalTrainer(Protocol):
     def train(self, examples: Sequence[tuple], heldout: Sequence[tuple], labels: Sequence[str], out_dir: Path,
-              init_dir: Path | None, progress: Callable[[int, int, dict], None]) -> dict:
-        """Train a proposal model into ``out_dir``; its metrics, with ``heldout`` figures and ``threshold``."""
+              init_dir: Path | None, progress: Callable[[int, int, dict], None], masks_from: Path) -> dict:
+        """Train a proposal model into ``out_dir``; its metrics, with ``heldout`` figures and ``threshold``.
+        ``masks_from``: the extreme-point weights whose box mode makes objects' masks (the labeller's)."""
 
-    def evaluate(self, weights_dir: Path, heldout: Sequence[tuple]) -> dict:
+    def evaluate(self, weights_dir: Path, heldout: Sequence[tuple], masks_from: Path) -> dict:
         """Held-out figures (recall, precision, f1, objects, correct, …) of a saved model at its threshold."""
 
 
@@ -71,25 +74,30 @@ class BackendProposalTrainer:
         return cls(settings.resolved_device(), training_threads(settings.train_threads),
                    settings.proposals_steps or None, base_dir=settings.proposals_base)
 
-    def train(self, examples, heldout, labels, out_dir, init_dir, progress) -> dict:
-        import torch
-
+    def train(self, examples, heldout, labels, out_dir, init_dir, progress, masks_from) -> dict:
         from backend.proposals import train_proposal_model
 
-        torch.set_num_threads(self.threads)
         return train_proposal_model(examples, labels, out_dir, heldout=heldout, init_dir=init_dir, base_dir=self.base_dir,
                                     steps=self.steps,
                                     device=self.device, progress_cb=progress, seed=self.seed,
                                     provenance={"data": f"Label Studio annotations: {len(examples)} training, "
-                                                        f"{len(heldout)} held-out tasks"})
+                                                        f"{len(heldout)} held-out tasks"},
+                                    mask_of=self._mask_of(masks_from))
 
-    def evaluate(self, weights_dir, heldout) -> dict:
-        import torch
-
+    def evaluate(self, weights_dir, heldout, masks_from) -> dict:
         from backend.proposals import ProposalModel, evaluate_proposals
 
+        mask_of = self._mask_of(masks_from)
+        return evaluate_proposals(ProposalModel.load(weights_dir, self.device), heldout, mask_of=mask_of)
+
+    def _mask_of(self, weights_dir: Path):
+        import torch
+
+        from backend.proposal_masks import box_mask_of
+        from backend.segmenters.extreme import ExtremeSegmenter
+
         torch.set_num_threads(self.threads)
-        return evaluate_proposals(ProposalModel.load(weights_dir, self.device), heldout)
+        return box_mask_of(ExtremeSegmenter.load(weights_dir, self.device))
 
 
 @dataclass(frozen=True)
@@ -151,12 +159,13 @@ def train_proposals(settings, project: str, job_id: str, registry, data: Proposa
     metrics = trainer_or_default(trainer, settings).train(
         [t.example for t in train], [t.example for t in heldout], data.labels, out / PROPOSALS_DIR, init_dir,
         lambda step, steps, values: progress(0.2 + 0.65 * step / steps,
-                                             f"proposals: step {step}/{steps} loss {values.get('loss', 0):.4f}"))
+                                             f"proposals: step {step}/{steps} loss {values.get('loss', 0):.4f}"),
+        serving.path)
     new = metrics["heldout"]
     before = None
     if previous is not None:
         progress(0.9, f"proposals: the serving model ({previous.name}) on {len(heldout)} held-out tasks")
-        before = trainer_or_default(trainer, settings).evaluate(init_dir, [t.example for t in heldout])
+        before = trainer_or_default(trainer, settings).evaluate(init_dir, [t.example for t in heldout], serving.path)
     decision = decide(new, before)
     summary = {**counts, "train_tasks": len(train), "heldout_tasks": len(heldout), "threshold": metrics["threshold"],
                "heldout": _rounded(new), "serving_heldout": _rounded(before) if before is not None else None,

@@ -14,21 +14,25 @@ The interface (stable; the serving, jobs and versions side builds on exactly thi
   inside a more confident box of their label: parts), at most ``MAX_OBJECTS``
   (100).
 - ``train_proposal_model(examples, labels, out_dir, *, heldout=(), init_dir=None, base_dir=None, steps=None,
-  device=None, progress_cb=None, seed=0, provenance=None) -> metrics``: ``examples`` and
+  device=None, progress_cb=None, seed=0, provenance=None, mask_of=None) -> metrics``: ``examples`` and
   ``heldout`` are ``(image HxWx3 uint8, [(label, geometry), ...])`` with a geometry a mask (HxW
   bool), a box (x0, y0, x1, y1) or points (N, 2) (extreme points: their extent is the box); an
   image with no object is a true negative. Objects of labels not in ``labels``, empty or tiny ones
   and those beyond 100 per image are left out and counted in ``metrics["training"]``. With
   ``heldout`` the calibration and the threshold (best F1, pulled towards 0.3 on few objects) are fitted on it and
-  ``metrics["heldout"]`` holds its recall, precision, f1, counts at that threshold. Weights and a
+  ``metrics["heldout"]`` holds its recall, precision, f1, counts at that threshold. With ``mask_of(image,
+  box) -> mask`` (how serving makes an object's mask) a labeller is fitted on the objects' masks
+  (``labeller.py``) and gives the labels from then on: ``ProposalModel.relabelled(proposal, array,
+  mask)`` once a proposal's mask is made. Weights and a
   manifest (format, labels, config, threshold, calibration, sha256, the metrics, ``provenance``)
   are written atomically, the manifest last. ``progress_cb(step, steps, {"loss", ...})``. Raises
   ``ProposalError`` when there is nothing to learn from. It starts from ``init_dir`` (a previous
   version), else from the class-agnostic base in ``base_dir`` (``base.load_base``: each label from
   its ``object`` row), else from the ImageNet encoder.
-- ``evaluate_proposals(model, examples, threshold=None) -> {recall, precision, f1, threshold, images,
+- ``evaluate_proposals(model, examples, threshold=None, mask_of=None) -> {recall, precision, f1, threshold, images,
   objects, proposals, correct, mean_box_iou, per_label}`` (IoU >= 0.5 with an object of the same
-  label, greedy most confident first); ``choose_threshold(model, heldout) -> float`` (``heldout_threshold``).
+  label, greedy most confident first); ``choose_threshold(model, heldout, mask_of=None) -> float``
+  (a model with a labeller needs ``mask_of``) (``heldout_threshold``).
 
 Images of any size are resized so their longer side is ``DetectorConfig.long_side`` (512 px; a
 model trained from the class-agnostic base, ``base.py``, has the base's: 384 px);

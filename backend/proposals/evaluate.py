@@ -3,19 +3,21 @@
 A proposal is correct when its box overlaps an annotated object of its label with IoU >= 0.5 that
 no more confident proposal took (greedy, most confident first, as COCO matches). Recall: annotated
 objects found; precision: proposals that are correct. Objects of labels the model does not know,
-and those ``annotations.prepare`` leaves out (empty, tiny), are not counted.
+and those ``annotations.prepare`` leaves out (empty, tiny), are not counted. A model with a labeller
+labels each proposal from its mask, as serving does: ``mask_of(image, box)`` makes it (the
+extreme-point model's box mode in a training job).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from torchvision.ops import box_iou
 import torch
 
-from backend.proposals.annotations import check_image, geometry_box
+from backend.proposals.annotations import MAX_OBJECTS, check_image, geometry_box
 from backend.proposals.calibration import Calibration
 from backend.proposals.model import DEFAULT_THRESHOLD, FLOOR, ProposalModel
 
@@ -24,6 +26,9 @@ MATCH_IOU = 0.5
 # for the F1 of about 0.6 a small project reaches; it weighs as much as this many held-out objects.
 PRIOR_THRESHOLD = 0.3
 PRIOR_OBJECTS = 10
+
+# (image HxWx3 uint8, box x0, y0, x1, y1) -> the object's mask (HxW bool), as serving would make it
+MaskOf = Callable[[np.ndarray, tuple], np.ndarray]
 
 
 @dataclass
@@ -40,15 +45,20 @@ class ImageResult:
     matched_iou: np.ndarray
 
 
-def collect(model: ProposalModel, examples: Iterable[tuple]) -> list[ImageResult]:
+def collect(model: ProposalModel, examples: Iterable[tuple], mask_of: MaskOf | None = None) -> list[ImageResult]:
     """Every example's proposals down to the floor, matched against its annotated objects."""
+    if model.labeller is not None and mask_of is None:
+        raise ValueError("a proposal model with a labeller labels objects by their masks: pass mask_of")
     index = {label: i for i, label in enumerate(model.labels)}
     results = []
     for image, objects in examples:
         image = check_image(image)
         truth = [(index[label], geometry_box(geometry, image.shape[:2])[0]) for label, geometry in objects if label in index]
         truth = [(label, box) for label, box in truth if box is not None]
-        boxes, scores, labels = model.detections(image)
+        boxes, scores, labels = (a[:MAX_OBJECTS] for a in model.detections(image))  # serving's cap
+        if model.labeller is not None and len(boxes):
+            masks = [mask_of(image, tuple(float(v) for v in box)) for box in boxes]
+            labels = model.labeller.probabilities(image, masks).argmax(axis=1)
         truth_boxes = np.array([box for _, box in truth], np.float64).reshape(-1, 4)
         truth_labels = np.array([label for label, _ in truth], np.int64)
         correct, matched_iou = _match(boxes, labels, truth_boxes, truth_labels)
@@ -142,12 +152,13 @@ def heldout_threshold(results: list[ImageResult]) -> float:
     return (objects * best_threshold(results) + PRIOR_OBJECTS * PRIOR_THRESHOLD) / (objects + PRIOR_OBJECTS)
 
 
-def evaluate_proposals(model: ProposalModel, examples: Iterable[tuple], threshold: float | None = None) -> dict:
+def evaluate_proposals(model: ProposalModel, examples: Iterable[tuple], threshold: float | None = None,
+                       mask_of: MaskOf | None = None) -> dict:
     """Figures (``figures``) of ``model``'s proposals on annotated examples at ``threshold`` (its own when None)."""
     threshold = model.threshold if threshold is None else threshold
-    return figures(collect(model, examples), threshold, model.labels)
+    return figures(collect(model, examples, mask_of), threshold, model.labels)
 
 
-def choose_threshold(model: ProposalModel, heldout: Iterable[tuple]) -> float:
+def choose_threshold(model: ProposalModel, heldout: Iterable[tuple], mask_of: MaskOf | None = None) -> float:
     """The confidence threshold for ``model`` from held-out annotated examples (``heldout_threshold``)."""
-    return heldout_threshold(collect(model, heldout))
+    return heldout_threshold(collect(model, heldout, mask_of))

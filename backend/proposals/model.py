@@ -1,8 +1,12 @@
 """A trained proposal model: its weights directory, and proposals for one image.
 
-Weights directory: ``proposals.pt`` (fp16 state dict) and ``manifest.json`` (written last,
-atomically): format, labels, detector config, threshold, score calibration, the file's sha256,
-and provenance (training data counts, held-out figures). Loading verifies the sha256.
+Weights directory: ``proposals.pt`` (fp16 state dict), with a labeller ``labeller.pt``
+(``labeller.py``), and ``manifest.json`` (written last, atomically): format, labels, detector
+config, threshold, score calibration, the files' sha256, and provenance (training data counts,
+held-out figures). Loading verifies the sha256.
+
+Labels: with a labeller, an object's label is the labeller's, from its mask (``relabelled``), not
+the detector's: the detector says where objects are and how sure it is, the labeller which label.
 
 Scores: FCOS's own score (sqrt of class probability times centre-ness) mapped through a logistic
 calibration fitted on held-out annotated tasks (``calibration.py``): the probability that the
@@ -15,7 +19,7 @@ that object) is left out too.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -27,11 +31,13 @@ from backend.checksums import sha256_of
 from backend.files import write_atomic
 from backend.proposals.annotations import MAX_OBJECTS, check_image
 from backend.proposals.calibration import IDENTITY, Calibration
+from backend.proposals.labeller import Labeller
 from backend.proposals.network import DetectorConfig, build_detector
 
 FORMAT = "fcos-efficientnet-lite0/1"
 MANIFEST = "manifest.json"
 WEIGHTS = "proposals.pt"
+LABELLER = "labeller.pt"
 DEFAULT_THRESHOLD = 0.5  # until held-out tasks choose one
 CROSS_LABEL_IOU = 0.6  # two proposals of different labels overlapping this much are one object
 # A box lying this much (of its own area) inside a more confident box of its label is a part of that
@@ -62,8 +68,10 @@ class Proposal:
 
 class ProposalModel:
     def __init__(self, detector, labels: Sequence[str], config: DetectorConfig, *, threshold: float = DEFAULT_THRESHOLD,
-                 calibration: Calibration = IDENTITY, manifest: dict | None = None, device: str = "cpu"):
+                 calibration: Calibration = IDENTITY, manifest: dict | None = None, device: str = "cpu",
+                 labeller: Labeller | None = None):
         self.detector = detector.to(device).eval()
+        self.labeller = labeller
         self.labels = tuple(labels)
         self.config = config
         self.threshold = float(threshold)
@@ -91,15 +99,14 @@ class ProposalModel:
             if isinstance(exc, ProposalWeightsError):
                 raise
             raise ProposalWeightsError(f"{weights_dir / MANIFEST} is incomplete: {exc}") from None
-        path = weights_dir / entry["file"]
-        if not path.is_file():
-            raise ProposalWeightsError(f"missing weights file {path}")
-        if sha256_of(path) != entry["sha256"]:
-            raise ProposalWeightsError(f"{path} does not match the sha256 in its manifest")
         detector = build_detector(config, len(labels), pretrained=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(_checked(weights_dir, entry), map_location="cpu", weights_only=True)
         detector.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        return cls(detector, labels, config, threshold=threshold, calibration=calibration, manifest=manifest, device=device)
+        labeller = manifest["files"].get("labeller")
+        labeller = Labeller.from_state(torch.load(_checked(weights_dir, labeller), map_location="cpu", weights_only=True)) \
+            if labeller else None
+        return cls(detector, labels, config, threshold=threshold, calibration=calibration, manifest=manifest, device=device,
+                   labeller=labeller)
 
     def save(self, out_dir: str | Path, provenance: dict) -> dict:
         """Write the weights (fp16) and then the manifest, each atomically; returns the manifest."""
@@ -107,13 +114,13 @@ class ProposalModel:
         out_dir.mkdir(parents=True, exist_ok=True)
         state = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in self.detector.state_dict().items()}
         write_atomic(out_dir / WEIGHTS, lambda handle: torch.save(state, handle))
-        path = out_dir / WEIGHTS
+        files = {"model": {**_entry(out_dir / WEIGHTS), "parameters": sum(p.numel() for p in self.detector.parameters())}}
+        if self.labeller is not None:
+            write_atomic(out_dir / LABELLER, lambda handle: torch.save(self.labeller.state(), handle))
+            files["labeller"] = _entry(out_dir / LABELLER)
         manifest = {
             "format": FORMAT, "labels": list(self.labels), "config": asdict(self.config),
-            "threshold": self.threshold, "calibration": asdict(self.calibration),
-            "files": {"model": {"file": WEIGHTS, "sha256": sha256_of(path), "bytes": path.stat().st_size,
-                                "parameters": sum(p.numel() for p in self.detector.parameters())}},
-            **provenance,
+            "threshold": self.threshold, "calibration": asdict(self.calibration), "files": files, **provenance,
         }
         write_atomic(out_dir / MANIFEST, lambda handle: handle.write(json.dumps(manifest, indent=2) + "\n"), text=True)
         self.manifest = manifest
@@ -126,6 +133,12 @@ class ProposalModel:
         boxes, scores, labels = self.detections(image.array)
         keep = np.flatnonzero(scores >= threshold)[: max(0, int(max_objects))]
         return [Proposal(self.labels[labels[i]], tuple(float(v) for v in boxes[i]), float(scores[i])) for i in keep]
+
+    def relabelled(self, proposal: Proposal, array: np.ndarray, mask: np.ndarray) -> Proposal:
+        """``proposal`` with the labeller's label for its object ``mask`` (itself without a labeller)."""
+        if self.labeller is None:
+            return proposal
+        return replace(proposal, label=self.labels[int(self.labeller.probabilities(array, [mask])[0].argmax())])
 
     @torch.no_grad()
     def detections(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,6 +156,19 @@ class ProposalModel:
         height, width = array.shape[:2]
         boxes = np.clip(boxes.astype(np.float64), 0, [width, height, width, height])
         return boxes, self.calibration.apply(raw.astype(np.float64)), labels.astype(np.int64)
+
+
+def _entry(path: Path) -> dict:
+    return {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size}
+
+
+def _checked(weights_dir: Path, entry: dict) -> Path:
+    path = weights_dir / entry["file"]
+    if not path.is_file():
+        raise ProposalWeightsError(f"missing weights file {path}")
+    if sha256_of(path) != entry["sha256"]:
+        raise ProposalWeightsError(f"{path} does not match the sha256 in its manifest")
+    return path
 
 
 def _wholes(boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

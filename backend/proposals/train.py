@@ -3,8 +3,11 @@
 Fine-tunes the detector (``network.py``) from a previous version (``init_dir``: its weights, with
 the rows of labels both know carried over), else from the class-agnostic base (``base_dir``: every
 label starts as its ``object`` row, see ``base.py``), else from the ImageNet encoder with a fresh
-FPN and head, on augmented batches (``augment.py``). With held-out examples, the score calibration is fitted and the threshold chosen
-on them, and their figures go into the manifest and the returned metrics.
+FPN and head, on augmented batches (``augment.py``). Given ``mask_of`` (how serving makes an object's
+mask from its box), a labeller (``labeller.py``) is fitted on the training objects' masks (an
+annotation's own, else ``mask_of``'s) and labels the proposals from then on. With held-out examples,
+the score calibration is fitted and the threshold chosen on them, and their figures go into the
+manifest and the returned metrics.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from backend.proposals.annotations import ProposalError, prepare
 from backend.proposals.augment import augment
 from backend.proposals.base import load_base, start_from
 from backend.proposals.calibration import fit_calibration
-from backend.proposals.evaluate import collect, figures, heldout_threshold, recalibrated
+from backend.proposals.evaluate import MaskOf, collect, figures, heldout_threshold, recalibrated
+from backend.proposals.labeller import Labeller
 from backend.proposals.model import DEFAULT_THRESHOLD, ProposalModel
 from backend.proposals.network import DetectorConfig, build_detector
 
@@ -51,6 +55,7 @@ def train_proposal_model(
     seed: int = 0,
     config: DetectorConfig = DEFAULT_CONFIG,
     provenance: dict | None = None,
+    mask_of: MaskOf | None = None,
 ) -> dict:
     """Train on ``examples`` (``(image, [(label, geometry)])``, see ``annotations``) for ``labels``,
     save the model into ``out_dir`` and return its metrics: ``training`` (counts of what was used
@@ -93,16 +98,18 @@ def train_proposal_model(
         if progress_cb is not None:
             progress_cb(step, steps, {"loss": float(np.mean(losses[-10:])),
                                       **{k: float(v.detach()) for k, v in loss_parts.items()}})
+    labeller = _fit_labeller(prepared, len(labels), mask_of) if mask_of is not None else None
     train_seconds = time.monotonic() - started
-    model = ProposalModel(detector, labels, config, device=device)
+    model = ProposalModel(detector, labels, config, device=device, labeller=labeller)
     metrics = {
         "training": {**counts.as_dict(), "steps": steps, "batch_size": BATCH_SIZE, "seconds": round(train_seconds, 1),
                      "final_loss": float(np.mean(losses[-10:])), "device": device, "seed": seed,
-                     "init": _init_name(init_dir, source)},
+                     "init": _init_name(init_dir, source),
+                     "labels_from": "labeller (object masks)" if labeller is not None else "detector"},
         "threshold": DEFAULT_THRESHOLD,
     }
     if heldout:
-        results = collect(model, heldout)
+        results = collect(model, heldout, mask_of)
         calibration = fit_calibration(
             np.concatenate([r.scores for r in results]), np.concatenate([r.correct for r in results])
         )
@@ -112,6 +119,13 @@ def train_proposal_model(
         metrics["heldout"] = figures(results, model.threshold, model.labels)
     model.save(out_dir, {**(provenance or {}), **metrics})
     return metrics
+
+
+def _fit_labeller(prepared, label_count: int, mask_of: MaskOf) -> Labeller | None:
+    """The labeller from the training objects at the detector's size (their masks, else ``mask_of``'s)."""
+    objects = [(item.image, target.mask if target.mask is not None else mask_of(item.image, tuple(target.box)), target.label)
+               for item in prepared for target in item.targets]
+    return Labeller.fit(objects, label_count)
 
 
 def optimisation_step(detector, images, targets, optimizer, parameters) -> tuple[torch.Tensor, dict]:
