@@ -4,8 +4,11 @@ on it annotated empty: a true negative), *Start training*; the job trains the pr
 model (a few steps: PROPOSALS_STEPS), publishes it as a new version, and the follow-up pre-annotates
 the unlabeled tasks with it: each then holds exactly one prediction, of the new version, with a mask.
 
+A second project has two labels (a yellow "Cat" and a blue "Car" rectangle in every image): the job
+fits the labeller on the annotated masks, and each found object is labelled by its look.
+
 Embedded worker, no SAM checkpoint: each found object's box goes to the extreme-point model's box
-mode. The images are trivially easy (one bright rectangle on a dark background), so that a few
+mode. The images are trivially easy (bright rectangles on a dark background), so that a few
 training steps find the objects; this checks the loop, bench/proposals.py measures the learning.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import requests
 from label_studio_sdk.converter.brush import decode_rle
@@ -70,14 +74,24 @@ def wait_for_predictions(api, project: int, tasks: list[int], version: str, back
         time.sleep(1.0)
 
 
-def test_annotated_tasks_train_proposals_and_the_unlabeled_tasks_get_masks_of_the_new_version(label_studio, backend):
-    api = label_studio.api
-    project = api.post("/api/projects/", json={"title": "proposals", "label_config": LABEL_CONFIG.read_text()})["id"]
+def proposals_project(api, backend, title: str) -> tuple[int, int]:
+    """(project id, ML backend id): a new project with the backend connected and option proposals on."""
+    project = api.post("/api/projects/", json={"title": title, "label_config": LABEL_CONFIG.read_text()})["id"]
     ml = api.post("/api/ml/", json={
         "project": project, "url": backend.url, "title": "segmentation assist", "is_interactive": True,
         "auth_method": "BASIC_AUTH", "basic_auth_user": backend.auth[0], "basic_auth_pass": backend.auth[1],
         "extra_params": {"proposals": True},
     })["id"]
+    return project, ml
+
+
+def region_mask(region) -> np.ndarray:
+    return decode_rle(region["value"]["rle"]).reshape(HEIGHT, WIDTH, 4)[:, :, 3] > 0
+
+
+def test_annotated_tasks_train_proposals_and_the_unlabeled_tasks_get_masks_of_the_new_version(label_studio, backend):
+    api = label_studio.api
+    project, ml = proposals_project(api, backend, "proposals")
     before = api.get(f"/api/ml/{ml}")["model_version"]
     assert f"at least {ANNOTATED + 1} annotated tasks" in health_proposals(backend, project)
 
@@ -108,7 +122,7 @@ def test_annotated_tasks_train_proposals_and_the_unlabeled_tasks_get_masks_of_th
         (region,) = prediction["result"]
         assert region["type"] == "brushlabels" and region["value"]["brushlabels"] == ["Cat"]
         assert 0 < prediction["score"] <= 1
-        mask = decode_rle(region["value"]["rle"]).reshape(HEIGHT, WIDTH, 4)[:, :, 3] > 0
+        mask = region_mask(region)
         x0, y0, x1, y1 = boxes[tasks.index(task)]
         inside = mask[y0:y1, x0:x1].sum() / mask.sum()
         assert mask.any() and inside > 0.5, inside
@@ -124,3 +138,46 @@ def test_annotated_tasks_train_proposals_and_the_unlabeled_tasks_get_masks_of_th
         assert time.monotonic() < deadline, job
         time.sleep(0.5)
     assert job["result"]["already_predicted"] == UNLABELED, job
+
+
+BLUE = (60, 140, 230)
+
+
+def two_objects(index: int) -> dict[str, tuple[int, int, int, int]]:
+    """Task ``index``'s two objects, apart: a yellow "Cat" rectangle on the left, a blue "Car" one on the right."""
+    cat_x, cat_y, car_x, car_y = 2 + index % 6, 4 + index % 5, 52 + index % 5, 36 - index % 4
+    return {"Cat": (cat_x, cat_y, cat_x + 30, cat_y + 26), "Car": (car_x, car_y, car_x + 34, car_y + 28)}
+
+
+def test_with_two_labels_each_found_object_gets_the_label_its_look_says(label_studio, backend):
+    """The labeller (fitted by the job on the annotated masks) labels each proposal from its mask."""
+    api = label_studio.api
+    project, ml = proposals_project(api, backend, "proposals, two labels")
+    objects = [two_objects(i) for i in range(ANNOTATED + UNLABELED)]
+    imported = [{"data": {"image": image_uri(o["Cat"], WIDTH, HEIGHT, [(o["Car"], BLUE)])}} for o in objects]
+    imported.append({"data": {"image": empty_image_uri()}})
+    tasks = api.post(f"/api/projects/{project}/import?return_task_ids=true", json=imported)["task_ids"]
+    annotated, unlabeled, negative = tasks[:ANNOTATED], tasks[ANNOTATED:-1], tasks[-1]
+    for task, o in zip(annotated, objects):
+        api.post(f"/api/tasks/{task}/annotations/", json={"result": [brush(box, WIDTH, HEIGHT, label)
+                                                                     for label, box in o.items()]})
+    api.post(f"/api/tasks/{negative}/annotations/", json={"result": []})
+
+    api.post(f"/api/ml/{ml}/train")
+    job = training_job(backend, project)
+    assert job["state"] == "finished", f"{job['error']}\n{backend.process.log_tail()}"
+    proposals = job["result"]["proposals"]
+    assert proposals["published"] and proposals["training"]["labels_from"] == "labeller (object masks)", proposals
+
+    ours = wait_for_predictions(api, project, unlabeled, f"segassist-{proposals['version']}+nosam", backend)
+    labelled = []
+    for task in unlabeled:
+        (prediction,) = ours[task]
+        o = objects[tasks.index(task)]
+        for region in prediction["result"]:
+            mask = region_mask(region)
+            (label,) = region["value"]["brushlabels"]
+            lies_on = max(o, key=lambda name: mask[o[name][1]:o[name][3], o[name][0]:o[name][2]].sum())
+            labelled.append((label, lies_on))
+    assert labelled and all(label == lies_on for label, lies_on in labelled), labelled
+    assert {label for label, _ in labelled} == {"Cat", "Car"}, labelled

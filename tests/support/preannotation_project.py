@@ -23,10 +23,11 @@ def object_box(index: int, width: int, height: int) -> tuple[int, int, int, int]
     return x0, y0, x0 + width // 2, y0 + height // 2
 
 
-def image_uri(box, width: int, height: int) -> str:
+def image_uri(box, width: int, height: int, others=()) -> str:
+    """A PNG data URI: a dark image holding a yellow rectangle ``box`` and ``others``, (box, RGB) pairs."""
     image = np.full((height, width, 3), 40, np.uint8)
-    x0, y0, x1, y1 = box
-    image[y0:y1, x0:x1] = (230, 200, 60)
+    for (x0, y0, x1, y1), colour in [(box, (230, 200, 60)), *others]:
+        image[y0:y1, x0:x1] = colour
     data = io.BytesIO()
     Image.fromarray(image).save(data, "PNG")
     return "data:image/png;base64," + base64.b64encode(data.getvalue()).decode()
@@ -40,7 +41,7 @@ def rectangle(box, width: int, height: int) -> dict:
                       "height": 100 * (y1 - y0) / height, "rotation": 0, "rectanglelabels": ["Cat"]}}
 
 
-def brush(box, width: int, height: int) -> dict:
+def brush(box, width: int, height: int, label: str = "Cat") -> dict:
     """A brush region (fresh id) filling ``box`` on a ``width`` x ``height`` image, as an annotation holds it."""
     from label_studio_sdk.converter.brush import mask2rle
 
@@ -49,7 +50,7 @@ def brush(box, width: int, height: int) -> dict:
     mask[y0:y1, x0:x1] = 255
     return {"id": uuid.uuid4().hex[:10], "from_name": "mask", "to_name": "image", "type": "brushlabels",
             "original_width": width, "original_height": height, "image_rotation": 0,
-            "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["Cat"]}}
+            "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": [label]}}
 
 
 def connect_project(api, backend, title: str, preannotate_on_import: bool = True) -> tuple[int, dict]:
