@@ -132,6 +132,8 @@ def run_size(n: int, args, tests, segmenter) -> dict:
         model = ProposalModel.load(out_dir)
     test_results = collect(model, tests, mask_of)
     boxes = figures(test_results, model.threshold, model.labels)
+    # Is the score honest? Its mean over the kept proposals against their box precision.
+    kept_scores = np.concatenate([r.scores[r.scores >= model.threshold] for r in test_results] or [np.zeros(0)])
     # The model apart from its threshold choice: the test tasks' own best threshold (an oracle).
     oracle_threshold = best_threshold(test_results)
     oracle = figures(test_results, oracle_threshold)
@@ -145,6 +147,7 @@ def run_size(n: int, args, tests, segmenter) -> dict:
             "train_box_precision": fit["precision"], "threshold": model.threshold,
             "calibration": model.manifest["calibration"], "box_recall": boxes["recall"],
             "box_precision": boxes["precision"], "box_per_label": boxes["per_label"],
+            "mean_kept_score": float(kept_scores.mean()) if len(kept_scores) else 0.0,
             "oracle_threshold": oracle_threshold, "oracle_box_recall": oracle["recall"],
             "oracle_box_precision": oracle["precision"], **masks}
 
