@@ -68,13 +68,13 @@ def proposal_masks(proposals: Iterable, segment: Callable[[Prompt], Segmentation
             continue
         if not segmentation.mask.any():
             continue
-        if relabel is not None:
+        if any(same_object(segmentation.mask, mask) for mask in taken):
+            out.duplicates += 1
+            continue
+        if relabel is not None:  # after the duplicate check: labelling a duplicate is wasted time
             proposal = relabel(proposal, segmentation.mask)
         if proposal.label not in labels:
             out.notes.append(f'skipped a proposal of label "{proposal.label}", which the labeling config does not give masks')
-            continue
-        if any(same_object(segmentation.mask, mask) for mask in taken):
-            out.duplicates += 1
             continue
         taken.append(segmentation.mask)
         out.segmentations.append(replace(

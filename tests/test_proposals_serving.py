@@ -114,9 +114,11 @@ def test_a_proposal_on_a_prompts_object_is_left_out_and_other_objects_are_filled
 
 def test_two_proposals_of_one_object_give_one_region_the_more_confident(tmp_path):
     again = FakeProposal("Dog", (11, 11, 50, 41), 0.7)
-    model, _ = model_for(tmp_path, FakeProposer([again, CAR]))
+    labelled = []
+    model, _ = model_for(tmp_path, FakeProposer([again, CAR], labeller=lambda mask: labelled.append(mask) or "Car"))
     found = regions(model.batch_prediction(task(), model.project_context(PROJECT)))
     assert [r["value"]["brushlabels"] for r in found] == [["Car"]]
+    assert len(labelled) == 1  # the duplicate is left out before it is labelled
 
 
 def test_the_labeller_labels_each_object_from_its_mask_and_a_label_the_config_lacks_is_left_out(tmp_path):
