@@ -74,6 +74,10 @@ def test_a_model_with_a_labeller_saves_it_checked_and_labels_proposals_by_their_
     (tmp_path / "labeller.pt").write_bytes((tmp_path / "labeller.pt").read_bytes() + b"x")
     with pytest.raises(ProposalWeightsError, match="sha256"):
         ProposalModel.load(tmp_path)
+    del manifest["files"]["labeller"]["sha256"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ProposalWeightsError, match="incomplete"):
+        ProposalModel.load(tmp_path)
 
 
 def test_evaluation_labels_each_proposal_from_the_mask_serving_would_make():

@@ -75,8 +75,11 @@ class BackendProposalTrainer:
                    settings.proposals_steps or None, base_dir=settings.proposals_base)
 
     def train(self, examples, heldout, labels, out_dir, init_dir, progress, masks_from) -> dict:
+        import torch
+
         from backend.proposals import train_proposal_model
 
+        torch.set_num_threads(self.threads)
         return train_proposal_model(examples, labels, out_dir, heldout=heldout, init_dir=init_dir, base_dir=self.base_dir,
                                     steps=self.steps,
                                     device=self.device, progress_cb=progress, seed=self.seed,
@@ -85,18 +88,19 @@ class BackendProposalTrainer:
                                     mask_of=self._mask_of(masks_from))
 
     def evaluate(self, weights_dir, heldout, masks_from) -> dict:
-        from backend.proposals import ProposalModel, evaluate_proposals
-
-        mask_of = self._mask_of(masks_from)
-        return evaluate_proposals(ProposalModel.load(weights_dir, self.device), heldout, mask_of=mask_of)
-
-    def _mask_of(self, weights_dir: Path):
         import torch
 
+        from backend.proposals import ProposalModel, evaluate_proposals
+
+        torch.set_num_threads(self.threads)
+        return evaluate_proposals(ProposalModel.load(weights_dir, self.device), heldout,
+                                  mask_of=self._mask_of(masks_from))
+
+    def _mask_of(self, weights_dir: Path):
+        """``mask_of`` for ``backend.proposals``: the box mode of the extreme-point weights in ``weights_dir``."""
         from backend.proposal_masks import box_mask_of
         from backend.segmenters.extreme import ExtremeSegmenter
 
-        torch.set_num_threads(self.threads)
         return box_mask_of(ExtremeSegmenter.load(weights_dir, self.device))
 
 

@@ -163,10 +163,14 @@ def _entry(path: Path) -> dict:
 
 
 def _checked(weights_dir: Path, entry: dict) -> Path:
-    path = weights_dir / entry["file"]
+    """The file of a manifest ``entry``, once its sha256 matches; ProposalWeightsError otherwise."""
+    try:
+        path, expected = weights_dir / entry["file"], entry["sha256"]
+    except (KeyError, TypeError):
+        raise ProposalWeightsError(f"{weights_dir / MANIFEST} is incomplete: a file entry lacks its name or sha256") from None
     if not path.is_file():
         raise ProposalWeightsError(f"missing weights file {path}")
-    if sha256_of(path) != entry["sha256"]:
+    if sha256_of(path) != expected:
         raise ProposalWeightsError(f"{path} does not match the sha256 in its manifest")
     return path
 
