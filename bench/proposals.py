@@ -21,8 +21,8 @@ mask per object as serving keeps them (``proposal_masks``), and the masks are
 matched to the true ones (IoU >= 0.5, same label, most
 confident first): recall, precision and mean IoU of the matched masks; beside them box-level
 recall/precision, the box recall/precision on the tasks it trained on (does it fit them?),
-training time, and the proposal time per 640 px image (the model alone) and the
-mask time per object. Raw output goes to --out (default bench/results/proposals.txt).
+training time, and the proposal time per 640 px image (the model alone), the
+mask time and the label time (the labeller) per object. Raw output goes to --out (default bench/results/proposals.txt).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def mask_figures(model: ProposalModel, segmenter: ExtremeSegmenter, tests) -> di
     """Proposals -> box-mode masks as serving makes them (``proposal_masks``: one mask per object),
     matched to the true masks (IoU >= 0.5, same label, greedy by score)."""
     proposed = objects = 0
-    ious, propose_s, mask_ms = [], [], []
+    ious, propose_s, mask_ms, label_ms = [], [], [], []
     segmenters = SimpleNamespace(sam=None, extreme=segmenter)
     for image, truth in tests:
         loaded = LoadedImage(array=image, key="bench")
@@ -91,8 +91,13 @@ def mask_figures(model: ProposalModel, segmenter: ExtremeSegmenter, tests) -> di
             mask_ms.append((time.perf_counter() - start) * 1000)
             return segmentation
 
-        kept = proposal_masks(proposals, segment, segmenters, LABELS,
-                              relabel=lambda proposal, mask: model.relabelled(proposal, image, mask)).segmentations
+        def relabel(proposal, mask):
+            start = time.perf_counter()
+            relabelled = model.relabelled(proposal, image, mask)
+            label_ms.append((time.perf_counter() - start) * 1000)
+            return relabelled
+
+        kept = proposal_masks(proposals, segment, segmenters, LABELS, relabel=relabel).segmentations
         taken = [False] * len(truth)
         for segmentation in kept:
             scores = [0.0 if taken[j] or label != segmentation.label else iou(segmentation.mask, m)
@@ -109,6 +114,7 @@ def mask_figures(model: ProposalModel, segmenter: ExtremeSegmenter, tests) -> di
         "matched_miou": float(np.mean(ious)) if ious else 0.0, "objects": objects, "proposals": proposed,
         "propose_s_median": float(np.median(propose_s)), "propose_s_p90": float(np.percentile(propose_s, 90)),
         "mask_ms_per_object_median": float(np.median(mask_ms)) if mask_ms else 0.0,
+        "label_ms_per_object_median": float(np.median(label_ms)) if label_ms else 0.0,
     }
 
 
