@@ -104,24 +104,26 @@ def test_evaluation_labels_each_proposal_from_the_mask_serving_would_make():
 def test_training_with_masks_fits_a_labeller_and_says_where_labels_come_from(tmp_path):
     torch.set_num_threads(1)
     rng = np.random.default_rng(4)
-    examples = []
+    examples, boxes = [], []
     for _ in range(4):
         image, disc = scene(rng, "disc")
         other, bar = scene(rng, "bar")
-        examples += [(image, [("round", disc)]), (other, [("thin", (bar.nonzero()[1].min(), bar.nonzero()[0].min(),
-                                                                   bar.nonzero()[1].max() + 1, bar.nonzero()[0].max() + 1))])]
+        boxes.append((bar.nonzero()[1].min(), bar.nonzero()[0].min(), bar.nonzero()[1].max() + 1, bar.nonzero()[0].max() + 1))
+        examples += [(image, [("round", disc)]), (other, [("thin", boxes[-1])])]
     made = []
 
     def mask_of(array, box):  # the boxes' objects (bars) get masks made, as the job's box mode makes them
-        made.append(box)
+        made.append((array.shape, box))
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         mask = np.zeros(array.shape[:2], bool)
         mask[y0:y1, x0:x1] = True
         return mask
 
-    config = DetectorConfig(long_side=96, fpn_channels=32, head_convs=1)
+    config = DetectorConfig(long_side=64, fpn_channels=32, head_convs=1)
     metrics = train_proposal_model(examples, ["round", "thin"], tmp_path / "v1", steps=2, config=config, mask_of=mask_of)
-    assert metrics["training"]["labels_from"] == "labeller (object masks)" and len(made) == 4
+    assert metrics["training"]["labels_from"] == "labeller (object masks)"
+    # at the images' own size (as serving shows the labeller objects), not the detector's 64 px
+    assert made == [((SIZE, SIZE, 3), tuple(float(v) for v in box)) for box in boxes]
     assert ProposalModel.load(tmp_path / "v1").labeller is not None
     metrics = train_proposal_model(examples, ["round", "thin"], tmp_path / "v2", steps=2, config=config)
     assert metrics["training"]["labels_from"] == "detector" and ProposalModel.load(tmp_path / "v2").labeller is None
