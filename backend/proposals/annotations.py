@@ -28,20 +28,25 @@ class ProposalError(ValueError):
 @dataclass
 class Target:
     """One object at the detector's size: label index into the model's labels, box (x0, y0, x1, y1)
-    float, and its mask when the annotation had one (copy-paste needs it)."""
+    float, and its mask when the annotation had one (copy-paste needs it); from ``prepare`` also
+    its box and mask at its image's own size (the labeller looks at objects as serving shows them)."""
 
     label: int
     box: np.ndarray
     mask: np.ndarray | None = None
+    natural_box: np.ndarray | None = None
+    natural_mask: np.ndarray | None = None
 
 
 @dataclass
 class Annotated:
-    """One image at the detector's size with its objects; ``scale`` = detector px per natural px."""
+    """One image at the detector's size with its objects; ``scale`` = detector px per natural px;
+    ``natural_image``: the image at its own size."""
 
     image: np.ndarray
     targets: list[Target]
     scale: float
+    natural_image: np.ndarray | None = None
 
 
 @dataclass
@@ -117,20 +122,21 @@ def prepare(examples: Iterable[tuple], labels: Sequence[str], long_side: int) ->
             if label not in index:
                 counts.unknown_label += 1
                 continue
-            box, mask = geometry_box(geometry, image.shape[:2])
-            if box is None:
+            natural_box, natural_mask = geometry_box(geometry, image.shape[:2])
+            if natural_box is None:
                 counts.empty_or_degenerate += 1
                 continue
-            box = box * scale
+            box = natural_box * scale
             if min(box[2] - box[0], box[3] - box[1]) < MIN_SIDE_PX:
                 counts.too_small += 1
                 continue
-            if mask is not None:
-                mask = cv2.resize(mask.astype(np.uint8), resized.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+            mask = None
+            if natural_mask is not None:
+                mask = cv2.resize(natural_mask.astype(np.uint8), resized.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
                 if not mask.any():
                     counts.too_small += 1
                     continue
-            targets.append(Target(index[label], box, mask))
+            targets.append(Target(index[label], box, mask, natural_box, natural_mask))
         if len(targets) > MAX_OBJECTS:
             counts.over_cap += len(targets) - MAX_OBJECTS
             targets = sorted(targets, key=lambda t: -(t.box[2] - t.box[0]) * (t.box[3] - t.box[1]))[:MAX_OBJECTS]
@@ -139,5 +145,5 @@ def prepare(examples: Iterable[tuple], labels: Sequence[str], long_side: int) ->
         counts.objects += len(targets)
         for target in targets:
             counts.per_label[labels[target.label]] += 1
-        prepared.append(Annotated(resized, targets, scale))
+        prepared.append(Annotated(resized, targets, scale, image))
     return prepared, counts
