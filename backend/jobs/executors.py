@@ -145,7 +145,8 @@ class RQExecutor:
     running job's lost parts are its type's to queue again (``JobType.rq_poll``). A job queued in
     the pickled format of earlier versions is queued again as JSON (``LEGACY``). A job its RQ task
     left queued (a pre-annotation job waiting for the project's other run) goes to RQ again every
-    REQUEUE_WAITING_S."""
+    REQUEUE_WAITING_S. A queued job Redis does not know is lost only once it stays unknown for
+    MISSING_FOR_S: another thread or process may have written it and not yet queued it."""
 
     def __init__(self, redis_url: str, jobs: JobStore):
         from backend.redis_connection import redis_client
@@ -156,6 +157,7 @@ class RQExecutor:
         self._jobs = jobs
         self._unknown = UnknownTypes(jobs)
         self._requeued_at: dict[str, float] = {}
+        self._missing_since: dict[str, float] = {}
 
     def submit(self, job: Job) -> None:
         self.queues[job.type].enqueue(run_rq_job, job.id, job_id=job.id, job_timeout=RQ_JOB_TIMEOUT_S,
@@ -165,11 +167,16 @@ class RQExecutor:
         for job in self._unknown.known(self._jobs.list()):
             if job.state == QUEUED:
                 status = rq_status(self.connection, job.id)
+                if status is not None:
+                    self._missing_since.pop(job.id, None)
                 if status == LEGACY:
                     self.queues[job.type].remove(job.id)
                     self.submit(job)
                     logger.info("%s job %s was queued in the pickled format; queued again as JSON", job.kind, job.id)
+                elif status is None and not self._missing_long(job):
+                    continue
                 elif status in LOST:
+                    self._missing_since.pop(job.id, None)
                     job = self._jobs.fail(job.id, f"the queued job is {status or 'gone from Redis'} before a worker "
                                                   f"started it{job_type(job.type).failure_note}")
                     logger.warning("%s job %s for project %s %s", job.kind, job.id, job.project, outcome_summary(job))
@@ -179,9 +186,19 @@ class RQExecutor:
                 if load(job_type(job.type).rq_poll)(self._jobs, self.queues[job.type], job):
                     self.submit(job)
 
+    def _missing_long(self, job: Job) -> bool:
+        """Whether Redis has not known queued ``job`` since MISSING_FOR_S (or longer)."""
+        first_missed = self._missing_since.setdefault(job.id, time.monotonic())
+        return time.monotonic() - first_missed >= MISSING_FOR_S
+
     def _requeue_waiting(self, job: Job) -> None:
         now = time.monotonic()
         if now - self._requeued_at.get(job.id, float("-inf")) < REQUEUE_WAITING_S:
+            return
+        try:
+            if self._jobs.get(job.id).state != QUEUED:  # its RQ task started it after ``poll`` listed the jobs
+                return
+        except JobNotFound:
             return
         self._requeued_at[job.id] = now
         from rq.job import Job as RQJob
@@ -193,6 +210,8 @@ class RQExecutor:
 
 # A job left queued by its RQ task goes to RQ again this often (each try is a quick look at a lock).
 REQUEUE_WAITING_S = 5.0
+# A queued job is lost when Redis has not known it for this long (its submit takes milliseconds).
+MISSING_FOR_S = 10.0
 # RQ states of a job that will never run (None: Redis does not know it).
 LOST = (None, "failed", "stopped", "canceled")
 # An RQ job queued by a version before JSON (a pickled payload; our workers no longer unpickle).

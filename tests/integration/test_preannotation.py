@@ -296,7 +296,10 @@ def chunk_in_hand(backend, project: int, job_id: str, workers: list) -> tuple[Pa
     state_dir = backend.model_dir / "active_learning" / "projects" / str(project) / "jobs" / job_id
     deadline = time.monotonic() + TIMEOUT_S
     while not (owners := sorted(state_dir.glob("owner-*.json"))):
-        assert time.monotonic() < deadline, "no chunk was taken"
+        if time.monotonic() > deadline:
+            job = requests.get(f"{backend.url}/jobs/{job_id}", auth=backend.auth, timeout=10).json()
+            logs = "\n".join(w.log_tail(40) for w in workers) + "\n" + backend.process.log_tail(80)
+            raise AssertionError(f"no chunk was taken; the job: {job}\n{logs}")
         time.sleep(0.05)
     horse = json.loads(owners[0].read_text())["pid"]
     parent = int(Path(f"/proc/{horse}/stat").read_text().rsplit(")", 1)[1].split()[1])
