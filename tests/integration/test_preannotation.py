@@ -337,6 +337,9 @@ def test_with_redis_a_worker_shutdown_hands_its_chunk_back(label_studio, redis_s
     is handed back (no attempt counted) and finished by another worker; the worker exits."""
     import signal
 
+    from redis import Redis
+    from rq import Worker
+
     api, (backend, workers) = label_studio.api, scaled_out
     workdir = backend.model_dir.parent
     env = {**os.environ, "REDIS_URL": redis_server.url, "PREANNOTATE_CHUNK_TASKS": "2", "PREANNOTATE_THREADS": "1",
@@ -344,6 +347,10 @@ def test_with_redis_a_worker_shutdown_hands_its_chunk_back(label_studio, redis_s
            "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.personal_access_token}
     workers += [ServerProcess(f"worker {n}", [sys.executable, "-m", "backend", "worker", "--name", f"w{n}"], env,
                               cwd=REPO_ROOT, log_path=workdir / f"worker{n}.log") for n in (3, 4)]
+    redis, deadline = Redis.from_url(redis_server.url), time.monotonic() + TIMEOUT_S
+    while not {"w3", "w4"} <= {w.name for w in Worker.all(connection=redis)}:  # the job starts with none loading
+        assert time.monotonic() < deadline, "\n".join(w.log_tail(20) for w in workers)
+        time.sleep(0.5)
     project, ml = connect_project(api, backend, "a worker shut down mid-chunk", preannotate_on_import=False)
     tasks = import_boxed_tasks(api, project, 12, WIDTH, HEIGHT, offset=200)
     answer = requests.post(f"{backend.url}/jobs", json={"type": "preannotate", "project": project, "tasks": tasks},
