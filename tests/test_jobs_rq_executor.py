@@ -20,14 +20,15 @@ def test_a_queued_job_redis_does_not_know_is_failed_only_once_it_stays_unknown(r
     job = jobs.create("8", "test", TRAIN)  # another thread's submit is under way
     executor.poll()
     assert jobs.get(job.id).state == QUEUED
+    monkeypatch.setattr(executors, "MISSING_FOR_S", 0.05)
+    time.sleep(0.1)
     executor.submit(job)
     executor.poll()
     assert jobs.get(job.id).state == QUEUED and executor.queues[TRAIN].job_ids == [job.id]
 
     executor.queues[TRAIN].connection.delete(f"rq:job:{job.id}")  # Redis restarted without persistence
     executor.poll()
-    assert jobs.get(job.id).state == QUEUED  # a fresh wait: the earlier miss was answered since
-    monkeypatch.setattr(executors, "MISSING_FOR_S", 0.05)
+    assert jobs.get(job.id).state == QUEUED  # a fresh wait: the first miss was answered since
     time.sleep(0.1)
     executor.poll()
     assert jobs.get(job.id).state == FAILED and "gone from Redis" in jobs.get(job.id).error
