@@ -116,3 +116,19 @@ def test_pretraining_resumes_from_its_checkpoint_and_writes_a_loadable_base(tmp_
     assert resumed["heldout"]["images"] == 1 and resumed["kind"] == "class-agnostic base"
     assert json.loads((tmp_path / "manifest.json").read_text())["training"]["steps"] == 3
     assert load_base(tmp_path).config == TINY
+
+
+def test_pretraining_can_continue_a_base_training_more_of_the_encoder_and_the_base_keeps_the_projects_share(tmp_path):
+    torch.set_num_threads(1)
+    pretrain(tmp_path / "first", 2, batch_size=1, validation=0, checkpoint_every=1, config=TINY)
+    first = ProposalModel.load(tmp_path / "first").detector.state_dict()
+    manifest = pretrain(tmp_path / "more", 3, batch_size=1, validation=0, checkpoint_every=1, trainable_from=5,
+                        init_dir=tmp_path / "first")
+    assert manifest["training"]["steps"] == 3 and manifest["training"]["trainable_from"] == 5
+    assert [row[0] for row in manifest["training"]["loss_history"]["rows"]] == [2, 3]  # the base's history goes on
+    more = load_base(tmp_path / "more")
+    assert more.config == TINY  # the projects still train from block 11
+    after = more.detector.state_dict()
+    stage_16 = "backbone.blocks.6._project_conv.weight"  # below the projects' trainable share: pretrained here
+    assert not torch.equal(first[stage_16], after[stage_16])
+    assert torch.equal(first["backbone.stem.0.weight"], after["backbone.stem.0.weight"])

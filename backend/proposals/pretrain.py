@@ -9,6 +9,10 @@ batches get the same augmentation as a project's training (copy-paste between th
 scale, flip, colour). The data of a step are a function of the step and the seed, so a resumed run
 sees the scenes it would have seen. The learning rate warms up and then stays constant, so a run
 can be stopped at any checkpoint (``--max-minutes``) and still leave a finished base.
+Pretraining may train more of the encoder than a project's fine-tune does (``--trainable-from``):
+the base has the scenes to teach it, a project's handful of images do not; the base keeps the
+config's ``trainable_from`` for the projects. ``--init`` continues a finished base (its weights,
+steps and loss history) with a fresh optimiser, e.g. with more of the encoder trainable.
 
 Resumable: ``out/checkpoint.pt`` every ``--checkpoint-every`` steps. At the end (the last step, or
 the first checkpoint after ``--max-minutes``) the model is written into ``out`` as a proposal model
@@ -36,7 +40,7 @@ import torch
 from backend.files import write_atomic
 from backend.proposals.annotations import prepare
 from backend.proposals.augment import augment
-from backend.proposals.base import BASE_LABEL
+from backend.proposals.base import BASE_LABEL, load_base
 from backend.proposals.evaluate import best_threshold, collect, figures
 from backend.proposals.model import ProposalModel
 from backend.proposals.network import DetectorConfig, build_detector
@@ -58,13 +62,20 @@ def scene_example(seed: int, index: int, split: str) -> tuple[np.ndarray, list[t
 def pretrain(out_dir: str | Path, steps: int, *, batch_size: int = 4, lr: float = 1e-3, seed: int = 0,
              validation: int = 10, checkpoint_every: int = 25, max_minutes: float | None = None,
              device: str = "cpu", config: DetectorConfig = DEFAULT_CONFIG, provenance: dict | None = None,
-             progress_cb: Callable[[int, int, float], None] | None = None) -> dict:
+             progress_cb: Callable[[int, int, float], None] | None = None, trainable_from: int | None = None,
+             init_dir: str | Path | None = None) -> dict:
     """Train (or resume) the base in ``out_dir`` up to ``steps`` steps, or until the first checkpoint
-    after ``max_minutes`` of this run; write it there as a proposal model; return its manifest."""
+    after ``max_minutes`` of this run; write it there as a proposal model; return its manifest.
+    ``trainable_from``: the first encoder block this pretraining trains (default: ``config``'s, which
+    the written base keeps); ``init_dir``: without a checkpoint, continue that base."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    detector = build_detector(config, 1, pretrained=True).to(device).train()
+    source = load_base(init_dir) if init_dir is not None else None
+    if source is not None:
+        config = source.config
+    trained = config if trainable_from is None else replace(config, trainable_from=trainable_from)
+    detector = build_detector(trained, 1, pretrained=source is None).to(device).train()
     parameters = [p for p in detector.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-4)
     step, seconds, losses = 0, 0.0, []
@@ -73,6 +84,11 @@ def pretrain(out_dir: str | Path, steps: int, *, batch_size: int = 4, lr: float 
         detector.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, seconds, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
+    elif source is not None:
+        detector.load_state_dict(source.detector.state_dict())
+        training = source.manifest.get("training", {})
+        step, seconds = int(training.get("steps", 0)), float(training.get("seconds", 0.0))
+        losses = list(training.get("loss_history", {}).get("rows", []))
     started = time.monotonic()
     recent = []
     while step < steps:
@@ -103,6 +119,7 @@ def pretrain(out_dir: str | Path, steps: int, *, batch_size: int = 4, lr: float 
     results = collect(model, heldout)
     model.threshold = best_threshold(results) if heldout else model.threshold
     training = {"steps": step, "batch_size": batch_size, "lr": lr, "warmup_steps": WARMUP_STEPS, "seed": seed,
+                "trainable_from": trained.trainable_from,
                 "seconds": round(seconds, 1), "device": device,
                 "loss_history": {"columns": list(LOSS_COLUMNS), "rows": losses}}
     heldout_figures = figures(results, model.threshold) if heldout else None
@@ -122,6 +139,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validation", type=int, default=10, help="held-out-split scenes for the manifest's figures")
     parser.add_argument("--checkpoint-every", type=int, default=25)
+    parser.add_argument("--trainable-from", type=int, default=None,
+                        help="first encoder block pretraining trains (default: the projects' own, "
+                             f"{DEFAULT_CONFIG.trainable_from}; the base keeps that for them)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="without a checkpoint in --out: continue this base (weights, steps, loss history) "
+                             "with a fresh optimiser")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, …")
 
@@ -147,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = pretrain(args.out, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         validation=args.validation, checkpoint_every=args.checkpoint_every,
                         max_minutes=args.max_minutes, device=args.device, provenance=provenance, progress_cb=report,
-                        config=replace(DEFAULT_CONFIG, long_side=args.long_side))
+                        config=replace(DEFAULT_CONFIG, long_side=args.long_side),
+                        trainable_from=args.trainable_from, init_dir=args.init)
     print(json.dumps({key: manifest[key] for key in ("training", "heldout", "threshold")}, indent=2))
     return 0
