@@ -132,3 +132,9 @@ def test_pretraining_can_continue_a_base_training_more_of_the_encoder_and_the_ba
     stage_16 = "backbone.blocks.6._project_conv.weight"  # below the projects' trainable share: pretrained here
     assert not torch.equal(first[stage_16], after[stage_16])
     assert torch.equal(first["backbone.stem.0.weight"], after["backbone.stem.0.weight"])
+
+
+def test_continuing_a_base_that_is_not_there_is_an_error_not_a_fresh_start(tmp_path):
+    with pytest.raises(ProposalWeightsError, match="no base to continue"):
+        pretrain(tmp_path / "out", 1, validation=0, config=TINY, init_dir=tmp_path / "typo")
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()

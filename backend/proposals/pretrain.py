@@ -42,7 +42,7 @@ from backend.proposals.annotations import prepare
 from backend.proposals.augment import augment
 from backend.proposals.base import BASE_LABEL, load_base
 from backend.proposals.evaluate import best_threshold, collect, figures
-from backend.proposals.model import ProposalModel
+from backend.proposals.model import MANIFEST, ProposalModel, ProposalWeightsError
 from backend.proposals.network import DetectorConfig, build_detector
 from backend.proposals.train import DEFAULT_CONFIG, detector_inputs, optimisation_step
 from backend.training.synthetic import generate_scene
@@ -72,6 +72,8 @@ def pretrain(out_dir: str | Path, steps: int, *, batch_size: int = 4, lr: float 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     source = load_base(init_dir) if init_dir is not None else None
+    if init_dir is not None and source is None:
+        raise ProposalWeightsError(f"no base to continue in {init_dir}: it holds no {MANIFEST}")
     if source is not None:
         config = source.config
     trained = config if trainable_from is None else replace(config, trainable_from=trainable_from)
@@ -133,7 +135,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop at the first checkpoint after this many minutes of this run, and write the base")
     parser.add_argument("--long-side", type=int, default=DEFAULT_CONFIG.long_side,
-                        help="px: the detector's image size, kept by the projects' models that start from this base")
+                        help="px: the detector's image size, kept by the projects' models that start from this base "
+                             "(with --init: that base's)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -167,10 +170,14 @@ def run(args: argparse.Namespace) -> int:
         if step % LOSS_EVERY == 0:
             print(f"step {step}/{steps} loss {loss:.3f} at {datetime.now(timezone.utc):%H:%M:%S}", flush=True)
 
-    manifest = pretrain(args.out, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        validation=args.validation, checkpoint_every=args.checkpoint_every,
-                        max_minutes=args.max_minutes, device=args.device, provenance=provenance, progress_cb=report,
-                        config=replace(DEFAULT_CONFIG, long_side=args.long_side),
-                        trainable_from=args.trainable_from, init_dir=args.init)
+    try:
+        manifest = pretrain(args.out, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            validation=args.validation, checkpoint_every=args.checkpoint_every,
+                            max_minutes=args.max_minutes, device=args.device, provenance=provenance,
+                            progress_cb=report, config=replace(DEFAULT_CONFIG, long_side=args.long_side),
+                            trainable_from=args.trainable_from, init_dir=args.init)
+    except ProposalWeightsError as exc:  # a wrong --init: say so, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({key: manifest[key] for key in ("training", "heldout", "threshold")}, indent=2))
     return 0
