@@ -71,9 +71,9 @@ def pretrain(out_dir: str | Path, steps: int, *, batch_size: int = 4, lr: float 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    source = load_base(init_dir) if init_dir is not None else None
-    if init_dir is not None and source is None:
+    if init_dir is not None and not (Path(init_dir) / MANIFEST).is_file():  # before load_base logs a fresh start
         raise ProposalWeightsError(f"no base to continue in {init_dir}: it holds no {MANIFEST}")
+    source = load_base(init_dir) if init_dir is not None else None
     if source is not None:
         config = source.config
     trained = config if trainable_from is None else replace(config, trainable_from=trainable_from)
