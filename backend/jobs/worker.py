@@ -26,10 +26,11 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 
-from rq.defaults import DEFAULT_WORKER_TTL
 from redis.exceptions import RedisError
+from rq.defaults import DEFAULT_WORKER_TTL
+from rq.exceptions import StopRequested
 from rq.worker import SpawnWorker, WorkerStatus
 
 from backend.jobs.backoff import Backoff
@@ -49,6 +50,23 @@ logger = logging.getLogger(__name__)
 PAUSABLE_QUEUES = (PREANNOTATION_QUEUE,)
 # An in-worker job sends no heartbeats while it runs; RQ waits this long past its timeout.
 IN_WORKER_GRACE_S = 60
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Shutdown:
+    """Whether SIGTERM or SIGINT came. Set from signal handlers, so a plain flag: an Event's lock,
+    held by the main thread waiting on it, would deadlock a handler that sets it."""
+
+    requested = False
+
+    def request(self, *_signal) -> None:
+        self.requested = True
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, less when a shutdown comes."""
+        deadline = time.monotonic() + seconds
+        while not self.requested and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 class BackendWorker(SpawnWorker):
@@ -56,17 +74,35 @@ class BackendWorker(SpawnWorker):
     once; other jobs (training, pre-annotation) run in a freshly spawned process each. Spawned, not
     forked: a process forked after torch ran a parallel op hangs on its next one."""
 
-    shutdown_requested = False
     _running_queue: str | None = None
+    _handlers_before_loop: dict = {}
+
+    def __init__(self, *args, shutdown: Shutdown | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # whichever handler hears SIGTERM/SIGINT: RQ's loop ends for this, not for a lost Redis
+        self.shutdown = shutdown or Shutdown()
 
     def request_stop(self, signum, frame):
-        self.shutdown_requested = True  # RQ's loop ends for this, not for a lost Redis
+        self.shutdown.request()
         if self._running_queue in PAUSABLE_QUEUES and self.horse_pid:
             try:  # the horse is in its own process group: it hears of the shutdown only from us
                 os.kill(self.horse_pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         super().request_stop(signum, frame)
+
+    def _install_signal_handlers(self):
+        self._handlers_before_loop = {sig: signal.getsignal(sig) for sig in SHUTDOWN_SIGNALS}
+        super()._install_signal_handlers()
+        if self.shutdown.requested:  # it came before RQ's handlers were in place (startup, a reconnect)
+            self._stop_requested = True  # RQ's loop ends before it takes a job
+
+    def teardown(self):
+        # RQ's handlers outlive its loop: they would raise StopRequested into whatever runs next, or
+        # stop this worker while the next one runs
+        for sig, handler in self._handlers_before_loop.items():
+            signal.signal(sig, handler)
+        super().teardown()
 
     def execute_job(self, job, queue):
         self._running_queue = queue.name
@@ -104,39 +140,40 @@ def run(args: argparse.Namespace) -> int:
     # RQ's worker blocks on its queues for up to its TTL (minus a margin) per wait
     connection = redis_client(settings.redis_url, blocking_reads_s=DEFAULT_WORKER_TTL)
     queues = [rq_queue(name, connection) for name in WORKER_QUEUES]
-    while True:
-        worker = BackendWorker(queues, connection=connection, name=args.name, serializer=SERIALIZER)
+    shutdown = Shutdown()
+    for sig in SHUTDOWN_SIGNALS:  # outside a worker's loop (startup, a reconnect) it is only remembered
+        signal.signal(sig, shutdown.request)
+    while not shutdown.requested:
+        worker = BackendWorker(queues, connection=connection, name=args.name, serializer=SERIALIZER,
+                               shutdown=shutdown)
         try:
             worker.work(burst=args.burst)
         except RedisError:  # its teardown, with Redis gone
             pass
-        if args.burst or worker.shutdown_requested:
+        except StopRequested:  # RQ's handler, outside a job and before the loop caught it
+            pass
+        if args.burst or shutdown.requested:
             return 0
         logger.warning("worker %s lost its connection to Redis; reconnecting", worker.name)
-        if not wait_for_redis(connection):
+        if not wait_for_redis(connection, shutdown):
             return 0
         try:
             worker.register_death()  # the registration Redis may still hold: the new one takes its name
         except RedisError:
             pass
         logger.warning("worker %s: Redis answers again; working on", worker.name)
+    return 0
 
 
-def wait_for_redis(connection) -> bool:
-    """Wait until Redis answers a PING (backoff); False when SIGTERM or SIGINT came first."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+def wait_for_redis(connection, shutdown: Shutdown) -> bool:
+    """Wait until Redis answers a PING (backoff); False when a shutdown came first."""
     backoff = Backoff()
-    try:
-        while not stop.is_set():
-            try:
-                connection.ping()
-                return True
-            except RedisError as exc:
-                wait_s = backoff.next_wait()
-                logger.warning("Redis does not answer (%s); trying again in %.0f s", type(exc).__name__, wait_s)
-                stop.wait(wait_s)
-        return False
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    while not shutdown.requested:
+        try:
+            connection.ping()
+            return True
+        except RedisError as exc:
+            wait_s = backoff.next_wait()
+            logger.warning("Redis does not answer (%s); trying again in %.0f s", type(exc).__name__, wait_s)
+            shutdown.wait(wait_s)
+    return False
