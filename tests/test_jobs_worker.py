@@ -14,7 +14,7 @@ from rq.job import JobStatus
 from backend.cli import main
 from backend.jobs import worker as worker_module
 from backend.jobs.queues import SERIALIZER, TRAINING_QUEUE, rq_queue
-from backend.jobs.worker import BackendWorker, Shutdown
+from backend.jobs.worker import SHUTDOWN_SIGNALS, BackendWorker, Shutdown
 
 
 def test_worker_without_redis_explains_the_embedded_worker(monkeypatch, capsys):
@@ -33,7 +33,7 @@ def training_queue(redis_server):
 @pytest.fixture
 def signal_handlers_kept():
     """The handlers pytest runs with, put back whatever the test installs."""
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    before = {sig: signal.getsignal(sig) for sig in SHUTDOWN_SIGNALS}
     yield before
     for sig, handler in before.items():
         signal.signal(sig, handler)
